@@ -1,0 +1,171 @@
+//! The command line: flags parsed here, commands dispatched to the library.
+//!
+//! Exit codes: 0 success; 1 a fatal error (configuration, storage); 2 the image could
+//! not be converted (bad input, limits); 3 another run holds the lock; 64 bad usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::convert::ResizeSpec;
+use crate::job::{self, JobError, Outcome};
+use crate::naming;
+use crate::storage::Storage;
+
+/// Keeps an S3-compatible bucket (or a local directory) WebP-complete.
+#[derive(Debug, Parser)]
+#[command(name = "image-converting-server", version, about)]
+pub struct Cli {
+    /// Configuration file (YAML). Default: config/config.yaml, if present.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert one object of the configured bucket to WebP and upload it beside the source.
+    Convert {
+        /// A key (`photos/cat.jpg`), `r2://bucket/key` or `s3://bucket/key`.
+        source: String,
+        /// Resize to this width (keeps the aspect ratio unless --height is given too).
+        #[arg(long)]
+        width: Option<u32>,
+        /// Resize to this height.
+        #[arg(long)]
+        height: Option<u32>,
+        /// Resize with a named preset from resize.presets.
+        #[arg(long, conflicts_with_all = ["width", "height"])]
+        preset: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the configuration and print it (secrets hidden).
+    CheckConfig,
+}
+
+/// Exit codes.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FATAL: u8 = 1;
+    pub const FAILED: u8 = 2;
+    pub const LOCKED: u8 = 3;
+    pub const USAGE: u8 = 64;
+}
+
+/// Runs a parsed command with a loaded configuration.
+pub fn run(cli: Cli, config: Config) -> ExitCode {
+    match cli.command {
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            ExitCode::from(exit::OK)
+        }
+        Command::Convert {
+            source,
+            width,
+            height,
+            preset,
+            json,
+        } => {
+            let resize = match (preset, width, height) {
+                (Some(name), _, _) => match config.presets.get(&name) {
+                    Some(spec) => Some(*spec),
+                    None => {
+                        let known: Vec<&str> = config.presets.keys().map(String::as_str).collect();
+                        eprintln!(
+                            "Error: unknown preset {name:?} (resize.presets has: {})",
+                            known.join(", ")
+                        );
+                        return ExitCode::from(exit::USAGE);
+                    }
+                },
+                (None, None, None) => None,
+                (None, w, h) => Some(ResizeSpec {
+                    width: w,
+                    height: h,
+                }),
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("Error: cannot start the async runtime: {e}");
+                    return ExitCode::from(exit::FATAL);
+                }
+            };
+            rt.block_on(convert_one(&config, &source, resize, json))
+        }
+    }
+}
+
+async fn convert_one(
+    config: &Config,
+    source: &str,
+    resize: Option<ResizeSpec>,
+    json: bool,
+) -> ExitCode {
+    let storage = match Storage::open(&config.storage, &config.bucket_name()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(exit::FATAL);
+        }
+    };
+    let key = match naming::parse_source(source, storage.bucket()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match job::convert_object(&storage, config, &key, resize).await {
+        Ok(outcome) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&outcome).expect("outcome serialises")
+                );
+            } else {
+                match &outcome {
+                    Outcome::Converted(r) => println!(
+                        "Converted image: {} -> {} ({} -> {} bytes, {}x{}, {} frame(s), {}, {} ms)",
+                        r.source,
+                        r.destination,
+                        r.original_size,
+                        r.converted_size,
+                        r.width,
+                        r.height,
+                        r.frames,
+                        if r.lossless { "lossless" } else { "lossy" },
+                        r.duration_ms
+                    ),
+                    Outcome::KeptSource(r) => println!(
+                        "Kept source: {} (WebP would be {} bytes, not smaller than the source's {}; conversion.skip_if_larger)",
+                        r.source, r.converted_size, r.original_size
+                    ),
+                }
+            }
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(match e {
+                JobError::Convert { .. }
+                | JobError::Collision { .. }
+                | JobError::NotCandidate { .. } => exit::FAILED,
+                JobError::Storage(crate::storage::StorageError::NotFound { .. })
+                | JobError::Storage(crate::storage::StorageError::TooLarge { .. })
+                | JobError::Storage(crate::storage::StorageError::UnsafeKey { .. }) => exit::FAILED,
+                JobError::Source(_) => exit::USAGE,
+                _ => exit::FATAL,
+            })
+        }
+    }
+}

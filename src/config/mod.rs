@@ -1,0 +1,244 @@
+//! Configuration: read in layers, validated once into typed settings.
+//!
+//! Layers, lowest first: built-in defaults, the YAML file (`config/config.yaml` or
+//! `--config`), the Go server's environment variables (`R2_ACCESS_KEY`, `R2_SECRET_KEY`,
+//! `R2_ENDPOINT`, `R2_BUCKET`, `SERVER_PORT`, `WEBHOOK_URL`, `WEBHOOK_*`), then
+//! `ICS__SECTION__KEY` variables. [`Config::validate`] checks every value and names the key,
+//! the value and what is allowed when one is wrong. Secrets are [`Secret`]s throughout.
+
+mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use raw::RawConfig;
+
+use crate::convert::{ConvertOptions, ResizeSpec};
+use crate::secret::Secret;
+
+/// The file read when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/config.yaml";
+
+/// Environment variables of the Go server and the keys they set.
+const LEGACY_ENV: &[(&str, &str)] = &[
+    ("R2_ACCESS_KEY", "r2.access_key"),
+    ("R2_SECRET_KEY", "r2.secret_key"),
+    ("R2_ENDPOINT", "r2.endpoint"),
+    ("R2_BUCKET", "r2.bucket"),
+    ("SERVER_PORT", "server.port"),
+    ("WEBHOOK_URL", "webhook.url"),
+    ("WEBHOOK_SECRET", "webhook.secret"),
+    ("WEBHOOK_RETRY_ENABLED", "webhook.retry_enabled"),
+    (
+        "WEBHOOK_RETRY_INTERVAL_MINUTES",
+        "webhook.retry_interval_minutes",
+    ),
+    ("WEBHOOK_MAX_RETRIES", "webhook.max_retries"),
+    ("WEBHOOK_PENDING_DIR", "webhook.pending_dir"),
+];
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("{key} must be {allowed}, got {value}")]
+    Invalid {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: &str, value: impl std::fmt::Display, allowed: &str) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            allowed: allowed.to_owned(),
+        }
+    }
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub storage: StorageConfig,
+    /// Lower-case extensions of the objects to convert (`conversion.formats`).
+    pub formats: Vec<String>,
+    pub convert: ConvertOptions,
+    /// Named resize presets (`resize.presets`).
+    pub presets: std::collections::BTreeMap<String, ResizeSpec>,
+    /// Keep the source, and do not upload, when the WebP is larger (`conversion.skip_if_larger`).
+    pub skip_if_larger: bool,
+    pub cron: CronConfig,
+    pub server: ServerConfig,
+    pub webhook: WebhookConfig,
+    pub state: StateConfig,
+    pub log: LogConfig,
+}
+
+/// Where the images live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageConfig {
+    /// A directory is the bucket; the bucket's name is the directory's last component.
+    Local { root: PathBuf },
+    /// An S3-compatible bucket: Cloudflare R2, AWS S3, MinIO.
+    S3(S3Config),
+    /// In-process memory (tests and experiments).
+    Memory { bucket: String },
+}
+
+/// Settings of an S3-compatible backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub virtual_hosted_style: bool,
+}
+
+/// `cron:` validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronConfig {
+    pub schedule: String,
+    pub enabled: bool,
+    pub timezone: String,
+}
+
+/// `server:` validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub timeout_seconds: u64,
+}
+
+/// `webhook:` validated; `url` empty means off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    pub url: Option<String>,
+    pub secret: Secret,
+    pub retry_enabled: bool,
+    pub retry_interval_minutes: u64,
+    pub max_retries: u32,
+    pub pending_dir: PathBuf,
+}
+
+/// `state:` validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+    /// `all`, `now` or an RFC 3339 time, for a missing state file.
+    pub initial: String,
+    pub checkpoint_every: u32,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `log:` validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Config {
+    /// Reads `path` (or [`DEFAULT_PATH`] when `None`) and the process environment.
+    ///
+    /// A path given explicitly must exist; the default file may be absent (defaults apply).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &vars)
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let (file, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        if required && !file.is_file() {
+            return Err(ConfigError::Read {
+                path: file,
+                message: "no such file".into(),
+            });
+        }
+        let mut builder = config::Config::builder().add_source(
+            config::File::from(file.as_path())
+                .format(config::FileFormat::Yaml)
+                .required(required),
+        );
+        // The Go server's variables, as a layer between the file and ICS__ variables.
+        let legacy: config::Map<String, String> = LEGACY_ENV
+            .iter()
+            .filter_map(|(var, key)| {
+                let (_, v) = env.iter().find(|(k, _)| k == var)?;
+                Some((key.replace('.', "__"), v.clone()))
+            })
+            .collect();
+        builder = builder.add_source(
+            config::Environment::default()
+                .separator("__")
+                .source(Some(legacy)),
+        );
+        let ics: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("ICS__"))
+            .cloned()
+            .collect();
+        // Values stay strings (a numeric-looking secret must not become a number); typed
+        // keys are converted on deserialisation, and lists accept "a,b,c".
+        builder = builder.add_source(
+            config::Environment::with_prefix("ICS")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(ics)),
+        );
+        let raw: RawConfig = builder
+            .build()
+            .map_err(|e| match e {
+                config::ConfigError::Foreign(_) | config::ConfigError::FileParse { .. } => {
+                    ConfigError::Read {
+                        path: file.clone(),
+                        message: e.to_string(),
+                    }
+                }
+                other => parse_error(other),
+            })?
+            .try_deserialize()
+            .map_err(parse_error)?;
+        Self::validate(raw)
+    }
+
+    /// The bucket's name: the S3 bucket, or the local root's last component.
+    pub fn bucket_name(&self) -> String {
+        match &self.storage {
+            StorageConfig::S3(s3) => s3.bucket.clone(),
+            StorageConfig::Memory { bucket } => bucket.clone(),
+            StorageConfig::Local { root } => root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "bucket".into()),
+        }
+    }
+}
+
+fn parse_error(e: config::ConfigError) -> ConfigError {
+    ConfigError::Parse(e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,311 @@
+//! The conversion core: bytes in, WebP out. Plain functions, no actix, no I/O.
+//!
+//! [`convert`] runs the whole path for one image: size cap → sniff the real format →
+//! header limits (pixels, sides, frames) → decode → EXIF orientation → optional resize →
+//! libwebp encode (still or animated) → ICC/EXIF/XMP chunks. Every failure is a
+//! [`ConvertError`] that says what is wrong with the input and carries a stable
+//! [`ConvertError::code`] for ledgers, metrics and API responses.
+
+mod decode;
+mod options;
+mod sniff;
+pub mod webp;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, GenericImageView};
+
+pub use decode::{netscape_loop_count, webp_loop_count};
+pub use options::{
+    ConvertOptions, FormatOverride, Limits, LosslessPolicy, Oversize, ResizeSpec, SourceFormat,
+};
+pub use sniff::sniff;
+
+use decode::{Decoded, decode_error, frame_duration_ms};
+use webp::{AnimFrame, EncodeConfig, EncodeError, Pixels};
+
+/// WebP's largest side, in pixels.
+pub const WEBP_MAX_SIDE: u32 = 16383;
+
+/// Why an image could not be converted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConvertError {
+    #[error("empty file (0 bytes)")]
+    Empty,
+    #[error("input is {size} bytes, over conversion.max_size_mb ({max} bytes)")]
+    TooLarge { size: u64, max: u64 },
+    #[error("not a supported image: {hint}")]
+    NotAnImage { hint: String },
+    #[error("unsupported image format: {format}")]
+    UnsupportedFormat { format: String },
+    #[error("{format} decode failed: {message}")]
+    Decode {
+        format: SourceFormat,
+        message: String,
+    },
+    #[error("image has no pixels")]
+    EmptyImage,
+    #[error("image is {width}x{height} = {} pixels, over the limit of {max} (conversion.max_megapixels)", *width as u64 * *height as u64)]
+    TooManyPixels { width: u32, height: u32, max: u64 },
+    #[error(
+        "image is {width}x{height}; WebP allows at most 16383 px a side (set conversion.oversize: downscale to fit)"
+    )]
+    TooWide { width: u32, height: u32 },
+    #[error("animation has more than {max} frames (conversion.max_frames)")]
+    TooManyFrames { max: u32 },
+    #[error("decoder limit exceeded: {message}")]
+    LimitExceeded { message: String },
+    #[error("invalid resize request: {0}")]
+    InvalidResize(String),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl ConvertError {
+    /// A stable snake_case reason, for the failure ledger, metrics and API errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty_file",
+            Self::TooLarge { .. } => "too_large",
+            Self::NotAnImage { .. } => "not_an_image",
+            Self::UnsupportedFormat { .. } => "unsupported_format",
+            Self::Decode { .. } => "decode_failed",
+            Self::EmptyImage => "empty_image",
+            Self::TooManyPixels { .. } => "too_many_pixels",
+            Self::TooWide { .. } => "too_wide",
+            Self::TooManyFrames { .. } => "too_many_frames",
+            Self::LimitExceeded { .. } => "limit_exceeded",
+            Self::InvalidResize(_) => "invalid_resize",
+            Self::Encode(_) => "encode_failed",
+        }
+    }
+
+    /// True when the bytes are no image we can read (as opposed to a limit or encoder failure).
+    pub fn is_unsupported_input(&self) -> bool {
+        matches!(
+            self,
+            Self::Empty
+                | Self::NotAnImage { .. }
+                | Self::UnsupportedFormat { .. }
+                | Self::Decode { .. }
+                | Self::EmptyImage
+        )
+    }
+}
+
+/// A finished conversion.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub webp: Vec<u8>,
+    pub format: SourceFormat,
+    /// Output size (after orientation and resize).
+    pub width: u32,
+    pub height: u32,
+    pub frames: u32,
+    pub lossless: bool,
+    /// The EXIF orientation applied (1 = none).
+    pub orientation: u8,
+    pub icc: bool,
+    /// Decoded megapixels of the source (all frames), for throughput figures.
+    pub source_megapixels: f64,
+}
+
+/// Converts one image to WebP.
+pub fn convert(
+    input: &[u8],
+    opts: &ConvertOptions,
+    resize: Option<ResizeSpec>,
+) -> Result<Converted, ConvertError> {
+    if input.len() as u64 > opts.limits.max_input_bytes {
+        return Err(ConvertError::TooLarge {
+            size: input.len() as u64,
+            max: opts.limits.max_input_bytes,
+        });
+    }
+    if let Some(r) = resize {
+        for side in [r.width, r.height].into_iter().flatten() {
+            if side == 0 || side > WEBP_MAX_SIDE {
+                return Err(ConvertError::InvalidResize(format!(
+                    "{side} px is outside 1..=16383"
+                )));
+            }
+        }
+    }
+    let format = sniff(input)?;
+    match decode::decode(input, format, opts)? {
+        Decoded::Still(still) => convert_still(still, format, opts, resize),
+        Decoded::Animation(anim) => convert_animation(anim, format, opts, resize),
+    }
+}
+
+/// The output size after a resize request and the 16383 px rule.
+fn output_size(
+    w: u32,
+    h: u32,
+    resize: Option<ResizeSpec>,
+    opts: &ConvertOptions,
+) -> Result<(u32, u32), ConvertError> {
+    let (tw, th) = resize.and_then(|r| r.target(w, h)).unwrap_or((w, h));
+    if tw <= WEBP_MAX_SIDE && th <= WEBP_MAX_SIDE {
+        return Ok((tw, th));
+    }
+    match opts.limits.oversize {
+        Oversize::Fail => Err(ConvertError::TooWide {
+            width: tw,
+            height: th,
+        }),
+        Oversize::Downscale => {
+            let scale = f64::from(WEBP_MAX_SIDE) / f64::from(tw.max(th));
+            let fit = |v: u32| ((f64::from(v) * scale).round() as u32).clamp(1, WEBP_MAX_SIDE);
+            Ok((fit(tw), fit(th)))
+        }
+    }
+}
+
+fn encode_config(opts: &ConvertOptions, format: SourceFormat, lossless: bool) -> EncodeConfig {
+    let (quality, _, near_lossless) = opts.effective(format);
+    EncodeConfig {
+        quality,
+        method: opts.method,
+        lossless,
+        near_lossless,
+        alpha_quality: opts.alpha_quality,
+        exact: opts.exact,
+        sharp_yuv: opts.sharp_yuv,
+        multithread: opts.multithread,
+    }
+}
+
+fn convert_still(
+    still: decode::Still,
+    format: SourceFormat,
+    opts: &ConvertOptions,
+    resize: Option<ResizeSpec>,
+) -> Result<Converted, ConvertError> {
+    let (w, h) = still.image.dimensions();
+    let source_megapixels = f64::from(w) * f64::from(h) / 1e6;
+    let (tw, th) = output_size(w, h, resize, opts)?;
+    let mut image = still.image;
+    if (tw, th) != (w, h) {
+        image = image.resize_exact(tw, th, FilterType::Lanczos3);
+    }
+    let has_alpha = image.color().has_alpha();
+    let pixels: Vec<u8> = if has_alpha {
+        image.into_rgba8().into_raw()
+    } else {
+        image.into_rgb8().into_raw()
+    };
+    let lossless = match opts.effective(format).1 {
+        LosslessPolicy::Never => false,
+        LosslessPolicy::Always => true,
+        LosslessPolicy::Auto => {
+            format.is_lossless_source() && few_colours(&pixels, if has_alpha { 4 } else { 3 })
+        }
+    };
+    let px = Pixels {
+        data: &pixels,
+        width: tw,
+        height: th,
+        has_alpha,
+    };
+    let encoded = webp::encode_still(&px, &encode_config(opts, format, lossless))?;
+    let icc = still.metadata.icc.is_some();
+    let webp = webp::add_metadata(&encoded, &still.metadata)?;
+    Ok(Converted {
+        webp,
+        format,
+        width: tw,
+        height: th,
+        frames: 1,
+        lossless,
+        orientation: still.orientation,
+        icc,
+        source_megapixels,
+    })
+}
+
+fn convert_animation(
+    anim: decode::Animation<'_>,
+    format: SourceFormat,
+    opts: &ConvertOptions,
+    resize: Option<ResizeSpec>,
+) -> Result<Converted, ConvertError> {
+    let (w, h) = (anim.width, anim.height);
+    let (tw, th) = output_size(w, h, resize, opts)?;
+    // GIFs are palette images: `auto` encodes them lossless, as gif2webp does.
+    let lossless = !matches!(opts.effective(format).1, LosslessPolicy::Never);
+    let max_frames = opts.limits.max_frames;
+    // Work cap: decoding and encoding cost grows with frames × pixels.
+    let pixel_budget = opts.limits.max_pixels.saturating_mul(10);
+    let mut count: u32 = 0;
+    let mut limit_error: Option<ConvertError> = None;
+    let frames = anim.first.into_iter().map(Ok).chain(anim.rest).map(|frame| {
+        count += 1;
+        if count > max_frames {
+            limit_error = Some(ConvertError::TooManyFrames { max: max_frames });
+            return Err(EncodeError("frame limit".into()));
+        }
+        if u64::from(count) * u64::from(w) * u64::from(h) > pixel_budget {
+            limit_error = Some(ConvertError::LimitExceeded {
+                message: format!("animation exceeds {pixel_budget} decoded pixels (10 x conversion.max_megapixels)"),
+            });
+            return Err(EncodeError("pixel budget".into()));
+        }
+        let frame = frame.map_err(|e| {
+            limit_error = Some(decode_error(format, e));
+            EncodeError("decode".into())
+        })?;
+        let duration_ms = frame_duration_ms(&frame);
+        let mut buffer = frame.into_buffer();
+        if (tw, th) != (w, h) {
+            buffer = image::imageops::resize(&buffer, tw, th, FilterType::Lanczos3);
+        }
+        Ok((buffer.into_raw(), duration_ms))
+    });
+    // Frames are decoded, encoded and dropped one at a time.
+    let frames = frames.map(|r| r.map(|(rgba, duration_ms)| AnimFrame { rgba, duration_ms }));
+    let result = webp::encode_animation(
+        tw,
+        th,
+        frames,
+        anim.loop_count,
+        &encode_config(opts, format, lossless),
+    );
+    let encoded = match result {
+        Ok(v) => v,
+        Err(e) => return Err(limit_error.unwrap_or(ConvertError::Encode(e))),
+    };
+    Ok(Converted {
+        webp: encoded,
+        format,
+        width: tw,
+        height: th,
+        frames: count,
+        lossless,
+        orientation: 1,
+        icc: false,
+        source_megapixels: f64::from(count) * f64::from(w) * f64::from(h) / 1e6,
+    })
+}
+
+/// True when the picture has at most 256 distinct colours ("graphics", not a photo).
+/// Stops counting at the 257th colour, so photos cost a few rows.
+fn few_colours(pixels: &[u8], channels: usize) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(257);
+    for px in pixels.chunks_exact(channels) {
+        let mut key = [0u8; 4];
+        key[..channels].copy_from_slice(px);
+        if seen.insert(u32::from_le_bytes(key)) && seen.len() > 256 {
+            return false;
+        }
+    }
+    true
+}
+
+/// The decoded pixels of a still WebP as an image (tests and quality checks).
+pub fn decode_webp(webp: &[u8]) -> Option<DynamicImage> {
+    let (w, h, rgba) = webp::decode_rgba(webp)?;
+    image::RgbaImage::from_raw(w, h, rgba).map(DynamicImage::ImageRgba8)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,25 @@
+//! image-converting-server keeps an S3-compatible bucket (Cloudflare R2, AWS S3, MinIO,
+//! or a plain local directory) WebP-complete: it finds images that have no WebP yet,
+//! converts them with libwebp and uploads the WebP beside the original.
+//!
+//! # Layout
+//!
+//! - [`config`]: the YAML file and environment, read in layers and validated once into
+//!   a typed [`config::Config`]; credentials are [`secret::Secret`]s.
+//! - [`storage`]: one small interface over `object_store` for the local directory,
+//!   S3-compatible services and memory; untrusted keys are checked there.
+//! - [`convert`]: the conversion core — sniff, decode, orient, resize, encode — as plain
+//!   functions; [`convert::webp`] is the only place that touches libwebp.
+//! - [`naming`]: which keys are candidates, where their WebP goes, `r2://` addresses.
+//! - [`job`]: fetch → convert → upload for one object, the unit of work of the CLI, the
+//!   API and the pipeline.
+//! - [`cli`] and [`logging`]: the binary's edges.
+
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod job;
+pub mod logging;
+pub mod naming;
+pub mod secret;
+pub mod storage;

@@ -1,0 +1,144 @@
+//! Object names: which keys are candidates, where their WebP goes, and addresses such as
+//! `r2://bucket/key` given on the command line or to the API.
+//!
+//! Output naming follows the Go server: same prefix, extension replaced by `.webp`
+//! (`photos/cat.jpg` → `photos/cat.webp`). Two sources that map to one output
+//! (`cat.jpg`, `cat.png`) are a collision: reported, never silently overwritten.
+
+use std::collections::BTreeMap;
+
+/// Why a source address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("source is empty")]
+    Empty,
+    #[error(
+        "source {address:?} names bucket {bucket:?}, but the configured bucket is {configured:?}"
+    )]
+    OtherBucket {
+        address: String,
+        bucket: String,
+        configured: String,
+    },
+    #[error("source {0:?} has no object key after the bucket")]
+    NoKey(String),
+    #[error(
+        "source {0:?} uses an unsupported scheme (use a key, r2://bucket/key or s3://bucket/key)"
+    )]
+    Scheme(String),
+}
+
+/// The extension of a key's last segment, if any (`a/b.JPG` → `JPG`).
+pub fn extension(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let dot = name.rfind('.')?;
+    (dot > 0 && dot + 1 < name.len()).then(|| &name[dot + 1..])
+}
+
+/// True when `key`'s extension (any case) is one of `formats` (lower-case extensions).
+pub fn is_candidate(key: &str, formats: &[String]) -> bool {
+    match extension(key) {
+        Some(ext) => {
+            let ext = ext.to_ascii_lowercase();
+            ext != "webp" && formats.iter().any(|f| *f == ext)
+        }
+        None => false,
+    }
+}
+
+/// Where the WebP of `key` goes: the extension replaced by `.webp`.
+pub fn webp_key(key: &str) -> String {
+    match extension(key) {
+        Some(ext) => format!("{}.webp", &key[..key.len() - ext.len() - 1]),
+        None => format!("{key}.webp"),
+    }
+}
+
+/// Groups sources by output key and keeps the outputs claimed by more than one source.
+pub fn collisions<'a>(sources: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Vec<String>> {
+    let mut by_output: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in sources {
+        by_output.entry(webp_key(s)).or_default().push(s.to_owned());
+    }
+    by_output.retain(|_, v| v.len() > 1);
+    by_output
+}
+
+/// Turns `key`, `r2://bucket/key` or `s3://bucket/key` into a key of `bucket`.
+pub fn parse_source(source: &str, bucket: &str) -> Result<String, SourceError> {
+    let source = source.trim();
+    if source.is_empty() {
+        return Err(SourceError::Empty);
+    }
+    let Some((scheme, rest)) = source.split_once("://") else {
+        return Ok(source.to_owned());
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "r2" | "s3") {
+        return Err(SourceError::Scheme(source.to_owned()));
+    }
+    let (named, key) = rest.split_once('/').unwrap_or((rest, ""));
+    if named != bucket {
+        return Err(SourceError::OtherBucket {
+            address: source.to_owned(),
+            bucket: named.to_owned(),
+            configured: bucket.to_owned(),
+        });
+    }
+    if key.is_empty() {
+        return Err(SourceError::NoKey(source.to_owned()));
+    }
+    Ok(key.to_owned())
+}
+
+/// The address of `key` in `bucket`, as the Go server writes it.
+pub fn address(bucket: &str, key: &str) -> String {
+    format!("r2://{bucket}/{key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_replace_the_extension() {
+        assert_eq!(webp_key("photos/cat.jpg"), "photos/cat.webp");
+        assert_eq!(webp_key("photos/cat.k.JPEG"), "photos/cat.k.webp");
+        assert_eq!(webp_key("a.b/noext"), "a.b/noext.webp");
+        assert_eq!(webp_key(".hidden"), ".hidden.webp");
+    }
+
+    #[test]
+    fn candidates_are_listed_formats_in_any_case() {
+        let formats: Vec<String> = ["jpg", "png"].iter().map(|s| s.to_string()).collect();
+        assert!(is_candidate("a/B.JPG", &formats));
+        assert!(!is_candidate("a/b.webp", &formats));
+        assert!(!is_candidate("a/b.gif", &formats));
+        assert!(!is_candidate("a.jpg/readme", &formats));
+    }
+
+    #[test]
+    fn two_sources_for_one_output_are_a_collision() {
+        let c = collisions(["p/cat.jpg", "p/cat.png", "p/dog.jpg"]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c["p/cat.webp"], vec!["p/cat.jpg", "p/cat.png"]);
+    }
+
+    #[test]
+    fn sources_name_the_configured_bucket_only() {
+        assert_eq!(parse_source("r2://b/x/y.jpg", "b").unwrap(), "x/y.jpg");
+        assert_eq!(parse_source("s3://b/y.jpg", "b").unwrap(), "y.jpg");
+        assert_eq!(parse_source("x/y.jpg", "b").unwrap(), "x/y.jpg");
+        assert!(matches!(
+            parse_source("r2://other/y.jpg", "b"),
+            Err(SourceError::OtherBucket { .. })
+        ));
+        assert!(matches!(
+            parse_source("r2://b/", "b"),
+            Err(SourceError::NoKey(_))
+        ));
+        assert!(matches!(
+            parse_source("ftp://b/y.jpg", "b"),
+            Err(SourceError::Scheme(_))
+        ));
+    }
+}

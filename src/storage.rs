@@ -1,0 +1,467 @@
+//! The bucket: one small interface over `object_store` for the local directory (the
+//! embedded default), S3-compatible services (R2, AWS S3, MinIO) and memory (tests).
+//!
+//! Keys that come from a bucket listing or an API request are untrusted. Every key is
+//! checked by [`check_key`] before it reaches a backend, so the local backend can never
+//! read or write outside its root (`../x`, `/etc/passwd`, `a//b` are refused).
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload,
+};
+
+use crate::config::{S3Config, StorageConfig};
+
+/// The Content-Type every WebP is stored with.
+pub const WEBP_CONTENT_TYPE: &str = "image/webp";
+
+/// What went wrong talking to the bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{key}: object not found")]
+    NotFound { key: String },
+    #[error("{key:?}: unsafe object key: {reason}")]
+    UnsafeKey { key: String, reason: &'static str },
+    #[error("{key}: object is {size} bytes, over the limit of {max} bytes")]
+    TooLarge { key: String, size: u64, max: u64 },
+    #[error("{key}: object already exists")]
+    AlreadyExists { key: String },
+    #[error("cannot open storage: {0}")]
+    Setup(String),
+    #[error("{op} {key}: {source}")]
+    Backend {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl StorageError {
+    fn backend(op: &'static str, key: &str, source: object_store::Error) -> Self {
+        match source {
+            object_store::Error::NotFound { .. } => Self::NotFound {
+                key: key.to_owned(),
+            },
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => Self::AlreadyExists {
+                key: key.to_owned(),
+            },
+            source => Self::Backend {
+                op,
+                key: key.to_owned(),
+                source,
+            },
+        }
+    }
+
+    /// Worth retrying: the backend failed, not the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Backend { .. })
+    }
+}
+
+/// One object as a listing or HEAD describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+    pub etag: Option<String>,
+}
+
+impl From<ObjectMeta> for ObjectInfo {
+    fn from(m: ObjectMeta) -> Self {
+        Self {
+            key: m.location.to_string(),
+            size: m.size,
+            last_modified: m.last_modified,
+            etag: m.e_tag,
+        }
+    }
+}
+
+/// Which kind of backend a [`Storage`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Local,
+    S3,
+    Memory,
+}
+
+/// A bucket. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    kind: BackendKind,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("bucket", &self.bucket)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Storage {
+    /// Opens the configured backend. A local root is created if missing.
+    pub fn open(config: &StorageConfig, bucket_name: &str) -> Result<Self, StorageError> {
+        match config {
+            StorageConfig::Local { root } => Self::local(root),
+            StorageConfig::S3(s3) => Self::s3(s3),
+            StorageConfig::Memory { bucket } => Ok(Self::in_memory(bucket)),
+        }
+        .map(|s| Self {
+            bucket: bucket_name.to_owned(),
+            ..s
+        })
+    }
+
+    /// A local directory as a bucket.
+    pub fn local(root: &FsPath) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| StorageError::Setup(format!("cannot create {}: {e}", root.display())))?;
+        let store = LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| StorageError::Setup(format!("{}: {e}", root.display())))?
+            .with_automatic_cleanup(true);
+        let bucket = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            store: Arc::new(store),
+            bucket,
+            kind: BackendKind::Local,
+        })
+    }
+
+    /// An S3-compatible bucket, path-style by default, SigV4-signed.
+    pub fn s3(c: &S3Config) -> Result<Self, StorageError> {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&c.endpoint)
+            .with_region(&c.region)
+            .with_bucket_name(&c.bucket)
+            .with_access_key_id(c.access_key.expose())
+            .with_secret_access_key(c.secret_key.expose())
+            .with_virtual_hosted_style_request(c.virtual_hosted_style)
+            .with_allow_http(c.endpoint.starts_with("http://"))
+            .build()
+            .map_err(|e| {
+                StorageError::Setup(format!("S3 bucket {} at {}: {e}", c.bucket, c.endpoint))
+            })?;
+        Ok(Self {
+            store: Arc::new(store),
+            bucket: c.bucket.clone(),
+            kind: BackendKind::S3,
+        })
+    }
+
+    /// A bucket held in memory, for tests.
+    pub fn in_memory(bucket: &str) -> Self {
+        Self {
+            store: Arc::new(InMemory::new()),
+            bucket: bucket.to_owned(),
+            kind: BackendKind::Memory,
+        }
+    }
+
+    /// The bucket's name (used in `r2://bucket/key` addresses).
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// Streams every object under `prefix` (a `/`-separated key prefix, or the whole
+    /// bucket), page by page: the listing is never held in memory.
+    pub fn list(
+        &self,
+        prefix: Option<&str>,
+    ) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
+        let prefix_path = match prefix.map(str::trim).filter(|p| !p.is_empty()) {
+            None => None,
+            Some(p) => match check_key(p.trim_end_matches('/')) {
+                Ok(path) => Some(path),
+                Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+            },
+        };
+        let shown = prefix.unwrap_or("").to_owned();
+        self.store
+            .list(prefix_path.as_ref())
+            .map(move |r| {
+                r.map(ObjectInfo::from)
+                    .map_err(|e| StorageError::backend("list", &shown, e))
+            })
+            .boxed()
+    }
+
+    /// The objects directly under `dir` (one level, no recursion).
+    pub async fn list_dir(&self, dir: Option<&str>) -> Result<Vec<ObjectInfo>, StorageError> {
+        let path = dir
+            .filter(|d| !d.is_empty())
+            .map(|d| check_key(d.trim_end_matches('/')))
+            .transpose()?;
+        let res = self
+            .store
+            .list_with_delimiter(path.as_ref())
+            .await
+            .map_err(|e| StorageError::backend("list", dir.unwrap_or(""), e))?;
+        Ok(res.objects.into_iter().map(ObjectInfo::from).collect())
+    }
+
+    /// Metadata of one object.
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo, StorageError> {
+        let path = check_key(key)?;
+        self.store
+            .head(&path)
+            .await
+            .map(ObjectInfo::from)
+            .map_err(|e| StorageError::backend("head", key, e))
+    }
+
+    /// Reads a whole object, refusing (before reading the body) one larger than `max_bytes`.
+    pub async fn get(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(ObjectInfo, Bytes), StorageError> {
+        let path = check_key(key)?;
+        let res = self
+            .store
+            .get_opts(&path, GetOptions::default())
+            .await
+            .map_err(|e| StorageError::backend("get", key, e))?;
+        let info = ObjectInfo::from(res.meta.clone());
+        if info.size > max_bytes {
+            return Err(StorageError::TooLarge {
+                key: key.to_owned(),
+                size: info.size,
+                max: max_bytes,
+            });
+        }
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| StorageError::backend("get", key, e))?;
+        if body.len() as u64 != info.size {
+            // A short read must never become a short WebP.
+            return Err(StorageError::backend(
+                "get",
+                key,
+                object_store::Error::Generic {
+                    store: "storage",
+                    source: format!("body was {} bytes, expected {}", body.len(), info.size).into(),
+                },
+            ));
+        }
+        Ok((info, body))
+    }
+
+    /// Writes `data` under `key` with `content_type` (where the backend stores one),
+    /// replacing what was there. Returns the new object's ETag when the backend gives one.
+    pub async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+    ) -> Result<Option<String>, StorageError> {
+        self.put_mode(key, data, content_type, PutMode::Overwrite)
+            .await
+    }
+
+    /// Like [`Storage::put`] but only when no object exists (`If-None-Match: *`);
+    /// [`StorageError::AlreadyExists`] otherwise.
+    pub async fn put_new(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+    ) -> Result<Option<String>, StorageError> {
+        self.put_mode(key, data, content_type, PutMode::Create)
+            .await
+    }
+
+    async fn put_mode(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+        mode: PutMode,
+    ) -> Result<Option<String>, StorageError> {
+        let path = check_key(key)?;
+        let mut attributes = Attributes::new();
+        // The local file system stores no attributes and rejects puts that carry them.
+        if self.kind != BackendKind::Local {
+            attributes.insert(Attribute::ContentType, content_type.to_owned().into());
+        }
+        let opts = PutOptions {
+            mode,
+            attributes,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&path, PutPayload::from_bytes(data), opts)
+            .await
+            .map(|r| r.e_tag)
+            .map_err(|e| StorageError::backend("put", key, e))
+    }
+
+    /// The Content-Type an object is stored with, where the backend keeps one.
+    pub async fn content_type(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let path = check_key(key)?;
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let res = self
+            .store
+            .get_opts(&path, opts)
+            .await
+            .map_err(|e| StorageError::backend("head", key, e))?;
+        Ok(res
+            .attributes
+            .get(&Attribute::ContentType)
+            .map(|v| v.to_string()))
+    }
+
+    /// Deletes one object; deleting a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = check_key(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::backend("delete", key, e)),
+        }
+    }
+}
+
+/// Checks an untrusted key and turns it into a store path.
+///
+/// Refused: empty keys, absolute keys, `.` and `..` segments, empty segments, backslashes
+/// and control characters. What passes cannot name anything outside the bucket's root.
+pub fn check_key(key: &str) -> Result<Path, StorageError> {
+    let bad = |reason| {
+        Err(StorageError::UnsafeKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("empty key");
+    }
+    if key.starts_with('/') {
+        return bad("absolute keys are not allowed");
+    }
+    if key.contains('\\') {
+        return bad("backslashes are not allowed");
+    }
+    if key.chars().any(char::is_control) {
+        return bad("control characters are not allowed");
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return bad("empty path segment"),
+            "." | ".." => return bad("'.' and '..' segments are not allowed"),
+            _ => {}
+        }
+    }
+    Path::parse(key).or_else(|_| bad("not a valid object path"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_and_absolute_keys_are_refused() {
+        for key in [
+            "../etc/passwd",
+            "a/../../b",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a\\..\\b",
+            "",
+            "a/\0b",
+        ] {
+            let err = check_key(key).unwrap_err();
+            assert!(
+                matches!(err, StorageError::UnsafeKey { .. }),
+                "{key:?} gave {err}"
+            );
+        }
+        assert_eq!(
+            check_key("photos/cat.jpg").unwrap().as_ref(),
+            "photos/cat.jpg"
+        );
+        assert_eq!(check_key("a b/ü.png").unwrap().as_ref(), "a b/ü.png");
+    }
+
+    #[tokio::test]
+    async fn memory_round_trip_with_content_type() {
+        let s = Storage::in_memory("b");
+        s.put("x/a.webp", Bytes::from_static(b"RIFF"), WEBP_CONTENT_TYPE)
+            .await
+            .unwrap();
+        let (info, body) = s.get("x/a.webp", 100).await.unwrap();
+        assert_eq!(info.size, 4);
+        assert_eq!(&body[..], b"RIFF");
+        assert_eq!(
+            s.content_type("x/a.webp").await.unwrap().as_deref(),
+            Some("image/webp")
+        );
+        assert!(matches!(
+            s.get("x/a.webp", 3).await,
+            Err(StorageError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            s.put_new("x/a.webp", Bytes::new(), WEBP_CONTENT_TYPE).await,
+            Err(StorageError::AlreadyExists { .. })
+        ));
+        let listed: Vec<_> = s.list(Some("x")).collect().await;
+        assert_eq!(listed.len(), 1);
+        s.delete("x/a.webp").await.unwrap();
+        assert!(matches!(
+            s.head("x/a.webp").await,
+            Err(StorageError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn local_backend_stays_inside_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("bucket");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.path().join("secret.txt"), b"outside").unwrap();
+        let s = Storage::local(&root).unwrap();
+        let err = s.get("../secret.txt", 1 << 20).await.unwrap_err();
+        assert!(matches!(err, StorageError::UnsafeKey { .. }), "{err}");
+        let err = s
+            .put("../evil.webp", Bytes::from_static(b"x"), WEBP_CONTENT_TYPE)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::UnsafeKey { .. }), "{err}");
+        assert!(!dir.path().join("evil.webp").exists());
+        s.put("a/b.webp", Bytes::from_static(b"RIFF"), WEBP_CONTENT_TYPE)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(root.join("a/b.webp")).unwrap(), b"RIFF");
+        let listed: Vec<_> = s.list(None).collect().await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].as_ref().unwrap().key, "a/b.webp");
+    }
+}

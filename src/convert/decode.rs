@@ -107,6 +107,14 @@ pub fn decode<'a>(
     if format == SourceFormat::Gif {
         return decode_gif(bytes, opts);
     }
+    if format == SourceFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey; a partial image must not
+        // become a WebP that looks like a finished conversion.
+        return Err(ConvertError::Decode {
+            format,
+            message: "truncated: no end-of-image marker after the last scan".into(),
+        });
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
     reader.limits(decoder_limits(opts));
     let mut decoder = reader.into_decoder().map_err(|e| decode_error(format, e))?;
@@ -178,6 +186,19 @@ fn decode_gif<'a>(bytes: &'a [u8], opts: &ConvertOptions) -> Result<Decoded<'a>,
             first,
             rest: frames,
         })),
+    }
+}
+
+/// True when an end-of-image marker (FF D9) follows the last start-of-scan (FF DA).
+///
+/// Inside entropy-coded data every FF byte is followed by 00 or a restart marker, so the
+/// last FF DA is the last scan's header and an FF D9 after it is the real end; markers in
+/// an embedded thumbnail come before it and do not count.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(sos) => bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
     }
 }
 

@@ -346,7 +346,10 @@ pub struct WebpInfo {
     pub animated: bool,
     pub frames: u32,
     pub loop_count: u32,
+    /// Each frame's duration in ms (animations only).
+    pub durations: Vec<u32>,
     pub icc: Option<Vec<u8>>,
+    pub exif: Option<Vec<u8>>,
 }
 
 /// Parses a WebP's container: canvas size, frame count, loop count, ICC chunk.
@@ -378,6 +381,21 @@ pub fn inspect(webp: &[u8]) -> Option<WebpInfo> {
         let icc = (sys::WebPMuxGetChunk(mux, c"ICCP".as_ptr(), &mut icc)
             == sys::WebPMuxError::WEBP_MUX_OK)
             .then(|| std::slice::from_raw_parts(icc.bytes, icc.size).to_vec());
+        let mut exif = sys::WebPData::default();
+        let exif = (sys::WebPMuxGetChunk(mux, c"EXIF".as_ptr(), &mut exif)
+            == sys::WebPMuxError::WEBP_MUX_OK)
+            .then(|| std::slice::from_raw_parts(exif.bytes, exif.size).to_vec());
+        let mut durations = Vec::new();
+        if animated {
+            for nth in 1..=n.max(0) as u32 {
+                let mut frame: sys::WebPMuxFrameInfo = std::mem::zeroed();
+                if sys::WebPMuxGetFrame(mux, nth, &mut frame) == sys::WebPMuxError::WEBP_MUX_OK {
+                    durations.push(frame.duration as u32);
+                    // The frame's bitstream is a copy the caller must free.
+                    sys::WebPDataClear(&mut frame.bitstream);
+                }
+            }
+        }
         let info = WebpInfo {
             width: w as u32,
             height: h as u32,
@@ -385,7 +403,9 @@ pub fn inspect(webp: &[u8]) -> Option<WebpInfo> {
             animated,
             frames: if animated { n as u32 } else { 1 },
             loop_count: params.loop_count as u32,
+            durations,
             icc,
+            exif,
         };
         sys::WebPMuxDelete(mux);
         info

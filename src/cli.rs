@@ -65,35 +65,20 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             println!("{config:#?}");
             ExitCode::from(exit::OK)
         }
-        Command::Convert {
-            source,
-            width,
-            height,
-            preset,
-            json,
-        } => {
+        Command::Convert { source, width, height, preset, json } => {
             let resize = match (preset, width, height) {
                 (Some(name), _, _) => match config.presets.get(&name) {
                     Some(spec) => Some(*spec),
                     None => {
                         let known: Vec<&str> = config.presets.keys().map(String::as_str).collect();
-                        eprintln!(
-                            "Error: unknown preset {name:?} (resize.presets has: {})",
-                            known.join(", ")
-                        );
+                        eprintln!("Error: unknown preset {name:?} (resize.presets has: {})", known.join(", "));
                         return ExitCode::from(exit::USAGE);
                     }
                 },
                 (None, None, None) => None,
-                (None, w, h) => Some(ResizeSpec {
-                    width: w,
-                    height: h,
-                }),
+                (None, w, h) => Some(ResizeSpec { width: w, height: h }),
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("Error: cannot start the async runtime: {e}");
@@ -105,12 +90,7 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
     }
 }
 
-async fn convert_one(
-    config: &Config,
-    source: &str,
-    resize: Option<ResizeSpec>,
-    json: bool,
-) -> ExitCode {
+async fn convert_one(config: &Config, source: &str, resize: Option<ResizeSpec>, json: bool) -> ExitCode {
     let storage = match Storage::open(&config.storage, &config.bucket_name()) {
         Ok(s) => s,
         Err(e) => {
@@ -128,10 +108,7 @@ async fn convert_one(
     match job::convert_object(&storage, config, &key, resize).await {
         Ok(outcome) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&outcome).expect("outcome serialises")
-                );
+                println!("{}", serde_json::to_string(&outcome).expect("outcome serialises"));
             } else {
                 match &outcome {
                     Outcome::Converted(r) => println!(
@@ -157,9 +134,7 @@ async fn convert_one(
         Err(e) => {
             eprintln!("Error: {e}");
             ExitCode::from(match e {
-                JobError::Convert { .. }
-                | JobError::Collision { .. }
-                | JobError::NotCandidate { .. } => exit::FAILED,
+                JobError::Convert { .. } | JobError::Collision { .. } | JobError::NotCandidate { .. } => exit::FAILED,
                 JobError::Storage(crate::storage::StorageError::NotFound { .. })
                 | JobError::Storage(crate::storage::StorageError::TooLarge { .. })
                 | JobError::Storage(crate::storage::StorageError::UnsafeKey { .. }) => exit::FAILED,

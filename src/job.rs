@@ -26,10 +26,7 @@ pub enum JobError {
     #[error("{key}: {error}")]
     Convert { key: String, error: ConvertError },
     #[error("{output}: claimed by several sources ({}); convert none until only one remains", sources.join(", "))]
-    Collision {
-        output: String,
-        sources: Vec<String>,
-    },
+    Collision { output: String, sources: Vec<String> },
     #[error("{key}: conversion worker failed: {message}")]
     Worker { key: String, message: String },
 }
@@ -77,11 +74,7 @@ pub struct Report {
 }
 
 /// Reads a candidate's bytes, refusing (before download) one over `conversion.max_size_mb`.
-pub async fn fetch(
-    storage: &Storage,
-    key: &str,
-    opts: &ConvertOptions,
-) -> Result<(ObjectInfo, Bytes), JobError> {
+pub async fn fetch(storage: &Storage, key: &str, opts: &ConvertOptions) -> Result<(ObjectInfo, Bytes), JobError> {
     Ok(storage.get(key, opts.limits.max_input_bytes).await?)
 }
 
@@ -95,27 +88,18 @@ pub async fn convert_bytes(
     let owned = key.to_owned();
     tokio::task::spawn_blocking(move || convert::convert(&data, &opts, resize))
         .await
-        .map_err(|e| JobError::Worker {
-            key: owned.clone(),
-            message: e.to_string(),
-        })?
+        .map_err(|e| JobError::Worker { key: owned.clone(), message: e.to_string() })?
         .map_err(|error| JobError::Convert { key: owned, error })
 }
 
 /// Writes the WebP beside its source with `Content-Type: image/webp`.
 pub async fn upload(storage: &Storage, output: &str, webp: Vec<u8>) -> Result<(), JobError> {
-    storage
-        .put(output, Bytes::from(webp), WEBP_CONTENT_TYPE)
-        .await?;
+    storage.put(output, Bytes::from(webp), WEBP_CONTENT_TYPE).await?;
     Ok(())
 }
 
 /// Sources in the same folder that would write the same WebP as `key`.
-pub async fn colliding_sources(
-    storage: &Storage,
-    key: &str,
-    formats: &[String],
-) -> Result<Vec<String>, JobError> {
+pub async fn colliding_sources(storage: &Storage, key: &str, formats: &[String]) -> Result<Vec<String>, JobError> {
     let dir = key.rsplit_once('/').map(|(d, _)| d);
     let output = naming::webp_key(key);
     let siblings = storage.list_dir(dir).await?;
@@ -137,10 +121,7 @@ pub async fn convert_object(
     crate::storage::check_key(key)?;
     if !naming::is_candidate(key, &config.formats) {
         let ext = naming::extension(key).unwrap_or("").to_owned();
-        return Err(JobError::NotCandidate {
-            key: key.to_owned(),
-            ext,
-        });
+        return Err(JobError::NotCandidate { key: key.to_owned(), ext });
     }
     let output = naming::webp_key(key);
     let sources = colliding_sources(storage, key, &config.formats).await?;
@@ -162,16 +143,10 @@ pub async fn convert_object(
         duration_ms: 0,
     };
     if config.skip_if_larger && resize.is_none() && report.converted_size >= report.original_size {
-        return Ok(Outcome::KeptSource(Report {
-            duration_ms: elapsed_ms(started),
-            ..report
-        }));
+        return Ok(Outcome::KeptSource(Report { duration_ms: elapsed_ms(started), ..report }));
     }
     upload(storage, &output, converted.webp).await?;
-    Ok(Outcome::Converted(Report {
-        duration_ms: elapsed_ms(started),
-        ..report
-    }))
+    Ok(Outcome::Converted(Report { duration_ms: elapsed_ms(started), ..report }))
 }
 
 fn elapsed_ms(t: Instant) -> u64 {

@@ -13,11 +13,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                cli::exit::USAGE
-            } else {
-                cli::exit::OK
-            });
+            return ExitCode::from(if e.use_stderr() { cli::exit::USAGE } else { cli::exit::OK });
         }
     };
     let config = match Config::load(cli.config.as_deref()) {

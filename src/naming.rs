@@ -12,19 +12,11 @@ use std::collections::BTreeMap;
 pub enum SourceError {
     #[error("source is empty")]
     Empty,
-    #[error(
-        "source {address:?} names bucket {bucket:?}, but the configured bucket is {configured:?}"
-    )]
-    OtherBucket {
-        address: String,
-        bucket: String,
-        configured: String,
-    },
+    #[error("source {address:?} names bucket {bucket:?}, but the configured bucket is {configured:?}")]
+    OtherBucket { address: String, bucket: String, configured: String },
     #[error("source {0:?} has no object key after the bucket")]
     NoKey(String),
-    #[error(
-        "source {0:?} uses an unsupported scheme (use a key, r2://bucket/key or s3://bucket/key)"
-    )]
+    #[error("source {0:?} uses an unsupported scheme (use a key, r2://bucket/key or s3://bucket/key)")]
     Scheme(String),
 }
 
@@ -128,17 +120,8 @@ mod tests {
         assert_eq!(parse_source("r2://b/x/y.jpg", "b").unwrap(), "x/y.jpg");
         assert_eq!(parse_source("s3://b/y.jpg", "b").unwrap(), "y.jpg");
         assert_eq!(parse_source("x/y.jpg", "b").unwrap(), "x/y.jpg");
-        assert!(matches!(
-            parse_source("r2://other/y.jpg", "b"),
-            Err(SourceError::OtherBucket { .. })
-        ));
-        assert!(matches!(
-            parse_source("r2://b/", "b"),
-            Err(SourceError::NoKey(_))
-        ));
-        assert!(matches!(
-            parse_source("ftp://b/y.jpg", "b"),
-            Err(SourceError::Scheme(_))
-        ));
+        assert!(matches!(parse_source("r2://other/y.jpg", "b"), Err(SourceError::OtherBucket { .. })));
+        assert!(matches!(parse_source("r2://b/", "b"), Err(SourceError::NoKey(_))));
+        assert!(matches!(parse_source("ftp://b/y.jpg", "b"), Err(SourceError::Scheme(_))));
     }
 }

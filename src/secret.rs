@@ -31,11 +31,7 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("\"\"")
-        } else {
-            f.write_str("***")
-        }
+        if self.0.is_empty() { f.write_str("\"\"") } else { f.write_str("***") }
     }
 }
 

@@ -16,8 +16,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload,
+    Attribute, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 
 use crate::config::{S3Config, StorageConfig};
@@ -50,18 +49,11 @@ pub enum StorageError {
 impl StorageError {
     fn backend(op: &'static str, key: &str, source: object_store::Error) -> Self {
         match source {
-            object_store::Error::NotFound { .. } => Self::NotFound {
-                key: key.to_owned(),
-            },
-            object_store::Error::AlreadyExists { .. }
-            | object_store::Error::Precondition { .. } => Self::AlreadyExists {
-                key: key.to_owned(),
-            },
-            source => Self::Backend {
-                op,
-                key: key.to_owned(),
-                source,
-            },
+            object_store::Error::NotFound { .. } => Self::NotFound { key: key.to_owned() },
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+                Self::AlreadyExists { key: key.to_owned() }
+            }
+            source => Self::Backend { op, key: key.to_owned(), source },
         }
     }
 
@@ -82,12 +74,7 @@ pub struct ObjectInfo {
 
 impl From<ObjectMeta> for ObjectInfo {
     fn from(m: ObjectMeta) -> Self {
-        Self {
-            key: m.location.to_string(),
-            size: m.size,
-            last_modified: m.last_modified,
-            etag: m.e_tag,
-        }
+        Self { key: m.location.to_string(), size: m.size, last_modified: m.last_modified, etag: m.e_tag }
     }
 }
 
@@ -109,10 +96,7 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("bucket", &self.bucket)
-            .field("kind", &self.kind)
-            .finish()
+        f.debug_struct("Storage").field("bucket", &self.bucket).field("kind", &self.kind).finish()
     }
 }
 
@@ -124,10 +108,7 @@ impl Storage {
             StorageConfig::S3(s3) => Self::s3(s3),
             StorageConfig::Memory { bucket } => Ok(Self::in_memory(bucket)),
         }
-        .map(|s| Self {
-            bucket: bucket_name.to_owned(),
-            ..s
-        })
+        .map(|s| Self { bucket: bucket_name.to_owned(), ..s })
     }
 
     /// A local directory as a bucket.
@@ -137,15 +118,8 @@ impl Storage {
         let store = LocalFileSystem::new_with_prefix(root)
             .map_err(|e| StorageError::Setup(format!("{}: {e}", root.display())))?
             .with_automatic_cleanup(true);
-        let bucket = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(Self {
-            store: Arc::new(store),
-            bucket,
-            kind: BackendKind::Local,
-        })
+        let bucket = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Self { store: Arc::new(store), bucket, kind: BackendKind::Local })
     }
 
     /// An S3-compatible bucket, path-style by default, SigV4-signed.
@@ -159,23 +133,13 @@ impl Storage {
             .with_virtual_hosted_style_request(c.virtual_hosted_style)
             .with_allow_http(c.endpoint.starts_with("http://"))
             .build()
-            .map_err(|e| {
-                StorageError::Setup(format!("S3 bucket {} at {}: {e}", c.bucket, c.endpoint))
-            })?;
-        Ok(Self {
-            store: Arc::new(store),
-            bucket: c.bucket.clone(),
-            kind: BackendKind::S3,
-        })
+            .map_err(|e| StorageError::Setup(format!("S3 bucket {} at {}: {e}", c.bucket, c.endpoint)))?;
+        Ok(Self { store: Arc::new(store), bucket: c.bucket.clone(), kind: BackendKind::S3 })
     }
 
     /// A bucket held in memory, for tests.
     pub fn in_memory(bucket: &str) -> Self {
-        Self {
-            store: Arc::new(InMemory::new()),
-            bucket: bucket.to_owned(),
-            kind: BackendKind::Memory,
-        }
+        Self { store: Arc::new(InMemory::new()), bucket: bucket.to_owned(), kind: BackendKind::Memory }
     }
 
     /// The bucket's name (used in `r2://bucket/key` addresses).
@@ -189,10 +153,7 @@ impl Storage {
 
     /// Streams every object under `prefix` (a `/`-separated key prefix, or the whole
     /// bucket), page by page: the listing is never held in memory.
-    pub fn list(
-        &self,
-        prefix: Option<&str>,
-    ) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
+    pub fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
         let prefix_path = match prefix.map(str::trim).filter(|p| !p.is_empty()) {
             None => None,
             Some(p) => match check_key(p.trim_end_matches('/')) {
@@ -203,19 +164,13 @@ impl Storage {
         let shown = prefix.unwrap_or("").to_owned();
         self.store
             .list(prefix_path.as_ref())
-            .map(move |r| {
-                r.map(ObjectInfo::from)
-                    .map_err(|e| StorageError::backend("list", &shown, e))
-            })
+            .map(move |r| r.map(ObjectInfo::from).map_err(|e| StorageError::backend("list", &shown, e)))
             .boxed()
     }
 
     /// The objects directly under `dir` (one level, no recursion).
     pub async fn list_dir(&self, dir: Option<&str>) -> Result<Vec<ObjectInfo>, StorageError> {
-        let path = dir
-            .filter(|d| !d.is_empty())
-            .map(|d| check_key(d.trim_end_matches('/')))
-            .transpose()?;
+        let path = dir.filter(|d| !d.is_empty()).map(|d| check_key(d.trim_end_matches('/'))).transpose()?;
         let res = self
             .store
             .list_with_delimiter(path.as_ref())
@@ -227,19 +182,11 @@ impl Storage {
     /// Metadata of one object.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, StorageError> {
         let path = check_key(key)?;
-        self.store
-            .head(&path)
-            .await
-            .map(ObjectInfo::from)
-            .map_err(|e| StorageError::backend("head", key, e))
+        self.store.head(&path).await.map(ObjectInfo::from).map_err(|e| StorageError::backend("head", key, e))
     }
 
     /// Reads a whole object, refusing (before reading the body) one larger than `max_bytes`.
-    pub async fn get(
-        &self,
-        key: &str,
-        max_bytes: u64,
-    ) -> Result<(ObjectInfo, Bytes), StorageError> {
+    pub async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectInfo, Bytes), StorageError> {
         let path = check_key(key)?;
         let res = self
             .store
@@ -248,16 +195,9 @@ impl Storage {
             .map_err(|e| StorageError::backend("get", key, e))?;
         let info = ObjectInfo::from(res.meta.clone());
         if info.size > max_bytes {
-            return Err(StorageError::TooLarge {
-                key: key.to_owned(),
-                size: info.size,
-                max: max_bytes,
-            });
+            return Err(StorageError::TooLarge { key: key.to_owned(), size: info.size, max: max_bytes });
         }
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| StorageError::backend("get", key, e))?;
+        let body = res.bytes().await.map_err(|e| StorageError::backend("get", key, e))?;
         if body.len() as u64 != info.size {
             // A short read must never become a short WebP.
             return Err(StorageError::backend(
@@ -274,26 +214,14 @@ impl Storage {
 
     /// Writes `data` under `key` with `content_type` (where the backend stores one),
     /// replacing what was there. Returns the new object's ETag when the backend gives one.
-    pub async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        content_type: &str,
-    ) -> Result<Option<String>, StorageError> {
-        self.put_mode(key, data, content_type, PutMode::Overwrite)
-            .await
+    pub async fn put(&self, key: &str, data: Bytes, content_type: &str) -> Result<Option<String>, StorageError> {
+        self.put_mode(key, data, content_type, PutMode::Overwrite).await
     }
 
     /// Like [`Storage::put`] but only when no object exists (`If-None-Match: *`);
     /// [`StorageError::AlreadyExists`] otherwise.
-    pub async fn put_new(
-        &self,
-        key: &str,
-        data: Bytes,
-        content_type: &str,
-    ) -> Result<Option<String>, StorageError> {
-        self.put_mode(key, data, content_type, PutMode::Create)
-            .await
+    pub async fn put_new(&self, key: &str, data: Bytes, content_type: &str) -> Result<Option<String>, StorageError> {
+        self.put_mode(key, data, content_type, PutMode::Create).await
     }
 
     async fn put_mode(
@@ -309,11 +237,7 @@ impl Storage {
         if self.kind != BackendKind::Local {
             attributes.insert(Attribute::ContentType, content_type.to_owned().into());
         }
-        let opts = PutOptions {
-            mode,
-            attributes,
-            ..Default::default()
-        };
+        let opts = PutOptions { mode, attributes, ..Default::default() };
         self.store
             .put_opts(&path, PutPayload::from_bytes(data), opts)
             .await
@@ -324,19 +248,9 @@ impl Storage {
     /// The Content-Type an object is stored with, where the backend keeps one.
     pub async fn content_type(&self, key: &str) -> Result<Option<String>, StorageError> {
         let path = check_key(key)?;
-        let opts = GetOptions {
-            head: true,
-            ..Default::default()
-        };
-        let res = self
-            .store
-            .get_opts(&path, opts)
-            .await
-            .map_err(|e| StorageError::backend("head", key, e))?;
-        Ok(res
-            .attributes
-            .get(&Attribute::ContentType)
-            .map(|v| v.to_string()))
+        let opts = GetOptions { head: true, ..Default::default() };
+        let res = self.store.get_opts(&path, opts).await.map_err(|e| StorageError::backend("head", key, e))?;
+        Ok(res.attributes.get(&Attribute::ContentType).map(|v| v.to_string()))
     }
 
     /// Deletes one object; deleting a missing object is not an error.
@@ -354,12 +268,7 @@ impl Storage {
 /// Refused: empty keys, absolute keys, `.` and `..` segments, empty segments, backslashes
 /// and control characters. What passes cannot name anything outside the bucket's root.
 pub fn check_key(key: &str) -> Result<Path, StorageError> {
-    let bad = |reason| {
-        Err(StorageError::UnsafeKey {
-            key: key.to_owned(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(StorageError::UnsafeKey { key: key.to_owned(), reason });
     if key.is_empty() {
         return bad("empty key");
     }
@@ -388,46 +297,23 @@ mod tests {
 
     #[test]
     fn traversal_and_absolute_keys_are_refused() {
-        for key in [
-            "../etc/passwd",
-            "a/../../b",
-            "/etc/passwd",
-            "a//b",
-            "./a",
-            "a\\..\\b",
-            "",
-            "a/\0b",
-        ] {
+        for key in ["../etc/passwd", "a/../../b", "/etc/passwd", "a//b", "./a", "a\\..\\b", "", "a/\0b"] {
             let err = check_key(key).unwrap_err();
-            assert!(
-                matches!(err, StorageError::UnsafeKey { .. }),
-                "{key:?} gave {err}"
-            );
+            assert!(matches!(err, StorageError::UnsafeKey { .. }), "{key:?} gave {err}");
         }
-        assert_eq!(
-            check_key("photos/cat.jpg").unwrap().as_ref(),
-            "photos/cat.jpg"
-        );
+        assert_eq!(check_key("photos/cat.jpg").unwrap().as_ref(), "photos/cat.jpg");
         assert_eq!(check_key("a b/ü.png").unwrap().as_ref(), "a b/ü.png");
     }
 
     #[tokio::test]
     async fn memory_round_trip_with_content_type() {
         let s = Storage::in_memory("b");
-        s.put("x/a.webp", Bytes::from_static(b"RIFF"), WEBP_CONTENT_TYPE)
-            .await
-            .unwrap();
+        s.put("x/a.webp", Bytes::from_static(b"RIFF"), WEBP_CONTENT_TYPE).await.unwrap();
         let (info, body) = s.get("x/a.webp", 100).await.unwrap();
         assert_eq!(info.size, 4);
         assert_eq!(&body[..], b"RIFF");
-        assert_eq!(
-            s.content_type("x/a.webp").await.unwrap().as_deref(),
-            Some("image/webp")
-        );
-        assert!(matches!(
-            s.get("x/a.webp", 3).await,
-            Err(StorageError::TooLarge { .. })
-        ));
+        assert_eq!(s.content_type("x/a.webp").await.unwrap().as_deref(), Some("image/webp"));
+        assert!(matches!(s.get("x/a.webp", 3).await, Err(StorageError::TooLarge { .. })));
         assert!(matches!(
             s.put_new("x/a.webp", Bytes::new(), WEBP_CONTENT_TYPE).await,
             Err(StorageError::AlreadyExists { .. })
@@ -435,10 +321,7 @@ mod tests {
         let listed: Vec<_> = s.list(Some("x")).collect().await;
         assert_eq!(listed.len(), 1);
         s.delete("x/a.webp").await.unwrap();
-        assert!(matches!(
-            s.head("x/a.webp").await,
-            Err(StorageError::NotFound { .. })
-        ));
+        assert!(matches!(s.head("x/a.webp").await, Err(StorageError::NotFound { .. })));
     }
 
     #[tokio::test]
@@ -450,15 +333,10 @@ mod tests {
         let s = Storage::local(&root).unwrap();
         let err = s.get("../secret.txt", 1 << 20).await.unwrap_err();
         assert!(matches!(err, StorageError::UnsafeKey { .. }), "{err}");
-        let err = s
-            .put("../evil.webp", Bytes::from_static(b"x"), WEBP_CONTENT_TYPE)
-            .await
-            .unwrap_err();
+        let err = s.put("../evil.webp", Bytes::from_static(b"x"), WEBP_CONTENT_TYPE).await.unwrap_err();
         assert!(matches!(err, StorageError::UnsafeKey { .. }), "{err}");
         assert!(!dir.path().join("evil.webp").exists());
-        s.put("a/b.webp", Bytes::from_static(b"RIFF"), WEBP_CONTENT_TYPE)
-            .await
-            .unwrap();
+        s.put("a/b.webp", Bytes::from_static(b"RIFF"), WEBP_CONTENT_TYPE).await.unwrap();
         assert_eq!(std::fs::read(root.join("a/b.webp")).unwrap(), b"RIFF");
         let listed: Vec<_> = s.list(None).collect().await;
         assert_eq!(listed.len(), 1);

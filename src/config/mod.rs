@@ -29,10 +29,7 @@ const LEGACY_ENV: &[(&str, &str)] = &[
     ("WEBHOOK_URL", "webhook.url"),
     ("WEBHOOK_SECRET", "webhook.secret"),
     ("WEBHOOK_RETRY_ENABLED", "webhook.retry_enabled"),
-    (
-        "WEBHOOK_RETRY_INTERVAL_MINUTES",
-        "webhook.retry_interval_minutes",
-    ),
+    ("WEBHOOK_RETRY_INTERVAL_MINUTES", "webhook.retry_interval_minutes"),
     ("WEBHOOK_MAX_RETRIES", "webhook.max_retries"),
     ("WEBHOOK_PENDING_DIR", "webhook.pending_dir"),
 ];
@@ -45,20 +42,12 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Parse(String),
     #[error("{key} must be {allowed}, got {value}")]
-    Invalid {
-        key: String,
-        value: String,
-        allowed: String,
-    },
+    Invalid { key: String, value: String, allowed: String },
 }
 
 impl ConfigError {
     pub(crate) fn invalid(key: &str, value: impl std::fmt::Display, allowed: &str) -> Self {
-        Self::Invalid {
-            key: key.to_owned(),
-            value: value.to_string(),
-            allowed: allowed.to_owned(),
-        }
+        Self::Invalid { key: key.to_owned(), value: value.to_string(), allowed: allowed.to_owned() }
     }
 }
 
@@ -162,25 +151,16 @@ impl Config {
     }
 
     /// [`Config::load`] with an explicit environment, for tests.
-    pub fn load_with_env(
-        path: Option<&Path>,
-        env: &[(String, String)],
-    ) -> Result<Self, ConfigError> {
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
         let (file, required) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
         if required && !file.is_file() {
-            return Err(ConfigError::Read {
-                path: file,
-                message: "no such file".into(),
-            });
+            return Err(ConfigError::Read { path: file, message: "no such file".into() });
         }
-        let mut builder = config::Config::builder().add_source(
-            config::File::from(file.as_path())
-                .format(config::FileFormat::Yaml)
-                .required(required),
-        );
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(file.as_path()).format(config::FileFormat::Yaml).required(required));
         // The Go server's variables, as a layer between the file and ICS__ variables.
         let legacy: config::Map<String, String> = LEGACY_ENV
             .iter()
@@ -189,32 +169,18 @@ impl Config {
                 Some((key.replace('.', "__"), v.clone()))
             })
             .collect();
-        builder = builder.add_source(
-            config::Environment::default()
-                .separator("__")
-                .source(Some(legacy)),
-        );
-        let ics: config::Map<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("ICS__"))
-            .cloned()
-            .collect();
+        builder = builder.add_source(config::Environment::default().separator("__").source(Some(legacy)));
+        let ics: config::Map<String, String> = env.iter().filter(|(k, _)| k.starts_with("ICS__")).cloned().collect();
         // Values stay strings (a numeric-looking secret must not become a number); typed
         // keys are converted on deserialisation, and lists accept "a,b,c".
         builder = builder.add_source(
-            config::Environment::with_prefix("ICS")
-                .prefix_separator("__")
-                .separator("__")
-                .source(Some(ics)),
+            config::Environment::with_prefix("ICS").prefix_separator("__").separator("__").source(Some(ics)),
         );
         let raw: RawConfig = builder
             .build()
             .map_err(|e| match e {
                 config::ConfigError::Foreign(_) | config::ConfigError::FileParse { .. } => {
-                    ConfigError::Read {
-                        path: file.clone(),
-                        message: e.to_string(),
-                    }
+                    ConfigError::Read { path: file.clone(), message: e.to_string() }
                 }
                 other => parse_error(other),
             })?
@@ -228,10 +194,9 @@ impl Config {
         match &self.storage {
             StorageConfig::S3(s3) => s3.bucket.clone(),
             StorageConfig::Memory { bucket } => bucket.clone(),
-            StorageConfig::Local { root } => root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "bucket".into()),
+            StorageConfig::Local { root } => {
+                root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bucket".into())
+            }
         }
     }
 }

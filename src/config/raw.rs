@@ -158,10 +158,6 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Stri
     }
     Ok(Option::<Either>::deserialize(d)?.map(|e| match e {
         Either::List(v) => v,
-        Either::Csv(s) => s
-            .split(',')
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect(),
+        Either::Csv(s) => s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
     }))
 }

@@ -6,10 +6,7 @@ use super::*;
 use crate::convert::LosslessPolicy;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn write(dir: &tempfile::TempDir, yaml: &str) -> PathBuf {
@@ -28,22 +25,14 @@ fn load_yaml(yaml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
 fn the_go_servers_file_is_accepted_unchanged() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/go-server.yaml");
     let c = Config::load_with_env(Some(&path), &[]).unwrap();
-    let StorageConfig::S3(s3) = &c.storage else {
-        panic!("a Go file with r2.bucket selects r2: {:?}", c.storage)
-    };
+    let StorageConfig::S3(s3) = &c.storage else { panic!("a Go file with r2.bucket selects r2: {:?}", c.storage) };
     assert_eq!(s3.bucket, "your-bucket-name");
     assert_eq!(s3.region, "auto");
     assert!(!s3.virtual_hosted_style);
     assert_eq!(c.convert.quality, 85.0);
     assert_eq!(c.convert.limits.max_input_bytes, 50 * 1024 * 1024);
-    assert_eq!(c.formats, ["jpeg", "jpg", "png", "gif", "bmp", "tiff"]);
-    assert_eq!(
-        c.presets["thumbnail"],
-        ResizeSpec {
-            width: Some(150),
-            height: Some(150)
-        }
-    );
+    assert_eq!(c.formats, ["jpeg", "jpg", "png", "gif", "bmp", "tiff", "tif"]);
+    assert_eq!(c.presets["thumbnail"], ResizeSpec { width: Some(150), height: Some(150) });
     assert_eq!(c.cron.schedule, "0 2 * * *");
     assert_eq!(c.server.port, 8080);
     assert_eq!(c.server.host, "127.0.0.1");
@@ -55,12 +44,7 @@ fn the_go_servers_file_is_accepted_unchanged() {
 fn the_shipped_default_uses_the_local_bucket() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.yaml");
     let c = Config::load_with_env(Some(&path), &[]).unwrap();
-    assert_eq!(
-        c.storage,
-        StorageConfig::Local {
-            root: PathBuf::from("./bucket")
-        }
-    );
+    assert_eq!(c.storage, StorageConfig::Local { root: PathBuf::from("./bucket") });
     assert_eq!(c.bucket_name(), "bucket");
     assert_eq!(c.convert.lossless, LosslessPolicy::Auto);
 }
@@ -80,9 +64,7 @@ fn go_environment_variables_override_the_file() {
         ],
     )
     .unwrap();
-    let StorageConfig::S3(s3) = &c.storage else {
-        panic!()
-    };
+    let StorageConfig::S3(s3) = &c.storage else { panic!() };
     assert_eq!(s3.bucket, "from-env");
     assert_eq!(s3.endpoint, "http://127.0.0.1:9000");
     assert_eq!(s3.access_key.expose(), "AKIAENV");
@@ -107,113 +89,47 @@ fn ics_variables_set_any_key_and_win() {
         ],
     )
     .unwrap();
-    assert_eq!(
-        c.storage,
-        StorageConfig::Local {
-            root: PathBuf::from("/data/images")
-        }
-    );
+    assert_eq!(c.storage, StorageConfig::Local { root: PathBuf::from("/data/images") });
     assert_eq!(c.convert.quality, 60.0);
     assert_eq!(c.formats, ["jpg", "png"]);
-    assert_eq!(
-        c.convert.per_format[&crate::convert::SourceFormat::Png].lossless,
-        Some(LosslessPolicy::Always)
-    );
+    assert_eq!(c.convert.per_format[&crate::convert::SourceFormat::Png].lossless, Some(LosslessPolicy::Always));
     assert_eq!(c.server.port, 9191);
 }
 
 #[test]
 fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
     let cases = [
-        (
-            "conversion: {quality: 140}",
-            "conversion.quality must be between 0 and 100, got 140",
-        ),
-        (
-            "conversion: {method: 9}",
-            "conversion.method must be between 0 and 6, got 9",
-        ),
-        (
-            "conversion: {formats: [jpg, heic]}",
-            "conversion.formats must be a list of",
-        ),
-        (
-            "conversion: {lossless: maybe}",
-            "conversion.lossless must be never, always or auto, got maybe",
-        ),
-        (
-            "conversion: {max_size_mb: 0}",
-            "conversion.max_size_mb must be greater than 0",
-        ),
-        (
-            "storage: {backend: ftp}",
-            "storage.backend must be local, r2 (or s3) or memory, got ftp",
-        ),
-        (
-            "storage: {backend: r2}",
-            "r2.bucket must be the bucket's name",
-        ),
-        (
-            "r2: {bucket: b, endpoint: 'not a url', access_key: a, secret_key: b}",
-            "r2.endpoint must be an http(s) URL",
-        ),
-        (
-            "r2: {bucket: b, endpoint: 'https://x.example'}",
-            "r2.access_key/r2.secret_key must be both set",
-        ),
-        (
-            "cron: {schedule: '* * *'}",
-            "cron.schedule must be a 5-field cron expression",
-        ),
-        (
-            "server: {port: 70000}",
-            "server.port must be between 0 and 65535, got 70000",
-        ),
-        (
-            "webhook: {url: 'ftp://x'}",
-            "webhook.url must be an http:// or https:// URL",
-        ),
-        (
-            "state: {initial: yesterday}",
-            "state.initial must be all, now or an RFC 3339 time, got yesterday",
-        ),
-        (
-            "resize: {presets: {tiny: {}}}",
-            "resize.presets.tiny must be a preset with a width, a height or both",
-        ),
-        (
-            "resize: {presets: {big: {width: 20000}}}",
-            "resize.presets.big.width must be between 1 and 16383",
-        ),
-        (
-            "log: {format: xml}",
-            "log.format must be text or json, got xml",
-        ),
+        ("conversion: {quality: 140}", "conversion.quality must be between 0 and 100, got 140"),
+        ("conversion: {method: 9}", "conversion.method must be between 0 and 6, got 9"),
+        ("conversion: {formats: [jpg, heic]}", "conversion.formats must be a list of"),
+        ("conversion: {lossless: maybe}", "conversion.lossless must be never, always or auto, got maybe"),
+        ("conversion: {max_size_mb: 0}", "conversion.max_size_mb must be greater than 0"),
+        ("storage: {backend: ftp}", "storage.backend must be local, r2 (or s3) or memory, got ftp"),
+        ("storage: {backend: r2}", "r2.bucket must be the bucket's name"),
+        ("r2: {bucket: b, endpoint: 'not a url', access_key: a, secret_key: b}", "r2.endpoint must be an http(s) URL"),
+        ("r2: {bucket: b, endpoint: 'https://x.example'}", "r2.access_key/r2.secret_key must be both set"),
+        ("cron: {schedule: '* * *'}", "cron.schedule must be a 5-field cron expression"),
+        ("server: {port: 70000}", "server.port must be between 0 and 65535, got 70000"),
+        ("webhook: {url: 'ftp://x'}", "webhook.url must be an http:// or https:// URL"),
+        ("state: {initial: yesterday}", "state.initial must be all, now or an RFC 3339 time, got yesterday"),
+        ("resize: {presets: {tiny: {}}}", "resize.presets.tiny must be a preset with a width, a height or both"),
+        ("resize: {presets: {big: {width: 20000}}}", "resize.presets.big.width must be between 1 and 16383"),
+        ("log: {format: xml}", "log.format must be text or json, got xml"),
     ];
     for (yaml, expected) in cases {
         let err = load_yaml(yaml, &[]).unwrap_err().to_string();
-        assert!(
-            err.contains(expected),
-            "{yaml}: got {err:?}, expected {expected:?}"
-        );
+        assert!(err.contains(expected), "{yaml}: got {err:?}, expected {expected:?}");
     }
 }
 
 #[test]
 fn malformed_files_and_wrong_types_are_clear_errors() {
-    let err = load_yaml("conversion: [unclosed", &[])
-        .unwrap_err()
-        .to_string();
+    let err = load_yaml("conversion: [unclosed", &[]).unwrap_err().to_string();
     assert!(err.contains("c.yaml"), "{err}");
-    let err = load_yaml("conversion: {quality: high}", &[])
-        .unwrap_err()
-        .to_string();
+    let err = load_yaml("conversion: {quality: high}", &[]).unwrap_err().to_string();
     assert!(err.contains("quality"), "{err}");
     let missing = Config::load_with_env(Some(Path::new("/nonexistent/c.yaml")), &[]).unwrap_err();
-    assert!(
-        missing.to_string().contains("/nonexistent/c.yaml"),
-        "{missing}"
-    );
+    assert!(missing.to_string().contains("/nonexistent/c.yaml"), "{missing}");
 }
 
 #[test]
@@ -227,14 +143,8 @@ fn secrets_never_show_in_debug_output_or_errors() {
     for secret in ["AKIAVISIBLE", "s3cr3tvalue", "hooksecret"] {
         assert!(!shown.contains(secret), "{secret} leaked");
     }
-    let err = load_yaml(
-        "r2: {bucket: b, endpoint: 'nope', access_key: AKIAVISIBLE, secret_key: s3cr3tvalue}",
-        &[],
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        !err.contains("s3cr3tvalue") && !err.contains("AKIAVISIBLE"),
-        "{err}"
-    );
+    let err = load_yaml("r2: {bucket: b, endpoint: 'nope', access_key: AKIAVISIBLE, secret_key: s3cr3tvalue}", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("s3cr3tvalue") && !err.contains("AKIAVISIBLE"), "{err}");
 }

@@ -19,13 +19,9 @@ impl Config {
         let raw_presets = raw.resize.presets.unwrap_or_else(default_presets);
         for (name, p) in raw_presets {
             let side = |v: Option<i64>, which: &str| -> Result<Option<u32>, ConfigError> {
-                v.map(|v| int_in(&format!("resize.presets.{name}.{which}"), v, 1, 16383))
-                    .transpose()
+                v.map(|v| int_in(&format!("resize.presets.{name}.{which}"), v, 1, 16383)).transpose()
             };
-            let spec = ResizeSpec {
-                width: side(p.width, "width")?,
-                height: side(p.height, "height")?,
-            };
+            let spec = ResizeSpec { width: side(p.width, "width")?, height: side(p.height, "height")? };
             if spec.width.is_none() && spec.height.is_none() {
                 return Err(ConfigError::invalid(
                     &format!("resize.presets.{name}"),
@@ -63,11 +59,7 @@ impl Config {
             match url::Url::parse(u) {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
                 _ => {
-                    return Err(ConfigError::invalid(
-                        "webhook.url",
-                        u,
-                        "an http:// or https:// URL",
-                    ));
+                    return Err(ConfigError::invalid("webhook.url", u, "an http:// or https:// URL"));
                 }
             }
         }
@@ -82,19 +74,11 @@ impl Config {
                 10_080,
             )?,
             max_retries: int_in("webhook.max_retries", w.max_retries.unwrap_or(3), 0, 1000)?,
-            pending_dir: PathBuf::from(
-                w.pending_dir.unwrap_or_else(|| "./pending_webhooks".into()),
-            ),
+            pending_dir: PathBuf::from(w.pending_dir.unwrap_or_else(|| "./pending_webhooks".into())),
         };
         let initial = raw.state.initial.unwrap_or_else(|| "all".into());
-        if !matches!(initial.as_str(), "all" | "now")
-            && chrono::DateTime::parse_from_rfc3339(&initial).is_err()
-        {
-            return Err(ConfigError::invalid(
-                "state.initial",
-                &initial,
-                "all, now or an RFC 3339 time",
-            ));
+        if !matches!(initial.as_str(), "all" | "now") && chrono::DateTime::parse_from_rfc3339(&initial).is_err() {
+            return Err(ConfigError::invalid("state.initial", &initial, "all, now or an RFC 3339 time"));
         }
         let state = StateConfig {
             dir: PathBuf::from(raw.state.dir.unwrap_or_else(|| "state".into())),
@@ -111,22 +95,8 @@ impl Config {
             "json" => LogFormat::Json,
             other => return Err(ConfigError::invalid("log.format", other, "text or json")),
         };
-        let log = LogConfig {
-            level: raw.log.level.unwrap_or_else(|| "info".into()),
-            format,
-        };
-        Ok(Config {
-            storage,
-            formats,
-            convert,
-            presets,
-            skip_if_larger,
-            cron,
-            server,
-            webhook,
-            state,
-            log,
-        })
+        let log = LogConfig { level: raw.log.level.unwrap_or_else(|| "info".into()), format };
+        Ok(Config { storage, formats, convert, presets, skip_if_larger, cron, server, webhook, state, log })
     }
 }
 
@@ -140,26 +110,14 @@ fn storage(s: &RawStorage, r2: &RawR2) -> Result<StorageConfig, ConfigError> {
         "local" => {
             let root = s.local_root.clone().unwrap_or_else(|| "./bucket".into());
             if root.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    "storage.local_root",
-                    "\"\"",
-                    "a directory path",
-                ));
+                return Err(ConfigError::invalid("storage.local_root", "\"\"", "a directory path"));
             }
-            Ok(StorageConfig::Local {
-                root: PathBuf::from(root),
-            })
+            Ok(StorageConfig::Local { root: PathBuf::from(root) })
         }
-        "memory" => Ok(StorageConfig::Memory {
-            bucket: non_empty_or(&r2.bucket, "memory"),
-        }),
+        "memory" => Ok(StorageConfig::Memory { bucket: non_empty_or(&r2.bucket, "memory") }),
         "r2" | "s3" | "minio" => {
             if r2.bucket.is_empty() {
-                return Err(ConfigError::invalid(
-                    "r2.bucket",
-                    "\"\"",
-                    "the bucket's name (or R2_BUCKET)",
-                ));
+                return Err(ConfigError::invalid("r2.bucket", "\"\"", "the bucket's name (or R2_BUCKET)"));
             }
             match url::Url::parse(&r2.endpoint) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -187,54 +145,35 @@ fn storage(s: &RawStorage, r2: &RawR2) -> Result<StorageConfig, ConfigError> {
                 virtual_hosted_style: r2.virtual_hosted_style.unwrap_or(false),
             }))
         }
-        other => Err(ConfigError::invalid(
-            "storage.backend",
-            other,
-            "local, r2 (or s3) or memory",
-        )),
+        other => Err(ConfigError::invalid("storage.backend", other, "local, r2 (or s3) or memory")),
     }
 }
 
 fn conversion(c: &RawConversion) -> Result<(Vec<String>, ConvertOptions, bool), ConfigError> {
-    let formats: Vec<String> = match &c.formats {
-        Some(list) => list
-            .iter()
-            .map(|f| f.trim().trim_start_matches('.').to_ascii_lowercase())
-            .collect(),
+    let mut formats: Vec<String> = match &c.formats {
+        Some(list) => list.iter().map(|f| f.trim().trim_start_matches('.').to_ascii_lowercase()).collect(),
         None => DEFAULT_FORMATS.iter().map(|s| s.to_string()).collect(),
     };
     if formats.is_empty() {
-        return Err(ConfigError::invalid(
-            "conversion.formats",
-            "[]",
-            KNOWN_EXTENSIONS,
-        ));
+        return Err(ConfigError::invalid("conversion.formats", "[]", KNOWN_EXTENSIONS));
+    }
+    // `tiff` covers its short spelling too (the Go server's list names only `tiff`).
+    if formats.iter().any(|f| f == "tiff") && !formats.iter().any(|f| f == "tif") {
+        formats.push("tif".into());
     }
     for f in &formats {
         if SourceFormat::from_extension(f).is_none() {
-            return Err(ConfigError::invalid(
-                "conversion.formats",
-                format!("{f:?}"),
-                KNOWN_EXTENSIONS,
-            ));
+            return Err(ConfigError::invalid("conversion.formats", format!("{f:?}"), KNOWN_EXTENSIONS));
         }
     }
     let quality = float_in("conversion.quality", c.quality.unwrap_or(85.0), 0.0, 100.0)?;
     let max_mb = c.max_size_mb.unwrap_or(50.0);
     if !(max_mb > 0.0 && max_mb <= 4096.0) {
-        return Err(ConfigError::invalid(
-            "conversion.max_size_mb",
-            max_mb,
-            "greater than 0 and at most 4096",
-        ));
+        return Err(ConfigError::invalid("conversion.max_size_mb", max_mb, "greater than 0 and at most 4096"));
     }
     let max_mp = c.max_megapixels.unwrap_or(100.0);
     if !(max_mp > 0.0 && max_mp <= 1000.0) {
-        return Err(ConfigError::invalid(
-            "conversion.max_megapixels",
-            max_mp,
-            "greater than 0 and at most 1000",
-        ));
+        return Err(ConfigError::invalid("conversion.max_megapixels", max_mp, "greater than 0 and at most 1000"));
     }
     let mut per_format = BTreeMap::new();
     for (name, o) in &c.per_format {
@@ -242,19 +181,9 @@ fn conversion(c: &RawConversion) -> Result<(Vec<String>, ConvertOptions, bool), 
         let format = SourceFormat::from_extension(name)
             .ok_or_else(|| ConfigError::invalid(&key, name, "one of jpeg, png, gif, bmp, tiff"))?;
         let ov = FormatOverride {
-            quality: o
-                .quality
-                .map(|q| float_in(&format!("{key}.quality"), q, 0.0, 100.0))
-                .transpose()?,
-            lossless: o
-                .lossless
-                .as_deref()
-                .map(|l| lossless(&format!("{key}.lossless"), l))
-                .transpose()?,
-            near_lossless: o
-                .near_lossless
-                .map(|n| int_in(&format!("{key}.near_lossless"), n, 0, 100))
-                .transpose()?,
+            quality: o.quality.map(|q| float_in(&format!("{key}.quality"), q, 0.0, 100.0)).transpose()?,
+            lossless: o.lossless.as_deref().map(|l| lossless(&format!("{key}.lossless"), l)).transpose()?,
+            near_lossless: o.near_lossless.map(|n| int_in(&format!("{key}.near_lossless"), n, 0, 100)).transpose()?,
         };
         per_format.insert(format, ov);
     }
@@ -262,44 +191,22 @@ fn conversion(c: &RawConversion) -> Result<(Vec<String>, ConvertOptions, bool), 
         "fail" => Oversize::Fail,
         "downscale" => Oversize::Downscale,
         other => {
-            return Err(ConfigError::invalid(
-                "conversion.oversize",
-                other,
-                "fail or downscale",
-            ));
+            return Err(ConfigError::invalid("conversion.oversize", other, "fail or downscale"));
         }
     };
     let options = ConvertOptions {
         quality,
         method: int_in("conversion.method", c.method.unwrap_or(4), 0, 6)?,
-        lossless: lossless(
-            "conversion.lossless",
-            c.lossless.as_deref().unwrap_or("auto"),
-        )?,
-        near_lossless: int_in(
-            "conversion.near_lossless",
-            c.near_lossless.unwrap_or(100),
-            0,
-            100,
-        )?,
-        alpha_quality: int_in(
-            "conversion.alpha_quality",
-            c.alpha_quality.unwrap_or(100),
-            0,
-            100,
-        )?,
+        lossless: lossless("conversion.lossless", c.lossless.as_deref().unwrap_or("auto"))?,
+        near_lossless: int_in("conversion.near_lossless", c.near_lossless.unwrap_or(100), 0, 100)?,
+        alpha_quality: int_in("conversion.alpha_quality", c.alpha_quality.unwrap_or(100), 0, 100)?,
         exact: c.exact.unwrap_or(false),
         sharp_yuv: c.sharp_yuv.unwrap_or(false),
         per_format,
         limits: Limits {
             max_input_bytes: (max_mb * 1024.0 * 1024.0) as u64,
             max_pixels: (max_mp * 1_000_000.0) as u64,
-            max_frames: int_in(
-                "conversion.max_frames",
-                c.max_frames.unwrap_or(1000),
-                1,
-                100_000,
-            )?,
+            max_frames: int_in("conversion.max_frames", c.max_frames.unwrap_or(1000), 1, 100_000)?,
             oversize,
         },
         keep_icc: c.keep_icc.unwrap_or(true),
@@ -318,11 +225,7 @@ fn float_in(key: &str, v: f64, lo: f64, hi: f64) -> Result<f32, ConfigError> {
     if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(v as f32)
     } else {
-        Err(ConfigError::invalid(
-            key,
-            v,
-            &format!("between {lo} and {hi}"),
-        ))
+        Err(ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
     }
 }
 
@@ -330,38 +233,18 @@ fn int_in<T: TryFrom<i64>>(key: &str, v: i64, lo: i64, hi: i64) -> Result<T, Con
     if (lo..=hi).contains(&v) {
         T::try_from(v).map_err(|_| ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
     } else {
-        Err(ConfigError::invalid(
-            key,
-            v,
-            &format!("between {lo} and {hi}"),
-        ))
+        Err(ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
     }
 }
 
 fn non_empty_or(v: &str, default: &str) -> String {
-    if v.is_empty() {
-        default.into()
-    } else {
-        v.into()
-    }
+    if v.is_empty() { default.into() } else { v.into() }
 }
 
 fn default_presets() -> BTreeMap<String, super::raw::RawPreset> {
     use super::raw::RawPreset;
-    [
-        ("thumbnail", 150, 150),
-        ("medium", 800, 600),
-        ("large", 1920, 1080),
-    ]
-    .into_iter()
-    .map(|(n, w, h)| {
-        (
-            n.to_string(),
-            RawPreset {
-                width: Some(w),
-                height: Some(h),
-            },
-        )
-    })
-    .collect()
+    [("thumbnail", 150, 150), ("medium", 800, 600), ("large", 1920, 1080)]
+        .into_iter()
+        .map(|(n, w, h)| (n.to_string(), RawPreset { width: Some(w), height: Some(h) }))
+        .collect()
 }

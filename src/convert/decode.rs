@@ -9,9 +9,7 @@ use std::io::Cursor;
 
 use image::codecs::gif::GifDecoder;
 use image::metadata::Orientation;
-use image::{
-    AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageError, ImageFormat, ImageReader,
-};
+use image::{AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageError, ImageFormat, ImageReader};
 
 use super::webp::Metadata;
 use super::{ConvertError, ConvertOptions, SourceFormat};
@@ -54,31 +52,18 @@ fn image_format(f: SourceFormat) -> ImageFormat {
 fn decoder_limits(opts: &ConvertOptions) -> image::Limits {
     let mut limits = image::Limits::default();
     // 16-bit RGBA is 8 bytes a pixel; leave room for the decoder's working buffers.
-    limits.max_alloc = Some(
-        opts.limits
-            .max_pixels
-            .saturating_mul(8)
-            .saturating_add(64 << 20),
-    );
+    limits.max_alloc = Some(opts.limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     limits
 }
 
 /// Maps a decoder error to ours, naming the format.
 pub fn decode_error(format: SourceFormat, e: ImageError) -> ConvertError {
     match e {
-        ImageError::Limits(l) => ConvertError::LimitExceeded {
-            message: l.to_string(),
-        },
+        ImageError::Limits(l) => ConvertError::LimitExceeded { message: l.to_string() },
         ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            ConvertError::Decode {
-                format,
-                message: "truncated: unexpected end of file".into(),
-            }
+            ConvertError::Decode { format, message: "truncated: unexpected end of file".into() }
         }
-        other => ConvertError::Decode {
-            format,
-            message: other.to_string(),
-        },
+        other => ConvertError::Decode { format, message: other.to_string() },
     }
 }
 
@@ -89,21 +74,13 @@ pub fn check_pixels(width: u32, height: u32, opts: &ConvertOptions) -> Result<()
         return Err(ConvertError::EmptyImage);
     }
     if pixels > opts.limits.max_pixels {
-        return Err(ConvertError::TooManyPixels {
-            width,
-            height,
-            max: opts.limits.max_pixels,
-        });
+        return Err(ConvertError::TooManyPixels { width, height, max: opts.limits.max_pixels });
     }
     Ok(())
 }
 
 /// Decodes `bytes` of the sniffed `format`.
-pub fn decode<'a>(
-    bytes: &'a [u8],
-    format: SourceFormat,
-    opts: &ConvertOptions,
-) -> Result<Decoded<'a>, ConvertError> {
+pub fn decode<'a>(bytes: &'a [u8], format: SourceFormat, opts: &ConvertOptions) -> Result<Decoded<'a>, ConvertError> {
     if format == SourceFormat::Gif {
         return decode_gif(bytes, opts);
     }
@@ -125,11 +102,7 @@ pub fn decode<'a>(
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut metadata = Metadata::default();
     if opts.keep_icc {
-        metadata.icc = decoder
-            .icc_profile()
-            .ok()
-            .flatten()
-            .filter(|p| !p.is_empty());
+        metadata.icc = decoder.icc_profile().ok().flatten().filter(|p| !p.is_empty());
     }
     if opts.keep_exif {
         metadata.exif = decoder.exif_metadata().ok().flatten().map(|mut exif| {
@@ -142,19 +115,13 @@ pub fn decode<'a>(
     }
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(format, e))?;
     image.apply_orientation(orientation);
-    Ok(Decoded::Still(Still {
-        image,
-        metadata,
-        orientation: orientation.to_exif(),
-    }))
+    Ok(Decoded::Still(Still { image, metadata, orientation: orientation.to_exif() }))
 }
 
 fn decode_gif<'a>(bytes: &'a [u8], opts: &ConvertOptions) -> Result<Decoded<'a>, ConvertError> {
     let format = SourceFormat::Gif;
     let mut decoder = GifDecoder::new(Cursor::new(bytes)).map_err(|e| decode_error(format, e))?;
-    decoder
-        .set_limits(decoder_limits(opts))
-        .map_err(|e| decode_error(format, e))?;
+    decoder.set_limits(decoder_limits(opts)).map_err(|e| decode_error(format, e))?;
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, opts)?;
     let loop_count = webp_loop_count(netscape_loop_count(bytes));
@@ -167,25 +134,12 @@ fn decode_gif<'a>(bytes: &'a [u8], opts: &ConvertOptions) -> Result<Decoded<'a>,
         }
     }
     match first.len() {
-        0 => Err(ConvertError::Decode {
-            format,
-            message: "GIF has no frames".into(),
-        }),
+        0 => Err(ConvertError::Decode { format, message: "GIF has no frames".into() }),
         1 => {
             let image = DynamicImage::ImageRgba8(first.pop().expect("one frame").into_buffer());
-            Ok(Decoded::Still(Still {
-                image,
-                metadata: Metadata::default(),
-                orientation: 1,
-            }))
+            Ok(Decoded::Still(Still { image, metadata: Metadata::default(), orientation: 1 }))
         }
-        _ => Ok(Decoded::Animation(Animation {
-            width,
-            height,
-            loop_count,
-            first,
-            rest: frames,
-        })),
+        _ => Ok(Decoded::Animation(Animation { width, height, loop_count, first, rest: frames })),
     }
 }
 

@@ -15,9 +15,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 
 pub use decode::{netscape_loop_count, webp_loop_count};
-pub use options::{
-    ConvertOptions, FormatOverride, Limits, LosslessPolicy, Oversize, ResizeSpec, SourceFormat,
-};
+pub use options::{ConvertOptions, FormatOverride, Limits, LosslessPolicy, Oversize, ResizeSpec, SourceFormat};
 pub use sniff::sniff;
 
 use decode::{Decoded, decode_error, frame_duration_ms};
@@ -38,10 +36,7 @@ pub enum ConvertError {
     #[error("unsupported image format: {format}")]
     UnsupportedFormat { format: String },
     #[error("{format} decode failed: {message}")]
-    Decode {
-        format: SourceFormat,
-        message: String,
-    },
+    Decode { format: SourceFormat, message: String },
     #[error("image has no pixels")]
     EmptyImage,
     #[error("image is {width}x{height} = {} pixels, over the limit of {max} (conversion.max_megapixels)", *width as u64 * *height as u64)]
@@ -110,23 +105,14 @@ pub struct Converted {
 }
 
 /// Converts one image to WebP.
-pub fn convert(
-    input: &[u8],
-    opts: &ConvertOptions,
-    resize: Option<ResizeSpec>,
-) -> Result<Converted, ConvertError> {
+pub fn convert(input: &[u8], opts: &ConvertOptions, resize: Option<ResizeSpec>) -> Result<Converted, ConvertError> {
     if input.len() as u64 > opts.limits.max_input_bytes {
-        return Err(ConvertError::TooLarge {
-            size: input.len() as u64,
-            max: opts.limits.max_input_bytes,
-        });
+        return Err(ConvertError::TooLarge { size: input.len() as u64, max: opts.limits.max_input_bytes });
     }
     if let Some(r) = resize {
         for side in [r.width, r.height].into_iter().flatten() {
             if side == 0 || side > WEBP_MAX_SIDE {
-                return Err(ConvertError::InvalidResize(format!(
-                    "{side} px is outside 1..=16383"
-                )));
+                return Err(ConvertError::InvalidResize(format!("{side} px is outside 1..=16383")));
             }
         }
     }
@@ -138,21 +124,13 @@ pub fn convert(
 }
 
 /// The output size after a resize request and the 16383 px rule.
-fn output_size(
-    w: u32,
-    h: u32,
-    resize: Option<ResizeSpec>,
-    opts: &ConvertOptions,
-) -> Result<(u32, u32), ConvertError> {
+fn output_size(w: u32, h: u32, resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Result<(u32, u32), ConvertError> {
     let (tw, th) = resize.and_then(|r| r.target(w, h)).unwrap_or((w, h));
     if tw <= WEBP_MAX_SIDE && th <= WEBP_MAX_SIDE {
         return Ok((tw, th));
     }
     match opts.limits.oversize {
-        Oversize::Fail => Err(ConvertError::TooWide {
-            width: tw,
-            height: th,
-        }),
+        Oversize::Fail => Err(ConvertError::TooWide { width: tw, height: th }),
         Oversize::Downscale => {
             let scale = f64::from(WEBP_MAX_SIDE) / f64::from(tw.max(th));
             let fit = |v: u32| ((f64::from(v) * scale).round() as u32).clamp(1, WEBP_MAX_SIDE);
@@ -189,24 +167,13 @@ fn convert_still(
         image = image.resize_exact(tw, th, FilterType::Lanczos3);
     }
     let has_alpha = image.color().has_alpha();
-    let pixels: Vec<u8> = if has_alpha {
-        image.into_rgba8().into_raw()
-    } else {
-        image.into_rgb8().into_raw()
-    };
+    let pixels: Vec<u8> = if has_alpha { image.into_rgba8().into_raw() } else { image.into_rgb8().into_raw() };
     let lossless = match opts.effective(format).1 {
         LosslessPolicy::Never => false,
         LosslessPolicy::Always => true,
-        LosslessPolicy::Auto => {
-            format.is_lossless_source() && few_colours(&pixels, if has_alpha { 4 } else { 3 })
-        }
+        LosslessPolicy::Auto => format.is_lossless_source() && few_colours(&pixels, if has_alpha { 4 } else { 3 }),
     };
-    let px = Pixels {
-        data: &pixels,
-        width: tw,
-        height: th,
-        has_alpha,
-    };
+    let px = Pixels { data: &pixels, width: tw, height: th, has_alpha };
     let encoded = webp::encode_still(&px, &encode_config(opts, format, lossless))?;
     let icc = still.metadata.icc.is_some();
     let webp = webp::add_metadata(&encoded, &still.metadata)?;
@@ -263,13 +230,7 @@ fn convert_animation(
     });
     // Frames are decoded, encoded and dropped one at a time.
     let frames = frames.map(|r| r.map(|(rgba, duration_ms)| AnimFrame { rgba, duration_ms }));
-    let result = webp::encode_animation(
-        tw,
-        th,
-        frames,
-        anim.loop_count,
-        &encode_config(opts, format, lossless),
-    );
+    let result = webp::encode_animation(tw, th, frames, anim.loop_count, &encode_config(opts, format, lossless));
     let encoded = match result {
         Ok(v) => v,
         Err(e) => return Err(limit_error.unwrap_or(ConvertError::Encode(e))),

@@ -109,12 +109,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_input_bytes: 50 * 1024 * 1024,
-            max_pixels: 100_000_000,
-            max_frames: 1000,
-            oversize: Oversize::Fail,
-        }
+        Self { max_input_bytes: 50 * 1024 * 1024, max_pixels: 100_000_000, max_frames: 1000, oversize: Oversize::Fail }
     }
 }
 
@@ -170,8 +165,7 @@ impl ConvertOptions {
         (
             o.and_then(|o| o.quality).unwrap_or(self.quality),
             o.and_then(|o| o.lossless).unwrap_or(self.lossless),
-            o.and_then(|o| o.near_lossless)
-                .unwrap_or(self.near_lossless),
+            o.and_then(|o| o.near_lossless).unwrap_or(self.near_lossless),
         )
     }
 }
@@ -186,9 +180,7 @@ pub struct ResizeSpec {
 impl ResizeSpec {
     /// The output size for a `w`×`h` image; `None` when nothing is asked.
     pub fn target(&self, w: u32, h: u32) -> Option<(u32, u32)> {
-        let scale = |num: u32, a: u32, b: u32| {
-            ((num as u64 * a as u64 + b as u64 / 2) / b as u64).max(1) as u32
-        };
+        let scale = |num: u32, a: u32, b: u32| ((num as u64 * a as u64 + b as u64 / 2) / b as u64).max(1) as u32;
         match (self.width, self.height) {
             (None, None) => None,
             (Some(tw), Some(th)) => Some((tw, th)),
@@ -204,50 +196,22 @@ mod tests {
 
     #[test]
     fn resize_keeps_aspect_with_one_side_and_is_exact_with_both() {
-        let one = ResizeSpec {
-            width: Some(150),
-            height: None,
-        };
+        let one = ResizeSpec { width: Some(150), height: None };
         assert_eq!(one.target(3000, 2000), Some((150, 100)));
-        let other = ResizeSpec {
-            width: None,
-            height: Some(100),
-        };
+        let other = ResizeSpec { width: None, height: Some(100) };
         assert_eq!(other.target(3000, 2000), Some((150, 100)));
-        let both = ResizeSpec {
-            width: Some(150),
-            height: Some(150),
-        };
+        let both = ResizeSpec { width: Some(150), height: Some(150) };
         assert_eq!(both.target(3000, 2000), Some((150, 150)));
-        assert_eq!(
-            ResizeSpec {
-                width: None,
-                height: None
-            }
-            .target(10, 10),
-            None
-        );
+        assert_eq!(ResizeSpec { width: None, height: None }.target(10, 10), None);
         // Never rounds a side down to zero.
-        assert_eq!(
-            ResizeSpec {
-                width: Some(1),
-                height: None
-            }
-            .target(10_000, 1),
-            Some((1, 1))
-        );
+        assert_eq!(ResizeSpec { width: Some(1), height: None }.target(10_000, 1), Some((1, 1)));
     }
 
     #[test]
     fn per_format_overrides_apply_only_to_their_format() {
         let mut o = ConvertOptions::default();
-        o.per_format.insert(
-            SourceFormat::Png,
-            FormatOverride {
-                lossless: Some(LosslessPolicy::Always),
-                ..Default::default()
-            },
-        );
+        o.per_format
+            .insert(SourceFormat::Png, FormatOverride { lossless: Some(LosslessPolicy::Always), ..Default::default() });
         assert_eq!(o.effective(SourceFormat::Png).1, LosslessPolicy::Always);
         assert_eq!(o.effective(SourceFormat::Jpeg).1, LosslessPolicy::Auto);
         assert_eq!(o.effective(SourceFormat::Jpeg).0, 85.0);
@@ -255,14 +219,8 @@ mod tests {
 
     #[test]
     fn extensions_map_case_insensitively() {
-        assert_eq!(
-            SourceFormat::from_extension("JPG"),
-            Some(SourceFormat::Jpeg)
-        );
-        assert_eq!(
-            SourceFormat::from_extension("tif"),
-            Some(SourceFormat::Tiff)
-        );
+        assert_eq!(SourceFormat::from_extension("JPG"), Some(SourceFormat::Jpeg));
+        assert_eq!(SourceFormat::from_extension("tif"), Some(SourceFormat::Tiff));
         assert_eq!(SourceFormat::from_extension("webp"), None);
     }
 }

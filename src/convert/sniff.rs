@@ -30,17 +30,12 @@ pub fn sniff(bytes: &[u8]) -> Result<SourceFormat, ConvertError> {
     if starts(b"BM") && bytes.len() >= 18 {
         let offset = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
         let dib = u32::from_le_bytes([bytes[14], bytes[15], bytes[16], bytes[17]]);
-        if offset >= 26
-            && offset <= bytes.len()
-            && matches!(dib, 12 | 40 | 52 | 56 | 64 | 108 | 124)
-        {
+        if offset >= 26 && offset <= bytes.len() && matches!(dib, 12 | 40 | 52 | 56 | 64 | 108 | 124) {
             return Ok(SourceFormat::Bmp);
         }
     }
     if bytes.len() >= 12 && starts(b"RIFF") && &bytes[8..12] == b"WEBP" {
-        return Err(ConvertError::UnsupportedFormat {
-            format: "webp (already WebP)".into(),
-        });
+        return Err(ConvertError::UnsupportedFormat { format: "webp (already WebP)".into() });
     }
     if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
         let brand = String::from_utf8_lossy(&bytes[8..12]).into_owned();
@@ -49,27 +44,18 @@ pub fn sniff(bytes: &[u8]) -> Result<SourceFormat, ConvertError> {
             "heic" | "heix" | "mif1" | "msf1" | "heim" | "heis" => "heif",
             _ => "iso-bmff",
         };
-        return Err(ConvertError::UnsupportedFormat {
-            format: name.into(),
-        });
+        return Err(ConvertError::UnsupportedFormat { format: name.into() });
     }
     if starts(&[0x00, 0x00, 0x01, 0x00]) {
-        return Err(ConvertError::UnsupportedFormat {
-            format: "ico".into(),
-        });
+        return Err(ConvertError::UnsupportedFormat { format: "ico".into() });
     }
-    Err(ConvertError::NotAnImage {
-        hint: describe(bytes),
-    })
+    Err(ConvertError::NotAnImage { hint: describe(bytes) })
 }
 
 /// A short description of unrecognised bytes for the error message.
 fn describe(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(64)];
-    let printable = head
-        .iter()
-        .filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
-        .count();
+    let printable = head.iter().filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()).count();
     if printable == head.len() {
         "looks like text".into()
     } else {
@@ -85,10 +71,7 @@ mod tests {
     #[test]
     fn magic_numbers_decide_not_names() {
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n....").unwrap(), SourceFormat::Png);
-        assert_eq!(
-            sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap(),
-            SourceFormat::Jpeg
-        );
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap(), SourceFormat::Jpeg);
         assert_eq!(sniff(b"GIF89a..").unwrap(), SourceFormat::Gif);
         assert_eq!(sniff(b"II*\0....").unwrap(), SourceFormat::Tiff);
         assert!(matches!(sniff(b""), Err(ConvertError::Empty)));

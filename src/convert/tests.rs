@@ -8,9 +8,7 @@ use image::{DynamicImage, GenericImageView};
 use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/images")
-        .join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/images").join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -24,10 +22,7 @@ fn ok(name: &str) -> Converted {
 
 fn fail(name: &str, o: &ConvertOptions) -> ConvertError {
     match convert(&fixture(name), o, None) {
-        Ok(c) => panic!(
-            "{name} converted ({}x{}) but should fail",
-            c.width, c.height
-        ),
+        Ok(c) => panic!("{name} converted ({}x{}) but should fail", c.width, c.height),
         Err(e) => e,
     }
 }
@@ -45,11 +40,7 @@ pub(crate) fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
         }
     }
     let mse = se / (a.len() as f64 / 4.0 * 3.0);
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
 }
 
 fn reference(name: &str) -> DynamicImage {
@@ -67,12 +58,8 @@ fn every_good_fixture_converts_to_a_faithful_webp() {
         if f[1] != "good" {
             continue;
         }
-        let (name, w, h, frames): (&str, u32, u32, u32) = (
-            f[0],
-            f[3].parse().unwrap(),
-            f[4].parse().unwrap(),
-            f[5].parse().unwrap(),
-        );
+        let (name, w, h, frames): (&str, u32, u32, u32) =
+            (f[0], f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap());
         let c = ok(name);
         assert_eq!((c.width, c.height), (w, h), "{name}");
         let info = webp::inspect(&c.webp).unwrap_or_else(|| panic!("{name}: output is no WebP"));
@@ -120,59 +107,28 @@ fn icc_profile_is_kept_by_default_and_other_metadata_stripped() {
     let info = webp::inspect(&c.webp).unwrap();
     assert_eq!(info.icc.as_deref(), Some(&fixture("jpeg_icc.icc")[..]));
     assert!(c.icc);
-    let stripped = convert(
-        &fixture("jpeg_icc.jpg"),
-        &ConvertOptions {
-            keep_icc: false,
-            ..opts()
-        },
-        None,
-    )
-    .unwrap();
+    let stripped = convert(&fixture("jpeg_icc.jpg"), &ConvertOptions { keep_icc: false, ..opts() }, None).unwrap();
     assert_eq!(webp::inspect(&stripped.webp).unwrap().icc, None);
     // EXIF is dropped unless asked for; when kept, its orientation is reset to 1.
     let c = ok("jpeg_orient6.jpg");
     assert_eq!(webp::inspect(&c.webp).unwrap().exif, None);
-    let kept = convert(
-        &fixture("jpeg_orient6.jpg"),
-        &ConvertOptions {
-            keep_exif: true,
-            ..opts()
-        },
-        None,
-    )
-    .unwrap();
+    let kept = convert(&fixture("jpeg_orient6.jpg"), &ConvertOptions { keep_exif: true, ..opts() }, None).unwrap();
     let exif = webp::inspect(&kept.webp).unwrap().exif.expect("EXIF kept");
-    assert_eq!(
-        image::metadata::Orientation::from_exif_chunk(&exif),
-        Some(image::metadata::Orientation::NoTransforms)
-    );
+    assert_eq!(image::metadata::Orientation::from_exif_chunk(&exif), Some(image::metadata::Orientation::NoTransforms));
 }
 
 #[test]
 fn cmyk_jpeg_keeps_its_colours() {
     let c = ok("jpeg_cmyk.jpg");
-    let p = psnr(
-        &reference("reference_chelsea.png"),
-        &decode_webp(&c.webp).unwrap(),
-    );
+    let p = psnr(&reference("reference_chelsea.png"), &decode_webp(&c.webp).unwrap());
     assert!(p > 25.0, "CMYK colours off: PSNR {p:.1}");
 }
 
 #[test]
 fn alpha_survives_from_png_bmp_and_gif() {
-    for name in [
-        "png_alpha.png",
-        "png_rgba16.png",
-        "png_graya.png",
-        "png_palette_trns.png",
-        "bmp_rgba32.bmp",
-    ] {
+    for name in ["png_alpha.png", "png_rgba16.png", "png_graya.png", "png_palette_trns.png", "bmp_rgba32.bmp"] {
         let c = ok(name);
-        assert!(
-            webp::inspect(&c.webp).unwrap().has_alpha,
-            "{name} lost its alpha"
-        );
+        assert!(webp::inspect(&c.webp).unwrap().has_alpha, "{name} lost its alpha");
     }
     let opaque = ok("jpeg_baseline.jpg");
     assert!(!webp::inspect(&opaque.webp).unwrap().has_alpha);
@@ -209,119 +165,40 @@ fn lossless_auto_picks_lossless_for_graphics_only() {
     assert!(ok("gif_static.gif").lossless);
     assert!(!ok("png_rgb.png").lossless, "a photo PNG stays lossy");
     assert!(!ok("jpeg_baseline.jpg").lossless);
-    let never = ConvertOptions {
-        lossless: LosslessPolicy::Never,
-        ..opts()
-    };
-    assert!(
-        !convert(&fixture("png_palette.png"), &never, None)
-            .unwrap()
-            .lossless
-    );
+    let never = ConvertOptions { lossless: LosslessPolicy::Never, ..opts() };
+    assert!(!convert(&fixture("png_palette.png"), &never, None).unwrap().lossless);
     let mut per = opts();
-    per.per_format.insert(
-        SourceFormat::Png,
-        FormatOverride {
-            lossless: Some(LosslessPolicy::Always),
-            ..Default::default()
-        },
-    );
+    per.per_format
+        .insert(SourceFormat::Png, FormatOverride { lossless: Some(LosslessPolicy::Always), ..Default::default() });
     let c = convert(&fixture("png_rgb.png"), &per, None).unwrap();
     assert!(c.lossless);
-    assert!(
-        psnr(&reference("png_rgb.png"), &decode_webp(&c.webp).unwrap()).is_infinite(),
-        "lossless is exact"
-    );
+    assert!(psnr(&reference("png_rgb.png"), &decode_webp(&c.webp).unwrap()).is_infinite(), "lossless is exact");
 }
 
 #[test]
 fn quality_and_method_change_the_output() {
     let src = fixture("jpeg_baseline.jpg");
-    let low = convert(
-        &src,
-        &ConvertOptions {
-            quality: 30.0,
-            ..opts()
-        },
-        None,
-    )
-    .unwrap();
-    let high = convert(
-        &src,
-        &ConvertOptions {
-            quality: 95.0,
-            ..opts()
-        },
-        None,
-    )
-    .unwrap();
-    assert!(
-        low.webp.len() < high.webp.len(),
-        "q30 {} >= q95 {}",
-        low.webp.len(),
-        high.webp.len()
-    );
-    let near = ConvertOptions {
-        lossless: LosslessPolicy::Always,
-        near_lossless: 60,
-        ..opts()
-    };
-    let exact = ConvertOptions {
-        lossless: LosslessPolicy::Always,
-        ..opts()
-    };
+    let low = convert(&src, &ConvertOptions { quality: 30.0, ..opts() }, None).unwrap();
+    let high = convert(&src, &ConvertOptions { quality: 95.0, ..opts() }, None).unwrap();
+    assert!(low.webp.len() < high.webp.len(), "q30 {} >= q95 {}", low.webp.len(), high.webp.len());
+    let near = ConvertOptions { lossless: LosslessPolicy::Always, near_lossless: 60, ..opts() };
+    let exact = ConvertOptions { lossless: LosslessPolicy::Always, ..opts() };
     let a = convert(&fixture("png_rgb.png"), &near, None).unwrap();
     let b = convert(&fixture("png_rgb.png"), &exact, None).unwrap();
-    assert!(
-        a.webp.len() < b.webp.len(),
-        "near-lossless {} >= lossless {}",
-        a.webp.len(),
-        b.webp.len()
-    );
+    assert!(a.webp.len() < b.webp.len(), "near-lossless {} >= lossless {}", a.webp.len(), b.webp.len());
 }
 
 #[test]
 fn resize_keeps_the_aspect_ratio_with_one_side() {
     let src = fixture("jpeg_baseline.jpg"); // 640x427
-    let c = convert(
-        &src,
-        &opts(),
-        Some(ResizeSpec {
-            width: Some(320),
-            height: None,
-        }),
-    )
-    .unwrap();
+    let c = convert(&src, &opts(), Some(ResizeSpec { width: Some(320), height: None })).unwrap();
     assert_eq!((c.width, c.height), (320, 214));
-    let c = convert(
-        &src,
-        &opts(),
-        Some(ResizeSpec {
-            width: Some(150),
-            height: Some(150),
-        }),
-    )
-    .unwrap();
+    let c = convert(&src, &opts(), Some(ResizeSpec { width: Some(150), height: Some(150) })).unwrap();
     assert_eq!((c.width, c.height), (150, 150));
-    let anim = convert(
-        &fixture("gif_anim_loop3.gif"),
-        &opts(),
-        Some(ResizeSpec {
-            width: Some(32),
-            height: None,
-        }),
-    );
+    let anim = convert(&fixture("gif_anim_loop3.gif"), &opts(), Some(ResizeSpec { width: Some(32), height: None }));
     let info = webp::inspect(&anim.unwrap().webp).unwrap();
     assert_eq!((info.width, info.height, info.frames), (32, 24, 4));
-    let bad = convert(
-        &src,
-        &opts(),
-        Some(ResizeSpec {
-            width: Some(0),
-            height: None,
-        }),
-    )
-    .unwrap_err();
+    let bad = convert(&src, &opts(), Some(ResizeSpec { width: Some(0), height: None })).unwrap_err();
     assert_eq!(bad.code(), "invalid_resize");
 }
 
@@ -333,45 +210,21 @@ fn every_bad_input_fails_with_its_specific_error() {
     assert_eq!(text.code(), "not_an_image");
     assert!(text.to_string().contains("looks like text"), "{text}");
     assert_eq!(fail("bad/not_image.bmp", &o).code(), "not_an_image");
-    for name in [
-        "bad/truncated.jpg",
-        "bad/truncated.png",
-        "bad/corrupt.png",
-        "bad/truncated.gif",
-    ] {
+    for name in ["bad/truncated.jpg", "bad/truncated.png", "bad/corrupt.png", "bad/truncated.gif"] {
         let e = fail(name, &o);
         assert_eq!(e.code(), "decode_failed", "{name}: {e}");
     }
     let bomb = fail("bad/bomb.png", &o);
-    assert_eq!(
-        bomb,
-        ConvertError::TooManyPixels {
-            width: 100_000,
-            height: 100_000,
-            max: 100_000_000
-        }
-    );
+    assert_eq!(bomb, ConvertError::TooManyPixels { width: 100_000, height: 100_000, max: 100_000_000 });
     assert!(bomb.to_string().contains("100000x100000"));
     let frames = fail("bad/bomb_gif_frames.gif", &o);
     assert_eq!(frames, ConvertError::TooManyFrames { max: 1000 });
-    assert_eq!(
-        fail("bad/wide.png", &o),
-        ConvertError::TooWide {
-            width: 20000,
-            height: 4
-        }
-    );
+    assert_eq!(fail("bad/wide.png", &o), ConvertError::TooWide { width: 20000, height: 4 });
 }
 
 #[test]
 fn oversize_images_can_be_downscaled_instead() {
-    let o = ConvertOptions {
-        limits: Limits {
-            oversize: Oversize::Downscale,
-            ..Limits::default()
-        },
-        ..opts()
-    };
+    let o = ConvertOptions { limits: Limits { oversize: Oversize::Downscale, ..Limits::default() }, ..opts() };
     let c = convert(&fixture("bad/wide.png"), &o, None).unwrap();
     assert_eq!((c.width, c.height), (16383, 3));
 }
@@ -379,41 +232,22 @@ fn oversize_images_can_be_downscaled_instead() {
 #[test]
 fn limits_are_checked_before_decoding() {
     let small = |max_input_bytes, max_pixels, max_frames| ConvertOptions {
-        limits: Limits {
-            max_input_bytes,
-            max_pixels,
-            max_frames,
-            oversize: Oversize::Fail,
-        },
+        limits: Limits { max_input_bytes, max_pixels, max_frames, oversize: Oversize::Fail },
         ..opts()
     };
     let src = fixture("jpeg_baseline.jpg");
     let e = convert(&src, &small(1000, 100_000_000, 10), None).unwrap_err();
-    assert_eq!(
-        e,
-        ConvertError::TooLarge {
-            size: src.len() as u64,
-            max: 1000
-        }
-    );
+    assert_eq!(e, ConvertError::TooLarge { size: src.len() as u64, max: 1000 });
     // Exactly at the limit is allowed.
     assert!(convert(&src, &small(src.len() as u64, 100_000_000, 10), None).is_ok());
     let e = convert(&src, &small(1 << 30, 640 * 427 - 1, 10), None).unwrap_err();
     assert_eq!(e.code(), "too_many_pixels");
-    let e = convert(
-        &fixture("gif_animated.gif"),
-        &small(1 << 30, 100_000_000, 10),
-        None,
-    )
-    .unwrap_err();
+    let e = convert(&fixture("gif_animated.gif"), &small(1 << 30, 100_000_000, 10), None).unwrap_err();
     assert_eq!(e, ConvertError::TooManyFrames { max: 10 });
 }
 
 #[test]
 fn lossy_output_is_deterministic() {
     let src = fixture("jpeg_progressive.jpg");
-    assert_eq!(
-        convert(&src, &opts(), None).unwrap().webp,
-        convert(&src, &opts(), None).unwrap().webp
-    );
+    assert_eq!(convert(&src, &opts(), None).unwrap().webp, convert(&src, &opts(), None).unwrap().webp);
 }

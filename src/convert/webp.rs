@@ -51,9 +51,8 @@ fn err(msg: impl Into<String>) -> EncodeError {
 
 impl EncodeConfig {
     fn to_sys(self) -> Result<sys::WebPConfig, EncodeError> {
-        let mut c =
-            sys::WebPConfig::new_with_preset(sys::WebPPreset::WEBP_PRESET_DEFAULT, self.quality)
-                .map_err(|_| err("libwebp version mismatch"))?;
+        let mut c = sys::WebPConfig::new_with_preset(sys::WebPPreset::WEBP_PRESET_DEFAULT, self.quality)
+            .map_err(|_| err("libwebp version mismatch"))?;
         c.method = c_int::from(self.method);
         c.alpha_quality = c_int::from(self.alpha_quality);
         c.exact = c_int::from(self.exact);
@@ -82,10 +81,7 @@ impl Picture {
         let channels = if px.has_alpha { 4 } else { 3 };
         let expected = px.width as usize * px.height as usize * channels;
         if px.data.len() != expected || px.width == 0 || px.height == 0 {
-            return Err(err(format!(
-                "pixel buffer is {} bytes, expected {expected}",
-                px.data.len()
-            )));
+            return Err(err(format!("pixel buffer is {} bytes, expected {expected}", px.data.len())));
         }
         let mut pic = sys::WebPPicture::new().map_err(|_| err("libwebp version mismatch"))?;
         pic.width = px.width as c_int;
@@ -103,10 +99,7 @@ impl Picture {
             }
         };
         if ok == 0 {
-            return Err(err(format!(
-                "cannot import a {}x{} picture (out of memory?)",
-                px.width, px.height
-            )));
+            return Err(err(format!("cannot import a {}x{} picture (out of memory?)", px.width, px.height)));
         }
         Ok(guard)
     }
@@ -124,12 +117,7 @@ struct MemoryWriter(sys::WebPMemoryWriter);
 
 impl MemoryWriter {
     fn new() -> Self {
-        let mut w = sys::WebPMemoryWriter {
-            mem: ptr::null_mut(),
-            size: 0,
-            max_size: 0,
-            pad: [0],
-        };
+        let mut w = sys::WebPMemoryWriter { mem: ptr::null_mut(), size: 0, max_size: 0, pad: [0] };
         // SAFETY: initialises the plain struct in place.
         unsafe { sys::WebPMemoryWriterInit(&mut w) };
         Self(w)
@@ -201,25 +189,15 @@ pub fn encode_animation(
     let config = cfg.to_sys()?;
     let mut opts: sys::WebPAnimEncoderOptions = unsafe { std::mem::zeroed() };
     // SAFETY: initialises the options struct for this ABI version.
-    if unsafe { sys::WebPAnimEncoderOptionsInitInternal(&mut opts, sys::WebPGetMuxABIVersion()) }
-        == 0
-    {
+    if unsafe { sys::WebPAnimEncoderOptionsInitInternal(&mut opts, sys::WebPGetMuxABIVersion()) } == 0 {
         return Err(err("libwebp mux version mismatch"));
     }
     opts.anim_params.loop_count = c_int::from(loop_count);
     // SAFETY: valid options; the returned encoder is owned by the guard below.
-    let enc = unsafe {
-        sys::WebPAnimEncoderNewInternal(
-            width as c_int,
-            height as c_int,
-            &opts,
-            sys::WebPGetMuxABIVersion(),
-        )
-    };
+    let enc =
+        unsafe { sys::WebPAnimEncoderNewInternal(width as c_int, height as c_int, &opts, sys::WebPGetMuxABIVersion()) };
     if enc.is_null() {
-        return Err(err(format!(
-            "cannot create a {width}x{height} animation encoder"
-        )));
+        return Err(err(format!("cannot create a {width}x{height} animation encoder")));
     }
     struct Enc(*mut sys::WebPAnimEncoder);
     impl Drop for Enc {
@@ -235,20 +213,13 @@ pub fn encode_animation(
         if msg.is_null() {
             "unknown error".to_owned()
         } else {
-            unsafe { CStr::from_ptr(msg) }
-                .to_string_lossy()
-                .into_owned()
+            unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned()
         }
     };
     let mut timestamp: i64 = 0;
     for frame in frames {
         let frame = frame?;
-        let px = Pixels {
-            data: &frame.rgba,
-            width,
-            height,
-            has_alpha: true,
-        };
+        let px = Pixels { data: &frame.rgba, width, height, has_alpha: true };
         let mut pic = Picture::import(&px, true)?;
         // SAFETY: live encoder and picture; libwebp copies what it keeps.
         if unsafe { sys::WebPAnimEncoderAdd(enc.0, &mut pic.0, timestamp as c_int, &config) } == 0 {
@@ -260,9 +231,7 @@ pub fn encode_animation(
         }
     }
     // SAFETY: a null frame marks the end; it sets the last frame's duration.
-    if unsafe { sys::WebPAnimEncoderAdd(enc.0, ptr::null_mut(), timestamp as c_int, ptr::null()) }
-        == 0
-    {
+    if unsafe { sys::WebPAnimEncoderAdd(enc.0, ptr::null_mut(), timestamp as c_int, ptr::null()) } == 0 {
         return Err(err(anim_error(&enc)));
     }
     let mut out = OwnedData(sys::WebPData::default());
@@ -292,10 +261,7 @@ pub fn add_metadata(webp: &[u8], meta: &Metadata) -> Result<Vec<u8>, EncodeError
     if meta.is_empty() {
         return Ok(webp.to_vec());
     }
-    let input = sys::WebPData {
-        bytes: webp.as_ptr(),
-        size: webp.len(),
-    };
+    let input = sys::WebPData { bytes: webp.as_ptr(), size: webp.len() };
     // SAFETY: `input` borrows `webp`; copy_data = 1 so the mux owns its copy.
     let mux = unsafe { sys::WebPMuxCreateInternal(&input, 1, sys::WebPGetMuxABIVersion()) };
     if mux.is_null() {
@@ -309,23 +275,13 @@ pub fn add_metadata(webp: &[u8], meta: &Metadata) -> Result<Vec<u8>, EncodeError
         }
     }
     let mux = Mux(mux);
-    for (fourcc, chunk) in [
-        (c"ICCP", &meta.icc),
-        (c"EXIF", &meta.exif),
-        (c"XMP ", &meta.xmp),
-    ] {
+    for (fourcc, chunk) in [(c"ICCP", &meta.icc), (c"EXIF", &meta.exif), (c"XMP ", &meta.xmp)] {
         let Some(bytes) = chunk else { continue };
-        let data = sys::WebPData {
-            bytes: bytes.as_ptr(),
-            size: bytes.len(),
-        };
+        let data = sys::WebPData { bytes: bytes.as_ptr(), size: bytes.len() };
         // SAFETY: live mux; copy_data = 1 copies the chunk.
         let rc = unsafe { sys::WebPMuxSetChunk(mux.0, fourcc.as_ptr(), &data, 1) };
         if rc != sys::WebPMuxError::WEBP_MUX_OK {
-            return Err(err(format!(
-                "cannot add the {} chunk: {rc:?}",
-                fourcc.to_string_lossy()
-            )));
+            return Err(err(format!("cannot add the {} chunk: {rc:?}", fourcc.to_string_lossy())));
         }
     }
     let mut out = OwnedData(sys::WebPData::default());
@@ -354,20 +310,14 @@ pub struct WebpInfo {
 
 /// Parses a WebP's container: canvas size, frame count, loop count, ICC chunk.
 pub fn inspect(webp: &[u8]) -> Option<WebpInfo> {
-    let input = sys::WebPData {
-        bytes: webp.as_ptr(),
-        size: webp.len(),
-    };
+    let input = sys::WebPData { bytes: webp.as_ptr(), size: webp.len() };
     // SAFETY: `input` borrows `webp` for the mux's lifetime (copy_data = 0, dropped below).
     let mux = unsafe { sys::WebPMuxCreateInternal(&input, 0, sys::WebPGetMuxABIVersion()) };
     if mux.is_null() {
         return None;
     }
     let (mut w, mut h, mut flags, mut n) = (0, 0, 0u32, 0);
-    let mut params = sys::WebPMuxAnimParams {
-        bgcolor: 0,
-        loop_count: 0,
-    };
+    let mut params = sys::WebPMuxAnimParams { bgcolor: 0, loop_count: 0 };
     let mut icc = sys::WebPData::default();
     // SAFETY: live mux; outputs are plain values or borrowed views into `webp`.
     let info = unsafe {
@@ -378,12 +328,10 @@ pub fn inspect(webp: &[u8]) -> Option<WebpInfo> {
         if animated {
             sys::WebPMuxGetAnimationParams(mux, &mut params);
         }
-        let icc = (sys::WebPMuxGetChunk(mux, c"ICCP".as_ptr(), &mut icc)
-            == sys::WebPMuxError::WEBP_MUX_OK)
+        let icc = (sys::WebPMuxGetChunk(mux, c"ICCP".as_ptr(), &mut icc) == sys::WebPMuxError::WEBP_MUX_OK)
             .then(|| std::slice::from_raw_parts(icc.bytes, icc.size).to_vec());
         let mut exif = sys::WebPData::default();
-        let exif = (sys::WebPMuxGetChunk(mux, c"EXIF".as_ptr(), &mut exif)
-            == sys::WebPMuxError::WEBP_MUX_OK)
+        let exif = (sys::WebPMuxGetChunk(mux, c"EXIF".as_ptr(), &mut exif) == sys::WebPMuxError::WEBP_MUX_OK)
             .then(|| std::slice::from_raw_parts(exif.bytes, exif.size).to_vec());
         let mut durations = Vec::new();
         if animated {

@@ -1,0 +1,133 @@
+//! The binary end to end: `convert` on the local-directory backend and on the S3 test
+//! server, its exit codes and messages, and `check-config`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_image-converting-server");
+
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).args(args);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ICS__") || k.starts_with("R2_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run the binary")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A working directory with the shipped config and a local bucket holding `files`.
+fn local_setup(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.yaml"),
+        dir.path().join("config/config.yaml"),
+    )
+    .unwrap();
+    for (key, name) in files {
+        let p = dir.path().join("bucket").join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, fixture(name)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn convert_on_the_local_default_bucket() {
+    let dir = local_setup(&[("photos/x.jpg", "jpeg_orient6.jpg"), ("photos/anim.gif", "gif_anim_loop3.gif")]);
+    let o = run(dir.path(), &["convert", "photos/x.jpg"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Converted image: r2://bucket/photos/x.jpg -> r2://bucket/photos/x.webp"),
+        "{}",
+        text(&o)
+    );
+    let webp = std::fs::read(dir.path().join("bucket/photos/x.webp")).unwrap();
+    let img = ics::convert::decode_webp(&webp).unwrap();
+    assert!(psnr(&displayed("jpeg_orient6.jpg"), &img) > 27.0);
+
+    let o = run(dir.path(), &["convert", "--json", "r2://bucket/photos/anim.gif"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"], "converted");
+    assert_eq!(v["frames"], 4);
+    assert_eq!(v["destination"], "r2://bucket/photos/anim.webp");
+}
+
+#[test]
+fn exit_codes_and_messages_say_what_went_wrong() {
+    let dir = local_setup(&[("a/text.jpg", "bad/text.jpg"), ("a/trunc.png", "bad/truncated.png")]);
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["convert", "a/text.jpg"], 2, "a/text.jpg: not a supported image: looks like text"),
+        (&["convert", "a/trunc.png"], 2, "a/trunc.png: png decode failed"),
+        (&["convert", "a/missing.jpg"], 2, "a/missing.jpg: object not found"),
+        (&["convert", "a/../../etc/passwd.jpg"], 2, "unsafe object key"),
+        (&["convert", "r2://other/a/text.jpg"], 64, "names bucket \"other\", but the configured bucket is \"bucket\""),
+        (&["convert", "a/readme.txt"], 2, "not a candidate"),
+        (&["convert", "--preset", "nope", "a/text.jpg"], 64, "unknown preset \"nope\""),
+        (&["frobnicate"], 64, "unrecognized subcommand"),
+    ];
+    for (args, code, message) in cases {
+        let o = run(dir.path(), args, &[]);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(message), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn bad_config_fails_at_start_with_the_key() {
+    let dir = local_setup(&[]);
+    let o = run(dir.path(), &["check-config"], &[("ICS__CONVERSION__QUALITY", "140")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("conversion.quality must be between 0 and 100, got 140"), "{}", text(&o));
+    let o = run(dir.path(), &["--config", "nope.yaml", "check-config"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("nope.yaml"), "{}", text(&o));
+}
+
+#[test]
+fn check_config_hides_secrets() {
+    let dir = local_setup(&[]);
+    let o = run(
+        dir.path(),
+        &["check-config"],
+        &[("R2_ACCESS_KEY", "AKIASHOWME"), ("R2_SECRET_KEY", "hunter2hunter2"), ("ICS__STORAGE__BACKEND", "local")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("AKIASHOWME") && !text(&o).contains("hunter2hunter2"), "{}", text(&o));
+}
+
+#[test]
+fn convert_through_the_s3_server_with_go_environment_variables() {
+    let env = s3_env();
+    let bucket = new_bucket("cli");
+    let dir = local_setup(&[]);
+    let go_env = [
+        ("R2_ENDPOINT", env.endpoint.as_str()),
+        ("R2_BUCKET", bucket.as_str()),
+        ("R2_ACCESS_KEY", env.access_key.as_str()),
+        ("R2_SECRET_KEY", env.secret_key.as_str()),
+        ("ICS__STORAGE__BACKEND", "r2"),
+        ("ICS__R2__REGION", env.region.as_str()),
+    ];
+    let config = s3_config(&bucket);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = ics::storage::Storage::open(&config.storage, &bucket).unwrap();
+    rt.block_on(s.put("photos/x.jpg", fixture("jpeg_cmyk.jpg").into(), "image/jpeg")).unwrap();
+
+    let o = run(dir.path(), &["convert", &format!("s3://{bucket}/photos/x.jpg")], &go_env);
+    assert!(o.status.success(), "{}", text(&o));
+    let (_, body) = rt.block_on(s.get("photos/x.webp", 1 << 30)).unwrap();
+    let img = ics::convert::decode_webp(&body).unwrap();
+    assert!(psnr(&image::load_from_memory(&fixture("reference_chelsea.png")).unwrap(), &img) > 25.0);
+    assert_eq!(rt.block_on(s.content_type("photos/x.webp")).unwrap().as_deref(), Some("image/webp"));
+}

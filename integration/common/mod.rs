@@ -1,0 +1,111 @@
+//! Shared helpers of the integration tests: fixtures, the S3-compatible test server
+//! that `scripts/test.sh` starts, and a config pointing at it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ics::config::{Config, S3Config, StorageConfig};
+use ics::secret::Secret;
+use image::{DynamicImage, GenericImageView};
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/images").join(name)
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// (file, width, height, frames) of every good fixture, from FIXTURES.tsv.
+pub fn good_fixtures() -> Vec<(String, u32, u32, u32)> {
+    let manifest = String::from_utf8(fixture("FIXTURES.tsv")).unwrap();
+    manifest
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| f[1] == "good")
+        .map(|f| (f[0].to_owned(), f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap()))
+        .collect()
+}
+
+/// The S3 server's settings from `ICS_TEST_S3_*` (set by scripts/test.sh).
+pub struct S3Env {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub fn s3_env() -> S3Env {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run the integration tests through scripts/test.sh, which starts the S3 server")
+        })
+    };
+    S3Env {
+        endpoint: var("ICS_TEST_S3_ENDPOINT"),
+        region: std::env::var("ICS_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        access_key: std::env::var("ICS_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "testing".into()),
+        secret_key: std::env::var("ICS_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "testing".into()),
+    }
+}
+
+/// Sends one raw HTTP/1.1 request to the test server and returns the status code.
+pub fn raw_request(endpoint: &str, method: &str, path: &str) -> u16 {
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(addr).expect("connect to the S3 test server");
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Creates a fresh bucket with a unique name and returns it.
+pub fn new_bucket(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let status = raw_request(&s3_env().endpoint, "PUT", &format!("/{name}"));
+    assert!(status == 200, "creating bucket {name}: HTTP {status}");
+    name
+}
+
+/// The default config with storage pointed at `bucket` on the test server.
+pub fn s3_config(bucket: &str) -> Config {
+    let env = s3_env();
+    let mut c = Config::validate(Default::default()).unwrap();
+    c.storage = StorageConfig::S3(S3Config {
+        endpoint: env.endpoint,
+        bucket: bucket.to_owned(),
+        region: env.region,
+        access_key: Secret::new(env.access_key),
+        secret_key: Secret::new(env.secret_key),
+        virtual_hosted_style: false,
+    });
+    c
+}
+
+/// PSNR over RGB with alpha composited on black.
+pub fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions(), "sizes differ");
+    let (a, b) = (a.to_rgba8(), b.to_rgba8());
+    let mut se = 0f64;
+    for (p, q) in a.pixels().zip(b.pixels()) {
+        for c in 0..3 {
+            let x = f64::from(p[c]) * f64::from(p[3]) / 255.0;
+            let y = f64::from(q[c]) * f64::from(q[3]) / 255.0;
+            se += (x - y) * (x - y);
+        }
+    }
+    let mse = se / (a.len() as f64 / 4.0 * 3.0);
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+}
+
+/// How the source is meant to look (oriented fixtures: the upright ground truth).
+pub fn displayed(name: &str) -> DynamicImage {
+    let file =
+        if name.starts_with("jpeg_orient") || name.starts_with("jpeg_exif") { "orient_upright.png" } else { name };
+    image::load_from_memory(&fixture(file)).unwrap()
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run):
+#   bash scripts/test.sh [extra cargo test args...]
+# Starts a local S3-compatible server (moto, on 127.0.0.1, see
+# scripts/s3-server.sh), exports ICS_TEST_S3_* for the integration tests, runs
+# `cargo test --all-targets "$@"`, stops the server, and exits with cargo's status.
+# If ICS_TEST_S3_ENDPOINT is already set, that server is used and none is started.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+if [ -n "${ICS_TEST_S3_ENDPOINT:-}" ]; then
+    step "S3 server: using ICS_TEST_S3_ENDPOINT=$ICS_TEST_S3_ENDPOINT from the environment"
+    export ICS_TEST_S3_REGION="${ICS_TEST_S3_REGION:-us-east-1}"
+    export ICS_TEST_S3_ACCESS_KEY="${ICS_TEST_S3_ACCESS_KEY:-testing}"
+    export ICS_TEST_S3_SECRET_KEY="${ICS_TEST_S3_SECRET_KEY:-testing}"
+else
+    step "S3 server: starting moto (log: target/s3-server/moto.log)"
+    # Stop it on any exit, keeping the exit status; quiet so that cargo's
+    # summary stays the last thing printed.
+    trap 'rc=$?; bash scripts/s3-server.sh stop >/dev/null 2>&1 || true; exit $rc' EXIT
+    t0=$SECONDS
+    env_lines="$(bash scripts/s3-server.sh start)"
+    while IFS= read -r line; do
+        case "$line" in
+            ICS_TEST_S3_*=*) export "${line?}"; printf '    %s\n' "$line" >&2 ;;
+        esac
+    done <<<"$env_lines"
+    [ -n "${ICS_TEST_S3_ENDPOINT:-}" ] || { echo "scripts/s3-server.sh start printed no endpoint" >&2; exit 1; }
+    printf '    (ready after %ss)\n' "$((SECONDS - t0))" >&2
+fi
+
+step "cargo test --all-targets $*"
+cargo test --all-targets "$@"

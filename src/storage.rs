@@ -92,6 +92,8 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     bucket: String,
     kind: BackendKind,
+    /// The local backend's root, for the key-ordered listing.
+    root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -119,7 +121,8 @@ impl Storage {
             .map_err(|e| StorageError::Setup(format!("{}: {e}", root.display())))?
             .with_automatic_cleanup(true);
         let bucket = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Self { store: Arc::new(store), bucket, kind: BackendKind::Local })
+        let root = Some(root.canonicalize().unwrap_or_else(|_| root.to_owned()));
+        Ok(Self { store: Arc::new(store), bucket, kind: BackendKind::Local, root })
     }
 
     /// An S3-compatible bucket, path-style by default, SigV4-signed.
@@ -134,12 +137,12 @@ impl Storage {
             .with_allow_http(c.endpoint.starts_with("http://"))
             .build()
             .map_err(|e| StorageError::Setup(format!("S3 bucket {} at {}: {e}", c.bucket, c.endpoint)))?;
-        Ok(Self { store: Arc::new(store), bucket: c.bucket.clone(), kind: BackendKind::S3 })
+        Ok(Self { store: Arc::new(store), bucket: c.bucket.clone(), kind: BackendKind::S3, root: None })
     }
 
     /// A bucket held in memory, for tests.
     pub fn in_memory(bucket: &str) -> Self {
-        Self { store: Arc::new(InMemory::new()), bucket: bucket.to_owned(), kind: BackendKind::Memory }
+        Self { store: Arc::new(InMemory::new()), bucket: bucket.to_owned(), kind: BackendKind::Memory, root: None }
     }
 
     /// The bucket's name (used in `r2://bucket/key` addresses).
@@ -166,6 +169,24 @@ impl Storage {
             .list(prefix_path.as_ref())
             .map(move |r| r.map(ObjectInfo::from).map_err(|e| StorageError::backend("list", &shown, e)))
             .boxed()
+    }
+
+    /// Streams the whole bucket in key order (byte order of the UTF-8 keys, as S3 and R2
+    /// list), starting after `offset` when given. The pipeline's merge of sources with
+    /// their WebPs relies on this order; the local backend walks its directories sorted so
+    /// that it lists in the same order.
+    pub fn list_ordered(&self, offset: Option<&str>) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
+        if let Some(root) = &self.root {
+            return crate::storage_local::list_ordered(root.clone(), offset.map(str::to_owned));
+        }
+        let stream = match offset {
+            Some(o) => match check_key(o) {
+                Ok(p) => self.store.list_with_offset(None, &p),
+                Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+            },
+            None => self.store.list(None),
+        };
+        stream.map(|r| r.map(ObjectInfo::from).map_err(|e| StorageError::backend("list", "", e))).boxed()
     }
 
     /// The objects directly under `dir` (one level, no recursion).

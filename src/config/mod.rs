@@ -66,6 +66,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub webhook: WebhookConfig,
     pub state: StateConfig,
+    pub pipeline: PipelineConfig,
     pub log: LogConfig,
 }
 
@@ -125,6 +126,27 @@ pub struct StateConfig {
     /// `all`, `now` or an RFC 3339 time, for a missing state file.
     pub initial: String,
     pub checkpoint_every: u32,
+    /// Allowance for the storage's clock against ours, in `last_processed_time`.
+    pub clock_skew: std::time::Duration,
+    /// Attempts before a failing source is given up.
+    pub max_attempts: u32,
+    /// First retry delay; doubled on each further failure (capped at a day).
+    pub retry_base: std::time::Duration,
+    /// A lock file with no live holder and no OS lock support counts as held this long.
+    pub lock_stale_after: std::time::Duration,
+}
+
+/// `pipeline:` validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// Converter threads (default: one per core).
+    pub workers: usize,
+    /// Images between listing and the state record at once (backpressure bound).
+    pub max_in_flight: usize,
+    /// Concurrent uploads.
+    pub upload_concurrency: usize,
+    /// How long SIGTERM waits for in-flight images.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 /// How log lines look.

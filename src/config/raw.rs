@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub server: RawServer,
     pub webhook: RawWebhook,
     pub state: RawState,
+    pub pipeline: RawPipeline,
     pub log: RawLog,
 }
 
@@ -138,6 +139,20 @@ pub struct RawState {
     pub dir: Option<String>,
     pub initial: Option<String>,
     pub checkpoint_every: Option<i64>,
+    pub clock_skew_seconds: Option<i64>,
+    pub max_attempts: Option<i64>,
+    pub retry_base_minutes: Option<i64>,
+    pub lock_stale_minutes: Option<i64>,
+}
+
+/// `pipeline:` — concurrency of a run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawPipeline {
+    pub workers: Option<i64>,
+    pub max_in_flight: Option<i64>,
+    pub upload_concurrency: Option<i64>,
+    pub shutdown_timeout_seconds: Option<i64>,
 }
 
 /// `log:` — logging.

@@ -36,12 +36,17 @@ impl Config {
             enabled: raw.cron.enabled.unwrap_or(true),
             timezone: raw.cron.timezone.unwrap_or_else(|| "UTC".into()),
         };
-        if cron.schedule.split_whitespace().count() != 5 {
-            return Err(ConfigError::invalid(
-                "cron.schedule",
-                format!("{:?}", cron.schedule),
-                "a 5-field cron expression (minute hour day-of-month month day-of-week)",
-            ));
+        if let Err(e) = crate::schedule::Schedule::parse(&cron.schedule, &cron.timezone) {
+            return Err(match e {
+                crate::schedule::ScheduleError::TimeZone(tz) => {
+                    ConfigError::invalid("cron.timezone", tz, "an IANA time zone such as UTC or Europe/Berlin")
+                }
+                crate::schedule::ScheduleError::Expression { message, .. } => ConfigError::invalid(
+                    "cron.schedule",
+                    format!("{:?} ({message})", cron.schedule),
+                    "a 5-field cron expression (minute hour day-of-month month day-of-week)",
+                ),
+            });
         }
         let server = ServerConfig {
             host: raw.server.host.unwrap_or_else(|| "127.0.0.1".into()),
@@ -89,6 +94,38 @@ impl Config {
                 1,
                 1_000_000,
             )?,
+            clock_skew: secs(int_in(
+                "state.clock_skew_seconds",
+                raw.state.clock_skew_seconds.unwrap_or(300),
+                0,
+                86_400,
+            )?),
+            max_attempts: int_in("state.max_attempts", raw.state.max_attempts.unwrap_or(5), 1, 1000)?,
+            retry_base: secs(
+                60 * int_in::<u64>("state.retry_base_minutes", raw.state.retry_base_minutes.unwrap_or(5), 0, 10_080)?,
+            ),
+            lock_stale_after: secs(
+                60 * int_in::<u64>("state.lock_stale_minutes", raw.state.lock_stale_minutes.unwrap_or(60), 1, 10_080)?,
+            ),
+        };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let p = raw.pipeline;
+        let workers: usize = int_in("pipeline.workers", p.workers.unwrap_or(cores as i64), 1, 256)?;
+        let pipeline = PipelineConfig {
+            workers,
+            max_in_flight: int_in(
+                "pipeline.max_in_flight",
+                p.max_in_flight.unwrap_or(2 * workers as i64 + 2),
+                1,
+                10_000,
+            )?,
+            upload_concurrency: int_in("pipeline.upload_concurrency", p.upload_concurrency.unwrap_or(8), 1, 256)?,
+            shutdown_timeout: secs(int_in(
+                "pipeline.shutdown_timeout_seconds",
+                p.shutdown_timeout_seconds.unwrap_or(30),
+                0,
+                3600,
+            )?),
         };
         let format = match raw.log.format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -96,7 +133,7 @@ impl Config {
             other => return Err(ConfigError::invalid("log.format", other, "text or json")),
         };
         let log = LogConfig { level: raw.log.level.unwrap_or_else(|| "info".into()), format };
-        Ok(Config { storage, formats, convert, presets, skip_if_larger, cron, server, webhook, state, log })
+        Ok(Config { storage, formats, convert, presets, skip_if_larger, cron, server, webhook, state, pipeline, log })
     }
 }
 
@@ -247,4 +284,8 @@ fn default_presets() -> BTreeMap<String, super::raw::RawPreset> {
         .into_iter()
         .map(|(n, w, h)| (n.to_string(), RawPreset { width: Some(w), height: Some(h) }))
         .collect()
+}
+
+fn secs(s: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(s)
 }

@@ -1,0 +1,90 @@
+//! Payloads shared by several actors: a candidate image, what became of it, a run's
+//! identity, its live progress and its summary.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::storage::ObjectInfo;
+
+/// A source the Lister decided to convert, with where its WebP goes.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub run_id: Arc<str>,
+    pub source: ObjectInfo,
+    pub output: String,
+}
+
+/// A slot of the bounded pipeline. It travels with its image from the Lister through
+/// the Converter pool and the Uploader to the StateKeeper, and frees the slot when the
+/// StateKeeper has recorded the image — so at most `pipeline.max_in_flight` images are
+/// between listing and record at any time, and a slow stage holds the Lister back.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] pub OwnedSemaphorePermit);
+
+/// What became of one candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOutcome {
+    Converted {
+        bytes_in: u64,
+        bytes_out: u64,
+        megapixels: f64,
+        convert_ms: u64,
+    },
+    /// The WebP was not smaller; the source stays alone on purpose.
+    Kept {
+        bytes_in: u64,
+        bytes_out: u64,
+    },
+    /// Failed; `permanent` failures (bad input, limits) are not retried.
+    Failed {
+        code: String,
+        reason: String,
+        permanent: bool,
+    },
+}
+
+/// Counters of a run, live or finished.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunCounts {
+    /// Objects seen in the listing.
+    pub listed: u64,
+    /// Sources handed to the converters.
+    pub queued: u64,
+    pub converted: u64,
+    /// Sources whose WebP is up to date, or that the ledger says to leave or wait for.
+    pub skipped: u64,
+    /// WebP larger than the source: source kept.
+    pub kept: u64,
+    pub failed: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// A run's summary, as `run-once --json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub counts: RunCounts,
+    pub duration_ms: u64,
+    /// False when the run was interrupted (shutdown) and will resume.
+    pub complete: bool,
+    /// A fatal error that ended the run (e.g. the listing failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Keys that failed in this run, with their reasons.
+    pub failures: Vec<FailureReport>,
+}
+
+/// One failed key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureReport {
+    pub key: String,
+    pub code: String,
+    pub reason: String,
+}

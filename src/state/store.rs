@@ -1,0 +1,103 @@
+//! Reading and writing `state.json`: atomic (temp file in the same directory, fsync,
+//! rename, fsync of the directory), mode 0600, and a corrupt file moved aside.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use super::State;
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the state lives. The local file is the only backend today; the bucket-backed
+/// store for several instances implements the same two calls.
+pub trait StateStore: Send + Sync {
+    /// The stored state, or `None` when there is none yet. A corrupt state is moved
+    /// aside, logged at WARN, and reported as `None`.
+    fn load(&self) -> Result<Option<State>, StateError>;
+    /// Replaces the stored state atomically: a reader sees the old or the new state whole.
+    fn save(&self, state: &State) -> Result<(), StateError>;
+}
+
+/// `state.json` in a directory.
+#[derive(Debug, Clone)]
+pub struct FileStateStore {
+    path: PathBuf,
+}
+
+impl FileStateStore {
+    /// The store for `dir/state.json`; the directory is created (0700) if missing.
+    pub fn new(dir: &Path) -> Result<Self, StateError> {
+        fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_owned(), source })?;
+        Ok(Self { path: dir.join("state.json") })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, source: std::io::Error) -> StateError {
+        StateError::Io { path: self.path.clone(), source }
+    }
+}
+
+impl StateStore for FileStateStore {
+    fn load(&self) -> Result<Option<State>, StateError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(e)),
+        };
+        match serde_json::from_slice::<State>(&bytes) {
+            Ok(state) => Ok(Some(state)),
+            Err(parse) => {
+                let aside =
+                    self.path.with_file_name(format!("state.json.corrupt-{}", Utc::now().format("%Y%m%dT%H%M%SZ")));
+                fs::rename(&self.path, &aside).map_err(|e| self.io(e))?;
+                tracing::warn!(
+                    path = %self.path.display(),
+                    moved_to = %aside.display(),
+                    error = %parse,
+                    "State file is corrupt; moved aside and starting as if there were none"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn save(&self, state: &State) -> Result<(), StateError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new().prefix(".state.json.").tempfile_in(dir).map_err(|e| self.io(e))?;
+        let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        tmp.write_all(&json).and_then(|_| tmp.write_all(b"\n")).map_err(|e| self.io(e))?;
+        set_private(tmp.path()).map_err(|e| self.io(e))?;
+        tmp.as_file().sync_all().map_err(|e| self.io(e))?;
+        tmp.persist(&self.path).map_err(|e| self.io(e.error))?;
+        // The rename is durable only once the directory entry is on disk.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Owner read/write only (0600).
+pub(crate) fn set_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}

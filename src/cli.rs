@@ -45,6 +45,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the daemon: the cron scheduler and the conversion pipeline, until SIGTERM/SIGINT.
+    Serve,
+    /// Do one run now and exit (0 all converted or skipped, 2 some failed, 3 locked, 1 fatal).
+    RunOnce {
+        /// Print a JSON summary (listed, converted, skipped, failed, bytes_in, bytes_out, duration_ms).
+        #[arg(long)]
+        json: bool,
+        /// Only list what would be converted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Re-convert every source, even those with an up-to-date WebP (e.g. after a quality change).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the next fire times of the configured schedule, one RFC 3339 time a line.
+    Schedule {
+        /// How many.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// Start after this time (RFC 3339; default: now).
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Check the configuration and print it (secrets hidden).
     CheckConfig,
 }
@@ -65,6 +88,16 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             println!("{config:#?}");
             ExitCode::from(exit::OK)
         }
+        Command::Serve => ExitCode::from(crate::daemon::serve(config)),
+        Command::RunOnce { json, dry_run: true, force } => {
+            let _ = json;
+            ExitCode::from(crate::daemon::dry_run(config, force))
+        }
+        Command::RunOnce { json, dry_run: false, force } => {
+            let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            ExitCode::from(crate::daemon::run_once(config, crate::daemon::RunOnceOptions { json, force, progress }))
+        }
+        Command::Schedule { count, after } => print_schedule(&config, count, after.as_deref()),
         Command::Convert { source, width, height, preset, json } => {
             let resize = match (preset, width, height) {
                 (Some(name), _, _) => match config.presets.get(&name) {
@@ -143,4 +176,29 @@ async fn convert_one(config: &Config, source: &str, resize: Option<ResizeSpec>, 
             })
         }
     }
+}
+
+fn print_schedule(config: &Config, count: usize, after: Option<&str>) -> ExitCode {
+    let schedule = match crate::schedule::Schedule::parse(&config.cron.schedule, &config.cron.timezone) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(exit::FATAL);
+        }
+    };
+    let after = match after.map(chrono::DateTime::parse_from_rfc3339) {
+        None => chrono::Utc::now(),
+        Some(Ok(t)) => t.with_timezone(&chrono::Utc),
+        Some(Err(e)) => {
+            eprintln!("Error: --after must be an RFC 3339 time such as 2024-01-15T02:00:00Z: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    if !config.cron.enabled {
+        eprintln!("Note: cron.enabled is false; serve will not fire on this schedule");
+    }
+    for t in schedule.upcoming(after, count) {
+        println!("{}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    ExitCode::from(exit::OK)
 }

@@ -15,9 +15,11 @@
 //!   API and the pipeline.
 //! - [`cli`] and [`logging`]: the binary's edges.
 
+pub mod actors;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod daemon;
 pub mod job;
 pub mod logging;
 pub mod model;

@@ -1,0 +1,94 @@
+//! Converter pool: decode + WebP encode on dedicated threads (a `SyncArbiter`, one
+//! worker per core by default), never on the async threads.
+//!
+//! A worker converts one image at a time and passes the WebP on to the Uploader, or the
+//! failure (or a "kept source") straight to the StateKeeper. A panic in the codecs is
+//! caught and reported as that image's failure; the worker lives on.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::state_keeper::{RecordDone, StateKeeper};
+use super::uploader::{UploadWebp, Uploader};
+use crate::convert::{self, ConvertError, ConvertOptions};
+use crate::model::{Candidate, ItemOutcome, Slot};
+
+/// Converts one downloaded source.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConvertImage {
+    pub candidate: Candidate,
+    pub bytes: Bytes,
+    pub slot: Slot,
+}
+
+/// One worker of the pool.
+pub struct Converter {
+    opts: ConvertOptions,
+    skip_if_larger: bool,
+    uploader: Addr<Uploader>,
+    state_keeper: Addr<StateKeeper>,
+}
+
+impl Converter {
+    pub fn new(
+        opts: ConvertOptions,
+        skip_if_larger: bool,
+        uploader: Addr<Uploader>,
+        state_keeper: Addr<StateKeeper>,
+    ) -> Self {
+        Self { opts, skip_if_larger, uploader, state_keeper }
+    }
+}
+
+impl Actor for Converter {
+    type Context = SyncContext<Self>;
+}
+
+/// Whether retrying can help: input problems and limits fail the same way every time.
+fn is_permanent(e: &ConvertError) -> bool {
+    !matches!(e, ConvertError::Encode(_))
+}
+
+impl Handler<ConvertImage> for Converter {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConvertImage, _: &mut SyncContext<Self>) {
+        let ConvertImage { candidate, bytes, slot } = msg;
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| convert::convert(&bytes, &self.opts, None)));
+        let bytes_in = bytes.len() as u64;
+        drop(bytes);
+        let fail =
+            |code: &str, reason: String, permanent: bool| ItemOutcome::Failed { code: code.into(), reason, permanent };
+        let outcome = match result {
+            Ok(Ok(c)) if self.skip_if_larger && c.webp.len() as u64 >= bytes_in => {
+                ItemOutcome::Kept { bytes_in, bytes_out: c.webp.len() as u64 }
+            }
+            Ok(Ok(c)) => {
+                let convert_ms = started.elapsed().as_millis() as u64;
+                self.uploader.do_send(UploadWebp {
+                    candidate,
+                    webp: c.webp.into(),
+                    bytes_in,
+                    megapixels: c.source_megapixels,
+                    convert_ms,
+                    slot,
+                });
+                return;
+            }
+            Ok(Err(e)) => fail(e.code(), e.to_string(), is_permanent(&e)),
+            Err(_) => fail("converter_panicked", "the image decoder or encoder panicked".into(), true),
+        };
+        self.state_keeper.do_send(RecordDone {
+            key: candidate.source.key,
+            output: candidate.output,
+            etag: candidate.source.etag,
+            outcome,
+            slot,
+        });
+    }
+}

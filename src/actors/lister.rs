@@ -1,0 +1,193 @@
+//! Lister: streams the bucket listing in key order, asks the [`Planner`] which sources
+//! need a WebP, and feeds them to the Converter pool — one bounded slot per image.
+//!
+//! The listing is never held whole: it is consumed page by page as slots free up, so
+//! a slow converter or uploader slows the listing down (backpressure). Each source is
+//! downloaded here (async I/O) and handed to the pool with its bytes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actix::prelude::*;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+
+use super::converter::{ConvertImage, Converter};
+use super::state_keeper::{ListingFinished, RecordDone, RecordListed, RecordQueued, RunStart, StateKeeper};
+use crate::config::Config;
+use crate::model::{Candidate, ItemOutcome, Slot};
+use crate::planner::{Decision, PlanRules, Planner};
+use crate::storage::{ObjectInfo, Storage};
+
+/// Lists the bucket for a run that [`StateKeeper`] has begun.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListBucket {
+    pub start: RunStart,
+}
+
+/// The actor.
+pub struct Lister {
+    config: Arc<Config>,
+    storage: Storage,
+    state_keeper: Addr<StateKeeper>,
+    converter: Addr<Converter>,
+    slots: Arc<Semaphore>,
+}
+
+impl Lister {
+    pub fn new(
+        config: Arc<Config>,
+        storage: Storage,
+        state_keeper: Addr<StateKeeper>,
+        converter: Addr<Converter>,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(config.pipeline.max_in_flight));
+        Self { config, storage, state_keeper, converter, slots }
+    }
+}
+
+impl Actor for Lister {
+    type Context = Context<Self>;
+}
+
+impl Handler<ListBucket> for Lister {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListBucket, _: &mut Context<Self>) {
+        let job = ListingJob {
+            config: self.config.clone(),
+            storage: self.storage.clone(),
+            state_keeper: self.state_keeper.clone(),
+            converter: self.converter.clone(),
+            slots: self.slots.clone(),
+        };
+        actix::spawn(job.run(msg.start));
+    }
+}
+
+/// One run's listing, run as a task on the Lister's arbiter.
+struct ListingJob {
+    config: Arc<Config>,
+    storage: Storage,
+    state_keeper: Addr<StateKeeper>,
+    converter: Addr<Converter>,
+    slots: Arc<Semaphore>,
+}
+
+/// How often (in listed objects) progress is reported.
+const REPORT_EVERY: u64 = 500;
+
+impl ListingJob {
+    async fn run(self, start: RunStart) {
+        let rules = PlanRules {
+            formats: self.config.formats.clone(),
+            ignore_before: start.state.ignore_before,
+            reprocess_from: start.state.reprocess_from,
+            force: start.force,
+            now: chrono::Utc::now(),
+        };
+        let mut planner = Planner::new(rules, start.state.clone());
+        let mut listing = self.storage.list_ordered(start.cursor.as_deref());
+        let (mut listed, mut skipped) = (0u64, 0u64);
+        let mut decisions = Vec::new();
+        let mut error = None;
+        while let Some(item) = listing.next().await {
+            if start.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let obj = match item {
+                Ok(o) => o,
+                Err(e) => {
+                    error = Some(format!("listing failed: {e}"));
+                    break;
+                }
+            };
+            listed += 1;
+            let key = obj.key.clone();
+            planner.push(obj, &mut decisions);
+            skipped += self.act(&start, decisions.drain(..)).await;
+            if listed % REPORT_EVERY == 0 {
+                // Keys below the first source still waiting for its WebP are all decided.
+                let position = planner.first_pending().is_none().then_some(key);
+                self.state_keeper.do_send(RecordListed { position, listed, skipped });
+                (listed, skipped) = (0, 0);
+            }
+        }
+        if error.is_none() && !start.stopping.load(Ordering::SeqCst) {
+            planner.finish(&mut decisions);
+            skipped += self.act(&start, decisions.drain(..)).await;
+        }
+        self.state_keeper.do_send(RecordListed { position: None, listed, skipped });
+        self.state_keeper.do_send(ListingFinished { error });
+    }
+
+    /// Carries out decisions; returns how many were skips.
+    async fn act(&self, start: &RunStart, decisions: impl Iterator<Item = Decision>) -> u64 {
+        let mut skipped = 0;
+        for d in decisions {
+            match d {
+                Decision::Skip { .. } => skipped += 1,
+                Decision::Convert { source, output } => self.dispatch(start, source, output).await,
+                Decision::Conflict { sources, output } => {
+                    let names: Vec<String> = sources.iter().map(|s| s.key.clone()).collect();
+                    for source in sources {
+                        if start.state.decide(&source.key, source.etag.as_deref(), chrono::Utc::now())
+                            == crate::state::LedgerDecision::Leave
+                        {
+                            skipped += 1;
+                            continue;
+                        }
+                        let reason = format!("{output} is claimed by several sources ({})", names.join(", "));
+                        let outcome = ItemOutcome::Failed { code: "output_collision".into(), reason, permanent: true };
+                        let slot = self.slot().await;
+                        self.state_keeper.do_send(RecordQueued { key: source.key.clone() });
+                        self.state_keeper.do_send(RecordDone {
+                            key: source.key,
+                            output: output.clone(),
+                            etag: source.etag,
+                            outcome,
+                            slot,
+                        });
+                    }
+                }
+            }
+        }
+        skipped
+    }
+
+    async fn slot(&self) -> Slot {
+        Slot(self.slots.clone().acquire_owned().await.expect("the semaphore is never closed"))
+    }
+
+    /// Waits for a free slot, then downloads the source and hands it to the pool.
+    async fn dispatch(&self, start: &RunStart, source: ObjectInfo, output: String) {
+        let slot = self.slot().await;
+        self.state_keeper.do_send(RecordQueued { key: source.key.clone() });
+        let candidate = Candidate { run_id: start.id.clone(), source, output };
+        let storage = self.storage.clone();
+        let converter = self.converter.clone();
+        let state_keeper = self.state_keeper.clone();
+        let max = self.config.convert.limits.max_input_bytes;
+        actix::spawn(async move {
+            match storage.get(&candidate.source.key, max).await {
+                Ok((_, bytes)) => converter.do_send(ConvertImage { candidate, bytes, slot }),
+                Err(e) => {
+                    let permanent = !e.is_transient();
+                    let code = match &e {
+                        crate::storage::StorageError::TooLarge { .. } => "too_large",
+                        crate::storage::StorageError::NotFound { .. } => "not_found",
+                        _ => "download_failed",
+                    };
+                    state_keeper.do_send(RecordDone {
+                        key: candidate.source.key,
+                        output: candidate.output,
+                        etag: candidate.source.etag,
+                        outcome: ItemOutcome::Failed { code: code.into(), reason: e.to_string(), permanent },
+                        slot,
+                    });
+                }
+            }
+        });
+    }
+}

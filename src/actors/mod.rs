@@ -1,0 +1,73 @@
+//! The pipeline's actors, one module each. Open this folder to find the flow:
+//!
+//! ```text
+//!  Scheduler ──RunNow/cron tick──▶ StateKeeper: BeginRun (lock, state)
+//!      │
+//!      └──ListBucket──▶ Lister ──ConvertImage──▶ Converter pool ──UploadWebp──▶ Uploader
+//!                         │  (download)            (SyncArbiter)                  │
+//!                         │                              │                         │
+//!                         └──RecordQueued/Listed──▶ StateKeeper ◀──RecordDone──────┘
+//! ```
+//!
+//! - [`scheduler`]: cron ticks and manual "run now".
+//! - [`lister`]: streams the listing in key order, plans, downloads, feeds the pool.
+//! - [`converter`]: CPU-bound decode + encode, one worker per core.
+//! - [`uploader`]: puts WebPs with bounded concurrency.
+//! - [`state_keeper`]: the state file, the lock, checkpoints, the run's end.
+//!
+//! Every image holds a [`crate::model::Slot`] from the moment the Lister queues it until
+//! the StateKeeper records it, so at most `pipeline.max_in_flight` images are in flight
+//! and memory stays flat however large the bucket is.
+
+pub mod converter;
+pub mod lister;
+pub mod scheduler;
+pub mod state_keeper;
+pub mod uploader;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::config::Config;
+use crate::schedule::Schedule;
+use crate::state::StateStore;
+use crate::storage::Storage;
+
+pub use converter::Converter;
+pub use lister::Lister;
+pub use scheduler::{RunHandle, RunNow, Scheduler};
+pub use state_keeper::{BeginError, GetProgress, Progress, StateKeeper, StopRun};
+pub use uploader::Uploader;
+
+/// The running actors.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub scheduler: Addr<Scheduler>,
+    pub state_keeper: Addr<StateKeeper>,
+    pub lister: Addr<Lister>,
+    pub converter: Addr<Converter>,
+    pub uploader: Addr<Uploader>,
+}
+
+impl Pipeline {
+    /// Starts every actor on the current actix system. With `schedule`, runs also fire
+    /// on the cron schedule; without, only on [`RunNow`].
+    pub fn start(
+        config: Arc<Config>,
+        storage: Storage,
+        store: Box<dyn StateStore>,
+        schedule: Option<Schedule>,
+    ) -> Self {
+        let state_keeper = StateKeeper::new(config.clone(), store).start();
+        let uploader = Uploader::new(storage.clone(), state_keeper.clone(), config.pipeline.upload_concurrency).start();
+        let (opts, skip, up, sk) =
+            (config.convert.clone(), config.skip_if_larger, uploader.clone(), state_keeper.clone());
+        let converter = SyncArbiter::start(config.pipeline.workers, move || {
+            Converter::new(opts.clone(), skip, up.clone(), sk.clone())
+        });
+        let lister = Lister::new(config.clone(), storage, state_keeper.clone(), converter.clone()).start();
+        let scheduler = Scheduler::new(schedule, state_keeper.clone(), lister.clone()).start();
+        Self { scheduler, state_keeper, lister, converter, uploader }
+    }
+}

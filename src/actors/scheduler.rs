@@ -1,0 +1,106 @@
+//! Scheduler: fires runs on `cron.schedule` in `cron.timezone`, and on demand.
+//!
+//! A run begins at the StateKeeper (which takes the lock) and is handed to the Lister.
+//! A tick while a run is still going — in this process or another — is refused with the
+//! Go server's `Error: cron job is already running`.
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::lister::{ListBucket, Lister};
+use super::state_keeper::{BeginError, BeginRun, StateKeeper};
+use crate::model::RunSummary;
+use crate::schedule::Schedule;
+
+/// Starts a run now.
+#[derive(Message)]
+#[rtype(result = "Result<RunHandle, BeginError>")]
+pub struct RunNow {
+    pub force: bool,
+}
+
+/// The next scheduled fire time, if the schedule is on.
+#[derive(Message)]
+#[rtype(result = "Option<DateTime<Utc>>")]
+pub struct NextRun;
+
+/// A started run.
+#[derive(Debug)]
+pub struct RunHandle {
+    pub run_id: String,
+    /// Resolves with the run's summary when it ends.
+    pub done: oneshot::Receiver<RunSummary>,
+}
+
+/// The actor.
+pub struct Scheduler {
+    schedule: Option<Schedule>,
+    state_keeper: Addr<StateKeeper>,
+    lister: Addr<Lister>,
+    next: Option<DateTime<Utc>>,
+}
+
+impl Scheduler {
+    /// `schedule: None` runs only on demand.
+    pub fn new(schedule: Option<Schedule>, state_keeper: Addr<StateKeeper>, lister: Addr<Lister>) -> Self {
+        Self { schedule, state_keeper, lister, next: None }
+    }
+
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let Some(schedule) = &self.schedule else { return };
+        let now = Utc::now();
+        self.next = schedule.next_after(now);
+        let Some(next) = self.next else { return };
+        tracing::info!(next = %next.to_rfc3339(), schedule = schedule.expression(), "Next scheduled run");
+        let wait = (next - now).to_std().unwrap_or_default();
+        ctx.run_later(wait, |act, ctx| {
+            let start = begin(act.state_keeper.clone(), act.lister.clone(), false);
+            ctx.spawn(
+                async move {
+                    if let Err(e) = start.await {
+                        tracing::error!("Error: {e}");
+                    }
+                }
+                .into_actor(act),
+            );
+            act.arm(ctx);
+        });
+    }
+}
+
+/// Begins a run at the StateKeeper and hands it to the Lister.
+async fn begin(state_keeper: Addr<StateKeeper>, lister: Addr<Lister>, force: bool) -> Result<RunHandle, BeginError> {
+    let mut start = match state_keeper.send(BeginRun { force }).await {
+        Ok(r) => r?,
+        Err(_) => return Err(BeginError::AlreadyRunning),
+    };
+    let done = start.done.take().expect("a new run has a receiver");
+    let run_id = start.id.to_string();
+    lister.do_send(ListBucket { start });
+    Ok(RunHandle { run_id, done })
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.arm(ctx);
+    }
+}
+
+impl Handler<RunNow> for Scheduler {
+    type Result = ResponseFuture<Result<RunHandle, BeginError>>;
+
+    fn handle(&mut self, msg: RunNow, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(begin(self.state_keeper.clone(), self.lister.clone(), msg.force))
+    }
+}
+
+impl Handler<NextRun> for Scheduler {
+    type Result = Option<DateTime<Utc>>;
+
+    fn handle(&mut self, _: NextRun, _: &mut Context<Self>) -> Self::Result {
+        self.next
+    }
+}

@@ -1,0 +1,438 @@
+//! StateKeeper: owns `state/state.json` and the run lock, records what became of every
+//! image, checkpoints every `state.checkpoint_every` images, and closes the run.
+//!
+//! A run begins here ([`BeginRun`] takes the lock and loads the state), every stage
+//! reports here ([`RecordQueued`], [`RecordListed`], [`RecordDone`], [`ListingFinished`]),
+//! and the run ends here when the listing is over and nothing is in flight: the state
+//! is saved, the lock released and the summary sent to whoever waits for it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::model::{FailureReport, ItemOutcome, RunCounts, RunSummary, Slot};
+use crate::state::{LockError, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore};
+
+/// Starts a run: takes the lock, loads the state. Answers what the Lister needs.
+#[derive(Message)]
+#[rtype(result = "Result<RunStart, BeginError>")]
+pub struct BeginRun {
+    /// Re-convert sources even when their WebP is up to date.
+    pub force: bool,
+}
+
+/// A source was handed to the converters.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordQueued {
+    pub key: String,
+}
+
+/// Listing progress: `position` is a key at or before which every source is decided.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordListed {
+    pub position: Option<String>,
+    pub listed: u64,
+    pub skipped: u64,
+}
+
+/// One queued source is finished, one way or the other. Dropping `slot` frees its place.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordDone {
+    pub key: String,
+    pub output: String,
+    pub etag: Option<String>,
+    pub outcome: ItemOutcome,
+    pub slot: Slot,
+}
+
+/// The Lister is done (to the end, interrupted, or failed with `error`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListingFinished {
+    pub error: Option<String>,
+}
+
+/// Stop: no new images; the run closes (as resumable) once in-flight images are recorded,
+/// or at once with `now`. Answers when the state is saved and the lock released.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopRun {
+    pub now: bool,
+}
+
+/// A snapshot for progress displays and the status endpoint.
+#[derive(Message)]
+#[rtype(result = "Progress")]
+pub struct GetProgress;
+
+/// What [`BeginRun`] hands to the Lister.
+#[derive(Debug)]
+pub struct RunStart {
+    pub id: Arc<str>,
+    pub started_at: DateTime<Utc>,
+    /// Resume the listing after this key (an interrupted run).
+    pub cursor: Option<String>,
+    pub state: Arc<State>,
+    pub force: bool,
+    pub stopping: Arc<AtomicBool>,
+    /// Resolves with the summary when the run ends.
+    pub done: Option<oneshot::Receiver<RunSummary>>,
+}
+
+/// Why a run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BeginError {
+    #[error("cron job is already running")]
+    AlreadyRunning,
+    #[error(transparent)]
+    Lock(LockError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Live view of the daemon's runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Progress {
+    pub running: bool,
+    pub run_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub counts: RunCounts,
+    pub in_flight: usize,
+    pub last_run: Option<RunSummary>,
+    pub last_processed_time: Option<DateTime<Utc>>,
+    pub last_run_time: Option<DateTime<Utc>>,
+}
+
+/// The actor.
+pub struct StateKeeper {
+    config: Arc<Config>,
+    store: Box<dyn StateStore>,
+    state: State,
+    policy: RetryPolicy,
+    run: Option<ActiveRun>,
+    last_summary: Option<RunSummary>,
+}
+
+struct ActiveRun {
+    id: Arc<str>,
+    started_at: DateTime<Utc>,
+    clock: Instant,
+    _lock: RunLock,
+    counts: RunCounts,
+    /// Queued keys in listing order, with whether each is finished.
+    queue: VecDeque<(String, bool)>,
+    last_popped: Option<String>,
+    listed_position: Option<String>,
+    listing_done: bool,
+    error: Option<String>,
+    since_checkpoint: u32,
+    failures: Vec<FailureReport>,
+    stopping: Arc<AtomicBool>,
+    done: Option<oneshot::Sender<RunSummary>>,
+    stop_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl ActiveRun {
+    fn cursor(&self) -> Option<String> {
+        if self.queue.is_empty() { self.listed_position.clone() } else { self.last_popped.clone() }
+    }
+}
+
+impl StateKeeper {
+    pub fn new(config: Arc<Config>, store: Box<dyn StateStore>) -> Self {
+        let state = store.load().ok().flatten().unwrap_or_default();
+        let policy = RetryPolicy {
+            max_attempts: config.state.max_attempts,
+            base_delay: chrono::Duration::from_std(config.state.retry_base).unwrap_or(chrono::Duration::minutes(5)),
+            max_delay: chrono::Duration::days(1),
+        };
+        Self { config, store, state, policy, run: None, last_summary: None }
+    }
+
+    fn initial_state(&self, now: DateTime<Utc>) -> State {
+        let ignore_before = match self.config.state.initial.as_str() {
+            "all" => None,
+            "now" => Some(now),
+            date => DateTime::parse_from_rfc3339(date).ok().map(|d| d.with_timezone(&Utc)),
+        };
+        State { ignore_before, ..State::default() }
+    }
+
+    fn save(&mut self) {
+        if let Some(run) = &self.run {
+            let progress = self.state.run.get_or_insert_with(RunProgress::default);
+            progress.cursor = run.cursor();
+            progress.converted = run.counts.converted;
+            progress.failed = run.counts.failed;
+        }
+        if let Err(e) = self.store.save(&self.state) {
+            tracing::error!(error = %e, "Failed to save state");
+        }
+    }
+
+    fn pop_finished(run: &mut ActiveRun) {
+        while run.queue.front().is_some_and(|(_, done)| *done) {
+            run.last_popped = run.queue.pop_front().map(|(k, _)| k);
+        }
+    }
+
+    /// Ends the run if the listing is over and nothing is in flight (or `force`).
+    fn maybe_finish(&mut self, force: bool) {
+        let Some(run) = &self.run else { return };
+        if !force && !(run.listing_done && run.queue.is_empty()) {
+            return;
+        }
+        let mut run = self.run.take().expect("checked above");
+        let now = Utc::now();
+        let interrupted = run.stopping.load(Ordering::SeqCst) || force;
+        let complete = !interrupted && run.error.is_none();
+        let counts = run.counts.clone();
+        if complete {
+            let skew = chrono::Duration::from_std(self.config.state.clock_skew).unwrap_or_default();
+            self.state.set_last_processed_time(run.started_at - skew);
+            self.state.last_run_time = Some(now);
+            self.state.processed_count = counts.converted;
+            self.state.failed_count = counts.failed;
+            self.state.reprocess_from = None;
+            self.state.run = None;
+            self.state.totals.runs += 1;
+        } else {
+            let progress = self.state.run.get_or_insert_with(RunProgress::default);
+            progress.cursor = run.cursor();
+            progress.converted = counts.converted;
+            progress.failed = counts.failed;
+        }
+        if let Err(e) = self.store.save(&self.state) {
+            tracing::error!(error = %e, "Failed to save state");
+        }
+        let summary = RunSummary {
+            run_id: run.id.to_string(),
+            started_at: run.started_at,
+            finished_at: now,
+            counts: counts.clone(),
+            duration_ms: run.clock.elapsed().as_millis() as u64,
+            complete,
+            error: run.error.clone(),
+            failures: std::mem::take(&mut run.failures),
+        };
+        tracing::info!("Processed {} images successfully, {} failed", counts.converted, counts.failed);
+        if complete {
+            tracing::info!(run_id = %run.id, duration_ms = summary.duration_ms, skipped = counts.skipped, "Cron job completed");
+        } else if let Some(e) = &run.error {
+            tracing::error!(run_id = %run.id, error = %e, "Cron job failed; the next run starts over");
+        } else {
+            tracing::warn!(run_id = %run.id, cursor = ?self.state.run.as_ref().and_then(|r| r.cursor.clone()), "Cron job interrupted; the next run resumes");
+        }
+        self.last_summary = Some(summary.clone());
+        if let Some(tx) = run.done.take() {
+            let _ = tx.send(summary);
+        }
+        for w in run.stop_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        // The lock is released when `run` drops here.
+    }
+}
+
+impl Actor for StateKeeper {
+    type Context = Context<Self>;
+}
+
+impl Handler<BeginRun> for StateKeeper {
+    type Result = Result<RunStart, BeginError>;
+
+    fn handle(&mut self, msg: BeginRun, _: &mut Context<Self>) -> Self::Result {
+        if self.run.is_some() {
+            return Err(BeginError::AlreadyRunning);
+        }
+        let lock =
+            RunLock::acquire(&self.config.state.dir, self.config.state.lock_stale_after).map_err(|e| match e {
+                LockError::Held { .. } => BeginError::AlreadyRunning,
+                e => BeginError::Lock(e),
+            })?;
+        let now = Utc::now();
+        // Another process may have written the state since we last looked.
+        self.state = self.store.load()?.unwrap_or_else(|| self.initial_state(now));
+        if let Some(t) = self.state.notice_hand_edit() {
+            tracing::info!(from = %t.to_rfc3339(), "last_processed_time was edited: re-processing sources modified since then");
+        }
+        let (id, started_at, cursor, counts) = match &self.state.run {
+            Some(r) => {
+                tracing::info!(run_id = %r.id, cursor = ?r.cursor, "Resuming an interrupted run");
+                let counts = RunCounts { converted: r.converted, failed: r.failed, ..RunCounts::default() };
+                (r.id.clone(), r.started_at.unwrap_or(now), r.cursor.clone(), counts)
+            }
+            None => (now.format("%Y%m%dT%H%M%S%.3fZ").to_string(), now, None, RunCounts::default()),
+        };
+        tracing::info!(run_id = %id, "Cron job started");
+        match self.state.last_processed_time {
+            Some(t) => tracing::info!("Last processed time: {}", t.to_rfc3339()),
+            None => tracing::info!("Last processed time: never"),
+        }
+        self.state.run = Some(RunProgress {
+            id: id.clone(),
+            started_at: Some(started_at),
+            cursor: cursor.clone(),
+            converted: counts.converted,
+            failed: counts.failed,
+        });
+        let (tx, rx) = oneshot::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let id: Arc<str> = id.into();
+        self.run = Some(ActiveRun {
+            id: id.clone(),
+            started_at,
+            clock: Instant::now(),
+            _lock: lock,
+            counts,
+            queue: VecDeque::new(),
+            last_popped: cursor.clone(),
+            listed_position: cursor.clone(),
+            listing_done: false,
+            error: None,
+            since_checkpoint: 0,
+            failures: Vec::new(),
+            stopping: stopping.clone(),
+            done: Some(tx),
+            stop_waiters: Vec::new(),
+        });
+        self.save();
+        Ok(RunStart {
+            id,
+            started_at,
+            cursor,
+            state: Arc::new(self.state.clone()),
+            force: msg.force,
+            stopping,
+            done: Some(rx),
+        })
+    }
+}
+
+impl Handler<RecordQueued> for StateKeeper {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordQueued, _: &mut Context<Self>) {
+        if let Some(run) = &mut self.run {
+            run.counts.queued += 1;
+            run.queue.push_back((msg.key, false));
+        }
+    }
+}
+
+impl Handler<RecordListed> for StateKeeper {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordListed, _: &mut Context<Self>) {
+        if let Some(run) = &mut self.run {
+            run.counts.listed += msg.listed;
+            run.counts.skipped += msg.skipped;
+            if msg.position.is_some() {
+                run.listed_position = msg.position;
+            }
+        }
+    }
+}
+
+impl Handler<RecordDone> for StateKeeper {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordDone, _: &mut Context<Self>) {
+        let now = Utc::now();
+        let Some(run) = &mut self.run else { return };
+        if let Some(entry) = run.queue.iter_mut().find(|(k, done)| !*done && *k == msg.key) {
+            entry.1 = true;
+        }
+        Self::pop_finished(run);
+        match &msg.outcome {
+            ItemOutcome::Converted { bytes_in, bytes_out, .. } => {
+                run.counts.converted += 1;
+                run.counts.bytes_in += bytes_in;
+                run.counts.bytes_out += bytes_out;
+                self.state.totals.converted += 1;
+                self.state.totals.bytes_in += bytes_in;
+                self.state.totals.bytes_out += bytes_out;
+                self.state.record_success(&msg.key);
+                tracing::info!("Converted image: {} -> {}", msg.key, msg.output);
+            }
+            ItemOutcome::Kept { bytes_in, bytes_out } => {
+                run.counts.kept += 1;
+                let reason = format!("WebP would be {bytes_out} bytes, not smaller than the source's {bytes_in}");
+                self.state.record_kept(&msg.key, msg.etag.clone(), "webp_larger", &reason, now);
+                tracing::info!(key = %msg.key, "Kept source: {reason}");
+            }
+            ItemOutcome::Failed { code, reason, permanent } => {
+                run.counts.failed += 1;
+                self.state.totals.failed += 1;
+                let kind =
+                    self.state.record_failure(&msg.key, msg.etag.clone(), code, reason, *permanent, &self.policy, now);
+                run.failures.push(FailureReport { key: msg.key.clone(), code: code.clone(), reason: reason.clone() });
+                tracing::error!(code = %code, ledger = ?kind, "Failed to convert image: {} - {}", msg.key, reason);
+            }
+        }
+        drop(msg.slot);
+        run.since_checkpoint += 1;
+        if run.since_checkpoint >= self.config.state.checkpoint_every {
+            run.since_checkpoint = 0;
+            self.save();
+        }
+        self.maybe_finish(false);
+    }
+}
+
+impl Handler<ListingFinished> for StateKeeper {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListingFinished, _: &mut Context<Self>) {
+        if let Some(run) = &mut self.run {
+            run.listing_done = true;
+            if let Some(e) = msg.error {
+                run.error = Some(e);
+            }
+            tracing::info!("Found {} new images to process", run.counts.queued);
+        }
+        self.maybe_finish(false);
+    }
+}
+
+impl Handler<StopRun> for StateKeeper {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: StopRun, _: &mut Context<Self>) -> Self::Result {
+        let Some(run) = &mut self.run else { return Box::pin(async {}) };
+        run.stopping.store(true, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        run.stop_waiters.push(tx);
+        self.maybe_finish(msg.now);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<GetProgress> for StateKeeper {
+    type Result = MessageResult<GetProgress>;
+
+    fn handle(&mut self, _: GetProgress, _: &mut Context<Self>) -> Self::Result {
+        let run = self.run.as_ref();
+        MessageResult(Progress {
+            running: run.is_some(),
+            run_id: run.map(|r| r.id.to_string()),
+            started_at: run.map(|r| r.started_at),
+            counts: run.map(|r| r.counts.clone()).unwrap_or_default(),
+            in_flight: run.map(|r| r.queue.iter().filter(|(_, d)| !d).count()).unwrap_or(0),
+            last_run: self.last_summary.clone(),
+            last_processed_time: self.state.last_processed_time,
+            last_run_time: self.state.last_run_time,
+        })
+    }
+}

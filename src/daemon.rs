@@ -1,0 +1,257 @@
+//! The long-running modes: `serve` (the scheduler and pipeline until SIGTERM/SIGINT),
+//! `run-once` (one run now, then exit) and `run-once --dry-run` (the plan only).
+//!
+//! Shutdown is graceful: on SIGTERM or SIGINT no new image starts, images in flight
+//! finish for up to `pipeline.shutdown_timeout_seconds`, the state is checkpointed with
+//! the run's position (so the next start resumes it) and the lock is released.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::actors::{BeginError, GetProgress, Pipeline, RunNow, StopRun};
+use crate::cli::exit;
+use crate::config::Config;
+use crate::model::RunSummary;
+use crate::planner::{Decision, PlanRules, Planner};
+use crate::schedule::Schedule;
+use crate::state::{FileStateStore, StateStore};
+use crate::storage::Storage;
+
+/// Flags of `run-once`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOnceOptions {
+    pub json: bool,
+    pub force: bool,
+    pub progress: bool,
+}
+
+fn open(config: &Config) -> Result<(Storage, FileStateStore), String> {
+    let storage = Storage::open(&config.storage, &config.bucket_name()).map_err(|e| e.to_string())?;
+    let store = FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?;
+    Ok((storage, store))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Stops the current run gracefully, then forcibly after the timeout.
+async fn stop(pipeline: &Pipeline, timeout: Duration) {
+    tracing::info!(timeout_s = timeout.as_secs(), "Shutting down: finishing images in flight");
+    let graceful = pipeline.state_keeper.send(StopRun { now: false });
+    if tokio::time::timeout(timeout, graceful).await.is_err() {
+        tracing::warn!("Shutdown timeout: abandoning images in flight (they are redone next run)");
+        let _ = pipeline.state_keeper.send(StopRun { now: true }).await;
+    }
+}
+
+/// `serve`: runs the scheduler until a signal. Returns the exit code.
+pub fn serve(config: Config) -> u8 {
+    let system = actix::System::new();
+    system.block_on(async move {
+        let (storage, store) = match open(&config) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return exit::FATAL;
+            }
+        };
+        let schedule = if config.cron.enabled {
+            Schedule::parse(&config.cron.schedule, &config.cron.timezone).ok()
+        } else {
+            tracing::info!("cron.enabled is false: runs start only on demand");
+            None
+        };
+        let timeout = config.pipeline.shutdown_timeout;
+        let pipeline = Pipeline::start(Arc::new(config), storage, Box::new(store), schedule);
+        tracing::info!("Daemon started");
+        shutdown_signal().await;
+        stop(&pipeline, timeout).await;
+        tracing::info!("Daemon stopped");
+        exit::OK
+    })
+}
+
+/// `run-once`: one run now. Exit 0 when every image converted or was skipped, 2 when some
+/// failed, 3 when another run holds the lock, 1 on a fatal error.
+pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
+    let system = actix::System::new();
+    system.block_on(async move {
+        let (storage, store) = match open(&config) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return exit::FATAL;
+            }
+        };
+        let timeout = config.pipeline.shutdown_timeout;
+        let pipeline = Pipeline::start(Arc::new(config), storage, Box::new(store), None);
+        let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
+                eprintln!("Error: cron job is already running");
+                return exit::LOCKED;
+            }
+            Ok(Err(e)) => {
+                eprintln!("Error: {e}");
+                return exit::FATAL;
+            }
+        };
+        let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
+        let mut done = handle.done;
+        let summary = tokio::select! {
+            s = &mut done => s.ok(),
+            _ = shutdown_signal() => {
+                stop(&pipeline, timeout).await;
+                done.await.ok()
+            }
+        };
+        if let Some(bar) = bar {
+            bar.abort();
+        }
+        let Some(summary) = summary else {
+            eprintln!("Error: the run ended without a summary");
+            return exit::FATAL;
+        };
+        report(&summary, opts.json);
+        match (&summary.error, summary.counts.failed) {
+            (Some(_), _) => exit::FATAL,
+            (None, 0) => exit::OK,
+            _ => exit::FAILED,
+        }
+    })
+}
+
+fn report(s: &RunSummary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).expect("summary serialises"));
+        return;
+    }
+    let c = &s.counts;
+    println!(
+        "Run {}: listed {}, converted {}, skipped {}, kept {}, failed {} ({} -> {} bytes) in {} ms{}",
+        s.run_id,
+        c.listed,
+        c.converted,
+        c.skipped,
+        c.kept,
+        c.failed,
+        c.bytes_in,
+        c.bytes_out,
+        s.duration_ms,
+        if s.complete { "" } else { " (interrupted: the next run resumes)" }
+    );
+    for f in &s.failures {
+        println!("  failed: {} - {} ({})", f.key, f.reason, f.code);
+    }
+    if let Some(e) = &s.error {
+        println!("Error: {e}");
+    }
+}
+
+/// A spinner with live counts on stderr, while a run goes on.
+fn progress_bar(pipeline: Pipeline) -> ProgressTask {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+    let task = actix::spawn(async move {
+        let _clear = scopeguard(bar.clone());
+        loop {
+            if let Ok(p) = pipeline.state_keeper.send(GetProgress).await {
+                let c = p.counts;
+                bar.set_message(format!(
+                    "listed {} · converted {} · skipped {} · failed {} · in flight {}",
+                    c.listed, c.converted, c.skipped, c.failed, p.in_flight
+                ));
+                bar.tick();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    ProgressTask(task)
+}
+
+/// `run-once --dry-run`: prints the sources a run would convert, one a line.
+pub fn dry_run(config: Config, force: bool) -> u8 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let (storage, store) = match open(&config) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return exit::FATAL;
+            }
+        };
+        let state = match store.load() {
+            Ok(s) => s.unwrap_or_default(),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return exit::FATAL;
+            }
+        };
+        let rules = PlanRules {
+            formats: config.formats.clone(),
+            ignore_before: state.ignore_before,
+            reprocess_from: state.reprocess_from,
+            force,
+            now: chrono::Utc::now(),
+        };
+        let mut planner = Planner::new(rules, Arc::new(state));
+        let mut listing = storage.list_ordered(None);
+        let mut decisions = Vec::new();
+        let (mut convert, mut skip) = (0u64, 0u64);
+        let mut print = |d: &Decision| match d {
+            Decision::Convert { source, output } => {
+                convert += 1;
+                println!("{} -> {}", source.key, output);
+            }
+            Decision::Conflict { sources, output } => {
+                let keys: Vec<&str> = sources.iter().map(|s| s.key.as_str()).collect();
+                println!("conflict: {} claimed by {}", output, keys.join(", "));
+            }
+            Decision::Skip { .. } => skip += 1,
+        };
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok(o) => planner.push(o, &mut decisions),
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    return exit::FATAL;
+                }
+            }
+            decisions.drain(..).for_each(|d| print(&d));
+        }
+        planner.finish(&mut decisions);
+        decisions.drain(..).for_each(|d| print(&d));
+        eprintln!("{convert} would be converted, {skip} skipped");
+        exit::OK
+    })
+}
+
+/// The progress display's task.
+struct ProgressTask(tokio::task::JoinHandle<()>);
+
+impl ProgressTask {
+    fn abort(self) {
+        self.0.abort();
+    }
+}
+
+/// Clears the spinner line when the progress task ends.
+fn scopeguard(bar: indicatif::ProgressBar) -> impl Drop {
+    struct Clear(indicatif::ProgressBar);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            self.0.finish_and_clear();
+        }
+    }
+    Clear(bar)
+}

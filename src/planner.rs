@@ -62,17 +62,39 @@ pub struct PlanRules {
     pub now: DateTime<Utc>,
 }
 
-/// Turns a key-ordered listing into decisions.
+/// Turns a key-ordered listing into decisions, released in source-key order.
 #[derive(Debug)]
 pub struct Planner {
     rules: PlanRules,
     state: Arc<State>,
     pending: BTreeMap<String, Vec<ObjectInfo>>,
+    /// Decisions made, held until every smaller source is decided too: `cat.k.jpg` is
+    /// decided (at `cat.k.webp`) before `cat.jpg` (at `cat.webp`), but released after it,
+    /// so everything downstream sees sources in key order and a resume position is exact.
+    ready: BTreeMap<String, Decision>,
 }
 
 impl Planner {
     pub fn new(rules: PlanRules, state: Arc<State>) -> Self {
-        Self { rules, state, pending: BTreeMap::new() }
+        Self { rules, state, pending: BTreeMap::new(), ready: BTreeMap::new() }
+    }
+
+    fn hold(&mut self, d: Decision) {
+        let key = match &d {
+            Decision::Convert { source, .. } | Decision::Skip { source, .. } => source.key.clone(),
+            Decision::Conflict { sources, .. } => sources.iter().map(|s| s.key.clone()).min().unwrap_or_default(),
+        };
+        self.ready.insert(key, d);
+    }
+
+    fn release(&mut self, out: &mut Vec<Decision>) {
+        let limit = self.first_pending().map(str::to_owned);
+        while let Some(entry) = self.ready.first_entry() {
+            if limit.as_deref().is_some_and(|l| entry.key().as_str() >= l) {
+                break;
+            }
+            out.push(entry.remove());
+        }
     }
 
     /// Feeds the next listed object (keys must arrive in ascending order); decisions that
@@ -84,27 +106,32 @@ impl Planner {
                 break;
             }
             let (output, sources) = entry.remove_entry();
-            out.push(self.decide(output, sources, None));
+            let d = self.decide(output, sources, None);
+            self.hold(d);
         }
         if obj.key.ends_with(".webp") {
             if let Some(sources) = self.pending.remove(&obj.key) {
                 let output = obj.key.clone();
-                out.push(self.decide(output, sources, Some(&obj)));
+                let d = self.decide(output, sources, Some(&obj));
+                self.hold(d);
             }
         } else if naming::is_candidate(&obj.key, &self.rules.formats) {
             if self.rules.ignore_before.is_some_and(|t| obj.last_modified < t) {
-                out.push(Decision::Skip { source: obj, reason: SkipReason::TooOld });
+                self.hold(Decision::Skip { source: obj, reason: SkipReason::TooOld });
             } else {
                 self.pending.entry(naming::webp_key(&obj.key)).or_default().push(obj);
             }
         }
+        self.release(out);
     }
 
     /// The listing ended: every source still waiting has no WebP.
     pub fn finish(&mut self, out: &mut Vec<Decision>) {
         for (output, sources) in std::mem::take(&mut self.pending) {
-            out.push(self.decide(output, sources, None));
+            let d = self.decide(output, sources, None);
+            self.hold(d);
         }
+        self.release(out);
     }
 
     /// The smallest key still waiting for its WebP, if any. Every listed key below it
@@ -195,6 +222,15 @@ mod tests {
             State::default(),
         );
         assert_eq!(converted(&d), ["a/cat.k.jpg", "a/dog.png", "a/eel.gif", "b.jpeg"]);
+        // Decisions come out in source-key order although cat.k.jpg is decided first.
+        let keys: Vec<&str> = d
+            .iter()
+            .map(|d| match d {
+                Decision::Convert { source, .. } | Decision::Skip { source, .. } => source.key.as_str(),
+                Decision::Conflict { .. } => "",
+            })
+            .collect();
+        assert_eq!(keys, ["a/cat.jpg", "a/cat.k.jpg", "a/dog.png", "a/eel.gif", "b.jpeg"]);
         assert!(d.contains(&Decision::Skip { source: obj("a/cat.jpg", 5), reason: SkipReason::UpToDate }));
         assert_eq!(d.len(), 5);
     }
@@ -239,9 +275,11 @@ mod tests {
         p.push(obj("a.jpg", 1), &mut out);
         p.push(obj("a.k.jpg", 1), &mut out);
         assert_eq!(p.first_pending(), Some("a.jpg"));
-        // "a.k.webp" sorts before "a.webp": it resolves the later source first.
+        // "a.k.webp" sorts before "a.webp": it resolves the later source first, but its
+        // decision waits for a.jpg's.
         p.push(obj("a.k.webp", 2), &mut out);
         assert_eq!(p.first_pending(), Some("a.jpg"));
+        assert!(out.is_empty());
         p.push(obj("a.webp", 2), &mut out);
         assert_eq!(p.first_pending(), None);
         assert_eq!(out.len(), 2);

@@ -142,8 +142,14 @@ struct ActiveRun {
 }
 
 impl ActiveRun {
+    /// Every source at or before this key is done or ledgered. Sources are queued in key
+    /// order, so finished ones leave the queue's front in key order too.
     fn cursor(&self) -> Option<String> {
-        if self.queue.is_empty() { self.listed_position.clone() } else { self.last_popped.clone() }
+        if self.queue.is_empty() {
+            self.listed_position.clone().max(self.last_popped.clone())
+        } else {
+            self.last_popped.clone()
+        }
     }
 }
 

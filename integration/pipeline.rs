@@ -150,6 +150,13 @@ fn nothing_is_missed_even_when_uploaded_during_a_run() {
 fn nothing_is_converted_twice() {
     let env = Env::new("twice", "");
     env.put_many(image_set("t", 12));
+    // --dry-run lists what would be converted and converts nothing.
+    let dry = env.command(&["run-once", "--dry-run"]).output().unwrap();
+    assert!(dry.status.success(), "{}", text(&dry));
+    let lines = String::from_utf8_lossy(&dry.stdout).lines().count();
+    assert_eq!(lines, 12, "{}", text(&dry));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("t/img0000.jpg -> t/img0000.webp"));
+    assert!(env.webps().is_empty());
     let (code, first) = env.run_once();
     assert_eq!((code, n(&first, "converted")), (0, 12), "{first}");
     let before = env.webps();
@@ -308,4 +315,47 @@ fn one_run_at_a_time() {
     let (code, _) = env.run_once();
     assert_eq!(code, 0);
     let _ = env.bucket.len();
+}
+
+#[test]
+fn sigterm_stops_serve_gracefully_and_the_next_run_resumes() {
+    let env = Env::new("sigterm", "pipeline: {workers: 1, max_in_flight: 2}\ncron: {run_on_start: true}\n");
+    env.put_many(image_set("s", 60));
+    let mut child = env.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.webps().len() < 5 {
+        assert!(Instant::now() < deadline, "serve converted nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("Cron job interrupted; the next run resumes"), "{log}");
+    // The state was checkpointed with the run's position, and the lock released.
+    let state = env.state();
+    assert!(state["run"]["cursor"].is_string(), "{state}");
+    assert_eq!(std::fs::read_to_string(env.dir.path().join("state/.lock")).unwrap(), "");
+    // Every WebP written so far is whole, and the next run finishes the bucket.
+    for key in env.webps().keys() {
+        let (_, body) = env.rt.block_on(env.storage.get(key, 1 << 30)).unwrap();
+        assert!(ics::convert::decode_webp(&body).is_some(), "{key} is not a valid WebP");
+    }
+    let (code, summary) = env.run_once();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(env.webps().len(), 60);
+}
+
+#[test]
+fn schedule_prints_the_next_fire_times() {
+    let env = Env::new("schedule", "cron: {schedule: '0 9-17 * * 1-5', timezone: UTC}\n");
+    let out = env.command(&["schedule", "--count", "3", "--after", "2024-01-19T16:30:00Z"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2024-01-19T17:00:00Z\n2024-01-22T09:00:00Z\n2024-01-22T10:00:00Z\n"
+    );
+    let bad = env.command(&["schedule", "--after", "yesterday"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(64));
 }

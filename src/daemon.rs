@@ -72,7 +72,8 @@ pub fn serve(config: Config) -> u8 {
             None
         };
         let timeout = config.pipeline.shutdown_timeout;
-        let pipeline = Pipeline::start(Arc::new(config), storage, Box::new(store), schedule);
+        let run_on_start = config.cron.run_on_start;
+        let pipeline = Pipeline::start(Arc::new(config), storage, Box::new(store), schedule, run_on_start);
         tracing::info!("Daemon started");
         shutdown_signal().await;
         stop(&pipeline, timeout).await;
@@ -94,7 +95,7 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
             }
         };
         let timeout = config.pipeline.shutdown_timeout;
-        let pipeline = Pipeline::start(Arc::new(config), storage, Box::new(store), None);
+        let pipeline = Pipeline::start(Arc::new(config), storage, Box::new(store), None, false);
         let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
             Ok(Ok(h)) => h,
             Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {

@@ -52,12 +52,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts every actor on the current actix system. With `schedule`, runs also fire
-    /// on the cron schedule; without, only on [`RunNow`].
+    /// on the cron schedule; without, only on [`RunNow`] (and at once with `run_on_start`).
     pub fn start(
         config: Arc<Config>,
         storage: Storage,
         store: Box<dyn StateStore>,
         schedule: Option<Schedule>,
+        run_on_start: bool,
     ) -> Self {
         let state_keeper = StateKeeper::new(config.clone(), store).start();
         let uploader = Uploader::new(storage.clone(), state_keeper.clone(), config.pipeline.upload_concurrency).start();
@@ -67,7 +68,7 @@ impl Pipeline {
             Converter::new(opts.clone(), skip, up.clone(), sk.clone())
         });
         let lister = Lister::new(config.clone(), storage, state_keeper.clone(), converter.clone()).start();
-        let scheduler = Scheduler::new(schedule, state_keeper.clone(), lister.clone()).start();
+        let scheduler = Scheduler::new(schedule, run_on_start, state_keeper.clone(), lister.clone()).start();
         Self { scheduler, state_keeper, lister, converter, uploader }
     }
 }

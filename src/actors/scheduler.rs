@@ -36,15 +36,33 @@ pub struct RunHandle {
 /// The actor.
 pub struct Scheduler {
     schedule: Option<Schedule>,
+    run_on_start: bool,
     state_keeper: Addr<StateKeeper>,
     lister: Addr<Lister>,
     next: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
-    /// `schedule: None` runs only on demand.
-    pub fn new(schedule: Option<Schedule>, state_keeper: Addr<StateKeeper>, lister: Addr<Lister>) -> Self {
-        Self { schedule, state_keeper, lister, next: None }
+    /// `schedule: None` runs only on demand; `run_on_start` also runs once at start.
+    pub fn new(
+        schedule: Option<Schedule>,
+        run_on_start: bool,
+        state_keeper: Addr<StateKeeper>,
+        lister: Addr<Lister>,
+    ) -> Self {
+        Self { schedule, run_on_start, state_keeper, lister, next: None }
+    }
+
+    fn fire(&mut self, ctx: &mut Context<Self>) {
+        let start = begin(self.state_keeper.clone(), self.lister.clone(), false);
+        ctx.spawn(
+            async move {
+                if let Err(e) = start.await {
+                    tracing::error!("Error: {e}");
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn arm(&mut self, ctx: &mut Context<Self>) {
@@ -55,15 +73,7 @@ impl Scheduler {
         tracing::info!(next = %next.to_rfc3339(), schedule = schedule.expression(), "Next scheduled run");
         let wait = (next - now).to_std().unwrap_or_default();
         ctx.run_later(wait, |act, ctx| {
-            let start = begin(act.state_keeper.clone(), act.lister.clone(), false);
-            ctx.spawn(
-                async move {
-                    if let Err(e) = start.await {
-                        tracing::error!("Error: {e}");
-                    }
-                }
-                .into_actor(act),
-            );
+            act.fire(ctx);
             act.arm(ctx);
         });
     }
@@ -85,6 +95,9 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.run_on_start {
+            self.fire(ctx);
+        }
         self.arm(ctx);
     }
 }

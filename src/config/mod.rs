@@ -98,6 +98,8 @@ pub struct CronConfig {
     pub schedule: String,
     pub enabled: bool,
     pub timezone: String,
+    /// `serve` starts a run at once (finishing an interrupted run, converting what is missing).
+    pub run_on_start: bool,
 }
 
 /// `server:` validated.

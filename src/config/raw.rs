@@ -109,6 +109,7 @@ pub struct RawCron {
     pub schedule: Option<String>,
     pub enabled: Option<bool>,
     pub timezone: Option<String>,
+    pub run_on_start: Option<bool>,
 }
 
 /// `server:` — the HTTP API.

@@ -35,6 +35,7 @@ impl Config {
             schedule: raw.cron.schedule.unwrap_or_else(|| "0 2 * * *".into()),
             enabled: raw.cron.enabled.unwrap_or(true),
             timezone: raw.cron.timezone.unwrap_or_else(|| "UTC".into()),
+            run_on_start: raw.cron.run_on_start.unwrap_or(true),
         };
         if let Err(e) = crate::schedule::Schedule::parse(&cron.schedule, &cron.timezone) {
             return Err(match e {

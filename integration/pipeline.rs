@@ -174,6 +174,14 @@ fn nothing_is_converted_twice() {
     let after = env.webps();
     assert_ne!(after["t/img0003.webp"], before["t/img0003.webp"]);
     assert_eq!(after["t/img0004.webp"], before["t/img0004.webp"]);
+    // Moving last_processed_time back by hand re-processes everything modified since.
+    let mut state = env.state();
+    state["last_processed_time"] = "2000-01-01T00:00:00Z".into();
+    std::fs::write(env.state_path(), serde_json::to_vec(&state).unwrap()).unwrap();
+    let (_, fourth) = env.run_once();
+    assert_eq!(n(&fourth, "converted"), 12, "{fourth}");
+    let (_, fifth) = env.run_once();
+    assert_eq!(n(&fifth, "converted"), 0, "only once: {fifth}");
 }
 
 #[test]

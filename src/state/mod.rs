@@ -203,16 +203,23 @@ impl State {
         self.ledger.remove(key);
     }
 
-    /// Applies a hand edit of `last_processed_time` (see [`State::reprocess_from`]).
+    /// Applies a hand edit of `last_processed_time`: moved back, sources modified since
+    /// then are re-converted once ([`State::reprocess_from`]); moved forward, sources
+    /// modified before it are ignored from now on ([`State::ignore_before`]). A state
+    /// file from the Go server counts as edited. Returns the edited time, if any.
     pub fn notice_hand_edit(&mut self) -> Option<DateTime<Utc>> {
-        if self.last_processed_time != self.last_processed_time_written {
-            if let Some(t) = self.last_processed_time {
-                self.reprocess_from = Some(t);
-                self.last_processed_time_written = self.last_processed_time;
-                return Some(t);
-            }
+        let edited = self.last_processed_time?;
+        if Some(edited) == self.last_processed_time_written {
+            return None;
         }
-        None
+        match self.last_processed_time_written {
+            Some(written) if edited > written => {
+                self.ignore_before = Some(self.ignore_before.map_or(edited, |t| t.max(edited)));
+            }
+            _ => self.reprocess_from = Some(edited),
+        }
+        self.last_processed_time_written = Some(edited);
+        Some(edited)
     }
 
     /// Sets `last_processed_time` as this program (not a person) writes it.

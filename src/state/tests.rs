@@ -94,6 +94,10 @@ fn hand_edits_of_last_processed_time_are_noticed_once() {
     assert_eq!(s.notice_hand_edit(), Some(t(1)));
     assert_eq!(s.reprocess_from, Some(t(1)));
     assert_eq!(s.notice_hand_edit(), None);
+    // Moved forward: older sources are ignored from now on.
+    s.last_processed_time = Some(t(9));
+    assert_eq!(s.notice_hand_edit(), Some(t(9)));
+    assert_eq!(s.ignore_before, Some(t(9)));
 }
 
 #[test]

@@ -32,7 +32,7 @@ pub fn is_candidate(key: &str, formats: &[String]) -> bool {
     match extension(key) {
         Some(ext) => {
             let ext = ext.to_ascii_lowercase();
-            ext != "webp" && formats.iter().any(|f| *f == ext)
+            ext != "webp" && formats.contains(&ext)
         }
         None => false,
     }

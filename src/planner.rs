@@ -163,7 +163,7 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     use super::*;
-    use crate::state::RetryPolicy;
+    use crate::state::{Failure, RetryPolicy};
 
     fn obj(key: &str, minute: i64) -> ObjectInfo {
         ObjectInfo {
@@ -247,9 +247,27 @@ mod tests {
         let mut state = State::default();
         let policy = RetryPolicy::default();
         let now = rules().now;
-        state.record_failure("f.jpg", Some("etag-f.jpg".into()), "storage_error", "503", false, &policy, now);
-        state.record_failure("g.jpg", Some("etag-g.jpg".into()), "not_an_image", "text", true, &policy, now);
-        state.record_failure("h.jpg", Some("old-etag".into()), "not_an_image", "text", true, &policy, now);
+        state.record_failure(
+            "f.jpg",
+            Some("etag-f.jpg".into()),
+            Failure { code: "storage_error", reason: "503", permanent: false },
+            &policy,
+            now,
+        );
+        state.record_failure(
+            "g.jpg",
+            Some("etag-g.jpg".into()),
+            Failure { code: "not_an_image", reason: "text", permanent: true },
+            &policy,
+            now,
+        );
+        state.record_failure(
+            "h.jpg",
+            Some("old-etag".into()),
+            Failure { code: "not_an_image", reason: "text", permanent: true },
+            &policy,
+            now,
+        );
         let d = plan(vec![obj("f.jpg", 1), obj("g.jpg", 1), obj("h.jpg", 1)], rules(), state.clone());
         assert_eq!(converted(&d), ["h.jpg"], "a changed source gets a fresh chance");
         let later = PlanRules { now: now + Duration::hours(1), ..rules() };

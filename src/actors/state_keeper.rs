@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::model::{FailureReport, ItemOutcome, RunCounts, RunSummary, Slot};
-use crate::state::{LockError, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore};
+use crate::state::{Failure, LockError, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore};
 
 /// Starts a run: takes the lock, loads the state. Answers what the Lister needs.
 #[derive(Message)]
@@ -194,7 +194,7 @@ impl StateKeeper {
     /// Ends the run if the listing is over and nothing is in flight (or `force`).
     fn maybe_finish(&mut self, force: bool) {
         let Some(run) = &self.run else { return };
-        if !force && !(run.listing_done && run.queue.is_empty()) {
+        if !(force || run.listing_done && run.queue.is_empty()) {
             return;
         }
         let mut run = self.run.take().expect("checked above");
@@ -379,8 +379,13 @@ impl Handler<RecordDone> for StateKeeper {
             ItemOutcome::Failed { code, reason, permanent } => {
                 run.counts.failed += 1;
                 self.state.totals.failed += 1;
-                let kind =
-                    self.state.record_failure(&msg.key, msg.etag.clone(), code, reason, *permanent, &self.policy, now);
+                let kind = self.state.record_failure(
+                    &msg.key,
+                    msg.etag.clone(),
+                    Failure { code, reason, permanent: *permanent },
+                    &self.policy,
+                    now,
+                );
                 run.failures.push(FailureReport { key: msg.key.clone(), code: code.clone(), reason: reason.clone() });
                 tracing::error!(code = %code, ledger = ?kind, "Failed to convert image: {} - {}", msg.key, reason);
             }

@@ -178,7 +178,7 @@ pub fn webp_loop_count(gif: Option<u16>) -> u16 {
 /// A GIF frame's display time: delays of 10 ms or less show as 100 ms in browsers.
 pub fn frame_duration_ms(frame: &Frame) -> u32 {
     let (num, den) = frame.delay().numer_denom_ms();
-    let ms = if den == 0 { 0 } else { num / den };
+    let ms = num.checked_div(den).unwrap_or(0);
     if ms <= 10 { 100 } else { ms }
 }
 

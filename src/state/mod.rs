@@ -126,6 +126,17 @@ impl RetryPolicy {
     }
 }
 
+/// A failed attempt, as the ledger records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure<'a> {
+    /// Stable reason code.
+    pub code: &'a str,
+    /// Human-readable reason.
+    pub reason: &'a str,
+    /// Retrying cannot help (bad input, limits): give up at once.
+    pub permanent: bool,
+}
+
 /// What the ledger says about a source the listing shows as needing a WebP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LedgerDecision {
@@ -154,14 +165,12 @@ impl State {
     }
 
     /// Records a failure: retried later with backoff, or given up after the last attempt
-    /// (or at once when `permanent`).
+    /// (or at once when it is permanent).
     pub fn record_failure(
         &mut self,
         key: &str,
         etag: Option<String>,
-        code: &str,
-        reason: &str,
-        permanent: bool,
+        failure: Failure<'_>,
         policy: &RetryPolicy,
         now: DateTime<Utc>,
     ) -> LedgerKind {
@@ -169,13 +178,13 @@ impl State {
             Some(e) if e.etag == etag => e.attempts + 1,
             _ => 1,
         };
-        let give_up = permanent || attempts >= policy.max_attempts;
+        let give_up = failure.permanent || attempts >= policy.max_attempts;
         let kind = if give_up { LedgerKind::GivenUp } else { LedgerKind::Failed };
         let entry = LedgerEntry {
             kind,
             etag,
-            code: code.to_owned(),
-            reason: reason.to_owned(),
+            code: failure.code.to_owned(),
+            reason: failure.reason.to_owned(),
             attempts,
             last_attempt_at: now,
             next_retry_at: (!give_up).then(|| now + policy.delay(attempts)),

@@ -62,16 +62,34 @@ fn failures_back_off_then_give_up_until_the_source_changes() {
     let etag = Some("e1".to_string());
     assert_eq!(s.decide("a.jpg", Some("e1"), t(0)), LedgerDecision::Convert);
     assert_eq!(
-        s.record_failure("a.jpg", etag.clone(), "storage_error", "503", false, &policy, t(0)),
+        s.record_failure(
+            "a.jpg",
+            etag.clone(),
+            Failure { code: "storage_error", reason: "503", permanent: false },
+            &policy,
+            t(0)
+        ),
         LedgerKind::Failed
     );
     assert_eq!(s.ledger["a.jpg"].next_retry_at, Some(t(0) + Duration::minutes(10)));
     assert_eq!(s.decide("a.jpg", Some("e1"), t(0) + Duration::minutes(5)), LedgerDecision::Wait);
     assert_eq!(s.decide("a.jpg", Some("e1"), t(0) + Duration::minutes(10)), LedgerDecision::Retry);
-    s.record_failure("a.jpg", etag.clone(), "storage_error", "503", false, &policy, t(1));
+    s.record_failure(
+        "a.jpg",
+        etag.clone(),
+        Failure { code: "storage_error", reason: "503", permanent: false },
+        &policy,
+        t(1),
+    );
     assert_eq!(s.ledger["a.jpg"].next_retry_at, Some(t(1) + Duration::minutes(20)));
     assert_eq!(
-        s.record_failure("a.jpg", etag.clone(), "storage_error", "503", false, &policy, t(2)),
+        s.record_failure(
+            "a.jpg",
+            etag.clone(),
+            Failure { code: "storage_error", reason: "503", permanent: false },
+            &policy,
+            t(2)
+        ),
         LedgerKind::GivenUp
     );
     assert_eq!(s.ledger["a.jpg"].attempts, 3);
@@ -79,7 +97,16 @@ fn failures_back_off_then_give_up_until_the_source_changes() {
     // A new upload of the source (new ETag) gets a fresh chance.
     assert_eq!(s.decide("a.jpg", Some("e2"), t(23)), LedgerDecision::Convert);
     // Permanent failures are given up at once; success clears the entry.
-    assert_eq!(s.record_failure("b.jpg", None, "not_an_image", "text", true, &policy, t(0)), LedgerKind::GivenUp);
+    assert_eq!(
+        s.record_failure(
+            "b.jpg",
+            None,
+            Failure { code: "not_an_image", reason: "text", permanent: true },
+            &policy,
+            t(0)
+        ),
+        LedgerKind::GivenUp
+    );
     s.record_success("a.jpg");
     assert!(!s.ledger.contains_key("a.jpg"));
     assert_eq!(policy.delay(10), Duration::hours(1), "capped");

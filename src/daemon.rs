@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::actors::webhook::WebhookSender;
 use crate::actors::{BeginError, GetProgress, Pipeline, RunNow, StopRun};
+use crate::api::AppState;
 use crate::cli::exit;
 use crate::config::Config;
 use crate::model::RunSummary;
@@ -54,8 +56,20 @@ async fn stop(pipeline: &Pipeline, timeout: Duration) {
     }
 }
 
-/// `serve`: runs the scheduler until a signal. Returns the exit code.
+/// Whether `host` is a loopback address (or `localhost`).
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `serve`: the scheduler, the pipeline and the HTTP API until a signal. Returns the exit code.
 pub fn serve(config: Config) -> u8 {
+    if !is_loopback(&config.server.host) && config.api.token.is_empty() && !config.api.allow_unauthenticated {
+        eprintln!(
+            "Error: server.host {} is not a loopback address and api.token is empty: set api.token, or api.allow_unauthenticated: true to accept that",
+            config.server.host
+        );
+        return exit::FATAL;
+    }
     let system = actix::System::new();
     system.block_on(async move {
         let (storage, store) = match open(&config) {
@@ -73,13 +87,56 @@ pub fn serve(config: Config) -> u8 {
         };
         let timeout = config.pipeline.shutdown_timeout;
         let run_on_start = config.cron.run_on_start;
-        let pipeline = Pipeline::start(Arc::new(config), storage, Box::new(store), schedule, run_on_start);
+        let config = Arc::new(config);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let webhook = WebhookSender::new(&config.webhook, storage.bucket()).map(actix::Actor::start);
+        let listeners = webhook.iter().map(|w| w.clone().recipient()).collect();
+        let pipeline = Pipeline::start(
+            config.clone(),
+            storage.clone(),
+            Box::new(store),
+            schedule,
+            run_on_start,
+            metrics.clone(),
+            listeners,
+        );
+        let state = AppState::new(config.clone(), storage, pipeline.clone(), metrics, webhook);
+        let server = match start_http(&config, state) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("Error: cannot listen on {}:{}: {e}", config.server.host, config.server.port);
+                return exit::FATAL;
+            }
+        };
+        let handle = server.handle();
+        actix::spawn(server);
         tracing::info!("Daemon started");
         shutdown_signal().await;
+        handle.stop(true).await;
         stop(&pipeline, timeout).await;
         tracing::info!("Daemon stopped");
         exit::OK
     })
+}
+
+/// Binds the API (port 0 picks a free port) and logs the address it listens on.
+fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::dev::Server> {
+    let timeout = std::time::Duration::from_secs(config.server.timeout_seconds);
+    let server = actix_web::HttpServer::new(move || {
+        let state = state.clone();
+        actix_web::App::new()
+            .wrap(tracing_actix_web::TracingLogger::default())
+            .configure(move |cfg| crate::api::configure(cfg, state))
+    })
+    .client_request_timeout(timeout)
+    .client_disconnect_timeout(std::time::Duration::from_secs(5))
+    .shutdown_timeout(timeout.as_secs())
+    .disable_signals()
+    .bind((config.server.host.as_str(), config.server.port))?;
+    for addr in server.addrs() {
+        tracing::info!("Listening on http://{addr}");
+    }
+    Ok(server.run())
 }
 
 /// `run-once`: one run now. Exit 0 when every image converted or was skipped, 2 when some
@@ -95,7 +152,8 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
             }
         };
         let timeout = config.pipeline.shutdown_timeout;
-        let pipeline = Pipeline::start(Arc::new(config), storage, Box::new(store), None, false);
+        let pipeline =
+            Pipeline::start(Arc::new(config), storage, Box::new(store), None, false, Default::default(), Vec::new());
         let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
             Ok(Ok(h)) => h,
             Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {

@@ -16,12 +16,14 @@
 //! - [`cli`] and [`logging`]: the binary's edges.
 
 pub mod actors;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod daemon;
 pub mod job;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod naming;
 pub mod planner;

@@ -25,6 +25,15 @@ pub struct ConvertImage {
     pub slot: Slot,
 }
 
+/// Converts bytes for an on-demand request (the API) and answers with the result.
+/// It queues in the same mailbox as the runs' images, so neither starves the other.
+#[derive(Message)]
+#[rtype(result = "Result<convert::Converted, ConvertError>")]
+pub struct ConvertBytes {
+    pub bytes: Bytes,
+    pub resize: Option<convert::ResizeSpec>,
+}
+
 /// One worker of the pool.
 pub struct Converter {
     opts: ConvertOptions,
@@ -90,5 +99,15 @@ impl Handler<ConvertImage> for Converter {
             outcome,
             slot,
         });
+    }
+}
+
+impl Handler<ConvertBytes> for Converter {
+    type Result = Result<convert::Converted, ConvertError>;
+
+    fn handle(&mut self, msg: ConvertBytes, _: &mut SyncContext<Self>) -> Self::Result {
+        catch_unwind(AssertUnwindSafe(|| convert::convert(&msg.bytes, &self.opts, msg.resize))).unwrap_or_else(|_| {
+            Err(ConvertError::Encode(convert::webp::EncodeError("the image decoder or encoder panicked".into())))
+        })
     }
 }

@@ -24,20 +24,22 @@ pub mod lister;
 pub mod scheduler;
 pub mod state_keeper;
 pub mod uploader;
+pub mod webhook;
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use crate::state::StateStore;
 use crate::storage::Storage;
 
 pub use converter::Converter;
 pub use lister::Lister;
-pub use scheduler::{RunHandle, RunNow, Scheduler};
-pub use state_keeper::{BeginError, GetProgress, Progress, StateKeeper, StopRun};
+pub use scheduler::{NextRun, RunHandle, RunNow, Scheduler};
+pub use state_keeper::{BeginError, GetProgress, Progress, RunFinished, StateKeeper, StopRun};
 pub use uploader::Uploader;
 
 /// The running actors.
@@ -59,8 +61,10 @@ impl Pipeline {
         store: Box<dyn StateStore>,
         schedule: Option<Schedule>,
         run_on_start: bool,
+        metrics: Arc<Metrics>,
+        listeners: Vec<Recipient<RunFinished>>,
     ) -> Self {
-        let state_keeper = StateKeeper::new(config.clone(), store).start();
+        let state_keeper = StateKeeper::new(config.clone(), store, metrics, listeners).start();
         let uploader = Uploader::new(storage.clone(), state_keeper.clone(), config.pipeline.upload_concurrency).start();
         let (opts, skip, up, sk) =
             (config.convert.clone(), config.skip_if_larger, uploader.clone(), state_keeper.clone());

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::model::{FailureReport, ItemOutcome, RunCounts, RunSummary, Slot};
 use crate::state::{Failure, LockError, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore};
 
@@ -107,14 +108,46 @@ pub struct Progress {
     pub started_at: Option<DateTime<Utc>>,
     pub counts: RunCounts,
     pub in_flight: usize,
+    /// The listing is over; only in-flight images remain.
+    pub listing_done: bool,
+    /// Converted images per second since the run started.
+    pub images_per_second: f64,
+    /// Seconds left, once the listing is over and the remaining work is known.
+    pub eta_seconds: Option<f64>,
     pub last_run: Option<RunSummary>,
     pub last_processed_time: Option<DateTime<Utc>>,
     pub last_run_time: Option<DateTime<Utc>>,
+    /// Sources being retried or given up, with reasons (at most 100).
+    pub failures: Vec<LedgerView>,
+    /// How many sources the ledger holds in all.
+    pub ledger_size: usize,
+}
+
+/// One ledger entry as the status shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LedgerView {
+    pub key: String,
+    #[serde(flatten)]
+    pub entry: crate::state::LedgerEntry,
+}
+
+/// Converted images of one run, for the webhook (at most this many are listed).
+pub const MAX_LISTED_IMAGES: usize = 10_000;
+
+/// A finished run, as announced to listeners (the webhook sender).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RunFinished {
+    pub summary: RunSummary,
+    /// (source key, WebP key) of converted images, at most [`MAX_LISTED_IMAGES`].
+    pub images: Vec<(String, String)>,
 }
 
 /// The actor.
 pub struct StateKeeper {
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    listeners: Vec<Recipient<RunFinished>>,
     store: Box<dyn StateStore>,
     state: State,
     policy: RetryPolicy,
@@ -139,6 +172,7 @@ struct ActiveRun {
     stopping: Arc<AtomicBool>,
     done: Option<oneshot::Sender<RunSummary>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
+    images: Vec<(String, String)>,
 }
 
 impl ActiveRun {
@@ -154,14 +188,20 @@ impl ActiveRun {
 }
 
 impl StateKeeper {
-    pub fn new(config: Arc<Config>, store: Box<dyn StateStore>) -> Self {
+    /// `listeners` hear of every finished run.
+    pub fn new(
+        config: Arc<Config>,
+        store: Box<dyn StateStore>,
+        metrics: Arc<Metrics>,
+        listeners: Vec<Recipient<RunFinished>>,
+    ) -> Self {
         let state = store.load().ok().flatten().unwrap_or_default();
         let policy = RetryPolicy {
             max_attempts: config.state.max_attempts,
             base_delay: chrono::Duration::from_std(config.state.retry_base).unwrap_or(chrono::Duration::minutes(5)),
             max_delay: chrono::Duration::days(1),
         };
-        Self { config, store, state, policy, run: None, last_summary: None }
+        Self { config, metrics, listeners, store, state, policy, run: None, last_summary: None }
     }
 
     fn initial_state(&self, now: DateTime<Utc>) -> State {
@@ -239,6 +279,11 @@ impl StateKeeper {
             tracing::warn!(run_id = %run.id, cursor = ?self.state.run.as_ref().and_then(|r| r.cursor.clone()), "Cron job interrupted; the next run resumes");
         }
         self.last_summary = Some(summary.clone());
+        self.metrics.run_finished(complete, counts.failed > 0);
+        self.metrics.set_in_flight(0);
+        for l in &self.listeners {
+            l.do_send(RunFinished { summary: summary.clone(), images: std::mem::take(&mut run.images) });
+        }
         if let Some(tx) = run.done.take() {
             let _ = tx.send(summary);
         }
@@ -310,7 +355,9 @@ impl Handler<BeginRun> for StateKeeper {
             stopping: stopping.clone(),
             done: Some(tx),
             stop_waiters: Vec::new(),
+            images: Vec::new(),
         });
+        self.metrics.run_started();
         self.save();
         Ok(RunStart {
             id,
@@ -331,6 +378,7 @@ impl Handler<RecordQueued> for StateKeeper {
         if let Some(run) = &mut self.run {
             run.counts.queued += 1;
             run.queue.push_back((msg.key, false));
+            self.metrics.set_in_flight(run.queue.iter().filter(|(_, d)| !d).count());
         }
     }
 }
@@ -342,6 +390,7 @@ impl Handler<RecordListed> for StateKeeper {
         if let Some(run) = &mut self.run {
             run.counts.listed += msg.listed;
             run.counts.skipped += msg.skipped;
+            self.metrics.skipped(msg.skipped);
             if msg.position.is_some() {
                 run.listed_position = msg.position;
             }
@@ -360,8 +409,12 @@ impl Handler<RecordDone> for StateKeeper {
         }
         Self::pop_finished(run);
         match &msg.outcome {
-            ItemOutcome::Converted { bytes_in, bytes_out, .. } => {
+            ItemOutcome::Converted { bytes_in, bytes_out, convert_ms, .. } => {
                 run.counts.converted += 1;
+                self.metrics.converted(*bytes_in, *bytes_out, *convert_ms as f64 / 1000.0);
+                if run.images.len() < MAX_LISTED_IMAGES {
+                    run.images.push((msg.key.clone(), msg.output.clone()));
+                }
                 run.counts.bytes_in += bytes_in;
                 run.counts.bytes_out += bytes_out;
                 self.state.totals.converted += 1;
@@ -372,12 +425,14 @@ impl Handler<RecordDone> for StateKeeper {
             }
             ItemOutcome::Kept { bytes_in, bytes_out } => {
                 run.counts.kept += 1;
+                self.metrics.kept();
                 let reason = format!("WebP would be {bytes_out} bytes, not smaller than the source's {bytes_in}");
                 self.state.record_kept(&msg.key, msg.etag.clone(), "webp_larger", &reason, now);
                 tracing::info!(key = %msg.key, "Kept source: {reason}");
             }
             ItemOutcome::Failed { code, reason, permanent } => {
                 run.counts.failed += 1;
+                self.metrics.failed(code);
                 self.state.totals.failed += 1;
                 let kind = self.state.record_failure(
                     &msg.key,
@@ -391,6 +446,7 @@ impl Handler<RecordDone> for StateKeeper {
             }
         }
         drop(msg.slot);
+        self.metrics.set_in_flight(run.queue.iter().filter(|(_, d)| !d).count());
         run.since_checkpoint += 1;
         if run.since_checkpoint >= self.config.state.checkpoint_every {
             run.since_checkpoint = 0;
@@ -435,15 +491,33 @@ impl Handler<GetProgress> for StateKeeper {
 
     fn handle(&mut self, _: GetProgress, _: &mut Context<Self>) -> Self::Result {
         let run = self.run.as_ref();
+        let in_flight = run.map(|r| r.queue.iter().filter(|(_, d)| !d).count()).unwrap_or(0);
+        let elapsed = run.map(|r| r.clock.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let converted = run.map(|r| r.counts.converted).unwrap_or(0);
+        let rate = if elapsed > 0.0 { converted as f64 / elapsed } else { 0.0 };
+        let listing_done = run.is_some_and(|r| r.listing_done);
+        let failures = self
+            .state
+            .ledger
+            .iter()
+            .filter(|(_, e)| e.kind != crate::state::LedgerKind::Kept)
+            .take(100)
+            .map(|(k, e)| LedgerView { key: k.clone(), entry: e.clone() })
+            .collect();
         MessageResult(Progress {
             running: run.is_some(),
             run_id: run.map(|r| r.id.to_string()),
             started_at: run.map(|r| r.started_at),
             counts: run.map(|r| r.counts.clone()).unwrap_or_default(),
-            in_flight: run.map(|r| r.queue.iter().filter(|(_, d)| !d).count()).unwrap_or(0),
+            in_flight,
+            listing_done,
+            images_per_second: rate,
+            eta_seconds: (listing_done && rate > 0.0).then(|| in_flight as f64 / rate),
             last_run: self.last_summary.clone(),
             last_processed_time: self.state.last_processed_time,
             last_run_time: self.state.last_run_time,
+            failures,
+            ledger_size: self.state.ledger.len(),
         })
     }
 }

@@ -23,6 +23,14 @@ pub struct UploadWebp {
     pub slot: Slot,
 }
 
+/// Puts one WebP for an on-demand request and answers with the result.
+#[derive(Message)]
+#[rtype(result = "Result<(), crate::storage::StorageError>")]
+pub struct PutWebp {
+    pub key: String,
+    pub webp: Bytes,
+}
+
 /// The actor.
 pub struct Uploader {
     storage: Storage,
@@ -63,5 +71,18 @@ impl Handler<UploadWebp> for Uploader {
                 slot,
             });
         });
+    }
+}
+
+impl Handler<PutWebp> for Uploader {
+    type Result = ResponseFuture<Result<(), crate::storage::StorageError>>;
+
+    fn handle(&mut self, msg: PutWebp, _: &mut Context<Self>) -> Self::Result {
+        let storage = self.storage.clone();
+        let uploads = self.uploads.clone();
+        Box::pin(async move {
+            let _permit = uploads.acquire_owned().await.expect("never closed");
+            storage.put(&msg.key, msg.webp, WEBP_CONTENT_TYPE).await.map(|_| ())
+        })
     }
 }

@@ -67,7 +67,26 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub state: StateConfig,
     pub pipeline: PipelineConfig,
+    pub api: ApiConfig,
     pub log: LogConfig,
+}
+
+/// `api:` validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// When set, every endpoint but `/`, `/health` and `/metrics` needs `Authorization: Bearer <token>`.
+    pub token: Secret,
+    /// Hosts `http(s)://` sources may name (`images.example.com`, `*.cdn.example`); empty = URL sources off.
+    pub allowed_url_hosts: Vec<String>,
+    /// Non-public addresses URL sources may still reach (e.g. an internal image server).
+    pub trusted_url_addresses: Vec<std::net::IpAddr>,
+    pub url_timeout: std::time::Duration,
+    /// On-demand conversions waiting or running at once; past it the API answers 503 `busy`.
+    pub max_queued_conversions: usize,
+    /// Allow listening on a non-loopback address without `api.token`.
+    pub allow_unauthenticated: bool,
+    /// Largest request body.
+    pub max_body_bytes: usize,
 }
 
 /// Where the images live.
@@ -116,7 +135,7 @@ pub struct WebhookConfig {
     pub url: Option<String>,
     pub secret: Secret,
     pub retry_enabled: bool,
-    pub retry_interval_minutes: u64,
+    pub retry_interval: std::time::Duration,
     pub max_retries: u32,
     pub pending_dir: PathBuf,
 }

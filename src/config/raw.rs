@@ -24,7 +24,23 @@ pub struct RawConfig {
     pub webhook: RawWebhook,
     pub state: RawState,
     pub pipeline: RawPipeline,
+    pub api: RawApi,
     pub log: RawLog,
+}
+
+/// `api:` — the HTTP API's security and limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawApi {
+    pub token: Secret,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub allowed_url_hosts: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_or_csv")]
+    pub trusted_url_addresses: Option<Vec<String>>,
+    pub url_timeout_seconds: Option<i64>,
+    pub max_queued_conversions: Option<i64>,
+    pub allow_unauthenticated: Option<bool>,
+    pub max_body_kb: Option<i64>,
 }
 
 /// `r2:` — credentials and location of the S3-compatible bucket (R2, AWS S3, MinIO).
@@ -128,7 +144,7 @@ pub struct RawWebhook {
     pub url: Option<String>,
     pub secret: Secret,
     pub retry_enabled: Option<bool>,
-    pub retry_interval_minutes: Option<i64>,
+    pub retry_interval_minutes: Option<f64>,
     pub max_retries: Option<i64>,
     pub pending_dir: Option<String>,
 }

@@ -73,12 +73,13 @@ impl Config {
             url,
             secret: w.secret,
             retry_enabled: w.retry_enabled.unwrap_or(true),
-            retry_interval_minutes: int_in::<u64>(
-                "webhook.retry_interval_minutes",
-                w.retry_interval_minutes.unwrap_or(5),
-                1,
-                10_080,
-            )?,
+            retry_interval: {
+                let m = w.retry_interval_minutes.unwrap_or(5.0);
+                if !(m.is_finite() && (0.001..=10_080.0).contains(&m)) {
+                    return Err(ConfigError::invalid("webhook.retry_interval_minutes", m, "between 0.001 and 10080"));
+                }
+                std::time::Duration::from_secs_f64(m * 60.0)
+            },
             max_retries: int_in("webhook.max_retries", w.max_retries.unwrap_or(3), 0, 1000)?,
             pending_dir: PathBuf::from(w.pending_dir.unwrap_or_else(|| "./pending_webhooks".into())),
         };
@@ -128,13 +129,45 @@ impl Config {
                 3600,
             )?),
         };
+        let a = raw.api;
+        let mut trusted = Vec::new();
+        for t in a.trusted_url_addresses.unwrap_or_default() {
+            trusted.push(t.parse().map_err(|_| ConfigError::invalid("api.trusted_url_addresses", &t, "IP addresses"))?);
+        }
+        let api = ApiConfig {
+            token: a.token,
+            allowed_url_hosts: a.allowed_url_hosts.unwrap_or_default(),
+            trusted_url_addresses: trusted,
+            url_timeout: secs(int_in("api.url_timeout_seconds", a.url_timeout_seconds.unwrap_or(15), 1, 600)?),
+            max_queued_conversions: int_in(
+                "api.max_queued_conversions",
+                a.max_queued_conversions.unwrap_or(2 * pipeline.workers as i64 + 4),
+                1,
+                10_000,
+            )?,
+            allow_unauthenticated: a.allow_unauthenticated.unwrap_or(false),
+            max_body_bytes: 1024 * int_in::<usize>("api.max_body_kb", a.max_body_kb.unwrap_or(64), 1, 1_048_576)?,
+        };
         let format = match raw.log.format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => return Err(ConfigError::invalid("log.format", other, "text or json")),
         };
         let log = LogConfig { level: raw.log.level.unwrap_or_else(|| "info".into()), format };
-        Ok(Config { storage, formats, convert, presets, skip_if_larger, cron, server, webhook, state, pipeline, log })
+        Ok(Config {
+            storage,
+            formats,
+            convert,
+            presets,
+            skip_if_larger,
+            cron,
+            server,
+            webhook,
+            state,
+            pipeline,
+            api,
+            log,
+        })
     }
 }
 

@@ -1,0 +1,228 @@
+//! `POST|GET /api/convert` and `POST /api/webhook/send`.
+//!
+//! An on-demand conversion goes through the same Converter pool and Uploader as the
+//! runs. At most `api.max_queued_conversions` are admitted at once (past that: 503
+//! `busy`), and they queue in the pool's mailbox with the runs' images, so neither side
+//! can starve the other.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::actors::converter::ConvertBytes;
+use crate::actors::uploader::PutWebp;
+use crate::actors::webhook::{Delivery, SendNow};
+use crate::convert::ResizeSpec;
+use crate::naming;
+
+/// `POST /api/convert` body.
+#[derive(Debug, Deserialize)]
+pub struct ConvertBody {
+    #[serde(default)]
+    source: Option<String>,
+}
+
+pub async fn convert_post(
+    state: web::Data<AppState>,
+    query: web::Query<HashMap<String, String>>,
+    body: web::Json<ConvertBody>,
+) -> Result<HttpResponse, ApiError> {
+    let source = body.into_inner().source.unwrap_or_default();
+    convert(state, source, &query).await
+}
+
+pub async fn convert_get(
+    state: web::Data<AppState>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let source = query.get("source").cloned().unwrap_or_default();
+    convert(state, source, &query).await
+}
+
+/// `width`, `height` and `preset` query parameters, as the Go server reads them.
+fn resize_from(query: &HashMap<String, String>, state: &AppState) -> Result<Option<ResizeSpec>, ApiError> {
+    let side = |name: &str| -> Result<Option<u32>, ApiError> {
+        match query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=16383).contains(&n) => Ok(Some(n)),
+                _ => Err(ApiError::bad_request(
+                    "invalid_resize_params",
+                    format!("{name} must be a whole number from 1 to 16383, got {v:?}"),
+                )),
+            },
+        }
+    };
+    let (width, height) = (side("width")?, side("height")?);
+    match query.get("preset").map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        Some(_) if width.is_some() || height.is_some() => {
+            Err(ApiError::bad_request("invalid_resize_params", "give either preset or width/height, not both"))
+        }
+        Some(name) => state.config.presets.get(name).copied().map(Some).ok_or_else(|| {
+            let known: Vec<&str> = state.config.presets.keys().map(String::as_str).collect();
+            ApiError::bad_request("invalid_preset", format!("unknown preset {name:?} (known: {})", known.join(", ")))
+        }),
+        None if width.is_none() && height.is_none() => Ok(None),
+        None => Ok(Some(ResizeSpec { width, height })),
+    }
+}
+
+/// Where the WebP of an on-demand conversion goes: beside the source, with the size in
+/// the name when resized (so a thumbnail never replaces the full-size WebP the runs keep).
+fn destination(key: &str, resized: Option<(u32, u32)>) -> String {
+    let out = naming::webp_key(key);
+    match resized {
+        None => out,
+        Some((w, h)) => format!("{}_{w}x{h}.webp", out.trim_end_matches(".webp")),
+    }
+}
+
+/// The key a URL source is stored under: `remote/<host>/<path>`.
+fn remote_key(url: &str) -> Result<String, ApiError> {
+    let u = url::Url::parse(url).map_err(|e| ApiError::bad_request("invalid_request", format!("{url}: {e}")))?;
+    let path = u.path().trim_matches('/');
+    let path = if path.is_empty() { "index" } else { path };
+    let key = format!("remote/{}/{}", u.host_str().unwrap_or("host"), path);
+    crate::storage::check_key(&key).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    Ok(key)
+}
+
+async fn convert(
+    state: web::Data<AppState>,
+    source: String,
+    query: &HashMap<String, String>,
+) -> Result<HttpResponse, ApiError> {
+    if source.trim().is_empty() {
+        return Err(ApiError::bad_request("missing_source", "source is required"));
+    }
+    let resize = resize_from(query, &state)?;
+    let Ok(_admitted) = state.api_slots.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many conversions in progress; retry shortly",
+        ));
+    };
+    let timeout = std::time::Duration::from_secs(state.config.server.timeout_seconds);
+    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), resize)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no result within server.timeout_seconds ({}s)", timeout.as_secs()),
+        )),
+    }
+}
+
+async fn convert_inner(state: &AppState, source: &str, resize: Option<ResizeSpec>) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let bucket = state.storage.bucket().to_owned();
+    let is_url = source.starts_with("http://") || source.starts_with("https://");
+    let (key, bytes): (String, Bytes) = if is_url {
+        if state.remote.allowed_hosts.is_empty() {
+            return Err(ApiError::bad_request(
+                "url_not_allowed",
+                "URL sources are off (api.allowed_url_hosts is empty)",
+            ));
+        }
+        let key = remote_key(source)?;
+        (key, state.remote.fetch(source).await?)
+    } else {
+        let key = naming::parse_source(source, &bucket)?;
+        crate::storage::check_key(&key).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+        if !naming::is_candidate(&key, &state.config.formats) {
+            return Err(ApiError::bad_request(
+                "invalid_source_format",
+                format!("{key}: extension {:?} is not in conversion.formats", naming::extension(&key).unwrap_or("")),
+            ));
+        }
+        let (_, bytes) = state.storage.get(&key, state.config.convert.limits.max_input_bytes).await?;
+        (key, bytes)
+    };
+    let original_size = bytes.len() as u64;
+    let converted = state
+        .pipeline
+        .converter
+        .send(ConvertBytes { bytes, resize })
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the converter pool is stopping"))?
+        .map_err(|e| {
+            let mut api: ApiError = e.into();
+            api.message = format!("{source}: {}", api.message);
+            api
+        })?;
+    let output = destination(&key, resize.map(|_| (converted.width, converted.height)));
+    let converted_size = converted.webp.len() as u64;
+    state
+        .pipeline
+        .uploader
+        .send(PutWebp { key: output.clone(), webp: converted.webp.into() })
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the uploader is stopping"))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "upload_failed", e.to_string()))?;
+    state.metrics.api_converted();
+    tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "Converted image: {source} -> {output}");
+    Ok(HttpResponse::Ok().json(json!({
+        "success": true,
+        "message": "Image converted successfully",
+        "source": if is_url { source.to_owned() } else { naming::address(&bucket, &key) },
+        "destination": naming::address(&bucket, &output),
+        "original_size": original_size,
+        "converted_size": converted_size,
+        "width": converted.width,
+        "height": converted.height,
+    })))
+}
+
+/// `POST /api/webhook/send` body: the Go server's.
+#[derive(Debug, Deserialize)]
+pub struct WebhookBody {
+    #[serde(default)]
+    images: Vec<serde_json::Value>,
+    #[serde(default)]
+    event: Option<String>,
+}
+
+pub async fn webhook_send(state: web::Data<AppState>, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
+    let Some(sender) = &state.webhook else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "webhook_not_configured", "webhook.url is not set"));
+    };
+    let body = body.into_inner();
+    if body.images.is_empty() {
+        return Err(ApiError::bad_request("empty_images", "images must not be empty"));
+    }
+    let payload = json!({
+        "event": body.event.unwrap_or_else(|| "batch.completed".into()),
+        "processed_count": body.images.len(),
+        "failed_count": 0,
+        "images": body.images,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+    });
+    let delivery = Delivery::new(payload);
+    match sender.send(SendNow { delivery }).await {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({"success": true, "message": "Webhook sent"}))),
+        Ok(Err(e)) => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, "webhook_delivery_failed", format!("{e}; queued for retry")))
+        }
+        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the webhook sender is stopping")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resized_outputs_carry_their_size() {
+        assert_eq!(destination("p/cat.jpg", None), "p/cat.webp");
+        assert_eq!(destination("p/cat.jpg", Some((150, 100))), "p/cat_150x100.webp");
+        assert_eq!(remote_key("https://img.example.com/a/b.png?x=1").unwrap(), "remote/img.example.com/a/b.png");
+    }
+}

@@ -1,0 +1,152 @@
+//! The HTTP API (actix-web, on the same actix system as the pipeline's actors).
+//!
+//! Compatible with the Go image-converting-server — `GET /`, `GET /health`,
+//! `POST|GET /api/convert`, `POST /api/webhook/send`, with its bodies, codes and
+//! statuses — plus `GET /api/status`, `POST /api/runs` and `GET /metrics`. All routes are
+//! in [`configure`]; tests drive them with `actix_web::test::init_service`.
+
+mod auth;
+mod convert;
+pub mod error;
+mod remote;
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::actors::{BeginError, GetProgress, NextRun, Pipeline, RunNow};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+pub use error::ApiError;
+pub use remote::{RemotePolicy, is_public};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub storage: Storage,
+    pub pipeline: Pipeline,
+    pub metrics: Arc<Metrics>,
+    /// On-demand conversions admitted at once (waiting or running).
+    pub api_slots: Arc<Semaphore>,
+    pub remote: RemotePolicy,
+    pub webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        storage: Storage,
+        pipeline: Pipeline,
+        metrics: Arc<Metrics>,
+        webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
+    ) -> Self {
+        let remote = RemotePolicy {
+            allowed_hosts: config.api.allowed_url_hosts.clone(),
+            trusted_addresses: config.api.trusted_url_addresses.clone(),
+            timeout: config.api.url_timeout,
+            max_bytes: config.convert.limits.max_input_bytes,
+        };
+        let api_slots = Arc::new(Semaphore::new(config.api.max_queued_conversions));
+        Self { config, storage, pipeline, metrics, api_slots, remote, webhook }
+    }
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
+    let body_limit = state.config.api.max_body_bytes;
+    let token = state.config.api.token.clone();
+    cfg.app_data(web::Data::new(state))
+        .app_data(web::JsonConfig::default().limit(body_limit).error_handler(|e, _| json_error(e).into()))
+        .app_data(web::PayloadConfig::default().limit(body_limit))
+        .route("/", web::get().to(index))
+        .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/api")
+                .wrap(auth::RequireToken::new(token))
+                .service(
+                    web::resource("/convert")
+                        .route(web::get().to(convert::convert_get))
+                        .route(web::post().to(convert::convert_post))
+                        .default_service(web::to(|| async {
+                            Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
+                        })),
+                )
+                .service(
+                    web::resource("/status").route(web::get().to(status)).default_service(web::to(|| async {
+                        Err::<HttpResponse, _>(ApiError::method_not_allowed("GET"))
+                    })),
+                )
+                .service(web::resource("/runs").route(web::post().to(start_run)).default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::method_not_allowed("POST"))
+                })))
+                .service(web::resource("/webhook/send").route(web::post().to(convert::webhook_send)).default_service(
+                    web::to(|| async { Err::<HttpResponse, _>(ApiError::method_not_allowed("POST")) }),
+                )),
+        )
+        .default_service(web::to(not_found));
+}
+
+fn json_error(e: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as J;
+    match e {
+        J::Overflow { .. } | J::OverflowKnownLength { .. } => {
+            ApiError::new(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
+        }
+        J::ContentType => ApiError::bad_request("invalid_request", "Content-Type must be application/json"),
+        e => ApiError::bad_request("invalid_request", format!("invalid JSON body: {e}")),
+    }
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"message": "Image Converting Server"}))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
+
+async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let unavailable =
+        |_| ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the pipeline is stopping");
+    let progress = state.pipeline.state_keeper.send(GetProgress).await.map_err(unavailable)?;
+    let next_run = state.pipeline.scheduler.send(NextRun).await.map_err(unavailable)?;
+    let mut body = serde_json::to_value(&progress).expect("progress serialises");
+    body["next_run"] = json!(next_run);
+    body["schedule"] = json!(state.config.cron.enabled.then_some(&state.config.cron.schedule));
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn start_run(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.pipeline.scheduler.send(RunNow { force: false }).await {
+        Ok(Ok(handle)) => Ok(HttpResponse::Accepted().json(json!({"success": true, "run_id": handle.run_id}))),
+        Ok(Err(BeginError::AlreadyRunning)) => {
+            Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "already_running", "cron job is already running"))
+        }
+        Ok(Err(e)) => {
+            Err(ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "run_failed", e.to_string()))
+        }
+        Err(_) => Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the pipeline is stopping",
+        )),
+    }
+}

@@ -1,0 +1,522 @@
+//! The HTTP API through the real server process on 127.0.0.1:0, with the real
+//! S3-compatible server behind it: every endpoint, each success and each error code,
+//! status polls during a batch, webhooks (delivered, failed and retried, signed), and
+//! URL sources refused for internal addresses and redirects to them.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt;
+use ics::storage::Storage;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_image-converting-server");
+
+/// A running `serve` process and what it logged.
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `serve` on port 0 against `bucket` (or a local root), with extra YAML.
+    fn start(bucket: Option<&str>, extra_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("c.yaml"),
+            format!("cron: {{enabled: false, run_on_start: false}}\n{extra_yaml}"),
+        )
+        .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--config", dir.path().join("c.yaml").to_str().unwrap(), "serve"])
+            .current_dir(dir.path())
+            .env("ICS__SERVER__PORT", "0")
+            .env("ICS__STATE__DIR", dir.path().join("state"))
+            .env("ICS__LOG__LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ICS__") || k.starts_with("R2_")) {
+            cmd.env_remove(k);
+        }
+        if let Some(bucket) = bucket {
+            let s3 = s3_env();
+            cmd.env("ICS__STORAGE__BACKEND", "r2")
+                .env("R2_ENDPOINT", &s3.endpoint)
+                .env("R2_BUCKET", bucket)
+                .env("R2_ACCESS_KEY", &s3.access_key)
+                .env("R2_SECRET_KEY", &s3.secret_key)
+                .env("ICS__R2__REGION", &s3.region);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("Listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("serve did not start: {:?}", log.lock().unwrap()));
+        Self { child, base: format!("http://{addr}"), log, _dir: dir }
+    }
+
+    fn get(&self, path: &str) -> Resp {
+        http("GET", &format!("{}{path}", self.base), None, &[])
+    }
+
+    fn post(&self, path: &str, body: Value) -> Resp {
+        http(
+            "POST",
+            &format!("{}{path}", self.base),
+            Some(body.to_string().as_bytes()),
+            &[("Content-Type", "application/json")],
+        )
+    }
+}
+
+/// A response: status, lower-case headers, body.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// A minimal HTTP/1.1 client (Connection: close), enough for these tests.
+fn http(method: &str, url: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Resp {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.unwrap_or(b"");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Resp { status, headers, body: raw[split + 4..].to_vec() }
+}
+
+fn put(bucket: &str, key: &str, data: Vec<u8>) -> Storage {
+    let storage = Storage::open(&s3_config(bucket).storage, bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(storage.put(key, Bytes::from(data), "application/octet-stream")).unwrap();
+    storage
+}
+
+fn webp_of(storage: &Storage, key: &str) -> (u32, u32, Option<String>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_, body) = rt.block_on(storage.get(key, 1 << 30)).unwrap();
+    let ct = rt.block_on(storage.content_type(key)).unwrap();
+    let img = ics::convert::decode_webp(&body).expect("a valid WebP");
+    (img.width(), img.height(), ct)
+}
+
+fn assert_error(r: &Resp, status: u16, code: &str) {
+    let v = r.json();
+    assert_eq!(r.status, status, "{v}");
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["error"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+#[test]
+fn root_health_and_metrics() {
+    let server = Server::start(Some(&new_bucket("api-basic")), "");
+    assert_eq!(server.get("/").json(), json!({"message": "Image Converting Server"}));
+    assert_eq!(server.get("/health").json(), json!({"status": "ok"}));
+    let m = server.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.headers["content-type"].starts_with("text/plain"));
+    let text = String::from_utf8_lossy(&m.body);
+    for name in [
+        "ics_runs_started_total",
+        "ics_images_converted_total",
+        "ics_conversion_duration_seconds_bucket",
+        "ics_images_in_flight",
+        "ics_last_success_timestamp_seconds",
+        "ics_bytes_out_total",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    assert_error(&server.get("/nope"), 404, "not_found");
+}
+
+#[test]
+fn convert_succeeds_by_post_and_get_with_resizing() {
+    let bucket = new_bucket("api-convert");
+    let storage = put(&bucket, "photos/cat.jpg", fixture("jpeg_baseline.jpg")); // 640x427
+    put(&bucket, "photos/turned.jpg", fixture("jpeg_orient6.jpg"));
+    let server = Server::start(Some(&bucket), "");
+    let r = server.post("/api/convert", json!({"source": format!("r2://{bucket}/photos/cat.jpg")}));
+    let v = r.json();
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(v["success"], true);
+    assert_eq!(v["source"], format!("r2://{bucket}/photos/cat.jpg"));
+    assert_eq!(v["destination"], format!("r2://{bucket}/photos/cat.webp"));
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(640), Some(427)));
+    assert_eq!(v["original_size"].as_u64(), Some(fixture("jpeg_baseline.jpg").len() as u64));
+    assert_eq!(webp_of(&storage, "photos/cat.webp"), (640, 427, Some("image/webp".into())));
+
+    let r = server.get("/api/convert?source=photos/turned.jpg");
+    assert_eq!((r.status, r.json()["width"].as_u64(), r.json()["height"].as_u64()), (200, Some(300), Some(200)));
+
+    let r = server.get("/api/convert?source=photos/cat.jpg&width=320");
+    let v = r.json();
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(320), Some(214)), "{v}");
+    assert_eq!(v["destination"], format!("r2://{bucket}/photos/cat_320x214.webp"));
+    assert_eq!(webp_of(&storage, "photos/cat_320x214.webp").0, 320);
+    let r = server.post("/api/convert?preset=thumbnail", json!({"source": "photos/cat.jpg"}));
+    assert_eq!((r.json()["width"].as_u64(), r.json()["height"].as_u64()), (Some(150), Some(150)));
+    let r = server.get("/api/convert?source=photos/cat.jpg&width=100&height=50");
+    assert_eq!((r.json()["width"].as_u64(), r.json()["height"].as_u64()), (Some(100), Some(50)));
+    // The full-size WebP is untouched by the resized ones.
+    assert_eq!(webp_of(&storage, "photos/cat.webp").0, 640);
+}
+
+#[test]
+fn every_error_code() {
+    let bucket = new_bucket("api-errors");
+    put(&bucket, "p/text.jpg", fixture("bad/text.jpg"));
+    put(&bucket, "p/bomb.png", fixture("bad/bomb.png"));
+    put(&bucket, "p/big.jpg", fixture("jpeg_baseline.jpg"));
+    put(&bucket, "p/notes.txt", b"hello".to_vec());
+    let server = Server::start(Some(&bucket), "conversion: {max_size_mb: 0.05}\n");
+    assert_error(&server.post("/api/convert", json!({})), 400, "missing_source");
+    assert_error(&server.get("/api/convert"), 400, "missing_source");
+    let bad_json =
+        http("POST", &format!("{}/api/convert", server.base), Some(b"{bad"), &[("Content-Type", "application/json")]);
+    assert_error(&bad_json, 400, "invalid_request");
+    let wrong_type =
+        http("POST", &format!("{}/api/convert", server.base), Some(b"source=x"), &[("Content-Type", "text/plain")]);
+    assert_error(&wrong_type, 400, "invalid_request");
+    assert_error(&server.get("/api/convert?source=p/big.jpg&width=abc"), 400, "invalid_resize_params");
+    assert_error(&server.get("/api/convert?source=p/big.jpg&height=0"), 400, "invalid_resize_params");
+    assert_error(&server.get("/api/convert?source=p/big.jpg&width=20000"), 400, "invalid_resize_params");
+    assert_error(&server.get("/api/convert?source=p/big.jpg&preset=huge"), 400, "invalid_preset");
+    assert_error(&server.get("/api/convert?source=p/notes.txt"), 400, "invalid_source_format");
+    assert_error(&server.get(&format!("/api/convert?source=r2://other-bucket/p/big.jpg")), 400, "bucket_mismatch");
+    assert_error(&server.get("/api/convert?source=p/../../etc/passwd.jpg"), 400, "invalid_request");
+    assert_error(&server.get("/api/convert?source=p/missing.jpg"), 404, "image_not_found");
+    assert_error(&server.get("/api/convert?source=p/big.jpg"), 413, "payload_too_large");
+    assert_error(&server.get("/api/convert?source=p/bomb.png"), 413, "payload_too_large");
+    assert_error(&server.get("/api/convert?source=p/text.jpg"), 422, "unsupported_image");
+    assert_error(&server.get("/api/convert?source=https://example.com/a.jpg"), 400, "url_not_allowed");
+    let huge = json!({"source": "x".repeat(100_000)});
+    assert_error(&server.post("/api/convert", huge), 413, "payload_too_large");
+    let r = http("DELETE", &format!("{}/api/convert", server.base), None, &[]);
+    assert_error(&r, 405, "method_not_allowed");
+    assert_eq!(r.headers["allow"], "GET, POST");
+    let r = http("GET", &format!("{}/api/runs", server.base), None, &[]);
+    assert_error(&r, 405, "method_not_allowed");
+    assert_eq!(r.headers["allow"], "POST");
+    assert_error(
+        &server.post("/api/webhook/send", json!({"images": [{"source": "a"}]})),
+        503,
+        "webhook_not_configured",
+    );
+}
+
+#[test]
+fn upload_failures_are_500_upload_failed() {
+    // Local bucket whose output path is a directory: the put fails.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("b");
+    std::fs::create_dir_all(root.join("p/x.webp")).unwrap();
+    std::fs::write(root.join("p/x.jpg"), fixture("jpeg_baseline.jpg")).unwrap();
+    let server = Server::start(None, &format!("storage: {{backend: local, local_root: '{}'}}\n", root.display()));
+    assert_error(&server.get("/api/convert?source=p/x.jpg"), 500, "upload_failed");
+}
+
+#[test]
+fn the_token_guards_the_api_but_not_health() {
+    let server = Server::start(Some(&new_bucket("api-auth")), "api: {token: 's3cret-token'}\n");
+    assert_error(&server.get("/api/status"), 401, "unauthorized");
+    let wrong = http("GET", &format!("{}/api/status", server.base), None, &[("Authorization", "Bearer nope")]);
+    assert_error(&wrong, 401, "unauthorized");
+    let ok = http("GET", &format!("{}/api/status", server.base), None, &[("Authorization", "Bearer s3cret-token")]);
+    assert_eq!(ok.status, 200);
+    for open in ["/", "/health", "/metrics"] {
+        assert_eq!(server.get(open).status, 200, "{open}");
+    }
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(!log.contains("s3cret-token"), "the token leaked into the log");
+}
+
+#[test]
+fn a_public_address_without_a_token_is_refused() {
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("ICS__SERVER__HOST", "0.0.0.0")
+        .env("ICS__SERVER__PORT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("api.token is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn runs_start_on_demand_and_status_shows_them_progress() {
+    let bucket = new_bucket("api-runs");
+    let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let photo = Bytes::from(fixture("jpeg_progressive.jpg"));
+    rt.block_on(async {
+        let puts: Vec<_> = futures::stream::iter(0..40)
+            .map(|i| {
+                let (s, p) = (storage.clone(), photo.clone());
+                async move { s.put(&format!("r/img{i:03}.jpg"), p, "image/jpeg").await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        assert!(puts.iter().all(Result::is_ok));
+    });
+    let server = Server::start(Some(&bucket), "pipeline: {workers: 1, max_in_flight: 1}\n");
+    let r = server.post("/api/runs", json!({}));
+    assert_eq!(r.status, 202, "{:?}", r.json());
+    assert!(r.json()["run_id"].is_string());
+    assert_error(&server.post("/api/runs", json!({})), 409, "already_running");
+    // Poll while the batch runs: the counts only go up.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = server.get("/api/status").json();
+        if !s["running"].as_bool().unwrap() {
+            assert_eq!(s["last_run"]["converted"], 40, "{s}");
+            assert!(s["last_run_time"].is_string() && s["last_processed_time"].is_string());
+            break;
+        }
+        assert!(s["run_id"].is_string() && s["started_at"].is_string(), "{s}");
+        seen.push(s["counts"]["converted"].as_u64().unwrap());
+        assert!(Instant::now() < deadline, "the run did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "counts went down: {seen:?}");
+    assert!(seen.iter().any(|&c| c > 0) && seen.iter().any(|&c| c < 40), "no progress seen mid-run: {seen:?}");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    assert!(metrics.contains("ics_images_converted_total 40"), "{metrics}");
+}
+
+/// A one-thread HTTP listener that records requests and answers with `statuses` in turn
+/// (the last one repeats), or serves files and redirects by path.
+struct TestHttp {
+    addr: String,
+    requests: Arc<Mutex<Vec<(String, HashMap<String, String>, Vec<u8>)>>>,
+}
+
+impl TestHttp {
+    fn start(bind: &str, statuses: Vec<u16>, routes: HashMap<String, (u16, Vec<(String, String)>, Vec<u8>)>) -> Self {
+        let listener = TcpListener::bind(bind).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let mut headers = HashMap::new();
+                loop {
+                    let mut l = String::new();
+                    reader.read_line(&mut l).unwrap();
+                    if l.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                    }
+                }
+                let len = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                log.lock().unwrap().push((path.clone(), headers, body));
+                let (status, extra, content) = match routes.get(&path) {
+                    Some(r) => r.clone(),
+                    None => (statuses[n.min(statuses.len() - 1)], vec![], b"{}".to_vec()),
+                };
+                n += 1;
+                let mut head =
+                    format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", content.len());
+                for (k, v) in extra {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&content);
+            }
+        });
+        Self { addr, requests }
+    }
+}
+
+#[test]
+fn webhooks_are_signed_and_retried_until_delivered() {
+    // The receiver fails the first delivery, then accepts.
+    let hook = TestHttp::start("127.0.0.1:0", vec![500, 200], HashMap::new());
+    let bucket = new_bucket("api-hooks");
+    put(&bucket, "h/a.jpg", fixture("jpeg_baseline.jpg"));
+    put(&bucket, "h/b.png", fixture("png_rgb.png"));
+    let pending = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "webhook: {{url: 'http://{}/hook', secret: 'hook-secret', retry_interval_minutes: 0.02, max_retries: 3, pending_dir: '{}'}}\n",
+        hook.addr,
+        pending.path().display()
+    );
+    let server = Server::start(Some(&bucket), &yaml);
+    assert_eq!(server.post("/api/runs", json!({})).status, 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hook.requests.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "webhook not retried: {:?}", server.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let requests = hook.requests.lock().unwrap().clone();
+    let (_, headers, body) = &requests[1];
+    let payload: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(payload["event"], "batch.completed");
+    assert_eq!(payload["processed_count"], 2);
+    assert_eq!(payload["failed_count"], 0);
+    let images = payload["images"].as_array().unwrap();
+    assert!(images.contains(
+        &json!({"source": format!("r2://{bucket}/h/a.jpg"), "destination": format!("r2://{bucket}/h/a.webp")})
+    ));
+    assert_eq!(
+        headers["x-webhook-signature"],
+        format!("sha256={}", ics::actors::webhook::signature("hook-secret", body))
+    );
+    assert_eq!(requests[0].2, requests[1].2, "the retry sends the same body");
+    // Delivered: nothing left pending, nothing dead.
+    std::thread::sleep(Duration::from_millis(300));
+    let left: Vec<_> =
+        std::fs::read_dir(pending.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().is_file()).collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // The Go server's /api/webhook/send: 400 on no images, 200 when delivered.
+    assert_error(&server.post("/api/webhook/send", json!({"images": []})), 400, "empty_images");
+    let r = server
+        .post("/api/webhook/send", json!({"images": [{"source": "r2://b/x.jpg", "destination": "r2://b/x.webp"}]}));
+    assert_eq!((r.status, r.json()["success"].as_bool()), (200, Some(true)));
+}
+
+#[test]
+fn webhook_send_reports_502_and_gives_up_into_dead_letters() {
+    let hook = TestHttp::start("127.0.0.1:0", vec![503], HashMap::new());
+    let pending = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "webhook: {{url: 'http://{}/hook', retry_interval_minutes: 0.01, max_retries: 1, pending_dir: '{}'}}\n",
+        hook.addr,
+        pending.path().display()
+    );
+    let server = Server::start(Some(&new_bucket("api-dead")), &yaml);
+    assert_error(
+        &server.post("/api/webhook/send", json!({"images": [{"source": "a"}]})),
+        502,
+        "webhook_delivery_failed",
+    );
+    let dead = pending.path().join("dead");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&dead).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "never moved to dead letters");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(hook.requests.lock().unwrap().len() >= 2, "retried before giving up");
+}
+
+#[test]
+fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
+    // An "external" image server on 127.0.0.2 (trusted in the config, as an operator
+    // would trust an internal image host), serving an image and redirects inward.
+    let origin = TestHttp::start("127.0.0.1:0", vec![200], HashMap::new());
+    let port = origin.addr.rsplit(':').next().unwrap().to_owned();
+    let mut routes = HashMap::new();
+    routes.insert("/img.jpg".to_owned(), (200, vec![], fixture("jpeg_baseline.jpg")));
+    routes.insert(
+        "/to-loopback".to_owned(),
+        (302, vec![("Location".into(), format!("http://127.0.0.1:{port}/img.jpg"))], vec![]),
+    );
+    routes.insert(
+        "/to-metadata".to_owned(),
+        (301, vec![("Location".into(), "http://169.254.169.254/latest/meta-data/".into())], vec![]),
+    );
+    routes.insert("/to-private".to_owned(), (307, vec![("Location".into(), "http://10.0.0.1/x.jpg".into())], vec![]));
+    let external = TestHttp::start("127.0.0.2:0", vec![404], routes);
+    let bucket = new_bucket("api-urls");
+    let yaml = "api: {allowed_url_hosts: ['127.0.0.1', '127.0.0.2', '10.0.0.1', '169.254.169.254'], trusted_url_addresses: ['127.0.0.2']}\n";
+    let server = Server::start(Some(&bucket), yaml);
+    let ext = &external.addr;
+    let ok = server.post("/api/convert", json!({"source": format!("http://{ext}/img.jpg")}));
+    let v = ok.json();
+    assert_eq!(ok.status, 200, "{v}");
+    assert_eq!(v["destination"], format!("r2://{bucket}/remote/127.0.0.2/img.webp"));
+    for source in [
+        format!("http://127.0.0.1:{port}/img.jpg"),
+        "http://10.0.0.1/x.jpg".into(),
+        "http://169.254.169.254/latest/meta-data/".into(),
+        format!("http://{ext}/to-loopback"),
+        format!("http://{ext}/to-metadata"),
+        format!("http://{ext}/to-private"),
+        "http://not-allowed.example/x.jpg".into(),
+        "ftp://127.0.0.2/x.jpg".into(),
+    ] {
+        let r = server.post("/api/convert", json!({"source": source}));
+        let v = r.json();
+        assert!(r.status == 400 && v["error"] != "", "{source}: {v}");
+        if !source.starts_with("ftp") {
+            assert_eq!(v["error"], "url_not_allowed", "{source}: {v}");
+        }
+    }
+    // The loopback origin was never contacted.
+    assert!(origin.requests.lock().unwrap().is_empty());
+}

@@ -238,7 +238,7 @@ fn every_error_code() {
     assert_error(&server.get("/api/convert?source=p/big.jpg&width=20000"), 400, "invalid_resize_params");
     assert_error(&server.get("/api/convert?source=p/big.jpg&preset=huge"), 400, "invalid_preset");
     assert_error(&server.get("/api/convert?source=p/notes.txt"), 400, "invalid_source_format");
-    assert_error(&server.get(&format!("/api/convert?source=r2://other-bucket/p/big.jpg")), 400, "bucket_mismatch");
+    assert_error(&server.get("/api/convert?source=r2://other-bucket/p/big.jpg"), 400, "bucket_mismatch");
     assert_error(&server.get("/api/convert?source=p/../../etc/passwd.jpg"), 400, "invalid_request");
     assert_error(&server.get("/api/convert?source=p/missing.jpg"), 404, "image_not_found");
     assert_error(&server.get("/api/convert?source=p/big.jpg"), 413, "payload_too_large");
@@ -345,15 +345,20 @@ fn runs_start_on_demand_and_status_shows_them_progress() {
     assert!(metrics.contains("ics_images_converted_total 40"), "{metrics}");
 }
 
+/// A recorded request: path, lower-case headers, body.
+type Recorded = (String, HashMap<String, String>, Vec<u8>);
+/// A canned answer: status, extra headers, body.
+type Route = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A one-thread HTTP listener that records requests and answers with `statuses` in turn
 /// (the last one repeats), or serves files and redirects by path.
 struct TestHttp {
     addr: String,
-    requests: Arc<Mutex<Vec<(String, HashMap<String, String>, Vec<u8>)>>>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl TestHttp {
-    fn start(bind: &str, statuses: Vec<u16>, routes: HashMap<String, (u16, Vec<(String, String)>, Vec<u8>)>) -> Self {
+    fn start(bind: &str, statuses: Vec<u16>, routes: HashMap<String, Route>) -> Self {
         let listener = TcpListener::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));

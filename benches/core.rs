@@ -16,7 +16,8 @@
 //! by pixel count and thinned to evenly spaced files. Environment: `ICS_BENCH_DIR`
 //! (directories, `:`-separated, replacing the default set), `ICS_BENCH_LIMIT` (24; 0 =
 //! all), `ICS_BENCH_ROUNDS` (3), `ICS_BENCH_QUALITY` (85), `ICS_BENCH_METHOD` (4),
-//! `ICS_BENCH_CWEBP` (the cwebp binary; default `cwebp` on PATH).
+//! `ICS_BENCH_CWEBP` (the cwebp binary; default `cwebp` on PATH). Without `--bench`, as
+//! when `cargo test --all-targets` runs it, it is a quick smoke run over three fixtures.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -91,7 +92,10 @@ struct Runs {
 }
 
 fn main() {
-    let settings = Settings::from_env();
+    // `cargo bench` passes `--bench`. Without it, `cargo test --all-targets` is running the
+    // bench targets: a smoke run then (one round over three fixtures, no corpus).
+    let full = env::args().any(|a| a == "--bench");
+    let settings = Settings::from_env(full);
     let args: Vec<String> = env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let opts = ConvertOptions {
         quality: settings.quality,
@@ -101,7 +105,13 @@ fn main() {
         ..ConvertOptions::default()
     };
     let cwebp = Cwebp::find(&settings);
-    let samples = select(load_all(&sources(&args)), settings.limit);
+    if !full {
+        println!("smoke run (no --bench: cargo test); `cargo bench --bench core` measures");
+    }
+    let all = load_all(&sources(&args, full));
+    let found = all.len();
+    let samples = select(all, settings.limit);
+    println!("selected {} of {found} distinct JPEG/PNG files, evenly spaced by pixel count", samples.len());
     let samples = preflight(samples, &opts, cwebp.as_ref());
     if samples.is_empty() {
         println!("no JPEG or PNG files to benchmark");
@@ -114,12 +124,13 @@ fn main() {
 }
 
 impl Settings {
-    fn from_env() -> Self {
+    /// The environment's settings; `full` = a real benchmark, else smoke-run defaults.
+    fn from_env(full: bool) -> Self {
         Self {
             quality: env_or("ICS_BENCH_QUALITY", 85.0),
             method: env_or("ICS_BENCH_METHOD", 4),
-            rounds: env_or("ICS_BENCH_ROUNDS", 3).max(1),
-            limit: env_or("ICS_BENCH_LIMIT", 24),
+            rounds: env_or("ICS_BENCH_ROUNDS", if full { 3 } else { 1 }).max(1),
+            limit: env_or("ICS_BENCH_LIMIT", if full { 24 } else { 3 }),
         }
     }
 }
@@ -132,8 +143,9 @@ fn env_or<T: FromStr>(name: &str, default: T) -> T {
     })
 }
 
-/// Files and directories to read: the arguments, else `ICS_BENCH_DIR`, else the default set.
-fn sources(args: &[String]) -> Vec<PathBuf> {
+/// Files and directories to read: the arguments, else `ICS_BENCH_DIR`, else the default set
+/// (the shared corpus only in a `full` run).
+fn sources(args: &[String], full: bool) -> Vec<PathBuf> {
     if !args.is_empty() {
         return args.iter().map(PathBuf::from).collect();
     }
@@ -143,7 +155,7 @@ fn sources(args: &[String]) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut dirs = vec![root.join("testdata/images")];
     let corpus = root.join("../shared/corpus");
-    if corpus.is_dir() {
+    if full && corpus.is_dir() {
         dirs.push(corpus);
     }
     dirs

@@ -1,8 +1,8 @@
 //! The one safe wrapper around libwebp (`libwebp-sys`, vendored libwebp 1.6.0).
 //!
 //! Every `unsafe` block of the crate lives here. Still images go through `WebPEncode`
-//! with the same settings `cwebp` would use (so equal settings give byte-identical
-//! files), animations through `WebPAnimEncoder`, and metadata chunks (ICC, EXIF, XMP)
+//! with the same settings `cwebp` would use (from the same pixels, equal settings give
+//! byte-identical files; JPEG decoders differ slightly in their pixels), animations through `WebPAnimEncoder`, and metadata chunks (ICC, EXIF, XMP)
 //! are added with `WebPMux`. Every libwebp allocation is owned by a guard that frees it.
 
 use std::ffi::{CStr, c_int};

@@ -29,10 +29,15 @@ pub struct RunOnceOptions {
     pub progress: bool,
 }
 
-fn open(config: &Config) -> Result<(Storage, FileStateStore), String> {
-    let storage = Storage::open(&config.storage, &config.bucket_name()).map_err(|e| e.to_string())?;
-    let store = FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?;
-    Ok((storage, store))
+/// Opens the bucket and the state store; on failure prints the error and gives the exit code.
+fn open(config: &Config) -> Result<(Storage, FileStateStore), u8> {
+    let opened = Storage::open(&config.storage, &config.bucket_name())
+        .map_err(|e| e.to_string())
+        .and_then(|s| Ok((s, FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?)));
+    opened.map_err(|e| {
+        eprintln!("Error: {e}");
+        exit::FATAL
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -74,10 +79,7 @@ pub fn serve(config: Config) -> u8 {
     system.block_on(async move {
         let (storage, store) = match open(&config) {
             Ok(x) => x,
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return exit::FATAL;
-            }
+            Err(code) => return code,
         };
         let schedule = if config.cron.enabled {
             Schedule::parse(&config.cron.schedule, &config.cron.timezone).ok()
@@ -146,10 +148,7 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
     system.block_on(async move {
         let (storage, store) = match open(&config) {
             Ok(x) => x,
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return exit::FATAL;
-            }
+            Err(code) => return code,
         };
         let timeout = config.pipeline.shutdown_timeout;
         let pipeline =
@@ -244,10 +243,7 @@ pub fn dry_run(config: Config, force: bool) -> u8 {
     rt.block_on(async move {
         let (storage, store) = match open(&config) {
             Ok(x) => x,
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return exit::FATAL;
-            }
+            Err(code) => return code,
         };
         let state = match store.load() {
             Ok(s) => s.unwrap_or_default(),

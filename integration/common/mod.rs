@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use ics::config::{Config, S3Config, StorageConfig};
 use ics::secret::Secret;
-use image::{DynamicImage, GenericImageView};
+use image::DynamicImage;
 
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/images").join(name)
@@ -87,20 +87,9 @@ pub fn s3_config(bucket: &str) -> Config {
     c
 }
 
-/// PSNR over RGB with alpha composited on black.
+/// PSNR of `b` against `a` (same size required).
 pub fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
-    assert_eq!(a.dimensions(), b.dimensions(), "sizes differ");
-    let (a, b) = (a.to_rgba8(), b.to_rgba8());
-    let mut se = 0f64;
-    for (p, q) in a.pixels().zip(b.pixels()) {
-        for c in 0..3 {
-            let x = f64::from(p[c]) * f64::from(p[3]) / 255.0;
-            let y = f64::from(q[c]) * f64::from(q[3]) / 255.0;
-            se += (x - y) * (x - y);
-        }
-    }
-    let mse = se / (a.len() as f64 / 4.0 * 3.0);
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+    ics::convert::psnr(a, b).expect("images of the same size")
 }
 
 /// How the source is meant to look (oriented fixtures: the upright ground truth).

@@ -262,6 +262,26 @@ fn few_colours(pixels: &[u8], channels: usize) -> bool {
     true
 }
 
+/// Peak signal-to-noise ratio (dB) between two images of one size, over RGB with
+/// transparent pixels composited on black: how closely a WebP resembles its source.
+/// `None` when the sizes differ; infinity when identical.
+pub fn psnr(a: &DynamicImage, b: &DynamicImage) -> Option<f64> {
+    if a.dimensions() != b.dimensions() {
+        return None;
+    }
+    let (a, b) = (a.to_rgba8(), b.to_rgba8());
+    let mut se = 0f64;
+    for (p, q) in a.pixels().zip(b.pixels()) {
+        for c in 0..3 {
+            let x = f64::from(p[c]) * f64::from(p[3]) / 255.0;
+            let y = f64::from(q[c]) * f64::from(q[3]) / 255.0;
+            se += (x - y) * (x - y);
+        }
+    }
+    let mse = se / (a.len() as f64 / 4.0 * 3.0);
+    Some(if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() })
+}
+
 /// The decoded pixels of a still WebP as an image (tests and quality checks).
 pub fn decode_webp(webp: &[u8]) -> Option<DynamicImage> {
     let (w, h, rgba) = webp::decode_rgba(webp)?;

@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 
-use image::{DynamicImage, GenericImageView};
+use image::DynamicImage;
 
 use super::*;
+
+fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    super::psnr(a, b).expect("same size")
+}
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/images").join(name);
@@ -25,22 +29,6 @@ fn fail(name: &str, o: &ConvertOptions) -> ConvertError {
         Ok(c) => panic!("{name} converted ({}x{}) but should fail", c.width, c.height),
         Err(e) => e,
     }
-}
-
-/// PSNR over RGB, with transparent pixels composited on black first.
-pub(crate) fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
-    assert_eq!(a.dimensions(), b.dimensions(), "sizes differ");
-    let (a, b) = (a.to_rgba8(), b.to_rgba8());
-    let mut se = 0f64;
-    for (p, q) in a.pixels().zip(b.pixels()) {
-        for c in 0..3 {
-            let x = f64::from(p[c]) * f64::from(p[3]) / 255.0;
-            let y = f64::from(q[c]) * f64::from(q[3]) / 255.0;
-            se += (x - y) * (x - y);
-        }
-    }
-    let mse = se / (a.len() as f64 / 4.0 * 3.0);
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
 }
 
 fn reference(name: &str) -> DynamicImage {

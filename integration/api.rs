@@ -522,6 +522,9 @@ fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
             assert_eq!(v["error"], "url_not_allowed", "{source}: {v}");
         }
     }
+    // An allowed, reachable host that has no such image.
+    let r = server.post("/api/convert", json!({"source": format!("http://{ext}/missing.jpg")}));
+    assert_error(&r, 404, "url_not_accessible");
     // The loopback origin was never contacted.
     assert!(origin.requests.lock().unwrap().is_empty());
 }

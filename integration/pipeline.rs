@@ -367,3 +367,17 @@ fn schedule_prints_the_next_fire_times() {
     let bad = env.command(&["schedule", "--after", "yesterday"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(64));
 }
+
+#[test]
+fn state_initial_now_ignores_what_is_already_there() {
+    let env = Env::new("initial", "state: {initial: now}\n");
+    env.put_many(image_set("i", 3));
+    std::thread::sleep(Duration::from_millis(1100)); // LastModified has 1 s resolution
+    let (code, first) = env.run_once();
+    assert_eq!((code, n(&first, "converted"), n(&first, "skipped")), (0, 0, 3), "{first}");
+    std::thread::sleep(Duration::from_millis(1100));
+    env.put("i/new.png", fixture("png_rgb.png"));
+    let (_, second) = env.run_once();
+    assert_eq!(n(&second, "converted"), 1, "{second}");
+    assert_eq!(env.webps().keys().collect::<Vec<_>>(), ["i/new.webp"]);
+}

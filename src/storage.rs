@@ -135,6 +135,20 @@ impl Storage {
             .with_secret_access_key(c.secret_key.expose())
             .with_virtual_hosted_style_request(c.virtual_hosted_style)
             .with_allow_http(c.endpoint.starts_with("http://"))
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig {
+                    init_backoff: c.retry.initial_backoff,
+                    max_backoff: std::time::Duration::from_secs(15),
+                    base: 2.0,
+                },
+                max_retries: c.retry.max_retries,
+                retry_timeout: c.retry.retry_timeout,
+            })
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(c.retry.request_timeout)
+                    .with_allow_http(c.endpoint.starts_with("http://")),
+            )
             .build()
             .map_err(|e| StorageError::Setup(format!("S3 bucket {} at {}: {e}", c.bucket, c.endpoint)))?;
         Ok(Self { store: Arc::new(store), bucket: c.bucket.clone(), kind: BackendKind::S3, root: None })

@@ -83,6 +83,7 @@ pub fn s3_config(bucket: &str) -> Config {
         access_key: Secret::new(env.access_key),
         secret_key: Secret::new(env.secret_key),
         virtual_hosted_style: false,
+        retry: Default::default(),
     });
     c
 }

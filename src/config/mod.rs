@@ -109,6 +109,28 @@ pub struct S3Config {
     pub access_key: Secret,
     pub secret_key: Secret,
     pub virtual_hosted_style: bool,
+    pub retry: RetrySettings,
+}
+
+/// How S3 requests are retried: transient errors (5xx, `SlowDown`, connection resets,
+/// timeouts) with exponential backoff and jitter, bounded by count and by time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySettings {
+    pub max_retries: usize,
+    pub retry_timeout: std::time::Duration,
+    pub initial_backoff: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_retries: 10,
+            retry_timeout: std::time::Duration::from_secs(180),
+            initial_backoff: std::time::Duration::from_millis(100),
+            request_timeout: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// `cron:` validated.

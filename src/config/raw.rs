@@ -65,6 +65,10 @@ pub struct RawStorage {
     /// `r2.bucket` is set (a Go server's file), otherwise `local`.
     pub backend: Option<String>,
     pub local_root: Option<String>,
+    pub max_retries: Option<i64>,
+    pub retry_timeout_seconds: Option<i64>,
+    pub initial_backoff_ms: Option<i64>,
+    pub request_timeout_seconds: Option<i64>,
 }
 
 /// `conversion:` — which images are converted and how.

@@ -214,6 +214,27 @@ fn storage(s: &RawStorage, r2: &RawR2) -> Result<StorageConfig, ConfigError> {
                 access_key: r2.access_key.clone(),
                 secret_key: r2.secret_key.clone(),
                 virtual_hosted_style: r2.virtual_hosted_style.unwrap_or(false),
+                retry: RetrySettings {
+                    max_retries: int_in("storage.max_retries", s.max_retries.unwrap_or(10), 0, 100)?,
+                    retry_timeout: secs(int_in(
+                        "storage.retry_timeout_seconds",
+                        s.retry_timeout_seconds.unwrap_or(180),
+                        1,
+                        3600,
+                    )?),
+                    initial_backoff: std::time::Duration::from_millis(int_in(
+                        "storage.initial_backoff_ms",
+                        s.initial_backoff_ms.unwrap_or(100),
+                        1,
+                        60_000,
+                    )?),
+                    request_timeout: secs(int_in(
+                        "storage.request_timeout_seconds",
+                        s.request_timeout_seconds.unwrap_or(60),
+                        1,
+                        3600,
+                    )?),
+                },
             }))
         }
         other => Err(ConfigError::invalid("storage.backend", other, "local, r2 (or s3) or memory")),

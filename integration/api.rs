@@ -528,3 +528,27 @@ fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
     // The loopback origin was never contacted.
     assert!(origin.requests.lock().unwrap().is_empty());
 }
+
+#[test]
+fn more_concurrent_conversions_than_admitted_get_503_busy_and_the_rest_succeed() {
+    let bucket = new_bucket("api-busy");
+    put(&bucket, "b/big.jpg", fixture("jpeg_progressive.jpg"));
+    let server = Server::start(Some(&bucket), "pipeline: {workers: 1}\napi: {max_queued_conversions: 2}\n");
+    let url = format!("{}/api/convert?source=b/big.jpg&width=300", server.base);
+    let threads: Vec<_> = (0..12)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || http("GET", &url, None, &[]))
+        })
+        .collect();
+    let results: Vec<Resp> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.status == 200).count();
+    let busy = results.iter().filter(|r| r.status == 503).count();
+    assert_eq!(ok + busy, 12, "{:?}", results.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(ok >= 2 && busy >= 1, "ok {ok}, busy {busy}");
+    for r in results.iter().filter(|r| r.status == 503) {
+        assert_eq!(r.json()["error"], "busy");
+    }
+    // Still serving afterwards.
+    assert_eq!(server.get("/api/convert?source=b/big.jpg").status, 200);
+}

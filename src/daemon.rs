@@ -258,6 +258,7 @@ pub fn dry_run(config: Config, force: bool) -> u8 {
             reprocess_from: state.reprocess_from,
             force,
             now: chrono::Utc::now(),
+            upto: None,
         };
         let mut planner = Planner::new(rules, Arc::new(state));
         let mut listing = storage.list_ordered(None);

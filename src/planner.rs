@@ -60,6 +60,8 @@ pub struct PlanRules {
     /// Re-convert everything (`run-once --force`).
     pub force: bool,
     pub now: DateTime<Utc>,
+    /// Only sources at or before this key (the wrap-around pass of a resumed run).
+    pub upto: Option<String>,
 }
 
 /// Turns a key-ordered listing into decisions, released in source-key order.
@@ -115,6 +117,8 @@ impl Planner {
                 let d = self.decide(output, sources, Some(&obj));
                 self.hold(d);
             }
+        } else if self.rules.upto.as_deref().is_some_and(|u| obj.key.as_str() > u) {
+            // Past the wrap-around pass's end: the main pass saw it.
         } else if naming::is_candidate(&obj.key, &self.rules.formats) {
             if self.rules.ignore_before.is_some_and(|t| obj.last_modified < t) {
                 self.hold(Decision::Skip { source: obj, reason: SkipReason::TooOld });
@@ -181,6 +185,7 @@ mod tests {
             reprocess_from: None,
             force: false,
             now: Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap(),
+            upto: None,
         }
     }
 

@@ -80,15 +80,31 @@ const REPORT_EVERY: u64 = 500;
 
 impl ListingJob {
     async fn run(self, start: RunStart) {
+        // A resumed run lists after its cursor, then wraps around to list up to it again:
+        // sources that arrived before the cursor while the daemon was down are not left
+        // for the next run. (The repeat is cheap: up-to-date sources are skipped.)
+        let mut error = self.pass(&start, start.cursor.as_deref(), None).await;
+        if let (None, Some(cursor)) = (&error, &start.cursor)
+            && !start.stopping.load(Ordering::SeqCst)
+        {
+            error = self.pass(&start, None, Some(cursor.clone())).await;
+        }
+        self.state_keeper.do_send(ListingFinished { error });
+    }
+
+    /// Lists after `offset` (up to `upto`), planning and dispatching; the error, if the
+    /// listing failed.
+    async fn pass(&self, start: &RunStart, offset: Option<&str>, upto: Option<String>) -> Option<String> {
         let rules = PlanRules {
             formats: self.config.formats.clone(),
             ignore_before: start.state.ignore_before,
             reprocess_from: start.state.reprocess_from,
             force: start.force,
             now: chrono::Utc::now(),
+            upto: upto.clone(),
         };
         let mut planner = Planner::new(rules, start.state.clone());
-        let mut listing = self.storage.list_ordered(start.cursor.as_deref());
+        let mut listing = self.storage.list_ordered(offset);
         let (mut listed, mut skipped) = (0u64, 0u64);
         let mut decisions = Vec::new();
         let mut error = None;
@@ -106,7 +122,10 @@ impl ListingJob {
             listed += 1;
             let key = obj.key.clone();
             planner.push(obj, &mut decisions);
-            skipped += self.act(&start, decisions.drain(..)).await;
+            skipped += self.act(start, decisions.drain(..)).await;
+            if upto.as_deref().is_some_and(|u| key.as_str() > u) && planner.first_pending().is_none() {
+                break;
+            }
             if listed % REPORT_EVERY == 0 {
                 // Keys below the first source still waiting for its WebP are all decided.
                 let position = planner.first_pending().is_none().then_some(key);
@@ -116,10 +135,10 @@ impl ListingJob {
         }
         if error.is_none() && !start.stopping.load(Ordering::SeqCst) {
             planner.finish(&mut decisions);
-            skipped += self.act(&start, decisions.drain(..)).await;
+            skipped += self.act(start, decisions.drain(..)).await;
         }
         self.state_keeper.do_send(RecordListed { position: None, listed, skipped });
-        self.state_keeper.do_send(ListingFinished { error });
+        error
     }
 
     /// Carries out decisions; returns how many were skips.

@@ -311,6 +311,7 @@ impl Handler<BeginRun> for StateKeeper {
                 e => BeginError::Lock(e),
             })?;
         let now = Utc::now();
+        self.store.clean_up();
         // Another process may have written the state since we last looked.
         self.state = self.store.load()?.unwrap_or_else(|| self.initial_state(now));
         if let Some(t) = self.state.notice_hand_edit() {

@@ -28,6 +28,8 @@ pub trait StateStore: Send + Sync {
     fn load(&self) -> Result<Option<State>, StateError>;
     /// Replaces the stored state atomically: a reader sees the old or the new state whole.
     fn save(&self, state: &State) -> Result<(), StateError>;
+    /// Removes what a writer killed mid-save left behind (call while holding the run lock).
+    fn clean_up(&self) {}
 }
 
 /// `state.json` in a directory.
@@ -72,6 +74,17 @@ impl StateStore for FileStateStore {
                     "State file is corrupt; moved aside and starting as if there were none"
                 );
                 Ok(None)
+            }
+        }
+    }
+
+    fn clean_up(&self) {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".state.json.") {
+                tracing::warn!(path = %e.path().display(), "Removing a state temp file left by a killed process");
+                let _ = fs::remove_file(e.path());
             }
         }
     }

@@ -10,25 +10,15 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use ics::storage::{ObjectInfo, Storage};
 
-const BIN: &str = env!("CARGO_BIN_EXE_image-converting-server");
 const MAX_IN_FLIGHT: usize = 3;
 
 fn command(bucket: &str, state: &std::path::Path) -> Command {
-    let s3 = s3_env();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = binary_on_s3(bucket, state);
     cmd.args(["run-once", "--json"])
-        .env("ICS__STORAGE__BACKEND", "r2")
-        .env("R2_ENDPOINT", &s3.endpoint)
-        .env("R2_BUCKET", bucket)
-        .env("R2_ACCESS_KEY", &s3.access_key)
-        .env("R2_SECRET_KEY", &s3.secret_key)
-        .env("ICS__R2__REGION", &s3.region)
-        .env("ICS__STATE__DIR", state)
         .env("ICS__STATE__CHECKPOINT_EVERY", "4")
         .env("ICS__PIPELINE__WORKERS", "1")
         .env("ICS__PIPELINE__MAX_IN_FLIGHT", MAX_IN_FLIGHT.to_string())
@@ -60,20 +50,7 @@ fn twenty_random_kills_lose_nothing_and_redo_little() {
         "bmp_rgb24.bmp",
     ];
     let total = 90;
-    rt.block_on(async {
-        let puts: Vec<_> = futures::stream::iter(0..total)
-            .map(|i| {
-                let (s, name) = (storage.clone(), images[i % images.len()]);
-                let ext = name.rsplit('.').next().unwrap().to_owned();
-                async move {
-                    s.put(&format!("k/{i:03}.{ext}"), Bytes::from(fixture(name)), "application/octet-stream").await
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        assert!(puts.iter().all(Result::is_ok));
-    });
+    fill_cycled(&rt, &storage, "k", total, &images);
     let state = tempfile::tempdir().unwrap();
     let mut seed: u64 = 0x00c0_ffee;
     let mut kills = 0;

@@ -8,17 +8,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use ics::storage::Storage;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_image-converting-server");
 
 /// Counts of what the proxy did.
 #[derive(Default)]
@@ -156,16 +152,9 @@ fn serve(client: TcpStream, upstream: &str, on: &AtomicBool, tally: &Tally, rng:
 }
 
 fn run_once(proxy: &str, bucket: &str, state: &std::path::Path) -> (i32, Value) {
-    let s3 = s3_env();
-    let out = Command::new(BIN)
+    let out = binary_on_s3(bucket, state)
         .args(["run-once", "--json"])
-        .env("ICS__STORAGE__BACKEND", "r2")
         .env("R2_ENDPOINT", format!("http://{proxy}"))
-        .env("R2_BUCKET", bucket)
-        .env("R2_ACCESS_KEY", &s3.access_key)
-        .env("R2_SECRET_KEY", &s3.secret_key)
-        .env("ICS__R2__REGION", &s3.region)
-        .env("ICS__STATE__DIR", state)
         .env("ICS__STATE__RETRY_BASE_MINUTES", "0")
         .env("ICS__STORAGE__MAX_RETRIES", "3")
         .env("ICS__STORAGE__INITIAL_BACKOFF_MS", "20")
@@ -194,20 +183,7 @@ fn a_run_under_twenty_percent_injected_errors_converts_or_accounts_for_everythin
         "jpeg_progressive.jpg",
     ];
     let total = 30;
-    rt.block_on(async {
-        let puts: Vec<_> = futures::stream::iter(0..total)
-            .map(|i| {
-                let (s, name) = (storage.clone(), images[i % images.len()]);
-                let ext = name.rsplit('.').next().unwrap().to_owned();
-                async move {
-                    s.put(&format!("f/img{i:03}.{ext}"), Bytes::from(fixture(name)), "application/octet-stream").await
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        assert!(puts.iter().all(Result::is_ok));
-    });
+    fill_cycled(&rt, &storage, "f", total, &images);
     let upstream = s3.endpoint.trim_start_matches("http://").to_owned();
     let proxy = FaultProxy::start(upstream, 20, 0x5eed);
     let state = tempfile::tempdir().unwrap();

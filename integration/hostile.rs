@@ -4,13 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use bytes::Bytes;
 use common::*;
 use ics::storage::Storage;
 
-const BIN: &str = env!("CARGO_BIN_EXE_image-converting-server");
 /// Peak RSS bound for a run over the hostile corpus.
 const PEAK_RSS_BOUND_MB: f64 = 150.0;
 
@@ -74,17 +73,9 @@ fn a_hostile_corpus_fails_specifically_and_memory_stays_bounded() {
     for (key, data, _) in &cases {
         rt.block_on(storage.put(key, Bytes::from(data.clone()), "application/octet-stream")).unwrap();
     }
-    let s3 = s3_env();
     let state = tempfile::tempdir().unwrap();
-    let child = Command::new(BIN)
+    let child = binary_on_s3(&bucket, state.path())
         .args(["run-once", "--json"])
-        .env("ICS__STORAGE__BACKEND", "r2")
-        .env("R2_ENDPOINT", &s3.endpoint)
-        .env("R2_BUCKET", &bucket)
-        .env("R2_ACCESS_KEY", &s3.access_key)
-        .env("R2_SECRET_KEY", &s3.secret_key)
-        .env("ICS__R2__REGION", &s3.region)
-        .env("ICS__STATE__DIR", state.path())
         .env("ICS__CONVERSION__MAX_SIZE_MB", "2")
         .env("ICS__CONVERSION__SKIP_IF_LARGER", "false")
         .env("ICS__LOG__LEVEL", "error")

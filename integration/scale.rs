@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Instant;
 
 use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use ics::storage::Storage;
-
-const BIN: &str = env!("CARGO_BIN_EXE_image-converting-server");
 
 /// The bound stated in ARCHITECTURE.md for a run's peak RSS, whatever the object count.
 const PEAK_RSS_BOUND_MB: f64 = 150.0;
@@ -20,16 +17,8 @@ const PEAK_RSS_BOUND_MB: f64 = 150.0;
 // The child is reaped by wait4, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
 fn run_measured(bucket: &str, state: &std::path::Path) -> (serde_json::Value, f64) {
-    let s3 = s3_env();
-    let child = Command::new(BIN)
+    let child = binary_on_s3(bucket, state)
         .args(["run-once", "--json"])
-        .env("ICS__STORAGE__BACKEND", "r2")
-        .env("R2_ENDPOINT", &s3.endpoint)
-        .env("R2_BUCKET", bucket)
-        .env("R2_ACCESS_KEY", &s3.access_key)
-        .env("R2_SECRET_KEY", &s3.secret_key)
-        .env("ICS__R2__REGION", &s3.region)
-        .env("ICS__STATE__DIR", state)
         .env("ICS__LOG__LEVEL", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -99,3 +99,49 @@ pub fn displayed(name: &str) -> DynamicImage {
         if name.starts_with("jpeg_orient") || name.starts_with("jpeg_exif") { "orient_upright.png" } else { name };
     image::load_from_memory(&fixture(file)).unwrap()
 }
+
+/// The binary, set to use `bucket` on the test server and `state` as its state directory
+/// (inherited `ICS__*` and `R2_*` variables removed).
+pub fn binary_on_s3(bucket: &str, state: &std::path::Path) -> std::process::Command {
+    let s3 = s3_env();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_image-converting-server"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ICS__") || k.starts_with("R2_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("ICS__STORAGE__BACKEND", "r2")
+        .env("R2_ENDPOINT", &s3.endpoint)
+        .env("R2_BUCKET", bucket)
+        .env("R2_ACCESS_KEY", &s3.access_key)
+        .env("R2_SECRET_KEY", &s3.secret_key)
+        .env("ICS__R2__REGION", &s3.region)
+        .env("ICS__STATE__DIR", state);
+    cmd
+}
+
+/// Uploads `count` sources `prefix/NNN.ext`, cycling through the fixtures `names`.
+pub fn fill_cycled(
+    rt: &tokio::runtime::Runtime,
+    storage: &ics::storage::Storage,
+    prefix: &str,
+    count: usize,
+    names: &[&str],
+) {
+    use futures::StreamExt;
+    let items: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|i| {
+            let name = names[i % names.len()];
+            let ext = name.rsplit('.').next().unwrap();
+            (format!("{prefix}/{i:03}.{ext}"), fixture(name))
+        })
+        .collect();
+    let results: Vec<_> = rt.block_on(
+        futures::stream::iter(items)
+            .map(|(k, d)| {
+                let s = storage.clone();
+                async move { s.put(&k, bytes::Bytes::from(d), "application/octet-stream").await }
+            })
+            .buffer_unordered(8)
+            .collect(),
+    );
+    assert!(results.iter().all(Result::is_ok), "upload failed");
+}

@@ -552,3 +552,28 @@ fn more_concurrent_conversions_than_admitted_get_503_busy_and_the_rest_succeed()
     // Still serving afterwards.
     assert_eq!(server.get("/api/convert?source=b/big.jpg").status, 200);
 }
+
+/// A GIF of `frames` 1x1 frames, each shown for the longest delay GIF allows (655.35 s).
+fn endless_gif(frames: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut out);
+        enc.set_repeat(image::codecs::gif::Repeat::Infinite).unwrap();
+        let delay = image::Delay::from_numer_denom_ms(655_350, 1);
+        let frames = (0..frames).map(|i| {
+            let px = image::Rgba([(i % 251) as u8, 0, 0, 255]);
+            image::Frame::from_parts(image::RgbaImage::from_pixel(1, 1, px), 0, 0, delay)
+        });
+        enc.encode_frames(frames).unwrap();
+    }
+    out
+}
+
+#[test]
+fn an_encoder_failure_is_500_conversion_failed() {
+    // 3,300 frames x 655.35 s is longer than libwebp's animation timestamps can count.
+    let bucket = new_bucket("api-encode");
+    put(&bucket, "e/endless.gif", endless_gif(3300));
+    let server = Server::start(Some(&bucket), "conversion: {max_frames: 5000}\n");
+    assert_error(&server.get("/api/convert?source=e/endless.gif"), 500, "conversion_failed");
+}

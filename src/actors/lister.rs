@@ -182,6 +182,10 @@ impl ListingJob {
     /// Waits for a free slot, then downloads the source and hands it to the pool.
     async fn dispatch(&self, start: &RunStart, source: ObjectInfo, output: String) {
         let slot = self.slot().await;
+        // A stop may have come while we waited: start nothing new.
+        if start.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         self.state_keeper.do_send(RecordQueued { key: source.key.clone() });
         let candidate = Candidate { run_id: start.id.clone(), source, output };
         let storage = self.storage.clone();

@@ -2,6 +2,8 @@
 //! that `scripts/test.sh` starts, and a config pointing at it.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -7,6 +7,7 @@
 
 mod auth;
 mod convert;
+mod deadline;
 pub mod error;
 mod remote;
 
@@ -60,6 +61,7 @@ impl AppState {
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let body_limit = state.config.api.max_body_bytes;
     let token = state.config.api.token.clone();
+    let body_time = std::time::Duration::from_secs(state.config.server.timeout_seconds);
     cfg.app_data(web::Data::new(state))
         .app_data(web::JsonConfig::default().limit(body_limit).error_handler(|e, _| json_error(e).into()))
         .app_data(web::PayloadConfig::default().limit(body_limit))
@@ -69,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .service(
             web::scope("/api")
                 .wrap(auth::RequireToken::new(token))
+                .wrap(actix_web::middleware::from_fn(move |req, next| deadline::limit_body_time(body_time, req, next)))
                 .service(
                     web::resource("/convert")
                         .route(web::get().to(convert::convert_get))
@@ -97,6 +100,9 @@ fn json_error(e: actix_web::error::JsonPayloadError) -> ApiError {
     match e {
         J::Overflow { .. } | J::OverflowKnownLength { .. } => {
             ApiError::new(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
+        }
+        J::Payload(p) if deadline::is_timeout(&p) => {
+            ApiError::new(actix_web::http::StatusCode::REQUEST_TIMEOUT, "request_timeout", p.to_string())
         }
         J::ContentType => ApiError::bad_request("invalid_request", "Content-Type must be application/json"),
         e => ApiError::bad_request("invalid_request", format!("invalid JSON body: {e}")),

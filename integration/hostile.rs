@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 
 use bytes::Bytes;
 use common::*;
@@ -41,8 +40,6 @@ fn tiff_with_huge_strip_count() -> Vec<u8> {
 }
 
 #[test]
-// The child is reaped by wait4 to read its peak RSS, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
 fn a_hostile_corpus_fails_specifically_and_memory_stays_bounded() {
     let bucket = new_bucket("hostile");
     let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
@@ -74,26 +71,16 @@ fn a_hostile_corpus_fails_specifically_and_memory_stays_bounded() {
         rt.block_on(storage.put(key, Bytes::from(data.clone()), "application/octet-stream")).unwrap();
     }
     let state = tempfile::tempdir().unwrap();
-    let child = binary_on_s3(&bucket, state.path())
-        .args(["run-once", "--json"])
+    let mut cmd = binary_on_s3(&bucket, state.path());
+    cmd.args(["run-once", "--json"])
         .env("ICS__CONVERSION__MAX_SIZE_MB", "2")
         .env("ICS__CONVERSION__SKIP_IF_LARGER", "false")
-        .env("ICS__LOG__LEVEL", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.unwrap(), &mut out).unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut err).unwrap();
-    assert!(!err.contains("panicked"), "{err}");
-    let summary: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("no summary: {out}{err}"));
-    assert_eq!(libc::WEXITSTATUS(status), 2, "some failed: {summary}");
+        .env("ICS__LOG__LEVEL", "error");
+    let m = run_with_peak_rss(cmd);
+    assert!(!m.stderr.contains("panicked"), "{}", m.stderr);
+    let summary: serde_json::Value =
+        serde_json::from_str(&m.stdout).unwrap_or_else(|_| panic!("no summary: {}{}", m.stdout, m.stderr));
+    assert_eq!(m.exit_code, 2, "some failed: {summary}");
     let failures: BTreeMap<String, String> = summary["failures"]
         .as_array()
         .unwrap()
@@ -107,7 +94,7 @@ fn a_hostile_corpus_fails_specifically_and_memory_stays_bounded() {
         }
     }
     assert_eq!(summary["converted"], 5, "{summary}");
-    let peak_mb = usage.ru_maxrss as f64 / 1024.0;
+    let peak_mb = m.peak_rss_mb;
     eprintln!("hostile corpus: peak RSS {peak_mb:.1} MB");
     assert!(peak_mb < PEAK_RSS_BOUND_MB, "peak RSS {peak_mb:.1} MB");
 }

@@ -13,26 +13,14 @@ use ics::storage::Storage;
 /// The bound stated in ARCHITECTURE.md for a run's peak RSS, whatever the object count.
 const PEAK_RSS_BOUND_MB: f64 = 150.0;
 
-/// Runs `run-once --json` and returns (summary, peak RSS in MB) from wait4's rusage.
-// The child is reaped by wait4, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
+/// Runs `run-once --json` and returns (summary, peak RSS in MB).
 fn run_measured(bucket: &str, state: &std::path::Path) -> (serde_json::Value, f64) {
-    let child = binary_on_s3(bucket, state)
-        .args(["run-once", "--json"])
-        .env("ICS__LOG__LEVEL", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // Reap the child ourselves to read its own peak RSS (ru_maxrss, in KiB on Linux).
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid);
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.unwrap(), &mut out).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("no summary: {out}"));
-    (summary, usage.ru_maxrss as f64 / 1024.0)
+    let mut cmd = binary_on_s3(bucket, state);
+    cmd.args(["run-once", "--json"]).env("ICS__LOG__LEVEL", "warn");
+    let m = run_with_peak_rss(cmd);
+    let summary: serde_json::Value =
+        serde_json::from_str(&m.stdout).unwrap_or_else(|_| panic!("no summary: {}{}", m.stdout, m.stderr));
+    (summary, m.peak_rss_mb)
 }
 
 async fn fill(storage: &Storage, count: usize, images: usize) {

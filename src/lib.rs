@@ -23,6 +23,7 @@ pub mod convert;
 pub mod daemon;
 pub mod job;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod naming;

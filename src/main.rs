@@ -24,5 +24,6 @@ fn main() -> ExitCode {
         }
     };
     ics::logging::init(&config.log);
+    ics::memory::return_large_frees_to_the_os();
     cli::run(cli, config)
 }

@@ -147,3 +147,38 @@ pub fn fill_cycled(
     );
     assert!(results.iter().all(Result::is_ok), "upload failed");
 }
+
+/// What a measured run of the binary left.
+pub struct Measured {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    pub peak_rss_mb: f64,
+}
+
+/// Runs `cmd` to its end and measures its peak RSS (wait4's rusage).
+// The child is reaped by wait4, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn run_with_peak_rss(mut cmd: std::process::Command) -> Measured {
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    // Reap the child ourselves to read its own peak RSS (ru_maxrss, in KiB on Linux).
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    Measured {
+        stdout,
+        stderr: stderr.join().unwrap(),
+        exit_code: libc::WEXITSTATUS(status),
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    }
+}

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::state_keeper::{RecordDone, StateKeeper};
 use super::uploader::{UploadWebp, Uploader};
 use crate::convert::{self, ConvertError, ConvertOptions};
+use crate::memory::Reservation;
 use crate::model::{Candidate, ItemOutcome, Slot};
 
 /// Converts one downloaded source.
@@ -23,6 +24,8 @@ pub struct ConvertImage {
     pub candidate: Candidate,
     pub bytes: Bytes,
     pub slot: Slot,
+    /// Released as soon as the WebP is made (decoded pixels freed).
+    pub memory: Reservation,
 }
 
 /// Converts bytes for an on-demand request (the API) and answers with the result.
@@ -66,11 +69,11 @@ impl Handler<ConvertImage> for Converter {
     type Result = ();
 
     fn handle(&mut self, msg: ConvertImage, _: &mut SyncContext<Self>) {
-        let ConvertImage { candidate, bytes, slot } = msg;
+        let ConvertImage { candidate, bytes, slot, memory } = msg;
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| convert::convert(&bytes, &self.opts, None)));
         let bytes_in = bytes.len() as u64;
-        drop(bytes);
+        drop((bytes, memory));
         let fail =
             |code: &str, reason: String, permanent: bool| ItemOutcome::Failed { code: code.into(), reason, permanent };
         let outcome = match result {

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use super::converter::{ConvertImage, Converter};
 use super::state_keeper::{ListingFinished, RecordDone, RecordListed, RecordQueued, RunStart, StateKeeper};
 use crate::config::Config;
+use crate::memory::MemoryBudget;
 use crate::model::{Candidate, ItemOutcome, Slot};
 use crate::planner::{Decision, PlanRules, Planner};
 use crate::storage::{ObjectInfo, Storage};
@@ -33,6 +34,7 @@ pub struct Lister {
     state_keeper: Addr<StateKeeper>,
     converter: Addr<Converter>,
     slots: Arc<Semaphore>,
+    memory: MemoryBudget,
 }
 
 impl Lister {
@@ -41,9 +43,10 @@ impl Lister {
         storage: Storage,
         state_keeper: Addr<StateKeeper>,
         converter: Addr<Converter>,
+        memory: MemoryBudget,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.pipeline.max_in_flight));
-        Self { config, storage, state_keeper, converter, slots }
+        Self { config, storage, state_keeper, converter, slots, memory }
     }
 }
 
@@ -61,6 +64,7 @@ impl Handler<ListBucket> for Lister {
             state_keeper: self.state_keeper.clone(),
             converter: self.converter.clone(),
             slots: self.slots.clone(),
+            memory: self.memory.clone(),
         };
         actix::spawn(job.run(msg.start));
     }
@@ -73,6 +77,7 @@ struct ListingJob {
     state_keeper: Addr<StateKeeper>,
     converter: Addr<Converter>,
     slots: Arc<Semaphore>,
+    memory: MemoryBudget,
 }
 
 /// How often (in listed objects) progress is reported.
@@ -179,7 +184,8 @@ impl ListingJob {
         Slot(self.slots.clone().acquire_owned().await.expect("the semaphore is never closed"))
     }
 
-    /// Waits for a free slot, then downloads the source and hands it to the pool.
+    /// Waits for a free slot, then (in a task) for room in the memory budget for the
+    /// file, downloads it, waits for room to decode and encode it, and hands it to the pool.
     async fn dispatch(&self, start: &RunStart, source: ObjectInfo, output: String) {
         let slot = self.slot().await;
         // A stop may have come while we waited: start nothing new.
@@ -192,9 +198,14 @@ impl ListingJob {
         let converter = self.converter.clone();
         let state_keeper = self.state_keeper.clone();
         let max = self.config.convert.limits.max_input_bytes;
+        let budget = self.memory.clone();
         actix::spawn(async move {
+            let file = budget.reserve_file(candidate.source.size).await;
             match storage.get(&candidate.source.key, max).await {
-                Ok((_, bytes)) => converter.do_send(ConvertImage { candidate, bytes, slot }),
+                Ok((_, bytes)) => {
+                    let memory = budget.reserve_work(Some(file), &bytes).await;
+                    converter.do_send(ConvertImage { candidate, bytes, slot, memory })
+                }
                 Err(e) => {
                     let permanent = !e.is_transient();
                     let code = match &e {

@@ -26,6 +26,7 @@ pub mod state_keeper;
 pub mod uploader;
 pub mod webhook;
 
+use crate::memory::MemoryBudget;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -50,6 +51,8 @@ pub struct Pipeline {
     pub lister: Addr<Lister>,
     pub converter: Addr<Converter>,
     pub uploader: Addr<Uploader>,
+    /// Memory reserved by images being converted, runs' and the API's alike.
+    pub memory: MemoryBudget,
 }
 
 impl Pipeline {
@@ -71,8 +74,10 @@ impl Pipeline {
         let converter = SyncArbiter::start(config.pipeline.workers, move || {
             Converter::new(opts.clone(), skip, up.clone(), sk.clone())
         });
-        let lister = Lister::new(config.clone(), storage, state_keeper.clone(), converter.clone()).start();
+        let memory = MemoryBudget::new(config.pipeline.memory_budget_mb);
+        let lister =
+            Lister::new(config.clone(), storage, state_keeper.clone(), converter.clone(), memory.clone()).start();
         let scheduler = Scheduler::new(schedule, run_on_start, state_keeper.clone(), lister.clone()).start();
-        Self { scheduler, state_keeper, lister, converter, uploader }
+        Self { scheduler, state_keeper, lister, converter, uploader, memory }
     }
 }

@@ -147,6 +147,7 @@ async fn convert_inner(state: &AppState, source: &str, resize: Option<ResizeSpec
         (key, bytes)
     };
     let original_size = bytes.len() as u64;
+    let memory = state.pipeline.memory.reserve_work(None, &bytes).await;
     let converted = state
         .pipeline
         .converter
@@ -158,6 +159,7 @@ async fn convert_inner(state: &AppState, source: &str, resize: Option<ResizeSpec
             api.message = format!("{source}: {}", api.message);
             api
         })?;
+    drop(memory); // the decoded pixels are gone; the WebP is small
     let output = destination(&key, resize.map(|_| (converted.width, converted.height)));
     let converted_size = converted.webp.len() as u64;
     state

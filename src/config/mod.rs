@@ -190,6 +190,8 @@ pub struct PipelineConfig {
     pub upload_concurrency: usize,
     /// How long SIGTERM waits for in-flight images.
     pub shutdown_timeout: std::time::Duration,
+    /// Memory that images being decoded and encoded may reserve at once (MiB).
+    pub memory_budget_mb: u32,
 }
 
 /// How log lines look.

@@ -174,6 +174,7 @@ pub struct RawPipeline {
     pub max_in_flight: Option<i64>,
     pub upload_concurrency: Option<i64>,
     pub shutdown_timeout_seconds: Option<i64>,
+    pub memory_budget_mb: Option<i64>,
 }
 
 /// `log:` — logging.

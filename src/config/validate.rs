@@ -128,6 +128,7 @@ impl Config {
                 0,
                 3600,
             )?),
+            memory_budget_mb: int_in("pipeline.memory_budget_mb", p.memory_budget_mb.unwrap_or(1024), 16, 1 << 20)?,
         };
         let a = raw.api;
         let mut trusted = Vec::new();

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Local S3-compatible server (moto) for the integration tests.
+# Local S3-compatible server (moto) for the integration tests, run by scripts/s3_server.py
+# (moto's own server plus a bulk-fill and a request-count hook for the scale tests).
 #
 #   bash scripts/s3-server.sh start   # install if needed, start, print env lines
 #   bash scripts/s3-server.sh env     # print env lines of the running server
@@ -93,11 +94,11 @@ installed() { # installed CMD... ; sets MOTO_CMD
 # Sets MOTO_CMD (array) to the command that runs the server.
 ensure_moto() {
     if venv_ok; then
-        MOTO_CMD=("$VENV/bin/moto_server")
+        MOTO_CMD=("$VENV/bin/python" "$ROOT/scripts/s3_server.py")
         return 0
     fi
     if target_ok; then
-        MOTO_CMD=(env "PYTHONPATH=$VENV/site" "$(cat "$VENV/site/.ics-s3-python")" -m moto.server)
+        MOTO_CMD=(env "PYTHONPATH=$VENV/site" "$(cat "$VENV/site/.ics-s3-python")" "$ROOT/scripts/s3_server.py")
         return 0
     fi
 
@@ -114,7 +115,7 @@ ensure_moto() {
             "$PY" -m pip --python "$VENV/bin/python" "${PIP_OPTS[@]}" "${MOTO_REQS[@]}" >&2
         fi || die "pip install into $VENV failed"
         echo "$MARK_TEXT" >"$VENV/.ics-s3-ok"
-        installed "$VENV/bin/moto_server"
+        installed "$VENV/bin/python" "$ROOT/scripts/s3_server.py"
         return 0
     fi
 
@@ -124,7 +125,7 @@ ensure_moto() {
         if "$PY" -m pip --python "$VENV/bin/python" "${PIP_OPTS[@]}" "${MOTO_REQS[@]}" >&2 &&
             [ -x "$VENV/bin/moto_server" ]; then
             echo "$MARK_TEXT" >"$VENV/.ics-s3-ok"
-            installed "$VENV/bin/moto_server"
+            installed "$VENV/bin/python" "$ROOT/scripts/s3_server.py"
             return 0
         fi
         log "host pip --python failed; trying a venv with its own pip"
@@ -143,7 +144,7 @@ ensure_moto() {
         "$VENV/bin/python" -m pip "${PIP_OPTS[@]}" "${MOTO_REQS[@]}" >&2 || die "pip install into $VENV failed"
         [ -x "$VENV/bin/moto_server" ] || die "moto_server missing after pip install"
         echo "$MARK_TEXT" >"$VENV/.ics-s3-ok"
-        installed "$VENV/bin/moto_server"
+        installed "$VENV/bin/python" "$ROOT/scripts/s3_server.py"
         return 0
     fi
 
@@ -157,7 +158,7 @@ ensure_moto() {
     "$PY" -m pip "${PIP_OPTS[@]}" --target "$VENV/site" "${MOTO_REQS[@]}" >&2 || die "pip install --target failed"
     "$PY" -c 'import sys; print(sys.executable)' >"$VENV/site/.ics-s3-python"
     echo "$MARK_TEXT" >"$VENV/site/.ics-s3-ok"
-    installed env "PYTHONPATH=$VENV/site" "$(cat "$VENV/site/.ics-s3-python")" -m moto.server
+    installed env "PYTHONPATH=$VENV/site" "$(cat "$VENV/site/.ics-s3-python")" "$ROOT/scripts/s3_server.py"
 }
 
 # ------------------------------------------------------------------ state ---
@@ -170,7 +171,7 @@ running_pid() {
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     if [ -r "/proc/$pid/cmdline" ]; then
-        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q moto || return 1
+        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -e moto -e s3_server.py || return 1
         # Zombie (exited, not yet reaped) does not count.
         [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
     fi

@@ -65,6 +65,48 @@ pub fn raw_request(endpoint: &str, method: &str, path: &str) -> u16 {
     resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
+/// Sends a request with a body to the test server; returns the status and the body.
+fn hook_request(method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let endpoint = s3_env().endpoint;
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(addr).expect("connect to the S3 test server");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// Stores `objects` (key, index into `bodies`) in `bucket` straight into the test
+/// server's backend (scripts/s3_server.py's /_ics/fill): 100,000 objects in seconds.
+pub fn fill_direct(bucket: &str, objects: &[(String, usize)], bodies: &[&[u8]]) {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    for chunk in objects.chunks(20_000) {
+        let body = serde_json::json!({
+            "bucket": bucket,
+            "bodies": bodies.iter().map(|b| hex(b)).collect::<Vec<_>>(),
+            "objects": chunk.iter().map(|(k, i)| serde_json::json!([k, i])).collect::<Vec<_>>(),
+        });
+        let (status, answer) = hook_request("POST", "/_ics/fill", body.to_string().as_bytes());
+        assert_eq!(status, 200, "fill: {answer}");
+    }
+}
+
+/// The S3 requests the test server served for `bucket` since the last reset, by kind
+/// (`LIST`, `GET`, `HEAD`, `PUT`, …); `reset` zeroes them afterwards.
+pub fn request_counts(bucket: &str, reset: bool) -> std::collections::BTreeMap<String, u64> {
+    let path = if reset { "/_ics/stats/reset" } else { "/_ics/stats" };
+    let (status, answer) = hook_request("GET", &format!("{path}?bucket={bucket}"), b"");
+    assert_eq!(status, 200, "stats: {answer}");
+    serde_json::from_str(&answer).unwrap()
+}
+
 /// Creates a fresh bucket with a unique name and returns it.
 pub fn new_bucket(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -1,0 +1,168 @@
+"""moto's S3 server, as `moto.server` runs it, plus two test hooks under /_ics/.
+
+    python s3_server.py -H 127.0.0.1 -p PORT
+
+- POST /_ics/fill  {"bucket": B, "bodies": [hex, ...], "objects": [[key, body_index], ...]}
+  stores the objects straight into moto's backend (no HTTP request per object), in list
+  order: scale tests fill 100,000 objects in seconds instead of minutes.
+- GET /_ics/stats?bucket=B  the S3 requests served for bucket B so far, by kind
+  ("LIST", "GET", "HEAD", "PUT", "DELETE", "POST", ...), so a test can prove a run makes
+  no per-object requests; GET /_ics/stats/reset?bucket=B returns them and zeroes them.
+
+Listing is made fast: moto sorts the whole bucket for every ListObjectsV2 page and
+renders each page through its generic botocore-model serializer (~1 s a page: a
+100,000-object listing took minutes). Here a bucket's sorted keys are cached until the
+next write request, pages are found by bisection, and plain pages (no delimiter, owner,
+encoding or checksum) are written as moto would write them. Everything
+else goes to moto as is. Only ever bound to 127.0.0.1 by scripts/s3-server.sh.
+"""
+
+import argparse
+import bisect
+import collections
+import json
+import threading
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.s3.models import FakeDeleteMarker, S3Backend, s3_backends
+from moto.s3.responses import S3Response
+from werkzeug.serving import run_simple
+
+STATS = collections.defaultdict(collections.Counter)
+LOCK = threading.Lock()
+# Sorted keys per (bucket, prefix), dropped before and after every write request.
+LISTINGS = {}
+MOTO_LIST_V2 = S3Backend.list_objects_v2
+
+
+def list_objects_v2(self, bucket, prefix, delimiter, continuation_token, start_after, max_keys):
+    if delimiter:
+        return MOTO_LIST_V2(self, bucket, prefix, delimiter, continuation_token, start_after, max_keys)
+    prefix = prefix or ""
+    cached = LISTINGS.get((bucket.name, prefix))
+    if cached is None:
+        keys = sorted(
+            (k for name, k in bucket.keys.items() if name.startswith(prefix) and not isinstance(k, FakeDeleteMarker)),
+            key=lambda k: k.name,
+        )
+        cached = (keys, [k.name for k in keys])
+        LISTINGS[(bucket.name, prefix)] = cached
+    keys, names = cached
+    after = self._pagination_tokens.get(continuation_token) if continuation_token else start_after
+    start = bisect.bisect_right(names, after) if after else 0
+    return self._truncate_result(keys[start : start + max_keys + 1], max_keys)
+
+
+S3Backend.list_objects_v2 = list_objects_v2
+MOTO_SERIALIZED = S3Response.serialized
+PLAIN_PAGE = {"Name", "Prefix", "MaxKeys", "KeyCount", "IsTruncated", "Contents", "NextContinuationToken", "StartAfter"}
+PLAIN_ITEM = {"Key", "LastModified", "ETag", "Size", "StorageClass"}
+
+
+def serialized(self, action_result):
+    r = action_result.result
+    plain = (
+        self.data.get("Action") == "ListObjectsV2"
+        and isinstance(r, dict)
+        and set(r) <= PLAIN_PAGE
+        and all(set(c) <= PLAIN_ITEM for c in r["Contents"])
+    )
+    if not plain:
+        return MOTO_SERIALIZED(self, action_result)
+    out = [
+        '<?xml version="1.0" encoding="utf-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+        f"<IsTruncated>{'true' if r['IsTruncated'] else 'false'}</IsTruncated>",
+    ]
+    for c in r["Contents"]:
+        out.append(
+            f"<Contents><Key>{escape(c['Key'])}</Key><LastModified>{c['LastModified']}</LastModified>"
+            f"<ETag>{escape(c['ETag'])}</ETag><Size>{c['Size']}</Size>"
+            f"<StorageClass>{c['StorageClass']}</StorageClass></Contents>"
+        )
+    out.append(f"<Name>{escape(r['Name'])}</Name>")
+    out.append(f"<Prefix>{escape(r['Prefix'])}</Prefix>" if r["Prefix"] else "<Prefix/>")
+    out.append(f"<MaxKeys>{r['MaxKeys']}</MaxKeys><KeyCount>{r['KeyCount']}</KeyCount>")
+    for field in ("NextContinuationToken", "StartAfter"):
+        if field in r:
+            out.append(f"<{field}>{escape(r[field])}</{field}>")
+    out.append("</ListBucketResult>")
+    headers = {"Content-Type": "application/xml"}
+    headers.update(self.response_headers)
+    return 200, headers, "".join(out)
+
+
+S3Response.serialized = serialized
+
+
+def backend():
+    return s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+
+
+def kind(method, path, query):
+    """LIST for a bucket-level GET without a sub-resource, else the method."""
+    parts = path.lstrip("/").split("/", 1)
+    if method == "GET" and (len(parts) == 1 or parts[1] == "") and "uploads" not in query:
+        return parts[0], "LIST"
+    return parts[0], method
+
+
+def reply(start_response, status, body):
+    data = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def fill(environ, start_response):
+    size = int(environ.get("CONTENT_LENGTH") or 0)
+    req = json.loads(environ["wsgi.input"].read(size))
+    bodies = [bytes.fromhex(b) for b in req["bodies"]]
+    b = backend()
+    LISTINGS.clear()
+    for key, index in req["objects"]:
+        b.put_object(req["bucket"], key, bodies[index])
+    LISTINGS.clear()
+    return reply(start_response, "200 OK", {"stored": len(req["objects"])})
+
+
+def make_app():
+    moto = DomainDispatcherApplication(create_backend_app)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if path == "/_ics/fill" and environ["REQUEST_METHOD"] == "POST":
+            return fill(environ, start_response)
+        if path.startswith("/_ics/stats"):
+            bucket = query.get("bucket", [""])[0]
+            with LOCK:
+                counts = dict(STATS.get(bucket, {}))
+                if path.endswith("/reset"):
+                    STATS.pop(bucket, None)
+            return reply(start_response, "200 OK", counts)
+        bucket, what = kind(environ["REQUEST_METHOD"], path, query)
+        with LOCK:
+            STATS[bucket][what] += 1
+        if what in ("LIST", "GET", "HEAD"):
+            return moto(environ, start_response)
+        LISTINGS.clear()
+        try:
+            return moto(environ, start_response)
+        finally:
+            LISTINGS.clear()
+
+    return app
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    args = parser.parse_args()
+    run_simple(args.host, args.port, make_app(), threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    main()

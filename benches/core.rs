@@ -121,6 +121,37 @@ fn main() {
     let runs = run_rounds(&samples, &opts, cwebp.as_ref(), settings.rounds);
     print_summary(&samples, &runs, cwebp.is_some());
     print_quality(&samples, &runs);
+    print_thread_level(&samples, &opts, settings.rounds);
+}
+
+/// One image at a time on an otherwise idle machine (an API request on an idle daemon):
+/// libwebp's `thread_level` off and on, alternately, over the largest files.
+fn print_thread_level(samples: &[Sample], opts: &ConvertOptions, rounds: usize) {
+    let mut largest: Vec<&Sample> = samples.iter().collect();
+    largest.sort_by_key(|s| std::cmp::Reverse(u64::from(s.width) * u64::from(s.height)));
+    largest.truncate(3);
+    let threaded = ConvertOptions { multithread: true, ..opts.clone() };
+    let (mut single, mut multi) = (Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        for mt in order {
+            let o = if mt { &threaded } else { opts };
+            let t = Instant::now();
+            for s in &largest {
+                convert(&s.bytes, o, None).expect("preflighted");
+            }
+            (if mt { &mut multi } else { &mut single }).push(t.elapsed().as_secs_f64());
+        }
+    }
+    let mp: f64 = largest.iter().map(|s| s.megapixels()).sum();
+    let (a, b) = (median(single), median(multi));
+    println!(
+        "\nthread_level, one image at a time ({} largest files, {mp:.1} MP): off {:.2} MP/s, on {:.2} MP/s (x{:.3})",
+        largest.len(),
+        mp / a,
+        mp / b,
+        a / b
+    );
 }
 
 impl Settings {

@@ -3,9 +3,13 @@
 //!
 //! A worker converts one image at a time and passes the WebP on to the Uploader, or the
 //! failure (or a "kept source") straight to the StateKeeper. A panic in the codecs is
-//! caught and reported as that image's failure; the worker lives on.
+//! caught and reported as that image's failure; the worker lives on. A worker that
+//! starts an image while every other worker is idle (an API request on an idle daemon,
+//! the last image of a run) lets libwebp use a second thread for it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -16,6 +20,9 @@ use super::uploader::{UploadWebp, Uploader};
 use crate::convert::{self, ConvertError, ConvertOptions};
 use crate::memory::Reservation;
 use crate::model::{Candidate, ItemOutcome, Slot};
+
+/// What converting one image yields: its WebP or its error.
+type Converted = Result<convert::Converted, ConvertError>;
 
 /// Converts one downloaded source.
 #[derive(Message)]
@@ -40,6 +47,9 @@ pub struct ConvertBytes {
 /// One worker of the pool.
 pub struct Converter {
     opts: ConvertOptions,
+    /// Workers converting right now, shared by the pool.
+    busy: Arc<AtomicUsize>,
+    workers: usize,
     skip_if_larger: bool,
     uploader: Addr<Uploader>,
     state_keeper: Addr<StateKeeper>,
@@ -48,11 +58,28 @@ pub struct Converter {
 impl Converter {
     pub fn new(
         opts: ConvertOptions,
+        pool: (Arc<AtomicUsize>, usize),
         skip_if_larger: bool,
         uploader: Addr<Uploader>,
         state_keeper: Addr<StateKeeper>,
     ) -> Self {
-        Self { opts, skip_if_larger, uploader, state_keeper }
+        Self { opts, busy: pool.0, workers: pool.1, skip_if_larger, uploader, state_keeper }
+    }
+
+    /// Converts (a panic caught as `Err`), with libwebp's second thread when no other
+    /// worker is busy.
+    fn convert(&self, bytes: &[u8], resize: Option<convert::ResizeSpec>) -> std::thread::Result<Converted> {
+        let others_busy = self.busy.fetch_add(1, Ordering::SeqCst);
+        let threaded;
+        let opts = if others_busy == 0 && self.workers > 1 && !self.opts.multithread {
+            threaded = ConvertOptions { multithread: true, ..self.opts.clone() };
+            &threaded
+        } else {
+            &self.opts
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| convert::convert(bytes, opts, resize)));
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        result
     }
 }
 
@@ -71,7 +98,7 @@ impl Handler<ConvertImage> for Converter {
     fn handle(&mut self, msg: ConvertImage, _: &mut SyncContext<Self>) {
         let ConvertImage { candidate, bytes, slot, memory } = msg;
         let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| convert::convert(&bytes, &self.opts, None)));
+        let result = self.convert(&bytes, None);
         let bytes_in = bytes.len() as u64;
         drop((bytes, memory));
         let fail =
@@ -109,7 +136,7 @@ impl Handler<ConvertBytes> for Converter {
     type Result = Result<convert::Converted, ConvertError>;
 
     fn handle(&mut self, msg: ConvertBytes, _: &mut SyncContext<Self>) -> Self::Result {
-        catch_unwind(AssertUnwindSafe(|| convert::convert(&msg.bytes, &self.opts, msg.resize))).unwrap_or_else(|_| {
+        self.convert(&msg.bytes, msg.resize).unwrap_or_else(|_| {
             Err(ConvertError::Encode(convert::webp::EncodeError("the image decoder or encoder panicked".into())))
         })
     }

@@ -28,6 +28,7 @@ pub mod webhook;
 
 use crate::memory::MemoryBudget;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use actix::prelude::*;
 
@@ -71,8 +72,9 @@ impl Pipeline {
         let uploader = Uploader::new(storage.clone(), state_keeper.clone(), config.pipeline.upload_concurrency).start();
         let (opts, skip, up, sk) =
             (config.convert.clone(), config.skip_if_larger, uploader.clone(), state_keeper.clone());
+        let pool = (Arc::new(AtomicUsize::new(0)), config.pipeline.workers);
         let converter = SyncArbiter::start(config.pipeline.workers, move || {
-            Converter::new(opts.clone(), skip, up.clone(), sk.clone())
+            Converter::new(opts.clone(), pool.clone(), skip, up.clone(), sk.clone())
         });
         let memory = MemoryBudget::new(config.pipeline.memory_budget_mb);
         let lister =

@@ -239,3 +239,13 @@ fn lossy_output_is_deterministic() {
     let src = fixture("jpeg_progressive.jpg");
     assert_eq!(convert(&src, &opts(), None).unwrap().webp, convert(&src, &opts(), None).unwrap().webp);
 }
+
+#[test]
+fn libwebp_threads_do_not_change_the_output() {
+    // The converter pool turns libwebp's second thread on when it is otherwise idle.
+    let threaded = ConvertOptions { multithread: true, ..opts() };
+    for name in ["jpeg_progressive.jpg", "png_alpha.png", "gif_animated.gif"] {
+        let src = fixture(name);
+        assert_eq!(convert(&src, &opts(), None).unwrap().webp, convert(&src, &threaded, None).unwrap().webp, "{name}");
+    }
+}

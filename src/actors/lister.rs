@@ -27,14 +27,9 @@ pub struct ListBucket {
     pub start: RunStart,
 }
 
-/// The actor.
+/// The actor: what each run's listing needs, handed to a task per run.
 pub struct Lister {
-    config: Arc<Config>,
-    storage: Storage,
-    state_keeper: Addr<StateKeeper>,
-    converter: Addr<Converter>,
-    slots: Arc<Semaphore>,
-    memory: MemoryBudget,
+    job: ListingJob,
 }
 
 impl Lister {
@@ -46,7 +41,7 @@ impl Lister {
         memory: MemoryBudget,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.pipeline.max_in_flight));
-        Self { config, storage, state_keeper, converter, slots, memory }
+        Self { job: ListingJob { config, storage, state_keeper, converter, slots, memory } }
     }
 }
 
@@ -58,19 +53,12 @@ impl Handler<ListBucket> for Lister {
     type Result = ();
 
     fn handle(&mut self, msg: ListBucket, _: &mut Context<Self>) {
-        let job = ListingJob {
-            config: self.config.clone(),
-            storage: self.storage.clone(),
-            state_keeper: self.state_keeper.clone(),
-            converter: self.converter.clone(),
-            slots: self.slots.clone(),
-            memory: self.memory.clone(),
-        };
-        actix::spawn(job.run(msg.start));
+        actix::spawn(self.job.clone().run(msg.start));
     }
 }
 
-/// One run's listing, run as a task on the Lister's arbiter.
+/// One run's listing, run as a task on the Lister's arbiter (the slots are shared by runs).
+#[derive(Clone)]
 struct ListingJob {
     config: Arc<Config>,
     storage: Storage,

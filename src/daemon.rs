@@ -127,7 +127,7 @@ fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::de
     let server = actix_web::HttpServer::new(move || {
         let state = state.clone();
         actix_web::App::new()
-            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(tracing_actix_web::TracingLogger::<crate::api::RequestSpans>::new())
             .configure(move |cfg| crate::api::configure(cfg, state))
     })
     .client_request_timeout(timeout)

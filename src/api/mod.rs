@@ -9,11 +9,13 @@ mod auth;
 mod convert;
 mod deadline;
 pub mod error;
+mod polling;
 mod remote;
 
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -23,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::storage::Storage;
 
 pub use error::ApiError;
+pub use polling::RequestSpans;
 pub use remote::{RemotePolicy, is_public};
 
 /// What every handler shares.
@@ -35,6 +38,7 @@ pub struct AppState {
     /// On-demand conversions admitted at once (waiting or running).
     pub api_slots: Arc<Semaphore>,
     pub remote: RemotePolicy,
+    pub status: Arc<polling::StatusSnapshot>,
     pub webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
 }
 
@@ -53,7 +57,7 @@ impl AppState {
             max_bytes: config.convert.limits.max_input_bytes,
         };
         let api_slots = Arc::new(Semaphore::new(config.api.max_queued_conversions));
-        Self { config, storage, pipeline, metrics, api_slots, remote, webhook }
+        Self { config, storage, pipeline, metrics, api_slots, remote, webhook, status: Default::default() }
     }
 }
 
@@ -130,6 +134,9 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(body) = state.status.fresh() {
+        return Ok(HttpResponse::Ok().content_type("application/json").body(body));
+    }
     let unavailable =
         |_| ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the pipeline is stopping");
     let progress = state.pipeline.state_keeper.send(GetProgress).await.map_err(unavailable)?;
@@ -137,11 +144,16 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut body = serde_json::to_value(&progress).expect("progress serialises");
     body["next_run"] = json!(next_run);
     body["schedule"] = json!(state.config.cron.enabled.then_some(&state.config.cron.schedule));
-    Ok(HttpResponse::Ok().json(body))
+    let body = Bytes::from(body.to_string());
+    state.status.store(body.clone());
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
 async fn start_run(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.pipeline.scheduler.send(RunNow { force: false }).await {
+    let started = state.pipeline.scheduler.send(RunNow { force: false }).await;
+    // The next poll must see the run (a snapshot taken meanwhile would not).
+    state.status.invalidate();
+    match started {
         Ok(Ok(handle)) => Ok(HttpResponse::Accepted().json(json!({"success": true, "run_id": handle.run_id}))),
         Ok(Err(BeginError::AlreadyRunning)) => {
             Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "already_running", "cron job is already running"))

@@ -133,6 +133,24 @@ async fn conditional_create_refuses_an_existing_object() {
 }
 
 #[tokio::test]
+async fn conditional_update_is_a_compare_and_swap() {
+    // The building block of bucket-held state and leases (issue 7): If-Match on the ETag read.
+    let bucket = new_bucket("cas");
+    let (s, _) = storage(&bucket);
+    let first = s.put_new("lease.json", Bytes::from_static(b"v1"), "application/json").await.unwrap().unwrap();
+    let second =
+        s.put_if_match("lease.json", Bytes::from_static(b"v2"), "application/json", &first).await.unwrap().unwrap();
+    assert_ne!(first, second);
+    // A writer still holding the first ETag loses, and the object is left as the winner wrote it.
+    let err = s.put_if_match("lease.json", Bytes::from_static(b"v3"), "application/json", &first).await.unwrap_err();
+    assert!(matches!(err, StorageError::Changed { .. }), "{err}");
+    assert_eq!(&s.get("lease.json", 10).await.unwrap().1[..], b"v2");
+    // So does one updating an object that is gone.
+    let err = s.put_if_match("gone.json", Bytes::from_static(b"x"), "application/json", &second).await.unwrap_err();
+    assert!(matches!(err, StorageError::Changed { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn wrong_credentials_or_bucket_are_errors_without_secrets() {
     let (s, _) = storage("no-such-bucket-here");
     let err = s.head("x.jpg").await.unwrap_err().to_string();

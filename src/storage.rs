@@ -17,6 +17,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
 };
 
 use crate::config::{S3Config, StorageConfig};
@@ -35,6 +36,9 @@ pub enum StorageError {
     TooLarge { key: String, size: u64, max: u64 },
     #[error("{key}: object already exists")]
     AlreadyExists { key: String },
+    /// A conditional update lost: the object is no longer the version it was read as.
+    #[error("{key}: object changed since it was read (ETag no longer matches)")]
+    Changed { key: String },
     #[error("cannot open storage: {0}")]
     Setup(String),
     #[error("{op} {key}: {source}")]
@@ -50,9 +54,9 @@ impl StorageError {
     fn backend(op: &'static str, key: &str, source: object_store::Error) -> Self {
         match source {
             object_store::Error::NotFound { .. } => Self::NotFound { key: key.to_owned() },
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-                Self::AlreadyExists { key: key.to_owned() }
-            }
+            object_store::Error::AlreadyExists { .. } => Self::AlreadyExists { key: key.to_owned() },
+            object_store::Error::Precondition { .. } if op == "update" => Self::Changed { key: key.to_owned() },
+            object_store::Error::Precondition { .. } => Self::AlreadyExists { key: key.to_owned() },
             source => Self::Backend { op, key: key.to_owned(), source },
         }
     }
@@ -259,6 +263,21 @@ impl Storage {
         self.put_mode(key, data, content_type, PutMode::Create).await
     }
 
+    /// Like [`Storage::put`] but only over the version with `etag` (`If-Match`), a
+    /// compare-and-swap; [`StorageError::Changed`] when the object is no longer that
+    /// version or is gone. Not available on the local backend (object_store has no
+    /// atomic compare-and-swap for files).
+    pub async fn put_if_match(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+        etag: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let version = UpdateVersion { e_tag: Some(etag.to_owned()), version: None };
+        self.put_mode(key, data, content_type, PutMode::Update(version)).await
+    }
+
     async fn put_mode(
         &self,
         key: &str,
@@ -272,12 +291,13 @@ impl Storage {
         if self.kind != BackendKind::Local {
             attributes.insert(Attribute::ContentType, content_type.to_owned().into());
         }
+        let op = if matches!(mode, PutMode::Update(_)) { "update" } else { "put" };
         let opts = PutOptions { mode, attributes, ..Default::default() };
         self.store
             .put_opts(&path, PutPayload::from_bytes(data), opts)
             .await
             .map(|r| r.e_tag)
-            .map_err(|e| StorageError::backend("put", key, e))
+            .map_err(|e| StorageError::backend(op, key, e))
     }
 
     /// The Content-Type an object is stored with, where the backend keeps one.
@@ -352,6 +372,13 @@ mod tests {
         assert!(matches!(
             s.put_new("x/a.webp", Bytes::new(), WEBP_CONTENT_TYPE).await,
             Err(StorageError::AlreadyExists { .. })
+        ));
+        let etag = s.head("x/a.webp").await.unwrap().etag.unwrap();
+        let next = s.put_if_match("x/a.webp", Bytes::from_static(b"RIFF2"), WEBP_CONTENT_TYPE, &etag).await.unwrap();
+        assert!(next.is_some_and(|n| n != etag));
+        assert!(matches!(
+            s.put_if_match("x/a.webp", Bytes::new(), WEBP_CONTENT_TYPE, &etag).await,
+            Err(StorageError::Changed { .. })
         ));
         let listed: Vec<_> = s.list(Some("x")).collect().await;
         assert_eq!(listed.len(), 1);

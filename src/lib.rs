@@ -22,6 +22,7 @@ pub mod config;
 pub mod convert;
 pub mod daemon;
 pub mod job;
+pub mod lease;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -10,6 +10,10 @@
 //!   S3-compatible services and memory; untrusted keys are checked there.
 //! - [`convert`]: the conversion core — sniff, decode, orient, resize, encode — as plain
 //!   functions; [`convert::webp`] is the only place that touches libwebp.
+//! - [`memory`]: admission by memory — what an image will take, reserved before it is
+//!   downloaded and decoded.
+//! - [`lease`]: leases held in the bucket with conditional PUTs (for scale-out; not yet
+//!   wired into the daemon).
 //! - [`naming`]: which keys are candidates, where their WebP goes, `r2://` addresses.
 //! - [`job`]: fetch → convert → upload for one object, the unit of work of the CLI, the
 //!   API and the pipeline.

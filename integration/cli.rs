@@ -4,18 +4,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_image-converting-server");
-
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = binary();
     cmd.current_dir(dir).args(args);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ICS__") || k.starts_with("R2_")) {
-        cmd.env_remove(k);
-    }
     cmd.envs(env.iter().copied());
     cmd.output().expect("run the binary")
 }

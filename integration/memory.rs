@@ -28,10 +28,7 @@ fn run(photos: &[Vec<u8>], budget_mb: u32) -> f64 {
     for (i, p) in photos.iter().enumerate() {
         std::fs::write(root.path().join(format!("big{i}.jpg")), p).unwrap();
     }
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_image-converting-server"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ICS__") || k.starts_with("R2_")) {
-        cmd.env_remove(k);
-    }
+    let mut cmd = binary();
     cmd.args(["run-once", "--json"])
         .env("ICS__STORAGE__BACKEND", "local")
         .env("ICS__STORAGE__LOCAL_ROOT", root.path())

@@ -41,11 +41,8 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = binary();
         cmd.current_dir(self.dir.path()).arg("--config").arg(self.dir.path().join("config.yaml")).args(args);
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ICS__") || k.starts_with("R2_")) {
-            cmd.env_remove(k);
-        }
         cmd.env("ICS__STATE__DIR", self.dir.path().join("state"));
         cmd
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use image::ImageReader;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::convert::{SourceFormat, sniff};
+use crate::convert::{SourceFormat, image_format, sniff};
 
 const MIB: u64 = 1 << 20;
 
@@ -64,8 +64,6 @@ pub struct FileReservation {
 pub struct Reservation {
     _file: Option<FileReservation>,
     _work: OwnedSemaphorePermit,
-    /// The estimated decode + encode peak, in bytes.
-    pub work_bytes: u64,
 }
 
 impl MemoryBudget {
@@ -81,9 +79,8 @@ impl MemoryBudget {
 
     /// Waits until the image in `bytes` may be decoded and encoded, and reserves that.
     pub async fn reserve_work(&self, file: Option<FileReservation>, bytes: &[u8]) -> Reservation {
-        let work_bytes = estimate(bytes);
-        let work = self.work.take(work_bytes).await;
-        Reservation { _file: file, _work: work, work_bytes }
+        let work = self.work.take(estimate(bytes)).await;
+        Reservation { _file: file, _work: work }
     }
 
     /// Bytes reserved right now (files, work).
@@ -108,14 +105,9 @@ const ANIMATION_FACTOR: u64 = 3;
 /// unreadable header costs nothing (its conversion fails before decoding).
 pub fn estimate(bytes: &[u8]) -> u64 {
     let Ok(format) = sniff(bytes) else { return 0 };
-    let image_format = match format {
-        SourceFormat::Jpeg => image::ImageFormat::Jpeg,
-        SourceFormat::Png => image::ImageFormat::Png,
-        SourceFormat::Gif => image::ImageFormat::Gif,
-        SourceFormat::Bmp => image::ImageFormat::Bmp,
-        SourceFormat::Tiff => image::ImageFormat::Tiff,
+    let Ok(decoder) = ImageReader::with_format(Cursor::new(bytes), image_format(format)).into_decoder() else {
+        return 0;
     };
-    let Ok(decoder) = ImageReader::with_format(Cursor::new(bytes), image_format).into_decoder() else { return 0 };
     let (w, h) = image::ImageDecoder::dimensions(&decoder);
     let decoded = u64::from(image::ImageDecoder::color_type(&decoder).bytes_per_pixel());
     let factor = if format == SourceFormat::Gif { ANIMATION_FACTOR } else { 1 };

@@ -144,14 +144,19 @@ pub fn displayed(name: &str) -> DynamicImage {
     image::load_from_memory(&fixture(file)).unwrap()
 }
 
-/// The binary, set to use `bucket` on the test server and `state` as its state directory
-/// (inherited `ICS__*` and `R2_*` variables removed).
-pub fn binary_on_s3(bucket: &str, state: &std::path::Path) -> std::process::Command {
-    let s3 = s3_env();
+/// The binary, without the `ICS__*` and `R2_*` variables the test run may have inherited.
+pub fn binary() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_image-converting-server"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ICS__") || k.starts_with("R2_")) {
         cmd.env_remove(k);
     }
+    cmd
+}
+
+/// The binary, set to use `bucket` on the test server and `state` as its state directory.
+pub fn binary_on_s3(bucket: &str, state: &std::path::Path) -> std::process::Command {
+    let s3 = s3_env();
+    let mut cmd = binary();
     cmd.env("ICS__STORAGE__BACKEND", "r2")
         .env("R2_ENDPOINT", &s3.endpoint)
         .env("R2_BUCKET", bucket)

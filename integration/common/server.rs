@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ impl Server {
             format!("cron: {{enabled: false, run_on_start: false}}\n{extra_yaml}"),
         )
         .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = super::binary();
         cmd.args(["--config", dir.path().join("c.yaml").to_str().unwrap(), "serve"])
             .current_dir(dir.path())
             .env("ICS__SERVER__PORT", "0")
@@ -46,9 +46,6 @@ impl Server {
             .env("ICS__LOG__LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ICS__") || k.starts_with("R2_")) {
-            cmd.env_remove(k);
-        }
         if let Some(bucket) = bucket {
             let s3 = s3_env();
             cmd.env("ICS__STORAGE__BACKEND", "r2")

@@ -37,7 +37,8 @@ pub enum Decoded<'a> {
     Animation(Animation<'a>),
 }
 
-fn image_format(f: SourceFormat) -> ImageFormat {
+/// The image crate's name for a sniffed format.
+pub fn image_format(f: SourceFormat) -> ImageFormat {
     match f {
         SourceFormat::Jpeg => ImageFormat::Jpeg,
         SourceFormat::Png => ImageFormat::Png,

@@ -14,7 +14,7 @@ pub mod webp;
 use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 
-pub use decode::{netscape_loop_count, webp_loop_count};
+pub use decode::{image_format, netscape_loop_count, webp_loop_count};
 pub use options::{ConvertOptions, FormatOverride, Limits, LosslessPolicy, Oversize, ResizeSpec, SourceFormat};
 pub use sniff::sniff;
 

@@ -8,6 +8,10 @@
 - GET /_ics/stats?bucket=B  the S3 requests served for bucket B so far, by kind
   ("LIST", "GET", "HEAD", "PUT", "DELETE", "POST", ...), so a test can prove a run makes
   no per-object requests; GET /_ics/stats/reset?bucket=B returns them and zeroes them.
+- GET /_ics/puts?bucket=B  the object PUTs that succeeded (2xx), by key: a scale-out
+  test proves no WebP was stored twice.
+- GET /_ics/latency?bucket=B&ms=N  delays every later S3 request on bucket B by N ms
+  (a sleep, no CPU), as a remote R2 or S3 endpoint's round trip would.
 
 Listing is made fast: moto sorts the whole bucket for every ListObjectsV2 page and
 renders each page through its generic botocore-model serializer (~1 s a page: a
@@ -22,7 +26,8 @@ import bisect
 import collections
 import json
 import threading
-from urllib.parse import parse_qs
+import time
+from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -32,6 +37,8 @@ from moto.s3.responses import S3Response
 from werkzeug.serving import run_simple
 
 STATS = collections.defaultdict(collections.Counter)
+PUTS = collections.defaultdict(collections.Counter)
+LATENCY = {}
 LOCK = threading.Lock()
 # Sorted keys per (bucket, prefix), dropped before and after every write request.
 LISTINGS = {}
@@ -135,6 +142,15 @@ def make_app():
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         if path == "/_ics/fill" and environ["REQUEST_METHOD"] == "POST":
             return fill(environ, start_response)
+        if path == "/_ics/latency":
+            bucket = query.get("bucket", [""])[0]
+            LATENCY[bucket] = int(query.get("ms", ["0"])[0]) / 1000.0
+            return reply(start_response, "200 OK", {"bucket": bucket, "seconds": LATENCY[bucket]})
+        if path == "/_ics/puts":
+            bucket = query.get("bucket", [""])[0]
+            with LOCK:
+                puts = dict(PUTS.get(bucket, {}))
+            return reply(start_response, "200 OK", puts)
         if path.startswith("/_ics/stats"):
             bucket = query.get("bucket", [""])[0]
             with LOCK:
@@ -145,11 +161,21 @@ def make_app():
         bucket, what = kind(environ["REQUEST_METHOD"], path, query)
         with LOCK:
             STATS[bucket][what] += 1
+        if LATENCY.get(bucket):
+            time.sleep(LATENCY[bucket])
         if what in ("LIST", "GET", "HEAD"):
             return moto(environ, start_response)
         LISTINGS.clear()
+        key = path.lstrip("/").split("/", 1)[1] if path.lstrip("/").count("/") else ""
+
+        def counting(status, headers, *rest):
+            if what == "PUT" and key and status.startswith("2") and "uploadId" not in query:
+                with LOCK:
+                    PUTS[bucket][unquote(key)] += 1
+            return start_response(status, headers, *rest)
+
         try:
-            return moto(environ, start_response)
+            return moto(environ, counting)
         finally:
             LISTINGS.clear()
 

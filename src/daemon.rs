@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::actors::webhook::WebhookSender;
-use crate::actors::{BeginError, GetProgress, Pipeline, RunNow, StopRun};
+use crate::actors::{BeginError, GetProgress, Leave, Pipeline, RunNow, StateBackend, StopRun};
 use crate::api::AppState;
 use crate::cli::exit;
 use crate::config::Config;
@@ -38,6 +38,14 @@ fn open(config: &Config) -> Result<(Storage, FileStateStore), u8> {
         eprintln!("Error: {e}");
         exit::FATAL
     })
+}
+
+/// The state file, or (`state.backend: bucket`) the bucket shared with other instances.
+fn backend(config: &Config, store: FileStateStore) -> StateBackend {
+    match &config.state.cluster {
+        Some(c) => StateBackend::Bucket(crate::cluster::Cluster::new(c.clone())),
+        None => StateBackend::Own(Box::new(store)),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -96,7 +104,7 @@ pub fn serve(config: Config) -> u8 {
         let pipeline = Pipeline::start(
             config.clone(),
             storage.clone(),
-            Box::new(store),
+            backend(&config, store),
             schedule,
             run_on_start,
             metrics.clone(),
@@ -116,6 +124,9 @@ pub fn serve(config: Config) -> u8 {
         shutdown_signal().await;
         handle.stop(true).await;
         stop(&pipeline, timeout).await;
+        if let Some(c) = &pipeline.coordinator {
+            let _ = c.send(Leave).await;
+        }
         tracing::info!("Daemon stopped");
         exit::OK
     })
@@ -150,9 +161,16 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
             Ok(x) => x,
             Err(code) => return code,
         };
+        if config.state.cluster.is_some() {
+            eprintln!(
+                "Error: run-once does not take part in a cluster (state.backend: bucket); run `serve` on each instance and request runs with POST /api/runs or the schedule"
+            );
+            return exit::FATAL;
+        }
         let timeout = config.pipeline.shutdown_timeout;
+        let store = StateBackend::Own(Box::new(store));
         let pipeline =
-            Pipeline::start(Arc::new(config), storage, Box::new(store), None, false, Default::default(), Vec::new());
+            Pipeline::start(Arc::new(config), storage, store, None, false, Default::default(), Vec::new());
         let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
             Ok(Ok(h)) => h,
             Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
@@ -265,7 +283,7 @@ pub fn dry_run(config: Config, force: bool) -> u8 {
         let mut decisions = Vec::new();
         let (mut convert, mut skip) = (0u64, 0u64);
         let mut print = |d: &Decision| match d {
-            Decision::Convert { source, output } => {
+            Decision::Convert { source, output, .. } => {
                 convert += 1;
                 println!("{} -> {}", source.key, output);
             }

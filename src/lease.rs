@@ -8,7 +8,10 @@
 //! hold it. Fencing backs this up: the holder's next write is a compare-and-swap on the
 //! ETag it last wrote, which fails once anyone else has written the lease.
 //!
-//! Not wired into the daemon yet; `tests` simulates many instances and shards.
+//! A lease object may carry data (`data`): a shard's state rides in its lease, so every
+//! checkpoint is a renewal and is fenced by the same compare-and-swap. A holder that
+//! leaves releases its leases (`holder` empty), and anyone may take a released lease at
+//! once. `tests` simulates many instances and shards.
 
 use std::time::Duration;
 
@@ -21,10 +24,14 @@ use crate::storage::{Storage, StorageError};
 /// The lease object's body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
+    /// The holder's instance id; empty when released.
     pub holder: String,
     pub expires_at: DateTime<Utc>,
     /// Bumped by each new holder.
     pub epoch: u64,
+    /// What the holder keeps with the lease (a shard's state); carried over to the next holder.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
 }
 
 /// A lease this instance holds: what it wrote and the ETag to write over next.
@@ -46,6 +53,9 @@ pub enum LeaseError {
     Storage(#[from] StorageError),
 }
 
+/// The largest lease object read (a shard's state included).
+pub const MAX_LEASE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Takes and renews leases on behalf of one instance.
 #[derive(Debug, Clone)]
 pub struct Leases {
@@ -64,24 +74,40 @@ impl Held {
 }
 
 impl Leases {
-    /// Takes the lease `key` if it is free or expired (by `expires_at + skew`), or
-    /// already ours; `None` if someone else holds it or won the race to take it.
-    pub async fn acquire(&self, key: &str, now: DateTime<Utc>) -> Result<Option<Held>, LeaseError> {
-        let current = match self.storage.get(key, 64 * 1024).await {
+    /// The lease object `key` as stored, with its ETag; `None` if there is none yet.
+    pub async fn read(&self, key: &str) -> Result<Option<(LeaseRecord, String)>, LeaseError> {
+        match self.storage.get(key, MAX_LEASE_BYTES).await {
             Ok((info, body)) => {
                 let record: LeaseRecord =
                     serde_json::from_slice(&body).map_err(|e| LeaseError::Corrupt(key.to_owned(), e.to_string()))?;
-                Some((record, info.etag.unwrap_or_default()))
+                Ok(Some((record, info.etag.unwrap_or_default())))
             }
-            Err(StorageError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        };
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes the lease `key` if it is free or expired (by `expires_at + skew`), or
+    /// already ours; `None` if someone else holds it or won the race to take it.
+    pub async fn acquire(&self, key: &str, now: DateTime<Utc>) -> Result<Option<Held>, LeaseError> {
+        let current = self.read(key).await?;
+        self.take(key, current, now).await
+    }
+
+    /// [`Leases::acquire`] with the lease object already read (`current`, from [`Leases::read`]).
+    pub async fn take(
+        &self,
+        key: &str,
+        current: Option<(LeaseRecord, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Held>, LeaseError> {
         let epoch = match &current {
-            Some((r, _)) if r.holder != self.holder && now < r.expires_at + self.skew => return Ok(None),
+            Some((r, _)) if !self.is_free(r, now) => return Ok(None),
             Some((r, _)) => r.epoch + 1,
             None => 1,
         };
-        let record = LeaseRecord { holder: self.holder.clone(), expires_at: now + self.duration, epoch };
+        let data = current.as_ref().map(|(r, _)| r.data.clone()).unwrap_or_default();
+        let record = LeaseRecord { holder: self.holder.clone(), expires_at: now + self.duration, epoch, data };
         let written = match &current {
             None => self.storage.put_new(key, body(&record), "application/json").await,
             Some((_, etag)) => self.storage.put_if_match(key, body(&record), "application/json", etag).await,
@@ -93,9 +119,31 @@ impl Leases {
         }
     }
 
+    /// Whether this instance may take a lease in state `r` at `now`: released, ours, or
+    /// expired by more than the skew margin.
+    pub fn is_free(&self, r: &LeaseRecord, now: DateTime<Utc>) -> bool {
+        r.holder.is_empty() || r.holder == self.holder || now >= r.expires_at + self.skew
+    }
+
     /// Extends a held lease; [`LeaseError::Lost`] if anyone wrote it meanwhile.
     pub async fn renew(&self, held: &Held, now: DateTime<Utc>) -> Result<Held, LeaseError> {
-        let record = LeaseRecord { expires_at: now + self.duration, ..held.record.clone() };
+        self.write(held, now, held.record.data.clone()).await
+    }
+
+    /// Extends a held lease and replaces its data in one conditional write (a fenced
+    /// checkpoint); [`LeaseError::Lost`] if anyone wrote it meanwhile.
+    pub async fn write(&self, held: &Held, now: DateTime<Utc>, data: serde_json::Value) -> Result<Held, LeaseError> {
+        let record = LeaseRecord { expires_at: now + self.duration, data, ..held.record.clone() };
+        self.put(held, record).await
+    }
+
+    /// Gives a lease up (keeping `data` for the next holder), so that others may take it at once.
+    pub async fn release(&self, held: &Held, now: DateTime<Utc>, data: serde_json::Value) -> Result<(), LeaseError> {
+        let record = LeaseRecord { holder: String::new(), expires_at: now, data, ..held.record.clone() };
+        self.put(held, record).await.map(|_| ())
+    }
+
+    async fn put(&self, held: &Held, record: LeaseRecord) -> Result<Held, LeaseError> {
         match self.storage.put_if_match(&held.key, body(&record), "application/json", &held.etag).await {
             Ok(etag) => Ok(Held { key: held.key.clone(), record, etag: etag.unwrap_or_default() }),
             Err(StorageError::Changed { .. }) => Err(LeaseError::Lost(held.key.clone())),

@@ -22,6 +22,7 @@
 pub mod actors;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod daemon;

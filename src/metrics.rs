@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Upper bounds (seconds) of the conversion-duration histogram's buckets.
 const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -28,6 +28,12 @@ pub struct Metrics {
     last_success: AtomicI64,
     api_conversions: AtomicU64,
     duration: Histogram,
+    superseded: AtomicU64,
+    /// Bucket mode only (`cluster` is set once the Coordinator reports).
+    cluster: AtomicBool,
+    shards_held: AtomicU64,
+    live_instances: AtomicU64,
+    leases_lost: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +85,23 @@ impl Metrics {
         *f.entry(reason.to_owned()).or_default() += 1;
     }
 
+    /// Bucket mode: an image left to another instance.
+    pub fn superseded(&self) {
+        self.superseded.fetch_add(1, Relaxed);
+    }
+
+    /// Bucket mode: a lease lost to another instance.
+    pub fn lease_lost(&self) {
+        self.leases_lost.fetch_add(1, Relaxed);
+    }
+
+    /// Bucket mode: shards held here and live instances seen.
+    pub fn set_cluster(&self, held: usize, live: usize) {
+        self.cluster.store(true, Relaxed);
+        self.shards_held.store(held as u64, Relaxed);
+        self.live_instances.store(live as u64, Relaxed);
+    }
+
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n as i64, Relaxed);
     }
@@ -128,6 +151,30 @@ impl Metrics {
             self.last_success.load(Relaxed)
         );
         self.duration.render(&mut out, "ics_conversion_duration_seconds", "Download-to-upload time of one image.");
+        if self.cluster.load(Relaxed) {
+            let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            };
+            gauge("ics_cluster_shards_held", "Shards this instance holds.", "gauge", self.shards_held.load(Relaxed));
+            gauge(
+                "ics_cluster_live_instances",
+                "Live instances seen through their heartbeats.",
+                "gauge",
+                self.live_instances.load(Relaxed),
+            );
+            gauge(
+                "ics_cluster_leases_lost_total",
+                "Leases lost to another instance (a write refused).",
+                "counter",
+                self.leases_lost.load(Relaxed),
+            );
+            gauge(
+                "ics_images_superseded_total",
+                "Images left to another instance (shard lost, or its WebP written first).",
+                "counter",
+                self.superseded.load(Relaxed),
+            );
+        }
         out
     }
 }

@@ -15,6 +15,9 @@ pub struct Candidate {
     pub run_id: Arc<str>,
     pub source: ObjectInfo,
     pub output: String,
+    /// The ETag of the WebP this one replaces (a stale or forced one); `None` when
+    /// there is none. With `state.backend: bucket` the put is conditional on it.
+    pub replaces: Option<String>,
 }
 
 /// A slot of the bounded pipeline. It travels with its image from the Lister through
@@ -38,6 +41,11 @@ pub enum ItemOutcome {
         bytes_in: u64,
         bytes_out: u64,
     },
+    /// Bucket mode: another instance now holds the shard, or wrote this WebP first;
+    /// nothing is recorded, the shard's holder sees to it.
+    Superseded {
+        reason: String,
+    },
     /// Failed; `permanent` failures (bad input, limits) are not retried.
     Failed {
         code: String,
@@ -59,6 +67,8 @@ pub struct RunCounts {
     /// WebP larger than the source: source kept.
     pub kept: u64,
     pub failed: u64,
+    /// Bucket mode: left to another instance (lease lost, or its WebP was written first).
+    pub superseded: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }

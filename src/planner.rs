@@ -38,6 +38,8 @@ pub enum Decision {
     Convert {
         source: ObjectInfo,
         output: String,
+        /// The ETag of the WebP it replaces, if one exists (stale, or forced).
+        replaces: Option<String>,
     },
     Skip {
         source: ObjectInfo,
@@ -149,14 +151,15 @@ impl Planner {
             return Decision::Conflict { sources, output };
         }
         let source = sources.pop().expect("a pending entry has a source");
+        let replaces = webp.map(|w| w.etag.clone().unwrap_or_default());
         let forced = self.rules.force || self.rules.reprocess_from.is_some_and(|t| source.last_modified >= t);
         if !forced && webp.is_some_and(|w| w.last_modified >= source.last_modified) {
             return Decision::Skip { source, reason: SkipReason::UpToDate };
         }
         match self.state.decide(&source.key, source.etag.as_deref(), self.rules.now) {
-            LedgerDecision::Convert | LedgerDecision::Retry => Decision::Convert { source, output },
+            LedgerDecision::Convert | LedgerDecision::Retry => Decision::Convert { source, output, replaces },
             LedgerDecision::Wait => Decision::Skip { source, reason: SkipReason::RetryLater },
-            LedgerDecision::Leave if forced => Decision::Convert { source, output },
+            LedgerDecision::Leave if forced => Decision::Convert { source, output, replaces },
             LedgerDecision::Leave => Decision::Skip { source, reason: SkipReason::Ledgered },
         }
     }

@@ -229,3 +229,18 @@ pub fn run_with_peak_rss(mut cmd: std::process::Command) -> Measured {
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
     }
 }
+
+/// The object PUTs the test server stored (2xx) for `bucket`, by key
+/// (scripts/s3_server.py's /_ics/puts): a key stored twice shows a count of 2.
+pub fn successful_puts(bucket: &str) -> std::collections::BTreeMap<String, u64> {
+    let (status, answer) = hook_request("GET", &format!("/_ics/puts?bucket={bucket}"), b"");
+    assert_eq!(status, 200, "puts: {answer}");
+    serde_json::from_str(&answer).unwrap()
+}
+
+/// Delays every S3 request on `bucket` by `ms` from now on (scripts/s3_server.py's
+/// /_ics/latency), as a remote endpoint's round trip would.
+pub fn set_latency(bucket: &str, ms: u64) {
+    let (status, answer) = hook_request("GET", &format!("/_ics/latency?bucket={bucket}&ms={ms}"), b"");
+    assert_eq!(status, 200, "latency: {answer}");
+}

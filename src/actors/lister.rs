@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::converter::{ConvertImage, Converter};
 use super::state_keeper::{ListingFinished, RecordDone, RecordListed, RecordQueued, RunStart, StateKeeper};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::memory::MemoryBudget;
 use crate::model::{Candidate, ItemOutcome, Slot};
@@ -39,9 +40,10 @@ impl Lister {
         state_keeper: Addr<StateKeeper>,
         converter: Addr<Converter>,
         memory: MemoryBudget,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.pipeline.max_in_flight));
-        Self { job: ListingJob { config, storage, state_keeper, converter, slots, memory } }
+        Self { job: ListingJob { config, storage, state_keeper, converter, slots, memory, cluster } }
     }
 }
 
@@ -66,6 +68,7 @@ struct ListingJob {
     converter: Addr<Converter>,
     slots: Arc<Semaphore>,
     memory: MemoryBudget,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// How often (in listed objects) progress is reported.
@@ -140,8 +143,13 @@ impl ListingJob {
         for d in decisions {
             match d {
                 Decision::Skip { .. } => skipped += 1,
-                Decision::Convert { source, output } => self.dispatch(start, source, output).await,
-                Decision::Conflict { sources, output } => {
+                Decision::Convert { source, output, replaces } => {
+                    if self.mine(start, &source.key) {
+                        self.dispatch(start, source, output, replaces).await
+                    }
+                }
+                Decision::Conflict { mut sources, output } => {
+                    sources.retain(|s| self.mine(start, &s.key));
                     let names: Vec<String> = sources.iter().map(|s| s.key.clone()).collect();
                     for source in sources {
                         if start.state.decide(&source.key, source.etag.as_deref(), chrono::Utc::now())
@@ -168,20 +176,30 @@ impl ListingJob {
         skipped
     }
 
+    /// Whether this run converts `key`: always, unless the run covers some shards only
+    /// (bucket mode) and `key` is in another, or in one whose lease this instance lost.
+    fn mine(&self, start: &RunStart, key: &str) -> bool {
+        match (&start.shards, &self.cluster) {
+            (Some(shards), Some(cluster)) => shards.contains(key) && cluster.holds(key, chrono::Utc::now()),
+            (Some(shards), None) => shards.contains(key),
+            _ => true,
+        }
+    }
+
     async fn slot(&self) -> Slot {
         Slot(self.slots.clone().acquire_owned().await.expect("the semaphore is never closed"))
     }
 
     /// Waits for a free slot, then (in a task) for room in the memory budget for the
     /// file, downloads it, waits for room to decode and encode it, and hands it to the pool.
-    async fn dispatch(&self, start: &RunStart, source: ObjectInfo, output: String) {
+    async fn dispatch(&self, start: &RunStart, source: ObjectInfo, output: String, replaces: Option<String>) {
         let slot = self.slot().await;
         // A stop may have come while we waited: start nothing new.
         if start.stopping.load(Ordering::SeqCst) {
             return;
         }
         self.state_keeper.do_send(RecordQueued { key: source.key.clone() });
-        let candidate = Candidate { run_id: start.id.clone(), source, output };
+        let candidate = Candidate { run_id: start.id.clone(), source, output, replaces };
         let storage = self.storage.clone();
         let converter = self.converter.clone();
         let state_keeper = self.state_keeper.clone();

@@ -14,12 +14,15 @@
 //! - [`converter`]: CPU-bound decode + encode, one worker per core.
 //! - [`uploader`]: puts WebPs with bounded concurrency.
 //! - [`state_keeper`]: the state file, the lock, checkpoints, the run's end.
+//! - [`coordinator`]: with `state.backend: bucket`, this instance's share of the shards
+//!   (leases in the bucket) and the cluster-wide run requests.
 //!
 //! Every image holds a [`crate::model::Slot`] from the moment the Lister queues it until
 //! the StateKeeper records it, so at most `pipeline.max_in_flight` images are in flight
 //! and memory stays flat however large the bucket is.
 
 pub mod converter;
+pub mod coordinator;
 pub mod lister;
 pub mod scheduler;
 pub mod state_keeper;
@@ -32,6 +35,7 @@ use std::sync::atomic::AtomicUsize;
 
 use actix::prelude::*;
 
+use crate::cluster::{Cluster, ClusterStore};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
@@ -39,6 +43,7 @@ use crate::state::StateStore;
 use crate::storage::Storage;
 
 pub use converter::Converter;
+pub use coordinator::{Coordinator, Leave, Trigger};
 pub use lister::Lister;
 pub use scheduler::{NextRun, RunHandle, RunNow, Scheduler};
 pub use state_keeper::{BeginError, GetProgress, Progress, RunFinished, StateKeeper, StopRun};
@@ -54,6 +59,17 @@ pub struct Pipeline {
     pub uploader: Addr<Uploader>,
     /// Memory reserved by images being converted, runs' and the API's alike.
     pub memory: MemoryBudget,
+    /// Bucket mode: the shard leases and the cluster's view.
+    pub coordinator: Option<Addr<Coordinator>>,
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+/// Where the state lives.
+pub enum StateBackend {
+    /// A store of one instance's own (the state file).
+    Own(Box<dyn StateStore>),
+    /// In the bucket, shard by shard, shared with other instances.
+    Bucket(Arc<Cluster>),
 }
 
 impl Pipeline {
@@ -62,14 +78,19 @@ impl Pipeline {
     pub fn start(
         config: Arc<Config>,
         storage: Storage,
-        store: Box<dyn StateStore>,
+        backend: StateBackend,
         schedule: Option<Schedule>,
         run_on_start: bool,
         metrics: Arc<Metrics>,
         listeners: Vec<Recipient<RunFinished>>,
     ) -> Self {
-        let state_keeper = StateKeeper::new(config.clone(), store, metrics, listeners).start();
-        let uploader = Uploader::new(storage.clone(), state_keeper.clone(), config.pipeline.upload_concurrency).start();
+        let (store, cluster): (Box<dyn StateStore>, _) = match backend {
+            StateBackend::Own(store) => (store, None),
+            StateBackend::Bucket(c) => (Box::new(ClusterStore(c.clone())), Some(c)),
+        };
+        let state_keeper = StateKeeper::new(config.clone(), store, metrics.clone(), listeners).start();
+        let concurrency = config.pipeline.upload_concurrency;
+        let uploader = Uploader::new(storage.clone(), state_keeper.clone(), concurrency, cluster.clone()).start();
         let (opts, skip, up, sk) =
             (config.convert.clone(), config.skip_if_larger, uploader.clone(), state_keeper.clone());
         let pool = (Arc::new(AtomicUsize::new(0)), config.pipeline.workers);
@@ -77,9 +98,21 @@ impl Pipeline {
             Converter::new(opts.clone(), pool.clone(), skip, up.clone(), sk.clone())
         });
         let memory = MemoryBudget::new(config.pipeline.memory_budget_mb);
-        let lister =
-            Lister::new(config.clone(), storage, state_keeper.clone(), converter.clone(), memory.clone()).start();
-        let scheduler = Scheduler::new(schedule, run_on_start, state_keeper.clone(), lister.clone()).start();
-        Self { scheduler, state_keeper, lister, converter, uploader, memory }
+        let lister = Lister::new(
+            config.clone(),
+            storage.clone(),
+            state_keeper.clone(),
+            converter.clone(),
+            memory.clone(),
+            cluster.clone(),
+        )
+        .start();
+        let coordinator = cluster.clone().map(|c| {
+            Coordinator::new(c, storage, config.clone(), state_keeper.clone(), lister.clone(), metrics).start()
+        });
+        let scheduler = Scheduler::new(schedule, run_on_start, state_keeper.clone(), lister.clone())
+            .with_coordinator(coordinator.clone())
+            .start();
+        Self { scheduler, state_keeper, lister, converter, uploader, memory, coordinator, cluster }
     }
 }

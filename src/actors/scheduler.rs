@@ -8,8 +8,12 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
+use super::coordinator::{Coordinator, Trigger};
 use super::lister::{ListBucket, Lister};
 use super::state_keeper::{BeginError, BeginRun, StateKeeper};
+use crate::cluster::ShardSet;
 use crate::model::RunSummary;
 use crate::schedule::Schedule;
 
@@ -39,6 +43,8 @@ pub struct Scheduler {
     run_on_start: bool,
     state_keeper: Addr<StateKeeper>,
     lister: Addr<Lister>,
+    /// With `state.backend: bucket`, runs are requested of the whole cluster through it.
+    coordinator: Option<Addr<Coordinator>>,
     next: Option<DateTime<Utc>>,
 }
 
@@ -50,14 +56,31 @@ impl Scheduler {
         state_keeper: Addr<StateKeeper>,
         lister: Addr<Lister>,
     ) -> Self {
-        Self { schedule, run_on_start, state_keeper, lister, next: None }
+        Self { schedule, run_on_start, state_keeper, lister, coordinator: None, next: None }
+    }
+
+    /// Requests runs of the cluster through `coordinator` instead of beginning them here.
+    pub fn with_coordinator(self, coordinator: Option<Addr<Coordinator>>) -> Self {
+        Self { coordinator, ..self }
+    }
+
+    fn request(&self, force: bool) -> ResponseFuture<Result<RunHandle, BeginError>> {
+        match &self.coordinator {
+            Some(c) => {
+                let sent = c.send(Trigger { force });
+                Box::pin(async move { sent.await.unwrap_or(Err(BeginError::AlreadyRunning)) })
+            }
+            None => Box::pin(begin(self.state_keeper.clone(), self.lister.clone(), force, None)),
+        }
     }
 
     fn fire(&mut self, ctx: &mut Context<Self>) {
-        let start = begin(self.state_keeper.clone(), self.lister.clone(), false);
+        let start = self.request(false);
         ctx.spawn(
             async move {
-                if let Err(e) = start.await {
+                if let Err(e) = start.await
+                    && !matches!(e, BeginError::Queued)
+                {
                     tracing::error!("Error: {e}");
                 }
             }
@@ -79,9 +102,14 @@ impl Scheduler {
     }
 }
 
-/// Begins a run at the StateKeeper and hands it to the Lister.
-async fn begin(state_keeper: Addr<StateKeeper>, lister: Addr<Lister>, force: bool) -> Result<RunHandle, BeginError> {
-    let mut start = match state_keeper.send(BeginRun { force }).await {
+/// Begins a run at the StateKeeper (over `shards`, or everything) and hands it to the Lister.
+pub(crate) async fn begin(
+    state_keeper: Addr<StateKeeper>,
+    lister: Addr<Lister>,
+    force: bool,
+    shards: Option<Arc<ShardSet>>,
+) -> Result<RunHandle, BeginError> {
+    let mut start = match state_keeper.send(BeginRun { force, shards }).await {
         Ok(r) => r?,
         Err(_) => return Err(BeginError::AlreadyRunning),
     };
@@ -106,7 +134,7 @@ impl Handler<RunNow> for Scheduler {
     type Result = ResponseFuture<Result<RunHandle, BeginError>>;
 
     fn handle(&mut self, msg: RunNow, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(begin(self.state_keeper.clone(), self.lister.clone(), msg.force))
+        self.request(msg.force)
     }
 }
 

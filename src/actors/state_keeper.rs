@@ -15,6 +15,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
+use crate::cluster::ShardSet;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{FailureReport, ItemOutcome, RunCounts, RunSummary, Slot};
@@ -26,6 +27,8 @@ use crate::state::{Failure, LockError, RetryPolicy, RunLock, RunProgress, State,
 pub struct BeginRun {
     /// Re-convert sources even when their WebP is up to date.
     pub force: bool,
+    /// Only these shards (`state.backend: bucket`); `None` for the whole bucket.
+    pub shards: Option<Arc<ShardSet>>,
 }
 
 /// A source was handed to the converters.
@@ -85,6 +88,7 @@ pub struct RunStart {
     pub state: Arc<State>,
     pub force: bool,
     pub stopping: Arc<AtomicBool>,
+    pub shards: Option<Arc<ShardSet>>,
     /// Resolves with the summary when the run ends.
     pub done: Option<oneshot::Receiver<RunSummary>>,
 }
@@ -96,6 +100,12 @@ pub enum BeginError {
     AlreadyRunning,
     #[error(transparent)]
     Lock(LockError),
+    /// Bucket mode: the request is recorded for the cluster, but no run could start here
+    /// now (one is going on, or this instance holds no shard owed a run).
+    #[error("run requested for the cluster; this instance runs its shards when it can")]
+    Queued,
+    #[error("cannot request a run of the cluster: {0}")]
+    Cluster(String),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -159,7 +169,8 @@ struct ActiveRun {
     id: Arc<str>,
     started_at: DateTime<Utc>,
     clock: Instant,
-    _lock: RunLock,
+    /// The run lock (`None` in bucket mode, where the shards' leases take its place).
+    _lock: Option<RunLock>,
     counts: RunCounts,
     /// Queued keys in listing order, with whether each is finished.
     queue: VecDeque<(String, bool)>,
@@ -246,6 +257,7 @@ impl StateKeeper {
             let skew = chrono::Duration::from_std(self.config.state.clock_skew).unwrap_or_default();
             self.state.set_last_processed_time(run.started_at - skew);
             self.state.last_run_time = Some(now);
+            self.state.last_complete_run_started_at = Some(run.started_at);
             self.state.processed_count = counts.converted;
             self.state.failed_count = counts.failed;
             self.state.reprocess_from = None;
@@ -305,11 +317,15 @@ impl Handler<BeginRun> for StateKeeper {
         if self.run.is_some() {
             return Err(BeginError::AlreadyRunning);
         }
-        let lock =
-            RunLock::acquire(&self.config.state.dir, self.config.state.lock_stale_after).map_err(|e| match e {
-                LockError::Held { .. } => BeginError::AlreadyRunning,
-                e => BeginError::Lock(e),
-            })?;
+        let lock = match &self.config.state.cluster {
+            Some(_) => None,
+            None => Some(RunLock::acquire(&self.config.state.dir, self.config.state.lock_stale_after).map_err(
+                |e| match e {
+                    LockError::Held { .. } => BeginError::AlreadyRunning,
+                    e => BeginError::Lock(e),
+                },
+            )?),
+        };
         let now = Utc::now();
         self.store.clean_up();
         // Another process may have written the state since we last looked.
@@ -367,6 +383,7 @@ impl Handler<BeginRun> for StateKeeper {
             state: Arc::new(self.state.clone()),
             force: msg.force,
             stopping,
+            shards: msg.shards,
             done: Some(rx),
         })
     }
@@ -423,6 +440,11 @@ impl Handler<RecordDone> for StateKeeper {
                 self.state.totals.bytes_out += bytes_out;
                 self.state.record_success(&msg.key);
                 tracing::info!("Converted image: {} -> {}", msg.key, msg.output);
+            }
+            ItemOutcome::Superseded { reason } => {
+                run.counts.superseded += 1;
+                self.metrics.superseded();
+                tracing::info!(key = %msg.key, "Left to another instance: {reason}");
             }
             ItemOutcome::Kept { bytes_in, bytes_out } => {
                 run.counts.kept += 1;

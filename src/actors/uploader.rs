@@ -1,5 +1,11 @@
 //! Uploader: puts each WebP beside its source with `Content-Type: image/webp`, at most
 //! `pipeline.upload_concurrency` at once, and reports the result to the StateKeeper.
+//!
+//! In bucket mode a put happens only while this instance holds the source's shard, and
+//! it is conditional: `If-None-Match: *` for a new WebP, `If-Match` on the ETag of the
+//! one it replaces. Two instances that both converted an image (one of them paused past
+//! its lease) therefore store it once: the second put is refused and counted as
+//! superseded, not as a failure.
 
 use std::sync::Arc;
 
@@ -8,8 +14,9 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use super::state_keeper::{RecordDone, StateKeeper};
+use crate::cluster::Cluster;
 use crate::model::{Candidate, ItemOutcome, Slot};
-use crate::storage::{Storage, WEBP_CONTENT_TYPE};
+use crate::storage::{Storage, StorageError, WEBP_CONTENT_TYPE};
 
 /// Uploads one converted image.
 #[derive(Message)]
@@ -36,12 +43,44 @@ pub struct Uploader {
     storage: Storage,
     state_keeper: Addr<StateKeeper>,
     uploads: Arc<Semaphore>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Uploader {
-    pub fn new(storage: Storage, state_keeper: Addr<StateKeeper>, concurrency: usize) -> Self {
-        Self { storage, state_keeper, uploads: Arc::new(Semaphore::new(concurrency)) }
+    pub fn new(
+        storage: Storage,
+        state_keeper: Addr<StateKeeper>,
+        concurrency: usize,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
+        Self { storage, state_keeper, uploads: Arc::new(Semaphore::new(concurrency)), cluster }
     }
+}
+
+/// Puts one run's WebP: plainly, or (bucket mode) fenced and conditional.
+async fn put_run_webp(storage: &Storage, cluster: Option<&Cluster>, c: &Candidate, webp: Bytes) -> Result<(), Put> {
+    let Some(cluster) = cluster else {
+        return storage.put(&c.output, webp, WEBP_CONTENT_TYPE).await.map(|_| ()).map_err(Put::Failed);
+    };
+    if !cluster.holds(&c.source.key, chrono::Utc::now()) {
+        return Err(Put::Superseded("this instance no longer holds the shard's lease".into()));
+    }
+    let put = match &c.replaces {
+        None => storage.put_new(&c.output, webp, WEBP_CONTENT_TYPE).await,
+        Some(etag) => storage.put_if_match(&c.output, webp, WEBP_CONTENT_TYPE, etag).await,
+    };
+    match put {
+        Ok(_) => Ok(()),
+        Err(StorageError::AlreadyExists { .. } | StorageError::Changed { .. }) => {
+            Err(Put::Superseded(format!("{} was written by another instance first", c.output)))
+        }
+        Err(e) => Err(Put::Failed(e)),
+    }
+}
+
+enum Put {
+    Superseded(String),
+    Failed(StorageError),
 }
 
 impl Actor for Uploader {
@@ -55,13 +94,17 @@ impl Handler<UploadWebp> for Uploader {
         let storage = self.storage.clone();
         let state_keeper = self.state_keeper.clone();
         let uploads = self.uploads.clone();
+        let cluster = self.cluster.clone();
         actix::spawn(async move {
             let _permit = uploads.acquire_owned().await.expect("never closed");
             let UploadWebp { candidate, webp, bytes_in, megapixels, convert_ms, slot } = msg;
             let bytes_out = webp.len() as u64;
-            let outcome = match storage.put(&candidate.output, webp, WEBP_CONTENT_TYPE).await {
-                Ok(_) => ItemOutcome::Converted { bytes_in, bytes_out, megapixels, convert_ms },
-                Err(e) => ItemOutcome::Failed { code: "upload_failed".into(), reason: e.to_string(), permanent: false },
+            let outcome = match put_run_webp(&storage, cluster.as_deref(), &candidate, webp).await {
+                Ok(()) => ItemOutcome::Converted { bytes_in, bytes_out, megapixels, convert_ms },
+                Err(Put::Superseded(reason)) => ItemOutcome::Superseded { reason },
+                Err(Put::Failed(e)) => {
+                    ItemOutcome::Failed { code: "upload_failed".into(), reason: e.to_string(), permanent: false }
+                }
             };
             state_keeper.do_send(RecordDone {
                 key: candidate.source.key,

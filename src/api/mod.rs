@@ -144,6 +144,9 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut body = serde_json::to_value(&progress).expect("progress serialises");
     body["next_run"] = json!(next_run);
     body["schedule"] = json!(state.config.cron.enabled.then_some(&state.config.cron.schedule));
+    if let Some(cluster) = &state.pipeline.cluster {
+        body["cluster"] = serde_json::to_value(cluster.view()).expect("view serialises");
+    }
     let body = Bytes::from(body.to_string());
     state.status.store(body.clone());
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
@@ -155,6 +158,10 @@ async fn start_run(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     state.status.invalidate();
     match started {
         Ok(Ok(handle)) => Ok(HttpResponse::Accepted().json(json!({"success": true, "run_id": handle.run_id}))),
+        // Bucket mode: recorded for the cluster; the shards' holders run them.
+        Ok(Err(e @ BeginError::Queued)) => {
+            Ok(HttpResponse::Accepted().json(json!({"success": true, "run_id": null, "message": e.to_string()})))
+        }
         Ok(Err(BeginError::AlreadyRunning)) => {
             Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "already_running", "cron job is already running"))
         }

@@ -177,6 +177,24 @@ pub struct StateConfig {
     pub retry_base: std::time::Duration,
     /// A lock file with no live holder and no OS lock support counts as held this long.
     pub lock_stale_after: std::time::Duration,
+    /// `state.backend: bucket`: the state and the leases live in the bucket, shared by
+    /// every instance; `None` for the local state file.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `state.backend: bucket` validated: how instances share one bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Where the coordination objects live, ending in `/` (`.image-converting-server/`).
+    pub prefix: String,
+    /// How many shards the key space is split into.
+    pub shards: u32,
+    /// How long a lease lasts unless renewed (renewed every third of it).
+    pub lease: std::time::Duration,
+    /// The largest difference between instances' clocks that stays safe.
+    pub max_clock_skew: std::time::Duration,
+    /// This instance's name in the bucket (default: host name, pid and a random suffix).
+    pub instance_id: String,
 }
 
 /// `pipeline:` validated.

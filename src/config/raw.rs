@@ -164,6 +164,13 @@ pub struct RawState {
     pub max_attempts: Option<i64>,
     pub retry_base_minutes: Option<i64>,
     pub lock_stale_minutes: Option<i64>,
+    /// `local` (a file) or `bucket` (objects under `prefix`, shared by several instances).
+    pub backend: Option<String>,
+    pub prefix: Option<String>,
+    pub shards: Option<i64>,
+    pub lease_seconds: Option<i64>,
+    pub max_clock_skew_ms: Option<i64>,
+    pub instance_id: Option<String>,
 }
 
 /// `pipeline:` — concurrency of a run.

@@ -83,6 +83,7 @@ impl Config {
             max_retries: int_in("webhook.max_retries", w.max_retries.unwrap_or(3), 0, 1000)?,
             pending_dir: PathBuf::from(w.pending_dir.unwrap_or_else(|| "./pending_webhooks".into())),
         };
+        let cluster = cluster(&raw.state)?;
         let initial = raw.state.initial.unwrap_or_else(|| "all".into());
         if !matches!(initial.as_str(), "all" | "now") && chrono::DateTime::parse_from_rfc3339(&initial).is_err() {
             return Err(ConfigError::invalid("state.initial", &initial, "all, now or an RFC 3339 time"));
@@ -109,6 +110,7 @@ impl Config {
             lock_stale_after: secs(
                 60 * int_in::<u64>("state.lock_stale_minutes", raw.state.lock_stale_minutes.unwrap_or(60), 1, 10_080)?,
             ),
+            cluster,
         };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let p = raw.pipeline;
@@ -344,4 +346,58 @@ fn default_presets() -> BTreeMap<String, super::raw::RawPreset> {
 
 fn secs(s: u64) -> std::time::Duration {
     std::time::Duration::from_secs(s)
+}
+
+/// `state.backend` and, for `bucket`, the cluster settings.
+fn cluster(raw: &super::raw::RawState) -> Result<Option<ClusterConfig>, ConfigError> {
+    match raw.backend.as_deref().map(str::trim).unwrap_or("local") {
+        "local" => return Ok(None),
+        "bucket" => {}
+        other => return Err(ConfigError::invalid("state.backend", other, "local or bucket")),
+    }
+    let prefix = raw.prefix.clone().unwrap_or_else(|| ".image-converting-server/".into());
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() || crate::storage::check_key(trimmed).is_err() {
+        return Err(ConfigError::invalid(
+            "state.prefix",
+            &prefix,
+            "a relative key prefix such as .image-converting-server/",
+        ));
+    }
+    let lease_seconds: u64 = int_in("state.lease_seconds", raw.lease_seconds.unwrap_or(30), 2, 3600)?;
+    let skew_ms: u64 = int_in("state.max_clock_skew_ms", raw.max_clock_skew_ms.unwrap_or(2000), 0, 600_000)?;
+    // A holder renews every third of the lease and stops trusting it at expiry - skew:
+    // the skew must leave most of the lease usable.
+    if skew_ms * 4 > lease_seconds * 1000 {
+        return Err(ConfigError::invalid(
+            "state.max_clock_skew_ms",
+            skew_ms,
+            &format!("at most a quarter of state.lease_seconds ({} ms)", lease_seconds * 250),
+        ));
+    }
+    let instance_id = match raw.instance_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(id) => id.to_owned(),
+        None => default_instance_id(),
+    };
+    if instance_id.len() > 100 || !instance_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(ConfigError::invalid("state.instance_id", &instance_id, "at most 100 of A-Z a-z 0-9 - _ ."));
+    }
+    Ok(Some(ClusterConfig {
+        prefix: format!("{trimmed}/"),
+        shards: int_in("state.shards", raw.shards.unwrap_or(16), 1, 1024)?,
+        lease: std::time::Duration::from_secs(lease_seconds),
+        max_clock_skew: std::time::Duration::from_millis(skew_ms),
+        instance_id,
+    }))
+}
+
+/// `<host>-<pid>-<4 hex>`: unique per process even when a restarted one reuses a pid.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "host".into());
+    let host: String =
+        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(60).collect();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    format!("{host}-{}-{:04x}", std::process::id(), (nanos ^ (nanos >> 16)) & 0xffff)
 }

@@ -42,6 +42,10 @@ pub struct State {
     /// (set by a hand edit of `last_processed_time`; cleared when a run completes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reprocess_from: Option<DateTime<Utc>>,
+    /// When the last complete run started (with `state.backend: bucket`, a shard whose
+    /// last complete run started before the latest trigger is owed a run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_complete_run_started_at: Option<DateTime<Utc>>,
     /// The run in progress, if the last one did not finish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<RunProgress>,

@@ -1,0 +1,262 @@
+//! Scale-out: several `serve` processes on one S3 bucket (the test server on 127.0.0.1),
+//! coordinated only through the bucket (`state.backend: bucket`).
+//!
+//! - Three instances split 300 images of every format: each WebP is stored exactly once
+//!   (successful PUTs counted at the server), every instance converts some, and the wall
+//!   time is at most half of one instance's. The setting: every instance runs
+//!   `pipeline.workers: 1` and `pipeline.max_in_flight: 2`, and the test server delays
+//!   each request by 60 ms as a remote R2 endpoint would. On the test machine's two
+//!   cores no number of processes makes CPU-bound work twice as fast, so the test puts
+//!   each instance where a real one against R2 usually is: bound by its requests'
+//!   round trips and its own in-flight limit, which more instances multiply.
+//!
+//! The tests run one at a time (a lock), so the timing one is not disturbed.
+//! - SIGKILL of one of three mid-run: its shards are taken over once their leases
+//!   expire, and the bucket still ends complete with no WebP stored twice.
+//! - SIGSTOP of a holder past its lease: another instance takes its shards; after
+//!   SIGCONT its next write is refused (logged, counted in the metrics) and it stops
+//!   writing for them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::server::*;
+use common::*;
+use serde_json::{Value, json};
+
+/// Every supported format, cycled: `img/NNN.<ext>`.
+const NAMES: [&str; 6] =
+    ["jpeg_baseline.jpg", "png_rgb.png", "jpeg_progressive.jpg", "bmp_rgb24.bmp", "gif_static.gif", "tiff_rgb.tif"];
+
+/// The round trip the test server adds to each request in the timing test.
+const LATENCY_MS: u64 = 60;
+
+/// One test at a time: each starts several daemons.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fill(bucket: &str, count: usize) -> Vec<String> {
+    let bodies: Vec<Vec<u8>> = NAMES.iter().map(|n| fixture(n)).collect();
+    let objects: Vec<(String, usize)> = (0..count)
+        .map(|i| {
+            let ext = NAMES[i % NAMES.len()].rsplit('.').next().unwrap();
+            (format!("img/{i:03}.{ext}"), i % NAMES.len())
+        })
+        .collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    fill_direct(bucket, &objects, &refs);
+    objects.into_iter().map(|(k, _)| format!("{}.webp", k.rsplit_once('.').unwrap().0)).collect()
+}
+
+fn cluster_yaml(shards: u32, lease_s: u32) -> String {
+    format!(
+        "state: {{backend: bucket, shards: {shards}, lease_seconds: {lease_s}, max_clock_skew_ms: 500}}\n\
+         pipeline: {{workers: 1, max_in_flight: 2}}\n"
+    )
+}
+
+fn status(s: &Server) -> Value {
+    let r = s.get("/api/status");
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+fn held(s: &Server) -> usize {
+    status(s)["cluster"]["held"].as_array().map_or(0, Vec::len)
+}
+
+/// Waits until each server holds exactly `each` shards and sees `n` live instances.
+fn wait_balanced(servers: &[&Server], each: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<Value> = servers.iter().map(|s| status(s)["cluster"].clone()).collect();
+        let ok = views.iter().all(|v| {
+            v["held"].as_array().map_or(0, Vec::len) == each
+                && v["instances"].as_array().map_or(0, Vec::len) == servers.len()
+        });
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never balanced: {views:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Successful WebP PUTs at the server, by key.
+fn webp_puts(bucket: &str) -> BTreeMap<String, u64> {
+    successful_puts(bucket).into_iter().filter(|(k, _)| k.ends_with(".webp")).collect()
+}
+
+/// Waits until every expected WebP is stored; the time it took.
+fn wait_complete(bucket: &str, expected: &[String], timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let puts = webp_puts(bucket);
+        if expected.iter().all(|k| puts.contains_key(k)) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "incomplete after {timeout:?}: {} of {} WebPs", puts.len(), expected.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each expected WebP stored exactly once, and nothing else.
+fn assert_each_stored_once(bucket: &str, expected: &[String]) {
+    let puts = webp_puts(bucket);
+    let twice: Vec<_> = puts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "WebPs stored more than once: {twice:?}");
+    assert_eq!(
+        puts.len(),
+        expected.len(),
+        "unexpected WebPs: {:?}",
+        puts.keys().filter(|k| !expected.contains(k)).collect::<Vec<_>>()
+    );
+}
+
+fn metric(s: &Server, name: &str) -> u64 {
+    let text = String::from_utf8(s.get("/metrics").body).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0) as u64
+}
+
+fn wait_idle(servers: &[&Server]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while servers.iter().any(|s| status(s)["running"] == json!(true)) {
+        assert!(Instant::now() < deadline, "runs did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn three_instances_split_the_work_and_store_each_webp_once_in_half_the_time() {
+    let _serial = serial();
+    let shards = 12;
+    let yaml = cluster_yaml(shards, 9);
+    // One instance alone.
+    let alone = new_bucket("cluster-one");
+    let expected = fill(&alone, 300);
+    set_latency(&alone, LATENCY_MS);
+    let one = Server::start(Some(&alone), &yaml);
+    wait_balanced(&[&one], shards as usize);
+    assert_eq!(one.post("/api/runs", json!({})).status, 202);
+    let t_one = wait_complete(&alone, &expected, Duration::from_secs(300));
+    wait_idle(&[&one]);
+    assert_each_stored_once(&alone, &expected);
+    drop(one);
+
+    // Three on another bucket with the same images.
+    let bucket = new_bucket("cluster-three");
+    fill(&bucket, 300);
+    set_latency(&bucket, LATENCY_MS);
+    let servers: Vec<Server> = (0..3).map(|_| Server::start(Some(&bucket), &yaml)).collect();
+    let refs: Vec<&Server> = servers.iter().collect();
+    wait_balanced(&refs, (shards / 3) as usize);
+    // A run requested of any one instance runs on all of them.
+    assert_eq!(servers[1].post("/api/runs", json!({})).status, 202);
+    let t_three = wait_complete(&bucket, &expected, Duration::from_secs(300));
+    wait_idle(&refs);
+    assert_each_stored_once(&bucket, &expected);
+    let converted: Vec<u64> = servers.iter().map(|s| metric(s, "ics_images_converted_total")).collect();
+    assert_eq!(converted.iter().sum::<u64>(), 300, "{converted:?}");
+    assert!(converted.iter().all(|&n| n >= 50), "work not split across all three: {converted:?}");
+    let ratio = t_three.as_secs_f64() / t_one.as_secs_f64();
+    eprintln!("one instance {t_one:?}, three {t_three:?}: ratio {ratio:.2}, split {converted:?}");
+    assert!(ratio <= 0.5, "three instances took {ratio:.2} x one's time ({t_three:?} vs {t_one:?})");
+    // The cluster view: every shard held by someone, lease expiries in the future.
+    let view = status(&servers[0])["cluster"].clone();
+    assert_eq!(view["instances"].as_array().unwrap().len(), 3, "{view:#}");
+    assert_eq!(view["fair_share"], json!(4));
+    let text = String::from_utf8(servers[0].get("/metrics").body).unwrap();
+    assert!(text.contains("ics_cluster_shards_held 4\n") && text.contains("ics_cluster_live_instances 3\n"), "{text}");
+}
+
+#[test]
+fn a_killed_instances_shards_are_taken_over_and_the_bucket_completes_once() {
+    let _serial = serial();
+    let bucket = new_bucket("cluster-kill");
+    let expected = fill(&bucket, 300);
+    let yaml = cluster_yaml(9, 3);
+    let mut servers: Vec<Server> = (0..3).map(|_| Server::start(Some(&bucket), &yaml)).collect();
+    wait_balanced(&servers.iter().collect::<Vec<_>>(), 3);
+    assert_eq!(servers[0].post("/api/runs", json!({})).status, 202);
+    // Kill the third instance once the run is well under way, with its shards half done.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while webp_puts(&bucket).len() < 60 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut victim = servers.remove(2);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let done_at_kill = webp_puts(&bucket).len();
+    assert!(done_at_kill < expected.len(), "the run finished before the kill");
+    wait_complete(&bucket, &expected, Duration::from_secs(180));
+    let refs: Vec<&Server> = servers.iter().collect();
+    wait_idle(&refs);
+    assert_each_stored_once(&bucket, &expected);
+    let logs: String = servers.iter().flat_map(|s| s.log.lock().unwrap().clone()).collect::<Vec<_>>().join("\n");
+    assert!(logs.contains("Taking over an expired lease"), "no takeover logged");
+    // The survivors now hold all nine shards between them.
+    wait_all_held(&refs, 9);
+}
+
+#[test]
+fn a_paused_holder_is_refused_its_next_write_after_a_takeover() {
+    let _serial = serial();
+    let bucket = new_bucket("cluster-pause");
+    let expected = fill(&bucket, 300);
+    let yaml = cluster_yaml(6, 3);
+    let servers: Vec<Server> = (0..2).map(|_| Server::start(Some(&bucket), &yaml)).collect();
+    let (a, b) = (&servers[0], &servers[1]);
+    wait_balanced(&[a, b], 3);
+    assert_eq!(a.post("/api/runs", json!({})).status, 202);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while webp_puts(&bucket).len() < 30 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(a, "STOP");
+    // Past the 3 s lease and the 0.5 s skew margin: b takes a's shards.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held(b) < 6 {
+        assert!(Instant::now() < deadline, "b never took a's shards");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lost_before = a.log.lock().unwrap().iter().filter(|l| l.contains("write refused")).count();
+    assert_eq!(lost_before, 0);
+    signal(a, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.log.lock().unwrap().iter().any(|l| l.contains("Lease lost to another instance: write refused")) {
+        assert!(Instant::now() < deadline, "a's write was not refused: {:#?}", a.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(a, "ics_cluster_leases_lost_total") >= 1);
+    wait_complete(&bucket, &expected, Duration::from_secs(180));
+    wait_idle(&[a, b]);
+    assert_each_stored_once(&bucket, &expected);
+    // a rejoins: the shards are shared again.
+    wait_balanced(&[a, b], 3);
+}
+
+fn signal(s: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill").args([&format!("-{sig}"), &s.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+/// Waits until the servers hold `total` shards between them, none above its fair share.
+fn wait_all_held(servers: &[&Server], total: usize) {
+    let fair = total.div_ceil(servers.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts: Vec<usize> = servers.iter().map(|s| held(s)).collect();
+        if counts.iter().sum::<usize>() == total && counts.iter().all(|&c| c <= fair) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "shards not all held: {counts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,473 @@
+//! Coordinator (`state.backend: bucket` only): keeps this instance's share of the
+//! shards and runs them when they are owed a run.
+//!
+//! Every `lease / 6` it writes the shards whose state changed or whose lease is a third
+//! used (one conditional PUT each: renewal and checkpoint at once), beats its heartbeat,
+//! reads the other instances' heartbeats and the trigger, releases shards above its fair
+//! share (⌈shards / live instances⌉) and takes free or expired ones below it. When no run
+//! is going on here and a held shard's last complete run started before the latest
+//! trigger, it begins a run over those shards. A refused write means another instance
+//! took the shard: it is dropped at once, and the Uploader stops writing for it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::{Mutex, oneshot};
+
+use super::lister::Lister;
+use super::scheduler::{RunHandle, begin};
+use super::state_keeper::{BeginError, StateKeeper};
+use crate::cluster::{
+    Cluster, HeldShard, InstanceRecord, ShardSet, ShardView, TriggerRecord, fair_share, shard_of, shard_view,
+};
+use crate::config::Config;
+use crate::lease::{LeaseError, LeaseRecord, Leases};
+use crate::state::State;
+use crate::storage::{Storage, StorageError};
+
+/// Records a run request for the whole cluster and runs this instance's owed shards.
+/// Answers this instance's run, or [`BeginError::Queued`] when none could start now.
+#[derive(Message)]
+#[rtype(result = "Result<RunHandle, BeginError>")]
+pub struct Trigger {
+    pub force: bool,
+}
+
+/// Leaves the cluster: releases every lease (with its state) and removes the heartbeat.
+/// Send after the pipeline has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave;
+
+/// The actor; its work is done by one task at a time through `inner`.
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cluster: Arc<Cluster>,
+    storage: Storage,
+    leases: Leases,
+    config: Arc<Config>,
+    state_keeper: Addr<StateKeeper>,
+    lister: Addr<Lister>,
+    metrics: Arc<crate::metrics::Metrics>,
+    started_at: DateTime<Utc>,
+    /// Wakes the loop (a run ended).
+    kick: tokio::sync::Notify,
+    turn: Mutex<Turn>,
+}
+
+/// What the loop remembers between turns.
+#[derive(Default)]
+struct Turn {
+    ticks: u64,
+    running: bool,
+    left: bool,
+    trigger: Option<TriggerRecord>,
+    live: usize,
+    /// When the heartbeat was last written and the others' last read.
+    last_survey: Option<DateTime<Utc>>,
+    /// Where a run's summary goes when the API asked for the run.
+    waiting: Option<oneshot::Sender<crate::model::RunSummary>>,
+}
+
+impl Coordinator {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        storage: Storage,
+        config: Arc<Config>,
+        state_keeper: Addr<StateKeeper>,
+        lister: Addr<Lister>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        let c = &cluster.config;
+        let leases = Leases {
+            storage: storage.clone(),
+            holder: c.instance_id.clone(),
+            duration: c.lease,
+            skew: c.max_clock_skew,
+        };
+        let inner = Inner {
+            cluster,
+            storage,
+            leases,
+            config,
+            state_keeper,
+            lister,
+            metrics,
+            started_at: Utc::now(),
+            kick: tokio::sync::Notify::new(),
+            turn: Mutex::new(Turn::default()),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+}
+
+impl Actor for Coordinator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        let inner = self.inner.clone();
+        tracing::info!(
+            instance = %inner.cluster.config.instance_id,
+            shards = inner.cluster.config.shards,
+            lease_s = inner.cluster.config.lease.as_secs(),
+            "Joining the cluster"
+        );
+        actix::spawn(async move {
+            // Often enough to see a run request within a second; heartbeats and leases
+            // are written only every third of a lease.
+            let period = (inner.cluster.config.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
+            loop {
+                let full = tokio::select! {
+                    _ = tokio::time::sleep(period) => true,
+                    _ = inner.kick.notified() => true,
+                    _ = inner.cluster.flush.notified() => false,
+                };
+                if !inner.turn(full).await {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+impl Handler<Trigger> for Coordinator {
+    type Result = ResponseFuture<Result<RunHandle, BeginError>>;
+
+    fn handle(&mut self, msg: Trigger, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.trigger(msg.force).await })
+    }
+}
+
+impl Handler<Leave> for Coordinator {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Leave, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.leave().await })
+    }
+}
+
+impl Inner {
+    fn skew(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.cluster.config.max_clock_skew).unwrap_or_default()
+    }
+
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.cluster.config.lease).unwrap_or_default()
+    }
+
+    /// One turn of the loop: writes dirty shards and renews leases; with `full`, also
+    /// reads the trigger and looks for owed shards, and every third of a lease beats the
+    /// heartbeat, reads the others' and rebalances. False once the instance has left.
+    async fn turn(self: &Arc<Self>, full: bool) -> bool {
+        let mut turn = self.turn.lock().await;
+        if turn.left {
+            return false;
+        }
+        self.write_held(Utc::now(), false).await;
+        if !full {
+            return true;
+        }
+        let now = Utc::now();
+        let survey_due = turn.last_survey.is_none_or(|t| now - t >= self.lease() / 3);
+        if survey_due {
+            turn.ticks += 1;
+            match self.survey(&mut turn).await {
+                Ok(()) => turn.last_survey = Some(now),
+                Err(e) => tracing::warn!(error = %e, "Cluster survey failed; retrying"),
+            }
+            // From the second survey on, when the others have had time to show up.
+            if turn.ticks > 1 {
+                self.rebalance(&turn).await;
+            }
+        }
+        self.read_trigger(&mut turn).await;
+        self.maybe_run(&mut turn).await;
+        self.publish(&turn);
+        true
+    }
+
+    /// Writes every held shard that changed (or, with `all` or when its lease is a third
+    /// used, every one): a renewal and a checkpoint in one conditional PUT.
+    async fn write_held(&self, now: DateTime<Utc>, all: bool) {
+        let renew_before = self.lease() * 2 / 3;
+        for shard in self.cluster.held_ids() {
+            let Some(h) = self.cluster.held(shard) else { continue };
+            if !(all || h.dirty || h.lease.record.expires_at - now < renew_before) {
+                continue;
+            }
+            let data = serde_json::to_value(&h.state).expect("state serialises");
+            match self.leases.write(&h.lease, now, data).await {
+                Ok(lease) => self.cluster.written(shard, lease, &h.state),
+                Err(e) => self.write_failed(shard, &h, e, now),
+            }
+        }
+    }
+
+    fn write_failed(&self, shard: u32, h: &HeldShard, e: LeaseError, now: DateTime<Utc>) {
+        match e {
+            LeaseError::Lost(key) => {
+                self.cluster.remove(shard);
+                self.metrics.lease_lost();
+                self.cluster.update_view(|v| v.leases_lost += 1);
+                tracing::warn!(shard, key = %key, "Lease lost to another instance: write refused; dropping the shard");
+            }
+            e if !h.lease.valid_at(now, self.cluster.config.max_clock_skew) => {
+                tracing::warn!(shard, error = %e, "Cannot renew the lease and it has run out: no more writes for this shard until it is renewed");
+            }
+            e => tracing::warn!(shard, error = %e, "Cannot write the shard's lease; retrying"),
+        }
+    }
+
+    /// Beats the heartbeat, reads the live instances and the trigger.
+    async fn survey(&self, turn: &mut Turn) -> Result<(), StorageError> {
+        let now = Utc::now();
+        let c = &self.cluster.config;
+        {
+            let me = InstanceRecord {
+                id: c.instance_id.clone(),
+                started_at: self.started_at,
+                heartbeat_at: now,
+                expires_at: now + self.lease(),
+                shards: self.cluster.held_ids().into_iter().collect(),
+                running: turn.running,
+            };
+            let body = serde_json::to_vec(&me).expect("record serialises");
+            self.storage.put(&self.cluster.instance_key(&c.instance_id), body.into(), "application/json").await?;
+        }
+        let mut live = Vec::new();
+        let mut listing = self.storage.list(Some(&format!("{}instances/", c.prefix)));
+        while let Some(info) = listing.next().await {
+            let info = info?;
+            let record = match self.storage.get(&info.key, 1 << 20).await {
+                Ok((_, body)) => serde_json::from_slice::<InstanceRecord>(&body).ok(),
+                Err(StorageError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            match record {
+                Some(r) if now < r.expires_at + self.skew() || r.id == c.instance_id => live.push(r),
+                // Long dead: tidy up (any instance may).
+                Some(r) if now > r.expires_at + chrono::Duration::hours(1) => self.storage.delete(&info.key).await?,
+                _ => {}
+            }
+        }
+        turn.live = live.len().max(1);
+        self.cluster.update_view(|v| {
+            v.instances = live;
+            v.fair_share = fair_share(c.shards, turn.live);
+        });
+        Ok(())
+    }
+
+    /// The latest run request, from `trigger.json` (one small GET a turn).
+    async fn read_trigger(&self, turn: &mut Turn) {
+        match self.storage.get(&self.cluster.trigger_key(), 1 << 20).await {
+            Ok((_, body)) => match serde_json::from_slice(&body) {
+                Ok(t) => turn.trigger = Some(t),
+                Err(e) => tracing::warn!(error = %e, "trigger.json is not valid; ignoring it"),
+            },
+            Err(StorageError::NotFound { .. }) => turn.trigger = None,
+            Err(e) => tracing::warn!(error = %e, "Cannot read trigger.json; retrying"),
+        }
+    }
+
+    /// Releases shards above the fair share, takes free ones below it.
+    async fn rebalance(&self, turn: &Turn) {
+        let c = &self.cluster.config;
+        let fair = fair_share(c.shards, turn.live) as usize;
+        let now = Utc::now();
+        let mut held = self.cluster.held_ids();
+        // Above the share: give back the highest shards (their state goes with them).
+        while held.len() > fair {
+            let shard = *held.iter().next_back().expect("non-empty");
+            held.remove(&shard);
+            let Some(h) = self.cluster.remove(shard) else { continue };
+            let data = serde_json::to_value(&h.state).expect("state serialises");
+            match self.leases.release(&h.lease, now, data).await {
+                Ok(()) => tracing::info!(shard, fair, "Released a shard to rebalance"),
+                Err(e) => tracing::warn!(shard, error = %e, "Could not release a shard; it expires instead"),
+            }
+        }
+        if held.len() >= fair {
+            return;
+        }
+        // Below it: look at the others, starting at a place of our own so that instances
+        // joining together do not all go for the same shards.
+        let first = shard_of(&c.instance_id, c.shards);
+        let mut seen = Vec::new();
+        for shard in (0..c.shards).map(|i| (first + i) % c.shards) {
+            if held.contains(&shard) {
+                continue;
+            }
+            let key = self.cluster.shard_key(shard);
+            let current = match self.leases.read(&key).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "Cannot read the shard's lease");
+                    continue;
+                }
+            };
+            seen.push(view_of(shard, current.as_ref().map(|(r, _)| r)));
+            if held.len() >= fair || current.as_ref().is_some_and(|(r, _)| !self.leases.is_free(r, now)) {
+                continue;
+            }
+            if let Some((r, _)) = &current
+                && !r.holder.is_empty()
+                && r.holder != c.instance_id
+            {
+                tracing::warn!(shard, from = %r.holder, "Taking over an expired lease");
+            }
+            match self.leases.take(&key, current, now).await {
+                Ok(Some(lease)) => {
+                    let created = lease.record.data.is_null();
+                    let state = match serde_json::from_value::<State>(lease.record.data.clone()) {
+                        Ok(s) if !created => s,
+                        _ => self.initial_state(now),
+                    };
+                    tracing::info!(shard, epoch = lease.record.epoch, "Took a shard");
+                    seen.push(shard_view(shard, &lease, &state));
+                    self.cluster.insert(shard, HeldShard { lease, state, dirty: created });
+                    held.insert(shard);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(shard, error = %e, "Cannot take the shard's lease"),
+            }
+        }
+        self.cluster.update_view(|v| {
+            for s in seen {
+                match v.all_shards.iter_mut().find(|x| x.shard == s.shard) {
+                    Some(x) => *x = s,
+                    None => v.all_shards.push(s),
+                }
+            }
+            v.all_shards.sort_by_key(|s| s.shard);
+        });
+    }
+
+    fn initial_state(&self, now: DateTime<Utc>) -> State {
+        let ignore_before = match self.config.state.initial.as_str() {
+            "all" => None,
+            "now" => Some(now),
+            date => DateTime::parse_from_rfc3339(date).ok().map(|d| d.with_timezone(&Utc)),
+        };
+        State { ignore_before, ..State::default() }
+    }
+
+    /// Held shards whose last complete run started before the latest trigger.
+    fn owed(&self, turn: &Turn) -> BTreeSet<u32> {
+        let Some(trigger) = &turn.trigger else { return BTreeSet::new() };
+        let now = Utc::now();
+        self.cluster
+            .held_ids()
+            .into_iter()
+            .filter_map(|s| self.cluster.held(s).map(|h| (s, h)))
+            .filter(|(_, h)| h.lease.valid_at(now, self.cluster.config.max_clock_skew))
+            .filter(|(_, h)| h.state.last_complete_run_started_at.is_none_or(|t| t < trigger.at))
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// Begins a run over the owed shards, if no run is going on here.
+    async fn maybe_run(self: &Arc<Self>, turn: &mut Turn) -> Option<String> {
+        if turn.running {
+            return None;
+        }
+        let owed = self.owed(turn);
+        if owed.is_empty() {
+            return None;
+        }
+        let force = turn.trigger.as_ref().is_some_and(|t| t.force);
+        self.cluster.set_scope(owed.clone());
+        let shards = ShardSet { count: self.cluster.config.shards, ids: owed.clone() };
+        tracing::info!(shards = ?owed, "Running the shards owed a run");
+        match begin(self.state_keeper.clone(), self.lister.clone(), force, Some(Arc::new(shards))).await {
+            Ok(handle) => {
+                turn.running = true;
+                let (inner, waiting) = (self.clone(), turn.waiting.take());
+                actix::spawn(async move {
+                    let summary = handle.done.await;
+                    inner.turn.lock().await.running = false;
+                    if let (Ok(s), Some(tx)) = (summary, waiting) {
+                        let _ = tx.send(s);
+                    }
+                    inner.kick.notify_one();
+                });
+                Some(handle.run_id)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot begin a run");
+                None
+            }
+        }
+    }
+
+    async fn trigger(self: &Arc<Self>, force: bool) -> Result<RunHandle, BeginError> {
+        let mut turn = self.turn.lock().await;
+        let record = TriggerRecord { at: Utc::now(), by: self.cluster.config.instance_id.clone(), force };
+        let body = serde_json::to_vec(&record).expect("record serialises");
+        self.storage
+            .put(&self.cluster.trigger_key(), body.into(), "application/json")
+            .await
+            .map_err(|e| BeginError::Cluster(e.to_string()))?;
+        tracing::info!(force, "Run requested for the whole cluster");
+        turn.trigger = Some(record);
+        let (tx, rx) = oneshot::channel();
+        turn.waiting = Some(tx);
+        let started = self.maybe_run(&mut turn).await;
+        self.publish(&turn);
+        match started {
+            Some(run_id) => Ok(RunHandle { run_id, done: rx }),
+            None => {
+                turn.waiting = None;
+                Err(BeginError::Queued)
+            }
+        }
+    }
+
+    async fn leave(&self) {
+        let mut turn = self.turn.lock().await;
+        turn.left = true;
+        let now = Utc::now();
+        self.write_held(now, true).await;
+        for shard in self.cluster.held_ids() {
+            let Some(h) = self.cluster.remove(shard) else { continue };
+            let data = serde_json::to_value(&h.state).expect("state serialises");
+            if let Err(e) = self.leases.release(&h.lease, now, data).await {
+                tracing::warn!(shard, error = %e, "Could not release a shard; it expires instead");
+            }
+        }
+        let key = self.cluster.instance_key(&self.cluster.config.instance_id);
+        if let Err(e) = self.storage.delete(&key).await {
+            tracing::warn!(error = %e, "Could not remove this instance's heartbeat; it expires instead");
+        }
+        tracing::info!("Left the cluster");
+    }
+
+    fn publish(&self, turn: &Turn) {
+        self.cluster.update_view(|v| v.trigger = turn.trigger.clone());
+        self.metrics.set_cluster(self.cluster.held_ids().len(), turn.live);
+    }
+}
+
+fn view_of(shard: u32, r: Option<&LeaseRecord>) -> ShardView {
+    match r {
+        Some(r) => ShardView {
+            shard,
+            holder: r.holder.clone(),
+            expires_at: Some(r.expires_at),
+            epoch: r.epoch,
+            last_complete_run_started_at: serde_json::from_value::<State>(r.data.clone())
+                .ok()
+                .and_then(|s| s.last_complete_run_started_at),
+        },
+        None => ShardView { shard, ..Default::default() },
+    }
+}

@@ -1,0 +1,374 @@
+//! Several instances on one bucket (`state.backend: bucket`): the objects they share,
+//! the shard of a key, and the state store that keeps each shard's state inside its
+//! lease object.
+//!
+//! Under `state.prefix` (default `.image-converting-server/`) live:
+//! - `shards/NNNN.json`: one [`crate::lease::LeaseRecord`] per shard; its `data` is the
+//!   shard's [`State`] (ledger, cursor, watermark). Only the holder writes it, and only
+//!   with `If-Match` on the ETag it last wrote, so every checkpoint is fenced by the lease.
+//! - `instances/<id>.json`: each instance's heartbeat ([`InstanceRecord`]), rewritten by
+//!   its owner only; the live ones decide each instance's fair share of shards.
+//! - `trigger.json`: the latest run request ([`TriggerRecord`]), from a cron tick or
+//!   `POST /api/runs` on any instance. A shard whose last complete run started before it
+//!   is owed a run, whoever holds it (so a taken-over shard carries its owed run along).
+//!
+//! The [`Coordinator`](crate::actors::coordinator) actor takes, renews and releases the
+//! leases; the StateKeeper reads and writes state through [`ClusterStore`] exactly as it
+//! does with the local file, and the Uploader asks [`Cluster::holds`] before every put.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ClusterConfig;
+use crate::lease::Held;
+use crate::state::{State, StateError, StateStore, Totals};
+
+/// The shard a source key belongs to: FNV-1a (64 bit) of the key, modulo `shards`.
+/// Stable across versions and platforms: changing it would move every key.
+pub fn shard_of(key: &str, shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(shards.max(1))) as u32
+}
+
+/// The shards one run covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardSet {
+    pub count: u32,
+    pub ids: BTreeSet<u32>,
+}
+
+impl ShardSet {
+    pub fn contains(&self, key: &str) -> bool {
+        self.ids.contains(&shard_of(key, self.count))
+    }
+}
+
+/// An instance's heartbeat object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// Live until then (plus the clock-skew margin).
+    pub expires_at: DateTime<Utc>,
+    pub shards: Vec<u32>,
+    pub running: bool,
+}
+
+/// The latest run request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    pub at: DateTime<Utc>,
+    pub by: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A shard this instance holds: its lease (with the ETag to write over) and its state.
+#[derive(Debug, Clone)]
+pub struct HeldShard {
+    pub lease: Held,
+    pub state: State,
+    /// Changed since last written.
+    pub dirty: bool,
+}
+
+/// One shard as last seen in the bucket, for the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ShardView {
+    pub shard: u32,
+    pub holder: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub epoch: u64,
+    pub last_complete_run_started_at: Option<DateTime<Utc>>,
+}
+
+/// The cluster as this instance sees it (the status endpoint's `cluster`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterView {
+    pub instance_id: String,
+    pub shards: u32,
+    pub fair_share: u32,
+    /// Shards this instance holds.
+    pub held: Vec<ShardView>,
+    /// Live instances (this one included), from their heartbeats.
+    pub instances: Vec<InstanceRecord>,
+    /// Every shard as last read (held ones are current; others as of the last claim attempt).
+    pub all_shards: Vec<ShardView>,
+    pub trigger: Option<TriggerRecord>,
+    /// Leases this instance lost to another (a write refused, or expired while paused).
+    pub leases_lost: u64,
+}
+
+/// What the Coordinator, the StateKeeper's store, the Uploader and the API share.
+#[derive(Debug)]
+pub struct Cluster {
+    pub config: ClusterConfig,
+    table: Mutex<Table>,
+    /// Wakes the Coordinator to write dirty shards.
+    pub flush: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    held: BTreeMap<u32, HeldShard>,
+    /// The shards of the run in progress (what `load` merges and `save` splits into).
+    scope: BTreeSet<u32>,
+    totals_at_load: Totals,
+    view: ClusterView,
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig) -> Arc<Self> {
+        let view = ClusterView { instance_id: config.instance_id.clone(), shards: config.shards, ..Default::default() };
+        let table = Table { view, ..Default::default() };
+        Arc::new(Self { config, table: Mutex::new(table), flush: tokio::sync::Notify::new() })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lease object's key for `shard`.
+    pub fn shard_key(&self, shard: u32) -> String {
+        format!("{}shards/{shard:04}.json", self.config.prefix)
+    }
+
+    pub fn instance_key(&self, id: &str) -> String {
+        format!("{}instances/{id}.json", self.config.prefix)
+    }
+
+    pub fn trigger_key(&self) -> String {
+        format!("{}trigger.json", self.config.prefix)
+    }
+
+    /// Whether this instance may still write for `key`'s shard at `now`: it holds the
+    /// shard's lease and, by its own clock, the lease has not come within the skew
+    /// margin of its expiry.
+    pub fn holds(&self, key: &str, now: DateTime<Utc>) -> bool {
+        let shard = shard_of(key, self.config.shards);
+        self.table().held.get(&shard).is_some_and(|h| h.lease.valid_at(now, self.config.max_clock_skew))
+    }
+
+    pub fn held_ids(&self) -> BTreeSet<u32> {
+        self.table().held.keys().copied().collect()
+    }
+
+    /// A copy of a held shard.
+    pub fn held(&self, shard: u32) -> Option<HeldShard> {
+        self.table().held.get(&shard).cloned()
+    }
+
+    pub fn insert(&self, shard: u32, held: HeldShard) {
+        self.table().held.insert(shard, held);
+    }
+
+    /// Forgets a shard (lost or released).
+    pub fn remove(&self, shard: u32) -> Option<HeldShard> {
+        self.table().held.remove(&shard)
+    }
+
+    /// After a successful write: the new lease, clean unless the state changed meanwhile.
+    pub fn written(&self, shard: u32, lease: Held, state_written: &State) {
+        if let Some(h) = self.table().held.get_mut(&shard) {
+            h.dirty = h.dirty && h.state != *state_written;
+            h.lease = lease;
+        }
+    }
+
+    /// Sets the shards the next run covers.
+    pub fn set_scope(&self, shards: BTreeSet<u32>) {
+        self.table().scope = shards;
+    }
+
+    pub fn view(&self) -> ClusterView {
+        let t = self.table();
+        let mut view = t.view.clone();
+        view.held = t.held.iter().map(|(s, h)| shard_view(*s, &h.lease, &h.state)).collect();
+        view
+    }
+
+    pub fn update_view(&self, f: impl FnOnce(&mut ClusterView)) {
+        f(&mut self.table().view);
+    }
+}
+
+/// A held shard as the status shows it.
+pub fn shard_view(shard: u32, lease: &Held, state: &State) -> ShardView {
+    ShardView {
+        shard,
+        holder: lease.record.holder.clone(),
+        expires_at: Some(lease.record.expires_at),
+        epoch: lease.record.epoch,
+        last_complete_run_started_at: state.last_complete_run_started_at,
+    }
+}
+
+/// The StateKeeper's store in bucket mode: `load` merges the states of the run's
+/// shards, `save` splits the state back into them and wakes the Coordinator to write
+/// them (each a conditional PUT on its lease).
+#[derive(Debug, Clone)]
+pub struct ClusterStore(pub Arc<Cluster>);
+
+impl StateStore for ClusterStore {
+    fn load(&self) -> Result<Option<State>, StateError> {
+        let mut t = self.0.table();
+        let states: Vec<&State> = t.scope.iter().filter_map(|s| t.held.get(s)).map(|h| &h.state).collect();
+        if states.is_empty() {
+            return Ok(None);
+        }
+        let merged = merge(&states);
+        t.totals_at_load = merged.totals.clone();
+        Ok(Some(merged))
+    }
+
+    fn save(&self, state: &State) -> Result<(), StateError> {
+        let shards = self.0.config.shards;
+        let mut t = self.0.table();
+        let scope: Vec<u32> = t.scope.iter().copied().filter(|s| t.held.contains_key(s)).collect();
+        let delta = totals_delta(&state.totals, &t.totals_at_load);
+        for (i, shard) in scope.iter().enumerate() {
+            let held = t.held.get_mut(shard).expect("filtered above");
+            let mut next = State {
+                ledger: state
+                    .ledger
+                    .iter()
+                    .filter(|(k, _)| shard_of(k, shards) == *shard)
+                    .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect(),
+                totals: held.state.totals.clone(),
+                ..state.clone()
+            };
+            if i == 0 {
+                add_totals(&mut next.totals, &delta);
+            }
+            if next != held.state {
+                held.state = next;
+                held.dirty = true;
+            }
+        }
+        t.totals_at_load = state.totals.clone();
+        drop(t);
+        self.0.flush.notify_one();
+        Ok(())
+    }
+}
+
+/// One state over several shards: their ledgers together, totals summed, the rest
+/// (watermark, run progress) from the shard that is furthest behind.
+pub fn merge(states: &[&State]) -> State {
+    let behind = states.iter().min_by_key(|s| s.last_complete_run_started_at).expect("merge needs at least one state");
+    let mut merged = State { ledger: BTreeMap::new(), totals: Totals::default(), ..(*behind).clone() };
+    // Resume only when every shard was left mid-run; start from the earliest cursor.
+    merged.run = if states.iter().all(|s| s.run.is_some()) {
+        let cursor = states.iter().map(|s| s.run.as_ref().and_then(|r| r.cursor.clone())).min().flatten();
+        behind.run.clone().map(|r| crate::state::RunProgress { cursor, ..r })
+    } else {
+        None
+    };
+    for s in states {
+        merged.ledger.extend(s.ledger.iter().map(|(k, e)| (k.clone(), e.clone())));
+        add_totals(&mut merged.totals, &s.totals);
+    }
+    merged
+}
+
+fn totals_delta(now: &Totals, then: &Totals) -> Totals {
+    Totals {
+        runs: now.runs.saturating_sub(then.runs),
+        converted: now.converted.saturating_sub(then.converted),
+        failed: now.failed.saturating_sub(then.failed),
+        bytes_in: now.bytes_in.saturating_sub(then.bytes_in),
+        bytes_out: now.bytes_out.saturating_sub(then.bytes_out),
+    }
+}
+
+fn add_totals(into: &mut Totals, d: &Totals) {
+    into.runs += d.runs;
+    into.converted += d.converted;
+    into.failed += d.failed;
+    into.bytes_in += d.bytes_in;
+    into.bytes_out += d.bytes_out;
+}
+
+/// Each instance's fair share: ⌈shards / live instances⌉.
+pub fn fair_share(shards: u32, live: usize) -> u32 {
+    shards.div_ceil(live.max(1) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Failure, RetryPolicy};
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("photos/cat.jpg", 16), shard_of("photos/cat.jpg", 16));
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[shard_of(&format!("img/{i:05}.jpg"), 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn fair_share_rounds_up() {
+        assert_eq!(fair_share(16, 3), 6);
+        assert_eq!(fair_share(16, 0), 16);
+        assert_eq!(fair_share(2, 3), 1);
+    }
+
+    #[test]
+    fn save_splits_what_load_merged() {
+        let config = ClusterConfig {
+            prefix: "p/".into(),
+            shards: 4,
+            lease: std::time::Duration::from_secs(10),
+            max_clock_skew: std::time::Duration::from_secs(1),
+            instance_id: "a".into(),
+        };
+        let cluster = Cluster::new(config);
+        let lease = |s: u32| Held {
+            key: cluster.shard_key(s),
+            record: crate::lease::LeaseRecord {
+                holder: "a".into(),
+                expires_at: Utc::now(),
+                epoch: 1,
+                data: serde_json::Value::Null,
+            },
+            etag: "e".into(),
+        };
+        for s in 0..4 {
+            let state = State { totals: Totals { converted: 10, ..Default::default() }, ..Default::default() };
+            cluster.insert(s, HeldShard { lease: lease(s), state, dirty: false });
+        }
+        cluster.set_scope([0, 1, 2].into());
+        let store = ClusterStore(cluster.clone());
+        let mut state = store.load().unwrap().unwrap();
+        assert_eq!(state.totals.converted, 30);
+        let now = Utc::now();
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i}.jpg")).filter(|k| shard_of(k, 4) != 3).collect();
+        for k in &keys {
+            let f = Failure { code: "decode_failed", reason: "bad", permanent: true };
+            state.record_failure(k, None, f, &RetryPolicy::default(), now);
+        }
+        state.totals.converted += 5;
+        store.save(&state).unwrap();
+        for s in 0..3 {
+            let h = cluster.held(s).unwrap();
+            assert!(h.dirty);
+            assert!(h.state.ledger.keys().all(|k| shard_of(k, 4) == s));
+        }
+        assert!(!cluster.held(3).unwrap().dirty, "a shard outside the run is not written");
+        let again = store.load().unwrap().unwrap();
+        assert_eq!(again.ledger.len(), keys.len());
+        assert_eq!(again.totals.converted, 35);
+    }
+}

@@ -182,9 +182,9 @@ mod tests {
 
     #[tokio::test]
     async fn no_shard_is_ever_held_by_two_live_instances() {
-        const SHARDS: usize = 16;
-        const INSTANCES: usize = 6;
-        const STEPS: u64 = 20_000;
+        const SHARDS: usize = 64;
+        const INSTANCES: usize = 12;
+        const STEPS: u64 = 50_000;
         let skew = Duration::from_secs(2);
         let storage = Storage::in_memory("sim");
         let start = Utc::now();
@@ -203,7 +203,7 @@ mod tests {
                 held: vec![None; SHARDS],
             })
             .collect();
-        let (mut takeovers, mut lost) = (0, 0);
+        let (mut takeovers, mut lost, mut released) = (0, 0, 0);
         // Each step is 100 ms of true time; one random instance acts.
         for step in 0..STEPS {
             let true_now = start + chrono::Duration::milliseconds(step as i64 * 100);
@@ -221,6 +221,12 @@ mod tests {
             let shard = rng.next(SHARDS as u64) as usize;
             let key = format!("leases/{shard}.json");
             match inst.held[shard].take() {
+                // Now and then a holder gives a shard back (rebalancing, shutdown).
+                Some(h) if rng.next(20) == 0 => match inst.leases.release(&h, now, serde_json::Value::Null).await {
+                    Ok(()) => released += 1,
+                    Err(LeaseError::Lost(_)) => lost += 1,
+                    Err(e) => panic!("{e}"),
+                },
                 Some(h) => match inst.leases.renew(&h, now).await {
                     Ok(h) => inst.held[shard] = Some(h),
                     Err(LeaseError::Lost(_)) => lost += 1,
@@ -245,7 +251,7 @@ mod tests {
             }
         }
         // The simulation exercised what it is about.
-        assert!(takeovers > 50 && lost > 10, "takeovers {takeovers}, lost {lost}");
+        assert!(takeovers > 50 && lost > 10 && released > 50, "takeovers {takeovers}, lost {lost}, released {released}");
     }
 
     #[tokio::test]

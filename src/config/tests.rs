@@ -148,3 +148,30 @@ fn secrets_never_show_in_debug_output_or_errors() {
         .to_string();
     assert!(!err.contains("s3cr3tvalue") && !err.contains("AKIAVISIBLE"), "{err}");
 }
+
+#[test]
+fn the_bucket_state_backend_is_validated() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/cluster.yaml");
+    let c = Config::load_with_env(Some(&path), &env(&[("R2_ACCESS_KEY", "a"), ("R2_SECRET_KEY", "b")])).unwrap();
+    let cluster = c.state.cluster.expect("the example is a cluster");
+    assert_eq!((cluster.prefix.as_str(), cluster.shards), (".image-converting-server/", 16));
+    assert_eq!(cluster.lease, std::time::Duration::from_secs(30));
+    assert!(!cluster.instance_id.is_empty());
+    assert!(load_yaml("state: {backend: local}", &[]).unwrap().state.cluster.is_none());
+    let c = load_yaml("state: {backend: bucket, prefix: coord, instance_id: web-1}", &[]).unwrap();
+    let cluster = c.state.cluster.unwrap();
+    assert_eq!((cluster.prefix.as_str(), cluster.instance_id.as_str()), ("coord/", "web-1"));
+    for (yaml, names) in [
+        ("state: {backend: redis}", "state.backend must be local or bucket, got redis"),
+        ("state: {backend: bucket, prefix: ../up}", "state.prefix"),
+        ("state: {backend: bucket, shards: 0}", "state.shards"),
+        (
+            "state: {backend: bucket, lease_seconds: 8, max_clock_skew_ms: 3000}",
+            "at most a quarter of state.lease_seconds (2000 ms)",
+        ),
+        ("state: {backend: bucket, instance_id: 'a b'}", "state.instance_id"),
+    ] {
+        let err = load_yaml(yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains(names), "{yaml}: {err}");
+    }
+}

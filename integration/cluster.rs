@@ -260,3 +260,41 @@ fn wait_all_held(servers: &[&Server], total: usize) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn two_instances_share_a_local_directory() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        let name = NAMES[i % NAMES.len()];
+        let ext = name.rsplit('.').next().unwrap();
+        std::fs::create_dir_all(root.path().join("img")).unwrap();
+        std::fs::write(root.path().join(format!("img/{i:03}.{ext}")), fixture(name)).unwrap();
+        expected.push(format!("img/{i:03}.webp"));
+    }
+    let yaml = format!("storage: {{backend: local, local_root: '{}'}}\n{}", root.path().display(), cluster_yaml(6, 3));
+    let servers: Vec<Server> = (0..2).map(|_| Server::start(None, &yaml)).collect();
+    let refs: Vec<&Server> = servers.iter().collect();
+    wait_balanced(&refs, 3);
+    assert_eq!(servers[0].post("/api/runs", json!({})).status, 202);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !expected.iter().all(|k| root.path().join(k).exists()) {
+        assert!(Instant::now() < deadline, "incomplete");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_idle(&refs);
+    let converted: Vec<u64> = servers.iter().map(|s| metric(s, "ics_images_converted_total")).collect();
+    assert_eq!(converted.iter().sum::<u64>(), 60, "{converted:?}");
+    assert!(converted.iter().all(|&n| n > 0), "work not split: {converted:?}");
+    // Each source converted (and stored) by exactly one instance.
+    let logs: Vec<String> = servers.iter().flat_map(|s| s.log.lock().unwrap().clone()).collect();
+    for (i, webp) in expected.iter().enumerate() {
+        let source = format!("img/{i:03}.");
+        let n =
+            logs.iter().filter(|l| l.contains("Converted image: ") && l.contains(&source) && l.contains(webp)).count();
+        assert_eq!(n, 1, "{webp} converted {n} times");
+    }
+    // The coordination objects sit beside the images, out of the runs' way.
+    assert!(root.path().join(".image-converting-server/shards/0000.json").exists());
+}

@@ -5,7 +5,7 @@
 //! checked by [`check_key`] before it reaches a backend, so the local backend can never
 //! read or write outside its root (`../x`, `/etc/passwd`, `a//b` are refused).
 
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use object_store::{
 };
 
 use crate::config::{S3Config, StorageConfig};
+use crate::storage_local;
 
 /// The Content-Type every WebP is stored with.
 pub const WEBP_CONTENT_TYPE: &str = "image/webp";
@@ -48,6 +49,14 @@ pub enum StorageError {
         #[source]
         source: object_store::Error,
     },
+    /// A file-system operation of the local backend's locked writes failed.
+    #[error("{op} {key}: {source}")]
+    Io {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StorageError {
@@ -61,9 +70,14 @@ impl StorageError {
         }
     }
 
-    /// Worth retrying: the backend failed, not the request.
+    /// Worth retrying: the backend failed, not the request. (A local file system that
+    /// cannot support compare-and-swap at all is not transient.)
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Backend { .. })
+        match self {
+            Self::Backend { .. } => true,
+            Self::Io { source, .. } => source.kind() != std::io::ErrorKind::Unsupported,
+            _ => false,
+        }
     }
 }
 
@@ -96,8 +110,11 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     bucket: String,
     kind: BackendKind,
-    /// The local backend's root, for the key-ordered listing.
-    root: Option<std::path::PathBuf>,
+    /// The local backend's root (canonical), for the key-ordered listing and the locked
+    /// conditional writes.
+    root: Option<PathBuf>,
+    /// The local backend itself, to name a key's file exactly as `store` does.
+    local: Option<LocalFileSystem>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -126,7 +143,7 @@ impl Storage {
             .with_automatic_cleanup(true);
         let bucket = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let root = Some(root.canonicalize().unwrap_or_else(|_| root.to_owned()));
-        Ok(Self { store: Arc::new(store), bucket, kind: BackendKind::Local, root })
+        Ok(Self { store: Arc::new(store.clone()), bucket, kind: BackendKind::Local, root, local: Some(store) })
     }
 
     /// An S3-compatible bucket, path-style by default, SigV4-signed.
@@ -155,12 +172,18 @@ impl Storage {
             )
             .build()
             .map_err(|e| StorageError::Setup(format!("S3 bucket {} at {}: {e}", c.bucket, c.endpoint)))?;
-        Ok(Self { store: Arc::new(store), bucket: c.bucket.clone(), kind: BackendKind::S3, root: None })
+        Ok(Self { store: Arc::new(store), bucket: c.bucket.clone(), kind: BackendKind::S3, root: None, local: None })
     }
 
     /// A bucket held in memory, for tests.
     pub fn in_memory(bucket: &str) -> Self {
-        Self { store: Arc::new(InMemory::new()), bucket: bucket.to_owned(), kind: BackendKind::Memory, root: None }
+        Self {
+            store: Arc::new(InMemory::new()),
+            bucket: bucket.to_owned(),
+            kind: BackendKind::Memory,
+            root: None,
+            local: None,
+        }
     }
 
     /// The bucket's name (used in `r2://bucket/key` addresses).
@@ -195,7 +218,7 @@ impl Storage {
     /// that it lists in the same order.
     pub fn list_ordered(&self, offset: Option<&str>) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
         if let Some(root) = &self.root {
-            return crate::storage_local::list_ordered(root.clone(), offset.map(str::to_owned));
+            return storage_local::list_ordered(root.clone(), offset.map(str::to_owned));
         }
         let stream = match offset {
             Some(o) => match check_key(o) {
@@ -258,15 +281,24 @@ impl Storage {
     }
 
     /// Like [`Storage::put`] but only when no object exists (`If-None-Match: *`);
-    /// [`StorageError::AlreadyExists`] otherwise.
+    /// [`StorageError::AlreadyExists`] otherwise. On the local backend it runs under the
+    /// key's directory lock, like [`Storage::put_if_match`].
     pub async fn put_new(&self, key: &str, data: Bytes, content_type: &str) -> Result<Option<String>, StorageError> {
+        if let Some((root, file)) = self.local_file(key, "put")? {
+            let cond = storage_local::Condition::Absent;
+            let put = move |key: &str| storage_local::put_locked(&root, &file, key, &data, cond);
+            return blocking("put", key, put).await.map(Some);
+        }
         self.put_mode(key, data, content_type, PutMode::Create).await
     }
 
     /// Like [`Storage::put`] but only over the version with `etag` (`If-Match`), a
     /// compare-and-swap; [`StorageError::Changed`] when the object is no longer that
-    /// version or is gone. Not available on the local backend (object_store has no
-    /// atomic compare-and-swap for files).
+    /// version or is gone. Returns the new version's ETag.
+    ///
+    /// On the local backend (where object_store has no compare-and-swap for files) the
+    /// swap runs under an exclusive lock on the key's directory, and every version it
+    /// writes gets an ETag no earlier version had: see `storage_local`.
     pub async fn put_if_match(
         &self,
         key: &str,
@@ -274,8 +306,23 @@ impl Storage {
         content_type: &str,
         etag: &str,
     ) -> Result<Option<String>, StorageError> {
+        if let Some((root, file)) = self.local_file(key, "update")? {
+            let cond = storage_local::Condition::Matches(etag.to_owned());
+            let swap = move |key: &str| storage_local::put_locked(&root, &file, key, &data, cond);
+            return blocking("update", key, swap).await.map(Some);
+        }
         let version = UpdateVersion { e_tag: Some(etag.to_owned()), version: None };
         self.put_mode(key, data, content_type, PutMode::Update(version)).await
+    }
+
+    /// The root and the file that hold `key` on the local backend; `None` on the others.
+    fn local_file(&self, key: &str, op: &'static str) -> Result<Option<(PathBuf, PathBuf)>, StorageError> {
+        let (Some(local), Some(root)) = (&self.local, &self.root) else { return Ok(None) };
+        let file = local.path_to_filesystem(&check_key(key)?).map_err(|e| StorageError::backend(op, key, e))?;
+        if !file.starts_with(root) {
+            return Err(StorageError::UnsafeKey { key: key.to_owned(), reason: "outside the bucket's root" });
+        }
+        Ok(Some((root.clone(), file)))
     }
 
     async fn put_mode(
@@ -308,14 +355,33 @@ impl Storage {
         Ok(res.attributes.get(&Attribute::ContentType).map(|v| v.to_string()))
     }
 
-    /// Deletes one object; deleting a missing object is not an error.
+    /// Deletes one object; deleting a missing object is not an error. On the local
+    /// backend it runs under the key's directory lock (so it cannot slip between a
+    /// compare-and-swap's check and its write) and removes directories it leaves empty.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        if let Some((root, file)) = self.local_file(key, "delete")? {
+            return blocking("delete", key, move |key: &str| storage_local::delete_locked(&root, &file, key)).await;
+        }
         let path = check_key(key)?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StorageError::backend("delete", key, e)),
         }
     }
+}
+
+/// Runs blocking file-system work for `key` off the async threads.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    key: &str,
+    f: impl FnOnce(&str) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    let owned = key.to_owned();
+    tokio::task::spawn_blocking(move || f(&owned)).await.map_err(|e| StorageError::Io {
+        op,
+        key: key.to_owned(),
+        source: std::io::Error::other(e),
+    })?
 }
 
 /// Checks an untrusted key and turns it into a store path.
@@ -403,5 +469,8 @@ mod tests {
         let listed: Vec<_> = s.list(None).collect().await;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].as_ref().unwrap().key, "a/b.webp");
+        let ordered: Vec<_> = s.list_ordered(None).collect().await;
+        let head = s.head("a/b.webp").await.unwrap();
+        assert_eq!(ordered[0].as_ref().unwrap().etag, head.etag, "a listed ETag works with If-Match");
     }
 }

@@ -172,7 +172,7 @@ impl Inner {
         if turn.left {
             return false;
         }
-        self.write_held(Utc::now(), false).await;
+        self.write_held(Utc::now()).await;
         if !full {
             return true;
         }
@@ -195,13 +195,13 @@ impl Inner {
         true
     }
 
-    /// Writes every held shard that changed (or, with `all` or when its lease is a third
-    /// used, every one): a renewal and a checkpoint in one conditional PUT.
-    async fn write_held(&self, now: DateTime<Utc>, all: bool) {
+    /// Writes every held shard whose state changed or whose lease is a third used: a
+    /// renewal and a checkpoint in one conditional PUT.
+    async fn write_held(&self, now: DateTime<Utc>) {
         let renew_before = self.lease() * 2 / 3;
         for shard in self.cluster.held_ids() {
             let Some(h) = self.cluster.held(shard) else { continue };
-            if !(all || h.dirty || h.lease.record.expires_at - now < renew_before) {
+            if !(h.dirty || h.lease.record.expires_at - now < renew_before) {
                 continue;
             }
             let data = serde_json::to_value(&h.state).expect("state serialises");
@@ -436,7 +436,7 @@ impl Inner {
         let mut turn = self.turn.lock().await;
         turn.left = true;
         let now = Utc::now();
-        self.write_held(now, true).await;
+        // Each release writes the shard's latest state too.
         for shard in self.cluster.held_ids() {
             let Some(h) = self.cluster.remove(shard) else { continue };
             let data = serde_json::to_value(&h.state).expect("state serialises");

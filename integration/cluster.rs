@@ -170,6 +170,12 @@ fn three_instances_split_the_work_and_store_each_webp_once_in_half_the_time() {
     let view = status(&servers[0])["cluster"].clone();
     assert_eq!(view["instances"].as_array().unwrap().len(), 3, "{view:#}");
     assert_eq!(view["fair_share"], json!(4));
+    let ids: Vec<&Value> = view["instances"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    let all = view["all_shards"].as_array().unwrap();
+    assert_eq!(all.len(), shards as usize, "{view:#}");
+    for s in all {
+        assert!(ids.contains(&&s["holder"]) && s["expires_at"].is_string(), "shard without a live holder: {s}");
+    }
     let text = String::from_utf8(servers[0].get("/metrics").body).unwrap();
     assert!(text.contains("ics_cluster_shards_held 4\n") && text.contains("ics_cluster_live_instances 3\n"), "{text}");
 }

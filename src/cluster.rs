@@ -58,8 +58,18 @@ pub struct InstanceRecord {
     pub heartbeat_at: DateTime<Utc>,
     /// Live until then (plus the clock-skew margin).
     pub expires_at: DateTime<Utc>,
-    pub shards: Vec<u32>,
+    /// The shards it holds, with their leases' expiries (so every instance can show the
+    /// whole cluster without reading every shard object).
+    pub shards: Vec<ShardLease>,
     pub running: bool,
+}
+
+/// One held shard in a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardLease {
+    pub shard: u32,
+    pub expires_at: DateTime<Utc>,
+    pub epoch: u64,
 }
 
 /// The latest run request.
@@ -100,7 +110,8 @@ pub struct ClusterView {
     pub held: Vec<ShardView>,
     /// Live instances (this one included), from their heartbeats.
     pub instances: Vec<InstanceRecord>,
-    /// Every shard as last read (held ones are current; others as of the last claim attempt).
+    /// Every shard: its holder and lease expiry from the live instances' heartbeats (at
+    /// most a third of a lease old), or as last read when no live instance lists it.
     pub all_shards: Vec<ShardView>,
     pub trigger: Option<TriggerRecord>,
     /// Leases this instance lost to another (a write refused, or expired while paused).
@@ -155,6 +166,15 @@ impl Cluster {
     pub fn holds(&self, key: &str, now: DateTime<Utc>) -> bool {
         let shard = shard_of(key, self.config.shards);
         self.table().held.get(&shard).is_some_and(|h| h.lease.valid_at(now, self.config.max_clock_skew))
+    }
+
+    /// The held shards as a heartbeat lists them.
+    pub fn held_leases(&self) -> Vec<ShardLease> {
+        let t = self.table();
+        t.held
+            .iter()
+            .map(|(s, h)| ShardLease { shard: *s, expires_at: h.lease.record.expires_at, epoch: h.lease.record.epoch })
+            .collect()
     }
 
     pub fn held_ids(&self) -> BTreeSet<u32> {

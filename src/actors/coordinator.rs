@@ -237,7 +237,7 @@ impl Inner {
                 started_at: self.started_at,
                 heartbeat_at: now,
                 expires_at: now + self.lease(),
-                shards: self.cluster.held_ids().into_iter().collect(),
+                shards: self.cluster.held_leases(),
                 running: turn.running,
             };
             let body = serde_json::to_vec(&me).expect("record serialises");
@@ -261,6 +261,26 @@ impl Inner {
         }
         turn.live = live.len().max(1);
         self.cluster.update_view(|v| {
+            v.all_shards = (0..c.shards)
+                .map(|shard| {
+                    let listed = live.iter().find_map(|r| r.shards.iter().find(|l| l.shard == shard).map(|l| (r, l)));
+                    match listed {
+                        Some((r, l)) => ShardView {
+                            shard,
+                            holder: r.id.clone(),
+                            expires_at: Some(l.expires_at),
+                            epoch: l.epoch,
+                            ..Default::default()
+                        },
+                        None => v
+                            .all_shards
+                            .iter()
+                            .find(|x| x.shard == shard)
+                            .cloned()
+                            .unwrap_or(ShardView { shard, ..Default::default() }),
+                    }
+                })
+                .collect();
             v.instances = live;
             v.fair_share = fair_share(c.shards, turn.live);
         });

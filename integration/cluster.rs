@@ -196,10 +196,22 @@ fn a_killed_instances_shards_are_taken_over_and_the_bucket_completes_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut victim = servers.remove(2);
+    let victims_shards: Vec<u32> = status(&victim)["cluster"]["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["shard"].as_u64().unwrap() as u32)
+        .collect();
     victim.child.kill().unwrap();
     victim.child.wait().unwrap();
-    let done_at_kill = webp_puts(&bucket).len();
-    assert!(done_at_kill < expected.len(), "the run finished before the kill");
+    // Work of the victim's shards was still to do: only a takeover completes the bucket.
+    let stored = webp_puts(&bucket);
+    let left: Vec<&String> = expected
+        .iter()
+        .filter(|w| !stored.contains_key(*w))
+        .filter(|w| victims_shards.contains(&ics::cluster::shard_of(&source_of(w), 9)))
+        .collect();
+    assert!(!left.is_empty(), "the victim had finished its shards before the kill");
     wait_complete(&bucket, &expected, Duration::from_secs(180));
     let refs: Vec<&Server> = servers.iter().collect();
     wait_idle(&refs);
@@ -248,6 +260,13 @@ fn a_paused_holder_is_refused_its_next_write_after_a_takeover() {
     wait_balanced(&[a, b], 3);
 }
 
+/// The source key of one of `fill`'s WebPs.
+fn source_of(webp: &str) -> String {
+    let i: usize = webp.trim_start_matches("img/").trim_end_matches(".webp").parse().unwrap();
+    let ext = NAMES[i % NAMES.len()].rsplit('.').next().unwrap();
+    format!("img/{i:03}.{ext}")
+}
+
 fn signal(s: &Server, sig: &str) {
     let ok = std::process::Command::new("kill").args([&format!("-{sig}"), &s.child.id().to_string()]).status().unwrap();
     assert!(ok.success());
@@ -267,8 +286,10 @@ fn wait_all_held(servers: &[&Server], total: usize) {
     }
 }
 
+/// Two instances on a local directory, run by the shared cron schedule (every minute):
+/// no API request, each runs its own shards at the tick.
 #[test]
-fn two_instances_share_a_local_directory() {
+fn two_instances_share_a_local_directory_on_the_shared_schedule() {
     let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let mut expected = Vec::new();
@@ -279,12 +300,16 @@ fn two_instances_share_a_local_directory() {
         std::fs::write(root.path().join(format!("img/{i:03}.{ext}")), fixture(name)).unwrap();
         expected.push(format!("img/{i:03}.webp"));
     }
-    let yaml = format!("storage: {{backend: local, local_root: '{}'}}\n{}", root.path().display(), cluster_yaml(6, 3));
+    let yaml = format!(
+        "storage: {{backend: local, local_root: '{}'}}\n{}cron: {{enabled: true, schedule: '* * * * *', run_on_start: false}}\n",
+        root.path().display(),
+        cluster_yaml(6, 3)
+    );
     let servers: Vec<Server> = (0..2).map(|_| Server::start(None, &yaml)).collect();
     let refs: Vec<&Server> = servers.iter().collect();
     wait_balanced(&refs, 3);
-    assert_eq!(servers[0].post("/api/runs", json!({})).status, 202);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let balanced_at = chrono::Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(150);
     while !expected.iter().all(|k| root.path().join(k).exists()) {
         assert!(Instant::now() < deadline, "incomplete");
         std::thread::sleep(Duration::from_millis(100));
@@ -301,6 +326,18 @@ fn two_instances_share_a_local_directory() {
             logs.iter().filter(|l| l.contains("Converted image: ") && l.contains(&source) && l.contains(webp)).count();
         assert_eq!(n, 1, "{webp} converted {n} times");
     }
-    // The coordination objects sit beside the images, out of the runs' way.
+    // The coordination objects sit beside the images, out of the runs' way; the
+    // trigger is the tick's scheduled minute, the same for both instances.
     assert!(root.path().join(".image-converting-server/shards/0000.json").exists());
+    let trigger: Value =
+        serde_json::from_slice(&std::fs::read(root.path().join(".image-converting-server/trigger.json")).unwrap())
+            .unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(trigger["at"].as_str().unwrap()).unwrap();
+    assert_eq!(at.timestamp() % 60, 0, "{trigger}");
+    assert_eq!(at.timestamp_subsec_nanos(), 0, "{trigger}");
+    if at > balanced_at {
+        // Both fired the same tick: one run each, none repeated for the other's write.
+        let runs: Vec<u64> = servers.iter().map(|s| metric(s, "ics_runs_started_total")).collect();
+        assert_eq!(runs, [1, 1]);
+    }
 }

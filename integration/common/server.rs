@@ -30,12 +30,18 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `serve` on port 0 against `bucket` (or a local root), with extra YAML.
+    /// Starts `serve` on port 0 against `bucket` (or a local root), with extra YAML (cron
+    /// off unless it has a `cron:` of its own).
     pub fn start(bucket: Option<&str>, extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("c.yaml"),
-            format!("cron: {{enabled: false, run_on_start: false}}\n{extra_yaml}"),
+            // Cron off unless the test sets its own `cron:`.
+            if extra_yaml.contains("cron:") {
+                extra_yaml.to_owned()
+            } else {
+                format!("cron: {{enabled: false, run_on_start: false}}\n{extra_yaml}")
+            },
         )
         .unwrap();
         let mut cmd = super::binary();

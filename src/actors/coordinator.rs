@@ -35,6 +35,8 @@ use crate::storage::{Storage, StorageError};
 #[rtype(result = "Result<RunHandle, BeginError>")]
 pub struct Trigger {
     pub force: bool,
+    /// A cron tick's scheduled time (every instance writes the same one); `None` for now.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// Leaves the cluster: releases every lease (with its state) and removes the heartbeat.
@@ -142,7 +144,7 @@ impl Handler<Trigger> for Coordinator {
 
     fn handle(&mut self, msg: Trigger, _: &mut Context<Self>) -> Self::Result {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.trigger(msg.force).await })
+        Box::pin(async move { inner.trigger(msg.force, msg.at).await })
     }
 }
 
@@ -350,7 +352,7 @@ impl Inner {
                     let created = lease.record.data.is_null();
                     let state = match serde_json::from_value::<State>(lease.record.data.clone()) {
                         Ok(s) if !created => s,
-                        _ => self.initial_state(now),
+                        _ => State::initial(&self.config.state.initial, now),
                     };
                     tracing::info!(shard, epoch = lease.record.epoch, "Took a shard");
                     seen.push(shard_view(shard, &lease, &state));
@@ -370,15 +372,6 @@ impl Inner {
             }
             v.all_shards.sort_by_key(|s| s.shard);
         });
-    }
-
-    fn initial_state(&self, now: DateTime<Utc>) -> State {
-        let ignore_before = match self.config.state.initial.as_str() {
-            "all" => None,
-            "now" => Some(now),
-            date => DateTime::parse_from_rfc3339(date).ok().map(|d| d.with_timezone(&Utc)),
-        };
-        State { ignore_before, ..State::default() }
     }
 
     /// Held shards whose last complete run started before the latest trigger.
@@ -429,16 +422,22 @@ impl Inner {
         }
     }
 
-    async fn trigger(self: &Arc<Self>, force: bool) -> Result<RunHandle, BeginError> {
+    async fn trigger(self: &Arc<Self>, force: bool, tick: Option<DateTime<Utc>>) -> Result<RunHandle, BeginError> {
         let mut turn = self.turn.lock().await;
-        let record = TriggerRecord { at: Utc::now(), by: self.cluster.config.instance_id.clone(), force };
-        let body = serde_json::to_vec(&record).expect("record serialises");
-        self.storage
-            .put(&self.cluster.trigger_key(), body.into(), "application/json")
-            .await
-            .map_err(|e| BeginError::Cluster(e.to_string()))?;
-        tracing::info!(force, "Run requested for the whole cluster");
-        turn.trigger = Some(record);
+        let record =
+            TriggerRecord { at: tick.unwrap_or_else(Utc::now), by: self.cluster.config.instance_id.clone(), force };
+        // Every instance fires the same cron tick: the first to write it is enough (the
+        // runs it owes started after it, so a rewrite would owe nothing more).
+        let known = turn.trigger.as_ref().is_some_and(|t| t.at >= record.at && (t.force || !force));
+        if !known {
+            let body = serde_json::to_vec(&record).expect("record serialises");
+            self.storage
+                .put(&self.cluster.trigger_key(), body.into(), "application/json")
+                .await
+                .map_err(|e| BeginError::Cluster(e.to_string()))?;
+            tracing::info!(force, at = %record.at.to_rfc3339(), "Run requested for the whole cluster");
+            turn.trigger = Some(record);
+        }
         let (tx, rx) = oneshot::channel();
         turn.waiting = Some(tx);
         let started = self.maybe_run(&mut turn).await;

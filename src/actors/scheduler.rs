@@ -64,18 +64,19 @@ impl Scheduler {
         Self { coordinator, ..self }
     }
 
-    fn request(&self, force: bool) -> ResponseFuture<Result<RunHandle, BeginError>> {
+    /// A run now: here, or (bucket mode) of the cluster, for the cron tick `tick` if any.
+    fn request(&self, force: bool, tick: Option<DateTime<Utc>>) -> ResponseFuture<Result<RunHandle, BeginError>> {
         match &self.coordinator {
             Some(c) => {
-                let sent = c.send(Trigger { force });
+                let sent = c.send(Trigger { force, at: tick });
                 Box::pin(async move { sent.await.unwrap_or(Err(BeginError::AlreadyRunning)) })
             }
             None => Box::pin(begin(self.state_keeper.clone(), self.lister.clone(), force, None)),
         }
     }
 
-    fn fire(&mut self, ctx: &mut Context<Self>) {
-        let start = self.request(false);
+    fn fire(&mut self, ctx: &mut Context<Self>, tick: Option<DateTime<Utc>>) {
+        let start = self.request(false, tick);
         ctx.spawn(
             async move {
                 if let Err(e) = start.await
@@ -95,8 +96,8 @@ impl Scheduler {
         let Some(next) = self.next else { return };
         tracing::info!(next = %next.to_rfc3339(), schedule = schedule.expression(), "Next scheduled run");
         let wait = (next - now).to_std().unwrap_or_default();
-        ctx.run_later(wait, |act, ctx| {
-            act.fire(ctx);
+        ctx.run_later(wait, move |act, ctx| {
+            act.fire(ctx, Some(next));
             act.arm(ctx);
         });
     }
@@ -124,7 +125,7 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if self.run_on_start {
-            self.fire(ctx);
+            self.fire(ctx, None);
         }
         self.arm(ctx);
     }
@@ -134,7 +135,7 @@ impl Handler<RunNow> for Scheduler {
     type Result = ResponseFuture<Result<RunHandle, BeginError>>;
 
     fn handle(&mut self, msg: RunNow, _: &mut Context<Self>) -> Self::Result {
-        self.request(msg.force)
+        self.request(msg.force, None)
     }
 }
 

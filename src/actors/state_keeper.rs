@@ -215,15 +215,6 @@ impl StateKeeper {
         Self { config, metrics, listeners, store, state, policy, run: None, last_summary: None }
     }
 
-    fn initial_state(&self, now: DateTime<Utc>) -> State {
-        let ignore_before = match self.config.state.initial.as_str() {
-            "all" => None,
-            "now" => Some(now),
-            date => DateTime::parse_from_rfc3339(date).ok().map(|d| d.with_timezone(&Utc)),
-        };
-        State { ignore_before, ..State::default() }
-    }
-
     fn save(&mut self) {
         if let Some(run) = &self.run {
             let progress = self.state.run.get_or_insert_with(RunProgress::default);
@@ -329,7 +320,7 @@ impl Handler<BeginRun> for StateKeeper {
         let now = Utc::now();
         self.store.clean_up();
         // Another process may have written the state since we last looked.
-        self.state = self.store.load()?.unwrap_or_else(|| self.initial_state(now));
+        self.state = self.store.load()?.unwrap_or_else(|| State::initial(&self.config.state.initial, now));
         if let Some(t) = self.state.notice_hand_edit() {
             tracing::info!(from = %t.to_rfc3339(), "last_processed_time was edited: re-processing sources modified since then");
         }

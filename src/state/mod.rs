@@ -155,6 +155,17 @@ pub enum LedgerDecision {
 }
 
 impl State {
+    /// The state of a bucket (or shard) never seen before: `state.initial` is `all`,
+    /// `now`, or an RFC 3339 time below which sources are ignored.
+    pub fn initial(initial: &str, now: DateTime<Utc>) -> Self {
+        let ignore_before = match initial {
+            "all" => None,
+            "now" => Some(now),
+            date => DateTime::parse_from_rfc3339(date).ok().map(|d| d.with_timezone(&Utc)),
+        };
+        Self { ignore_before, ..Self::default() }
+    }
+
     /// Decides what to do with `key` (with `etag`) at `now`.
     pub fn decide(&self, key: &str, etag: Option<&str>, now: DateTime<Utc>) -> LedgerDecision {
         let Some(entry) = self.ledger.get(key) else { return LedgerDecision::Convert };

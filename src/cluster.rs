@@ -26,6 +26,11 @@ use crate::config::ClusterConfig;
 use crate::lease::Held;
 use crate::state::{State, StateError, StateStore, Totals};
 
+/// The lease object of `shard` under `prefix`.
+pub fn shard_key(prefix: &str, shard: u32) -> String {
+    format!("{prefix}shards/{shard:04}.json")
+}
+
 /// The shard a source key belongs to: FNV-1a (64 bit) of the key, modulo `shards`.
 /// Stable across versions and platforms: changing it would move every key.
 pub fn shard_of(key: &str, shards: u32) -> u32 {
@@ -149,7 +154,7 @@ impl Cluster {
 
     /// The lease object's key for `shard`.
     pub fn shard_key(&self, shard: u32) -> String {
-        format!("{}shards/{shard:04}.json", self.config.prefix)
+        shard_key(&self.config.prefix, shard)
     }
 
     pub fn instance_key(&self, id: &str) -> String {
@@ -316,6 +321,27 @@ fn add_totals(into: &mut Totals, d: &Totals) {
     into.failed += d.failed;
     into.bytes_in += d.bytes_in;
     into.bytes_out += d.bytes_out;
+}
+
+/// Every shard's state as stored, merged (read-only: `run-once --dry-run`).
+pub async fn read_all_states(
+    storage: &crate::storage::Storage,
+    config: &ClusterConfig,
+) -> Result<State, crate::lease::LeaseError> {
+    let leases = crate::lease::Leases {
+        storage: storage.clone(),
+        holder: config.instance_id.clone(),
+        duration: config.lease,
+        skew: config.max_clock_skew,
+    };
+    let mut states = Vec::new();
+    for shard in 0..config.shards {
+        if let Some((record, _)) = leases.read(&shard_key(&config.prefix, shard)).await? {
+            states.push(serde_json::from_value::<State>(record.data).unwrap_or_default());
+        }
+    }
+    let refs: Vec<&State> = states.iter().collect();
+    Ok(if refs.is_empty() { State::default() } else { merge(&refs) })
 }
 
 /// Each instance's fair share: ⌈shards / live instances⌉.

@@ -263,8 +263,12 @@ pub fn dry_run(config: Config, force: bool) -> u8 {
             Ok(x) => x,
             Err(code) => return code,
         };
-        let state = match store.load() {
-            Ok(s) => s.unwrap_or_default(),
+        let loaded = match &config.state.cluster {
+            Some(c) => crate::cluster::read_all_states(&storage, c).await.map_err(|e| e.to_string()),
+            None => store.load().map(Option::unwrap_or_default).map_err(|e| e.to_string()),
+        };
+        let state = match loaded {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("Error: {e}");
                 return exit::FATAL;

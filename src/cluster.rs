@@ -14,7 +14,8 @@
 //!
 //! The [`Coordinator`](crate::actors::coordinator) actor takes, renews and releases the
 //! leases; the StateKeeper reads and writes state through [`ClusterStore`] exactly as it
-//! does with the local file, and the Uploader asks [`Cluster::holds`] before every put.
+//! does with the local file, and the Lister and Uploader ask [`Cluster::in_run`] before
+//! every conversion and put.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -135,10 +136,26 @@ pub struct Cluster {
 #[derive(Debug, Default)]
 struct Table {
     held: BTreeMap<u32, HeldShard>,
-    /// The shards of the run in progress (what `load` merges and `save` splits into).
-    scope: BTreeSet<u32>,
+    /// The shards of the run in progress, with the lease epoch each had when the run
+    /// began (what `load` merges and `save` splits into). A shard lost and taken back
+    /// meanwhile has another epoch: the run no longer speaks for it.
+    scope: BTreeMap<u32, u64>,
+    /// The run request the run in progress answers.
+    scope_trigger: Option<DateTime<Utc>>,
+    /// Scope shards the run skipped work of (their lease was briefly untrusted): they
+    /// stay owed a run when it completes.
+    tainted: BTreeSet<u32>,
     totals_at_load: Totals,
     view: ClusterView,
+}
+
+impl Table {
+    /// The run's shards still held at the epoch the run began with.
+    fn in_scope(&self) -> impl Iterator<Item = (u32, &HeldShard)> {
+        self.scope
+            .iter()
+            .filter_map(|(s, epoch)| self.held.get(s).filter(|h| h.lease.record.epoch == *epoch).map(|h| (*s, h)))
+    }
 }
 
 impl Cluster {
@@ -163,14 +180,6 @@ impl Cluster {
 
     pub fn trigger_key(&self) -> String {
         format!("{}trigger.json", self.config.prefix)
-    }
-
-    /// Whether this instance may still write for `key`'s shard at `now`: it holds the
-    /// shard's lease and, by its own clock, the lease has not come within the skew
-    /// margin of its expiry.
-    pub fn holds(&self, key: &str, now: DateTime<Utc>) -> bool {
-        let shard = shard_of(key, self.config.shards);
-        self.table().held.get(&shard).is_some_and(|h| h.lease.valid_at(now, self.config.max_clock_skew))
     }
 
     /// The held shards as a heartbeat lists them.
@@ -208,9 +217,30 @@ impl Cluster {
         }
     }
 
-    /// Sets the shards the next run covers.
-    pub fn set_scope(&self, shards: BTreeSet<u32>) {
-        self.table().scope = shards;
+    /// Sets the shards the next run covers (at their current epochs), for the run
+    /// request `trigger`.
+    pub fn set_scope(&self, shards: &BTreeSet<u32>, trigger: Option<DateTime<Utc>>) {
+        let mut t = self.table();
+        t.scope = shards.iter().filter_map(|s| t.held.get(s).map(|h| (*s, h.lease.record.epoch))).collect();
+        t.scope_trigger = trigger;
+        t.tainted.clear();
+    }
+
+    /// Whether the run in progress may still act for `key`: its shard is in the run,
+    /// held at the epoch the run began with, and trusted at `now`. A shard of the run
+    /// that fails this is tainted: it stays owed a run.
+    pub fn in_run(&self, key: &str, now: DateTime<Utc>) -> bool {
+        let shard = shard_of(key, self.config.shards);
+        let mut t = self.table();
+        let Some(&epoch) = t.scope.get(&shard) else { return false };
+        let ok = t
+            .held
+            .get(&shard)
+            .is_some_and(|h| h.lease.record.epoch == epoch && h.lease.valid_at(now, self.config.max_clock_skew));
+        if !ok {
+            t.tainted.insert(shard);
+        }
+        ok
     }
 
     pub fn view(&self) -> ClusterView {
@@ -245,7 +275,7 @@ pub struct ClusterStore(pub Arc<Cluster>);
 impl StateStore for ClusterStore {
     fn load(&self) -> Result<Option<State>, StateError> {
         let mut t = self.0.table();
-        let states: Vec<&State> = t.scope.iter().filter_map(|s| t.held.get(s)).map(|h| &h.state).collect();
+        let states: Vec<&State> = t.in_scope().map(|(_, h)| &h.state).collect();
         if states.is_empty() {
             return Ok(None);
         }
@@ -257,8 +287,9 @@ impl StateStore for ClusterStore {
     fn save(&self, state: &State) -> Result<(), StateError> {
         let shards = self.0.config.shards;
         let mut t = self.0.table();
-        let scope: Vec<u32> = t.scope.iter().copied().filter(|s| t.held.contains_key(s)).collect();
+        let scope: Vec<u32> = t.in_scope().map(|(s, _)| s).collect();
         let delta = totals_delta(&state.totals, &t.totals_at_load);
+        let (trigger, tainted) = (t.scope_trigger, t.tainted.clone());
         for (i, shard) in scope.iter().enumerate() {
             let held = t.held.get_mut(shard).expect("filtered above");
             let mut next = State {
@@ -269,8 +300,15 @@ impl StateStore for ClusterStore {
                     .map(|(k, e)| (k.clone(), e.clone()))
                     .collect(),
                 totals: held.state.totals.clone(),
+                // Each shard keeps its own lower bound (`state.initial`).
+                ignore_before: held.state.ignore_before,
+                covered_trigger_at: held.state.covered_trigger_at,
                 ..state.clone()
             };
+            // A completed run answers its request, for the shards it fully covered.
+            if state.run.is_none() && !tainted.contains(shard) {
+                next.covered_trigger_at = trigger.or(next.covered_trigger_at);
+            }
             if i == 0 {
                 add_totals(&mut next.totals, &delta);
             }
@@ -291,6 +329,8 @@ impl StateStore for ClusterStore {
 pub fn merge(states: &[&State]) -> State {
     let behind = states.iter().min_by_key(|s| s.last_complete_run_started_at).expect("merge needs at least one state");
     let mut merged = State { ledger: BTreeMap::new(), totals: Totals::default(), ..(*behind).clone() };
+    // The least restrictive lower bound: a shard with none must not be bounded by another's.
+    merged.ignore_before = states.iter().map(|s| s.ignore_before).min().flatten();
     // Resume only when every shard was left mid-run; start from the earliest cursor.
     merged.run = if states.iter().all(|s| s.run.is_some()) {
         let cursor = states.iter().map(|s| s.run.as_ref().and_then(|r| r.cursor.clone())).min().flatten();
@@ -371,6 +411,73 @@ mod tests {
         assert_eq!(fair_share(2, 3), 1);
     }
 
+    fn test_cluster(shards: u32) -> Arc<Cluster> {
+        Cluster::new(ClusterConfig {
+            prefix: "p/".into(),
+            shards,
+            lease: std::time::Duration::from_secs(10),
+            max_clock_skew: std::time::Duration::from_secs(1),
+            instance_id: "a".into(),
+        })
+    }
+
+    fn hold(cluster: &Cluster, shard: u32, epoch: u64) {
+        let lease = Held {
+            key: cluster.shard_key(shard),
+            record: crate::lease::LeaseRecord {
+                holder: "a".into(),
+                expires_at: Utc::now() + chrono::Duration::seconds(10),
+                epoch,
+                data: serde_json::Value::Null,
+            },
+            etag: "e".into(),
+        };
+        cluster.insert(shard, HeldShard { lease, state: State::default(), dirty: false });
+    }
+
+    /// A key of `shard` (of 4).
+    fn key_in(shard: u32) -> String {
+        (0..).map(|i| format!("k{i}.jpg")).find(|k| shard_of(k, 4) == shard).unwrap()
+    }
+
+    #[test]
+    fn a_completed_run_answers_its_request_only_for_shards_it_fully_covered() {
+        let cluster = test_cluster(4);
+        for s in 0..4 {
+            hold(&cluster, s, 1);
+        }
+        let trigger = Utc::now();
+        cluster.set_scope(&[0, 1, 2].into(), Some(trigger));
+        let store = ClusterStore(cluster.clone());
+        let mut state = store.load().unwrap().unwrap();
+        // Shard 1's lease was briefly untrusted when the run reached one of its keys.
+        assert!(cluster.in_run(&key_in(0), Utc::now()));
+        let mut h1 = cluster.held(1).unwrap();
+        h1.lease.record.expires_at = Utc::now();
+        cluster.insert(1, h1);
+        assert!(!cluster.in_run(&key_in(1), Utc::now()));
+        // Shard 2 was lost and taken back: another epoch; the run no longer speaks for it.
+        hold(&cluster, 2, 3);
+        assert!(!cluster.in_run(&key_in(2), Utc::now()));
+        assert!(!cluster.in_run(&key_in(3), Utc::now()), "not in the run");
+        state.run = None;
+        state.last_complete_run_started_at = Some(trigger);
+        store.save(&state).unwrap();
+        assert_eq!(cluster.held(0).unwrap().state.covered_trigger_at, Some(trigger));
+        assert_eq!(cluster.held(1).unwrap().state.covered_trigger_at, None, "tainted: still owed");
+        assert!(!cluster.held(2).unwrap().dirty, "another epoch: not written by this run");
+        assert!(!cluster.held(3).unwrap().dirty);
+    }
+
+    #[test]
+    fn merged_lower_bound_is_the_least_restrictive() {
+        let t = Utc::now();
+        let (a, b) = (State { ignore_before: Some(t), ..State::default() }, State::default());
+        assert_eq!(merge(&[&a, &b]).ignore_before, None);
+        let c = State { ignore_before: Some(t - chrono::Duration::days(1)), ..State::default() };
+        assert_eq!(merge(&[&a, &c]).ignore_before, c.ignore_before);
+    }
+
     #[test]
     fn save_splits_what_load_merged() {
         let config = ClusterConfig {
@@ -395,7 +502,7 @@ mod tests {
             let state = State { totals: Totals { converted: 10, ..Default::default() }, ..Default::default() };
             cluster.insert(s, HeldShard { lease: lease(s), state, dirty: false });
         }
-        cluster.set_scope([0, 1, 2].into());
+        cluster.set_scope(&[0, 1, 2].into(), None);
         let store = ClusterStore(cluster.clone());
         let mut state = store.load().unwrap().unwrap();
         assert_eq!(state.totals.converted, 30);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::actors::webhook::WebhookSender;
-use crate::actors::{BeginError, GetProgress, Leave, Pipeline, RunNow, StateBackend, StopRun};
+use crate::actors::{BeginError, GetProgress, Leave, Pipeline, Quiesce, RunNow, StateBackend, StopRun};
 use crate::api::AppState;
 use crate::cli::exit;
 use crate::config::Config;
@@ -123,6 +123,9 @@ pub fn serve(config: Config) -> u8 {
         tracing::info!("Daemon started");
         shutdown_signal().await;
         handle.stop(true).await;
+        if let Some(c) = &pipeline.coordinator {
+            let _ = c.send(Quiesce).await;
+        }
         stop(&pipeline, timeout).await;
         if let Some(c) = &pipeline.coordinator {
             let _ = c.send(Leave).await;

@@ -144,11 +144,23 @@ impl Leases {
     }
 
     async fn put(&self, held: &Held, record: LeaseRecord) -> Result<Held, LeaseError> {
-        match self.storage.put_if_match(&held.key, body(&record), "application/json", &held.etag).await {
-            Ok(etag) => Ok(Held { key: held.key.clone(), record, etag: etag.unwrap_or_default() }),
-            Err(StorageError::Changed { .. }) => Err(LeaseError::Lost(held.key.clone())),
-            Err(e) => Err(e.into()),
+        let mut etag = held.etag.clone();
+        for attempt in 0..2 {
+            match self.storage.put_if_match(&held.key, body(&record), "application/json", &etag).await {
+                Ok(e) => return Ok(Held { key: held.key.clone(), record, etag: e.unwrap_or_default() }),
+                Err(StorageError::Changed { .. }) if attempt == 0 => {
+                    // A write of ours that timed out but landed changed the ETag: still our
+                    // holding (same holder, same epoch) means nobody took it; go on from there.
+                    match self.read(&held.key).await? {
+                        Some((r, e)) if r.holder == self.holder && r.epoch == held.record.epoch => etag = e,
+                        _ => return Err(LeaseError::Lost(held.key.clone())),
+                    }
+                }
+                Err(StorageError::Changed { .. }) => return Err(LeaseError::Lost(held.key.clone())),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(LeaseError::Lost(held.key.clone()))
     }
 }
 
@@ -251,7 +263,10 @@ mod tests {
             }
         }
         // The simulation exercised what it is about.
-        assert!(takeovers > 50 && lost > 10 && released > 50, "takeovers {takeovers}, lost {lost}, released {released}");
+        assert!(
+            takeovers > 50 && lost > 10 && released > 50,
+            "takeovers {takeovers}, lost {lost}, released {released}"
+        );
     }
 
     #[tokio::test]

@@ -39,6 +39,11 @@ pub struct Trigger {
     pub at: Option<DateTime<Utc>>,
 }
 
+/// Starts no more runs (shutdown has begun). Send before stopping the pipeline.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Quiesce;
+
 /// Leaves the cluster: releases every lease (with its state) and removes the heartbeat.
 /// Send after the pipeline has stopped.
 #[derive(Message)]
@@ -67,11 +72,16 @@ struct Inner {
 /// What the loop remembers between turns.
 #[derive(Default)]
 struct Turn {
-    ticks: u64,
+    /// Successful surveys so far.
+    surveys: u64,
     running: bool,
     left: bool,
     trigger: Option<TriggerRecord>,
     live: usize,
+    /// Shards other live instances list in their heartbeats (not worth reading).
+    held_elsewhere: BTreeSet<u32>,
+    /// Shutting down: no new runs.
+    quiet: bool,
     /// When the heartbeat was last written and the others' last read.
     last_survey: Option<DateTime<Utc>>,
     /// Where a run's summary goes when the API asked for the run.
@@ -148,6 +158,15 @@ impl Handler<Trigger> for Coordinator {
     }
 }
 
+impl Handler<Quiesce> for Coordinator {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Quiesce, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.turn.lock().await.quiet = true })
+    }
+}
+
 impl Handler<Leave> for Coordinator {
     type Result = ResponseFuture<()>;
 
@@ -181,14 +200,16 @@ impl Inner {
         let now = Utc::now();
         let survey_due = turn.last_survey.is_none_or(|t| now - t >= self.lease() / 3);
         if survey_due {
-            turn.ticks += 1;
             match self.survey(&mut turn).await {
-                Ok(()) => turn.last_survey = Some(now),
+                Ok(()) => {
+                    turn.surveys += 1;
+                    turn.last_survey = Some(now);
+                    // From the second survey on, when the others have had time to show up.
+                    if turn.surveys > 1 {
+                        self.rebalance(&turn).await;
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "Cluster survey failed; retrying"),
-            }
-            // From the second survey on, when the others have had time to show up.
-            if turn.ticks > 1 {
-                self.rebalance(&turn).await;
             }
         }
         self.read_trigger(&mut turn).await;
@@ -229,39 +250,57 @@ impl Inner {
         }
     }
 
-    /// Beats the heartbeat, reads the live instances and the trigger.
+    /// Writes this instance's heartbeat: alive for another lease, holding these shards.
+    async fn beat(&self, running: bool) -> Result<(), StorageError> {
+        let now = Utc::now();
+        let id = &self.cluster.config.instance_id;
+        let me = InstanceRecord {
+            id: id.clone(),
+            started_at: self.started_at,
+            heartbeat_at: now,
+            expires_at: now + self.lease(),
+            shards: self.cluster.held_leases(),
+            running,
+        };
+        let body = serde_json::to_vec(&me).expect("record serialises");
+        self.storage.put(&self.cluster.instance_key(id), body.into(), "application/json").await.map(|_| ())
+    }
+
+    /// Beats the heartbeat and reads the live instances'.
     async fn survey(&self, turn: &mut Turn) -> Result<(), StorageError> {
         let now = Utc::now();
         let c = &self.cluster.config;
-        {
-            let me = InstanceRecord {
-                id: c.instance_id.clone(),
-                started_at: self.started_at,
-                heartbeat_at: now,
-                expires_at: now + self.lease(),
-                shards: self.cluster.held_leases(),
-                running: turn.running,
-            };
-            let body = serde_json::to_vec(&me).expect("record serialises");
-            self.storage.put(&self.cluster.instance_key(&c.instance_id), body.into(), "application/json").await?;
-        }
+        self.beat(turn.running).await?;
         let mut live = Vec::new();
         let mut listing = self.storage.list(Some(&format!("{}instances/", c.prefix)));
         while let Some(info) = listing.next().await {
             let info = info?;
+            // One unreadable heartbeat must not stop the survey: skip it.
             let record = match self.storage.get(&info.key, 1 << 20).await {
                 Ok((_, body)) => serde_json::from_slice::<InstanceRecord>(&body).ok(),
                 Err(StorageError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(key = %info.key, error = %e, "Cannot read a heartbeat; skipping it");
+                    None
+                }
             };
             match record {
                 Some(r) if now < r.expires_at + self.skew() || r.id == c.instance_id => live.push(r),
-                // Long dead: tidy up (any instance may).
-                Some(r) if now > r.expires_at + chrono::Duration::hours(1) => self.storage.delete(&info.key).await?,
+                // Long dead: tidy up (any instance may; without delete rights it just stays).
+                Some(r) if now > r.expires_at + chrono::Duration::hours(1) => {
+                    if let Err(e) = self.storage.delete(&info.key).await {
+                        tracing::debug!(key = %info.key, error = %e, "Cannot remove a long-dead heartbeat");
+                    }
+                }
                 _ => {}
             }
         }
         turn.live = live.len().max(1);
+        turn.held_elsewhere = live
+            .iter()
+            .filter(|r| r.id != c.instance_id)
+            .flat_map(|r| r.shards.iter().filter(|l| now < l.expires_at + self.skew()).map(|l| l.shard))
+            .collect();
         self.cluster.update_view(|v| {
             v.all_shards = (0..c.shards)
                 .map(|shard| {
@@ -307,7 +346,10 @@ impl Inner {
         let fair = fair_share(c.shards, turn.live) as usize;
         let now = Utc::now();
         let mut held = self.cluster.held_ids();
-        // Above the share: give back the highest shards (their state goes with them).
+        // Above the share: give back the highest shards (their state goes with them),
+        // then say so in the heartbeat at once, or others would not look at them for a
+        // third of a lease.
+        let above = held.len() > fair;
         while held.len() > fair {
             let shard = *held.iter().next_back().expect("non-empty");
             held.remove(&shard);
@@ -318,6 +360,9 @@ impl Inner {
                 Err(e) => tracing::warn!(shard, error = %e, "Could not release a shard; it expires instead"),
             }
         }
+        if above && let Err(e) = self.beat(turn.running).await {
+            tracing::warn!(error = %e, "Cannot write the heartbeat");
+        }
         if held.len() >= fair {
             return;
         }
@@ -326,7 +371,7 @@ impl Inner {
         let first = shard_of(&c.instance_id, c.shards);
         let mut seen = Vec::new();
         for shard in (0..c.shards).map(|i| (first + i) % c.shards) {
-            if held.contains(&shard) {
+            if held.contains(&shard) || turn.held_elsewhere.contains(&shard) {
                 continue;
             }
             let key = self.cluster.shard_key(shard);
@@ -341,6 +386,17 @@ impl Inner {
             if held.len() >= fair || current.as_ref().is_some_and(|(r, _)| !self.leases.is_free(r, now)) {
                 continue;
             }
+            // A shard whose state does not parse is left alone (taking it would wipe it).
+            let state = match current.as_ref().map(|(r, _)| &r.data) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(data) => match serde_json::from_value::<State>(data.clone()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!(shard, key = %key, error = %e, "The shard's state does not parse: not taking it (delete the object to start the shard afresh)");
+                        continue;
+                    }
+                },
+            };
             if let Some((r, _)) = &current
                 && !r.holder.is_empty()
                 && r.holder != c.instance_id
@@ -349,11 +405,8 @@ impl Inner {
             }
             match self.leases.take(&key, current, now).await {
                 Ok(Some(lease)) => {
-                    let created = lease.record.data.is_null();
-                    let state = match serde_json::from_value::<State>(lease.record.data.clone()) {
-                        Ok(s) if !created => s,
-                        _ => State::initial(&self.config.state.initial, now),
-                    };
+                    let created = state.is_none();
+                    let state = state.unwrap_or_else(|| State::initial(&self.config.state.initial, now));
                     tracing::info!(shard, epoch = lease.record.epoch, "Took a shard");
                     seen.push(shard_view(shard, &lease, &state));
                     self.cluster.insert(shard, HeldShard { lease, state, dirty: created });
@@ -383,14 +436,14 @@ impl Inner {
             .into_iter()
             .filter_map(|s| self.cluster.held(s).map(|h| (s, h)))
             .filter(|(_, h)| h.lease.valid_at(now, self.cluster.config.max_clock_skew))
-            .filter(|(_, h)| h.state.last_complete_run_started_at.is_none_or(|t| t < trigger.at))
+            .filter(|(_, h)| h.state.covered_trigger_at.is_none_or(|t| t < trigger.at))
             .map(|(s, _)| s)
             .collect()
     }
 
     /// Begins a run over the owed shards, if no run is going on here.
     async fn maybe_run(self: &Arc<Self>, turn: &mut Turn) -> Option<String> {
-        if turn.running {
+        if turn.running || turn.quiet {
             return None;
         }
         let owed = self.owed(turn);
@@ -398,7 +451,7 @@ impl Inner {
             return None;
         }
         let force = turn.trigger.as_ref().is_some_and(|t| t.force);
-        self.cluster.set_scope(owed.clone());
+        self.cluster.set_scope(&owed, turn.trigger.as_ref().map(|t| t.at));
         let shards = ShardSet { count: self.cluster.config.shards, ids: owed.clone() };
         tracing::info!(shards = ?owed, "Running the shards owed a run");
         match begin(self.state_keeper.clone(), self.lister.clone(), force, Some(Arc::new(shards))).await {

@@ -180,7 +180,7 @@ impl ListingJob {
     /// (bucket mode) and `key` is in another, or in one whose lease this instance lost.
     fn mine(&self, start: &RunStart, key: &str) -> bool {
         match (&start.shards, &self.cluster) {
-            (Some(shards), Some(cluster)) => shards.contains(key) && cluster.holds(key, chrono::Utc::now()),
+            (Some(shards), Some(cluster)) => shards.contains(key) && cluster.in_run(key, chrono::Utc::now()),
             (Some(shards), None) => shards.contains(key),
             _ => true,
         }

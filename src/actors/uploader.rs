@@ -62,7 +62,7 @@ async fn put_run_webp(storage: &Storage, cluster: Option<&Cluster>, c: &Candidat
     let Some(cluster) = cluster else {
         return storage.put(&c.output, webp, WEBP_CONTENT_TYPE).await.map(|_| ()).map_err(Put::Failed);
     };
-    if !cluster.holds(&c.source.key, chrono::Utc::now()) {
+    if !cluster.in_run(&c.source.key, chrono::Utc::now()) {
         return Err(Put::Superseded("this instance no longer holds the shard's lease".into()));
     }
     let put = match &c.replaces {

@@ -375,13 +375,16 @@ fn cluster(raw: &super::raw::RawState) -> Result<Option<ClusterConfig>, ConfigEr
             &format!("at most a quarter of state.lease_seconds ({} ms)", lease_seconds * 250),
         ));
     }
+    // A configured name gets this process's suffix too: two processes given the same
+    // name (a shared config file), or a restarted one while its predecessor still runs,
+    // must never both take a lease as "theirs".
     let instance_id = match raw.instance_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(id) => id.to_owned(),
+        Some(id) if id.len() > 80 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+            return Err(ConfigError::invalid("state.instance_id", id, "at most 80 of A-Z a-z 0-9 - _ ."));
+        }
+        Some(id) => format!("{id}-{}", process_suffix()),
         None => default_instance_id(),
     };
-    if instance_id.len() > 100 || !instance_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(ConfigError::invalid("state.instance_id", &instance_id, "at most 100 of A-Z a-z 0-9 - _ ."));
-    }
     Ok(Some(ClusterConfig {
         prefix: format!("{trimmed}/"),
         shards: int_in("state.shards", raw.shards.unwrap_or(16), 1, 1024)?,
@@ -391,13 +394,18 @@ fn cluster(raw: &super::raw::RawState) -> Result<Option<ClusterConfig>, ConfigEr
     }))
 }
 
-/// `<host>-<pid>-<4 hex>`: unique per process even when a restarted one reuses a pid.
+/// `<host>-<pid>-<4 hex>`.
 fn default_instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "host".into());
     let host: String =
         host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(60).collect();
+    format!("{host}-{}", process_suffix())
+}
+
+/// `<pid>-<4 hex>`: unique per process even when a restarted one reuses a pid.
+fn process_suffix() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    format!("{host}-{}-{:04x}", std::process::id(), (nanos ^ (nanos >> 16)) & 0xffff)
+    format!("{}-{:04x}", std::process::id(), (nanos ^ (nanos >> 16)) & 0xffff)
 }

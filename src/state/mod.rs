@@ -46,6 +46,10 @@ pub struct State {
     /// last complete run started before the latest trigger is owed a run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_complete_run_started_at: Option<DateTime<Utc>>,
+    /// Bucket mode: the run request (`trigger.json`'s `at`) the shard's last complete run
+    /// answered; a later request makes the shard owed a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covered_trigger_at: Option<DateTime<Utc>>,
     /// The run in progress, if the last one did not finish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<RunProgress>,

@@ -479,18 +479,7 @@ impl Inner {
         let mut turn = self.turn.lock().await;
         let record =
             TriggerRecord { at: tick.unwrap_or_else(Utc::now), by: self.cluster.config.instance_id.clone(), force };
-        // Every instance fires the same cron tick: the first to write it is enough (the
-        // runs it owes started after it, so a rewrite would owe nothing more).
-        let known = turn.trigger.as_ref().is_some_and(|t| t.at >= record.at && (t.force || !force));
-        if !known {
-            let body = serde_json::to_vec(&record).expect("record serialises");
-            self.storage
-                .put(&self.cluster.trigger_key(), body.into(), "application/json")
-                .await
-                .map_err(|e| BeginError::Cluster(e.to_string()))?;
-            tracing::info!(force, at = %record.at.to_rfc3339(), "Run requested for the whole cluster");
-            turn.trigger = Some(record);
-        }
+        turn.trigger = Some(self.write_trigger(record).await.map_err(|e| BeginError::Cluster(e.to_string()))?);
         let (tx, rx) = oneshot::channel();
         turn.waiting = Some(tx);
         let started = self.maybe_run(&mut turn).await;
@@ -500,6 +489,42 @@ impl Inner {
             None => {
                 turn.waiting = None;
                 Err(BeginError::Queued)
+            }
+        }
+    }
+
+    /// Records a run request in `trigger.json` unless one as recent (and as forceful) is
+    /// there — every instance fires the same cron tick, and the first write is enough. A
+    /// compare-and-swap, retried on conflict, so a request never goes back in time.
+    /// Answers the request now in force.
+    async fn write_trigger(&self, record: TriggerRecord) -> Result<TriggerRecord, StorageError> {
+        let key = self.cluster.trigger_key();
+        loop {
+            let current = match self.storage.get(&key, 1 << 20).await {
+                Ok((info, body)) => Some((serde_json::from_slice::<TriggerRecord>(&body).ok(), info.etag)),
+                Err(StorageError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some((Some(t), _)) = &current
+                && t.at >= record.at
+                && (t.force || !record.force)
+            {
+                return Ok(t.clone());
+            }
+            let body = bytes::Bytes::from(serde_json::to_vec(&record).expect("record serialises"));
+            let written = match &current {
+                None => self.storage.put_new(&key, body, "application/json").await,
+                Some((_, Some(etag))) => self.storage.put_if_match(&key, body, "application/json", etag).await,
+                Some((_, None)) => self.storage.put(&key, body, "application/json").await,
+            };
+            match written {
+                Ok(_) => {
+                    tracing::info!(force = record.force, at = %record.at.to_rfc3339(), "Run requested for the whole cluster");
+                    return Ok(record);
+                }
+                // Another instance wrote it meanwhile: look again.
+                Err(StorageError::AlreadyExists { .. } | StorageError::Changed { .. }) => continue,
+                Err(e) => return Err(e),
             }
         }
     }

@@ -260,6 +260,36 @@ fn a_paused_holder_is_refused_its_next_write_after_a_takeover() {
     wait_balanced(&[a, b], 3);
 }
 
+#[test]
+fn a_stopped_instance_hands_its_shards_over_at_once() {
+    let _serial = serial();
+    let bucket = new_bucket("cluster-term");
+    let expected = fill(&bucket, 150);
+    let yaml = cluster_yaml(6, 9);
+    let mut servers: Vec<Server> = (0..2).map(|_| Server::start(Some(&bucket), &yaml)).collect();
+    wait_balanced(&servers.iter().collect::<Vec<_>>(), 3);
+    assert_eq!(servers[1].post("/api/runs", json!({})).status, 202);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while webp_puts(&bucket).len() < 30 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut a = servers.remove(0);
+    signal(&a, "TERM");
+    assert!(a.child.wait().unwrap().success(), "SIGTERM exits 0");
+    let log = a.log.lock().unwrap().join("\n");
+    assert!(log.contains("Left the cluster"), "{log}");
+    let b = &servers[0];
+    wait_complete(&bucket, &expected, Duration::from_secs(120));
+    wait_idle(&[b]);
+    assert_each_stored_once(&bucket, &expected);
+    // b took a's shards as released, not after their leases ran out.
+    wait_all_held(&[b], 6);
+    let log = b.log.lock().unwrap().join("\n");
+    assert!(log.contains("Took a shard") && !log.contains("Taking over an expired lease"), "{log}");
+    assert!(status(b)["cluster"]["instances"].as_array().unwrap().len() == 1, "a's heartbeat is gone");
+}
+
 /// The source key of one of `fill`'s WebPs.
 fn source_of(webp: &str) -> String {
     let i: usize = webp.trim_start_matches("img/").trim_end_matches(".webp").parse().unwrap();

@@ -3,19 +3,21 @@
 //!
 //! - Three instances split 300 images of every format: each WebP is stored exactly once
 //!   (successful PUTs counted at the server), every instance converts some, and the wall
-//!   time is at most half of one instance's. The setting: every instance runs
-//!   `pipeline.workers: 1` and `pipeline.max_in_flight: 2`, and the test server delays
-//!   each request by 60 ms as a remote R2 endpoint would (measured: 0.37–0.45). On the test machine's two
-//!   cores no number of processes makes CPU-bound work twice as fast, so the test puts
-//!   each instance where a real one against R2 usually is: bound by its requests'
-//!   round trips and its own in-flight limit, which more instances multiply.
-//!
-//! The tests run one at a time (a lock), so the timing one is not disturbed.
+//!   time is at most half of one instance's (measured: 0.37–0.45). The setting: every
+//!   instance runs `pipeline.workers: 1` and `pipeline.max_in_flight: 2`, and the test
+//!   server delays each request by 60 ms as a remote R2 endpoint would. On the test
+//!   machine's two cores no number of processes makes CPU-bound work twice as fast, so
+//!   the test puts each instance where a real one against R2 usually is: bound by its
+//!   requests' round trips and its own in-flight limit, which more instances multiply.
 //! - SIGKILL of one of three mid-run: its shards are taken over once their leases
 //!   expire, and the bucket still ends complete with no WebP stored twice.
 //! - SIGSTOP of a holder past its lease: another instance takes its shards; after
 //!   SIGCONT its next write is refused (logged, counted in the metrics) and it stops
 //!   writing for them.
+//! - SIGTERM: the stopped instance releases its shards, taken at once by the other.
+//! - Two instances on a local directory, run by the cron schedule alone.
+//!
+//! The tests run one at a time (a lock), so the timing one is not disturbed.
 
 mod common;
 

@@ -396,3 +396,42 @@ fn two_instances_share_a_local_directory_on_the_shared_schedule() {
         assert_eq!(runs, [1, 1]);
     }
 }
+
+/// Garbage in the coordination objects is reported, never fatal: a shard whose object
+/// does not parse is left alone (not wiped), a bad trigger or heartbeat is ignored.
+#[test]
+fn corrupt_coordination_objects_are_reported_and_survived() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let coord = root.path().join(".image-converting-server");
+    std::fs::create_dir_all(coord.join("shards")).unwrap();
+    std::fs::create_dir_all(coord.join("instances")).unwrap();
+    std::fs::write(coord.join("shards/0001.json"), b"{not json").unwrap();
+    let valid_lease_bad_state =
+        json!({"holder": "", "expires_at": "2020-01-01T00:00:00Z", "epoch": 3, "data": {"ledger": 7}});
+    std::fs::write(coord.join("shards/0002.json"), valid_lease_bad_state.to_string()).unwrap();
+    std::fs::write(coord.join("trigger.json"), b"\x00\x01garbage").unwrap();
+    std::fs::write(coord.join("instances/ghost.json"), b"[]").unwrap();
+    std::fs::create_dir_all(root.path().join("img")).unwrap();
+    std::fs::write(root.path().join("img/a.jpg"), fixture("jpeg_orient1.jpg")).unwrap();
+    let yaml = format!("storage: {{backend: local, local_root: '{}'}}\n{}", root.path().display(), cluster_yaml(4, 3));
+    let server = Server::start(None, &yaml);
+    // It holds the two good shards and no others, and keeps serving.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while held(&server) < 2 {
+        assert!(Instant::now() < deadline, "never took the good shards");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(held(&server), 2);
+    assert_eq!(status(&server)["cluster"]["unreadable"], json!([1, 2]));
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("0001.json") && log.contains("not valid JSON"), "{log}");
+    assert!(log.contains("The shard's state does not parse: not taking it"), "{log}");
+    assert!(log.contains("trigger.json is not valid; ignoring it"), "{log}");
+    // The corrupt objects are left as they were for a person to look at.
+    assert_eq!(std::fs::read(coord.join("shards/0001.json")).unwrap(), b"{not json");
+    // A run request replaces the bad trigger and runs the good shards.
+    assert_eq!(server.post("/api/runs", json!({})).status, 202);
+    assert_eq!(server.get("/health").status, 200);
+}

@@ -120,6 +120,9 @@ pub struct ClusterView {
     /// most a third of a lease old), or as last read when no live instance lists it.
     pub all_shards: Vec<ShardView>,
     pub trigger: Option<TriggerRecord>,
+    /// Shards whose object does not parse, as of the last look: nobody takes them (that
+    /// would wipe their state) until a person repairs or deletes the object.
+    pub unreadable: Vec<u32>,
     /// Leases this instance lost to another (a write refused, or expired while paused).
     pub leases_lost: u64,
 }

@@ -369,7 +369,7 @@ impl Inner {
         // Below it: look at the others, starting at a place of our own so that instances
         // joining together do not all go for the same shards.
         let first = shard_of(&c.instance_id, c.shards);
-        let mut seen = Vec::new();
+        let (mut seen, mut unreadable) = (Vec::new(), Vec::new());
         for shard in (0..c.shards).map(|i| (first + i) % c.shards) {
             if held.contains(&shard) || turn.held_elsewhere.contains(&shard) {
                 continue;
@@ -379,6 +379,9 @@ impl Inner {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(shard, error = %e, "Cannot read the shard's lease");
+                    if matches!(e, LeaseError::Corrupt(..)) {
+                        unreadable.push(shard);
+                    }
                     continue;
                 }
             };
@@ -392,6 +395,7 @@ impl Inner {
                 Some(data) => match serde_json::from_value::<State>(data.clone()) {
                     Ok(s) => Some(s),
                     Err(e) => {
+                        unreadable.push(shard);
                         tracing::error!(shard, key = %key, error = %e, "The shard's state does not parse: not taking it (delete the object to start the shard afresh)");
                         continue;
                     }
@@ -417,6 +421,8 @@ impl Inner {
             }
         }
         self.cluster.update_view(|v| {
+            unreadable.sort_unstable();
+            v.unreadable = unreadable;
             for s in seen {
                 match v.all_shards.iter_mut().find(|x| x.shard == s.shard) {
                     Some(x) => *x = s,

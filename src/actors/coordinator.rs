@@ -135,12 +135,18 @@ impl Actor for Coordinator {
             // Often enough to see a run request within a second; heartbeats and leases
             // are written only every third of a lease.
             let period = (inner.cluster.config.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
+            let mut next_full = tokio::time::Instant::now() + period;
             loop {
-                let full = tokio::select! {
-                    _ = tokio::time::sleep(period) => true,
+                // Checkpoint wake-ups only write shards; they never put off the full turn.
+                let kicked = tokio::select! {
+                    _ = tokio::time::sleep_until(next_full) => false,
                     _ = inner.kick.notified() => true,
                     _ = inner.cluster.flush.notified() => false,
                 };
+                let full = kicked || tokio::time::Instant::now() >= next_full;
+                if full {
+                    next_full = tokio::time::Instant::now() + period;
+                }
                 if !inner.turn(full).await {
                     break;
                 }
@@ -371,6 +377,9 @@ impl Inner {
         let first = shard_of(&c.instance_id, c.shards);
         let (mut seen, mut unreadable) = (Vec::new(), Vec::new());
         for shard in (0..c.shards).map(|i| (first + i) % c.shards) {
+            if held.len() >= fair || turn.quiet {
+                break;
+            }
             if held.contains(&shard) || turn.held_elsewhere.contains(&shard) {
                 continue;
             }
@@ -386,7 +395,7 @@ impl Inner {
                 }
             };
             seen.push(view_of(shard, current.as_ref().map(|(r, _)| r)));
-            if held.len() >= fair || current.as_ref().is_some_and(|(r, _)| !self.leases.is_free(r, now)) {
+            if current.as_ref().is_some_and(|(r, _)| !self.leases.is_free(r, now)) {
                 continue;
             }
             // A shard whose state does not parse is left alone (taking it would wipe it).
@@ -499,21 +508,20 @@ impl Inner {
         }
     }
 
-    /// Records a run request in `trigger.json` unless one as recent (and as forceful) is
-    /// there — every instance fires the same cron tick, and the first write is enough. A
+    /// Records a run request in `trigger.json` unless one as recent is there — every instance fires the same cron tick, and the first write is enough. A
     /// compare-and-swap, retried on conflict, so a request never goes back in time.
     /// Answers the request now in force.
     async fn write_trigger(&self, record: TriggerRecord) -> Result<TriggerRecord, StorageError> {
         let key = self.cluster.trigger_key();
-        loop {
+        for _ in 0..10 {
             let current = match self.storage.get(&key, 1 << 20).await {
                 Ok((info, body)) => Some((serde_json::from_slice::<TriggerRecord>(&body).ok(), info.etag)),
                 Err(StorageError::NotFound { .. }) => None,
                 Err(e) => return Err(e),
             };
+            // Never back in time: a request as recent is there already.
             if let Some((Some(t), _)) = &current
                 && t.at >= record.at
-                && (t.force || !record.force)
             {
                 return Ok(t.clone());
             }
@@ -533,6 +541,7 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
+        Err(StorageError::Changed { key })
     }
 
     async fn leave(&self) {

@@ -404,8 +404,12 @@ fn default_instance_id() -> String {
     format!("{host}-{}", process_suffix())
 }
 
-/// `<pid>-<4 hex>`: unique per process even when a restarted one reuses a pid.
+/// `<pid>-<16 hex>`: unique per process, even for pods that all run as pid 1 with the
+/// same configured name (64 random bits from the standard library's per-process
+/// hasher seed).
 fn process_suffix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    format!("{}-{:04x}", std::process::id(), (nanos ^ (nanos >> 16)) & 0xffff)
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("{}-{:016x}", std::process::id(), h.finish())
 }

@@ -90,6 +90,23 @@ fn wait_balanced(servers: &[&Server], each: usize) {
     }
 }
 
+/// Starts `n` instances on `bucket` and waits until they share `shards` evenly.
+fn start_cluster(bucket: &str, n: usize, shards: u32, lease_s: u32) -> Vec<Server> {
+    let yaml = cluster_yaml(shards, lease_s);
+    let servers: Vec<Server> = (0..n).map(|_| Server::start(Some(bucket), &yaml)).collect();
+    wait_balanced(&servers.iter().collect::<Vec<_>>(), shards as usize / n);
+    servers
+}
+
+/// Waits until at least `n` WebPs are stored: a run is well under way.
+fn wait_stored(bucket: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while webp_puts(bucket).len() < n {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Successful WebP PUTs at the server, by key.
 fn webp_puts(bucket: &str) -> BTreeMap<String, u64> {
     successful_puts(bucket).into_iter().filter(|(k, _)| k.ends_with(".webp")).collect()
@@ -195,16 +212,10 @@ fn a_killed_instances_shards_are_taken_over_and_the_bucket_completes_once() {
     let _serial = serial();
     let bucket = new_bucket("cluster-kill");
     let expected = fill(&bucket, 300);
-    let yaml = cluster_yaml(9, 3);
-    let mut servers: Vec<Server> = (0..3).map(|_| Server::start(Some(&bucket), &yaml)).collect();
-    wait_balanced(&servers.iter().collect::<Vec<_>>(), 3);
+    let mut servers = start_cluster(&bucket, 3, 9, 3);
     assert_eq!(servers[0].post("/api/runs", json!({})).status, 202);
-    // Kill the third instance once the run is well under way, with its shards half done.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while webp_puts(&bucket).len() < 60 {
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Kill the third instance once the run is well under way.
+    wait_stored(&bucket, 60);
     let mut victim = servers.remove(2);
     let victims_shards: Vec<u32> = status(&victim)["cluster"]["held"]
         .as_array()
@@ -237,16 +248,10 @@ fn a_paused_holder_is_refused_its_next_write_after_a_takeover() {
     let _serial = serial();
     let bucket = new_bucket("cluster-pause");
     let expected = fill(&bucket, 300);
-    let yaml = cluster_yaml(6, 3);
-    let servers: Vec<Server> = (0..2).map(|_| Server::start(Some(&bucket), &yaml)).collect();
+    let servers = start_cluster(&bucket, 2, 6, 3);
     let (a, b) = (&servers[0], &servers[1]);
-    wait_balanced(&[a, b], 3);
     assert_eq!(a.post("/api/runs", json!({})).status, 202);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while webp_puts(&bucket).len() < 30 {
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_stored(&bucket, 30);
     signal(a, "STOP");
     // Past the 3 s lease and the 0.5 s skew margin: b takes a's shards.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -275,15 +280,9 @@ fn a_stopped_instance_hands_its_shards_over_at_once() {
     let _serial = serial();
     let bucket = new_bucket("cluster-term");
     let expected = fill(&bucket, 150);
-    let yaml = cluster_yaml(6, 9);
-    let mut servers: Vec<Server> = (0..2).map(|_| Server::start(Some(&bucket), &yaml)).collect();
-    wait_balanced(&servers.iter().collect::<Vec<_>>(), 3);
+    let mut servers = start_cluster(&bucket, 2, 6, 9);
     assert_eq!(servers[1].post("/api/runs", json!({})).status, 202);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while webp_puts(&bucket).len() < 30 {
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_stored(&bucket, 30);
     let mut a = servers.remove(0);
     signal(&a, "TERM");
     assert!(a.child.wait().unwrap().success(), "SIGTERM exits 0");

@@ -1,13 +1,16 @@
 //! Coordinator (`state.backend: bucket` only): keeps this instance's share of the
 //! shards and runs them when they are owed a run.
 //!
-//! Every `lease / 6` it writes the shards whose state changed or whose lease is a third
-//! used (one conditional PUT each: renewal and checkpoint at once), beats its heartbeat,
-//! reads the other instances' heartbeats and the trigger, releases shards above its fair
-//! share (⌈shards / live instances⌉) and takes free or expired ones below it. When no run
-//! is going on here and a held shard's last complete run started before the latest
-//! trigger, it begins a run over those shards. A refused write means another instance
-//! took the shard: it is dropped at once, and the Uploader stops writing for it.
+//! Each turn (every `lease / 6`, at most a second, and whenever a checkpoint is saved)
+//! it writes the shards whose state changed or whose lease is a third used (one
+//! conditional PUT each: renewal and checkpoint at once). Each full turn (every period,
+//! never put off by checkpoints) it also reads the trigger and, every third of a lease,
+//! beats its heartbeat, reads the other instances' and rebalances: it releases shards
+//! above its fair share (⌈shards / live instances⌉) and takes free or expired ones below
+//! it. When no run is going on here and a held shard has not answered the latest
+//! trigger, it begins a run over the shards owed one. A refused write means another
+//! instance took the shard: it is dropped at once, and the Lister and Uploader stop
+//! acting for it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -434,3 +434,30 @@ fn corrupt_coordination_objects_are_reported_and_survived() {
     assert_eq!(server.post("/api/runs", json!({})).status, 202);
     assert_eq!(server.get("/health").status, 200);
 }
+
+/// `run-once` joins a cluster: takes a share, requests a run of the whole cluster, runs
+/// its shards, releases them and exits; the `serve` instance runs its own.
+#[test]
+fn run_once_joins_the_cluster_for_one_run() {
+    let _serial = serial();
+    let bucket = new_bucket("cluster-once");
+    let expected = fill(&bucket, 60);
+    let servers = start_cluster(&bucket, 1, 4, 3);
+    let state = tempfile::tempdir().unwrap();
+    let out = binary_on_s3(&bucket, state.path())
+        .args(["--config", servers[0].dir.path().join("c.yaml").to_str().unwrap(), "run-once", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{err}"));
+    let converted = summary["converted"].as_u64().unwrap();
+    assert!(converted > 0 && converted < 60, "run-once converted its share only: {summary}");
+    assert!(err.contains("Left the cluster"), "{err}");
+    wait_complete(&bucket, &expected, Duration::from_secs(60));
+    wait_idle(&[&servers[0]]);
+    assert_each_stored_once(&bucket, &expected);
+    assert_eq!(metric(&servers[0], "ics_images_converted_total") + converted, 60);
+    // The serve instance has every shard back.
+    wait_all_held(&[&servers[0]], 4);
+}

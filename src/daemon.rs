@@ -164,18 +164,20 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
             Ok(x) => x,
             Err(code) => return code,
         };
-        if config.state.cluster.is_some() {
-            eprintln!(
-                "Error: run-once does not take part in a cluster (state.backend: bucket); run `serve` on each instance and request runs with POST /api/runs or the schedule"
-            );
-            return exit::FATAL;
-        }
         let timeout = config.pipeline.shutdown_timeout;
-        let store = StateBackend::Own(Box::new(store));
+        let backend = backend(&config, store);
         let pipeline =
-            Pipeline::start(Arc::new(config), storage, store, None, false, Default::default(), Vec::new());
+            Pipeline::start(Arc::new(config), storage, backend, None, false, Default::default(), Vec::new());
+        if let Some(cluster) = &pipeline.cluster {
+            join_cluster(cluster).await;
+        }
         let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
             Ok(Ok(h)) => h,
+            Ok(Err(BeginError::Queued)) => {
+                eprintln!("No shard of this instance is owed a run: the run is requested of the cluster, whose instances run theirs");
+                leave_cluster(&pipeline).await;
+                return exit::OK;
+            }
             Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
                 eprintln!("Error: cron job is already running");
                 return exit::LOCKED;
@@ -185,6 +187,10 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
                 return exit::FATAL;
             }
         };
+        // One run only: in a cluster, no further runs for shards gained meanwhile.
+        if let Some(c) = &pipeline.coordinator {
+            let _ = c.send(Quiesce).await;
+        }
         let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
         let mut done = handle.done;
         let summary = tokio::select! {
@@ -197,6 +203,7 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
         if let Some(bar) = bar {
             bar.abort();
         }
+        leave_cluster(&pipeline).await;
         let Some(summary) = summary else {
             eprintln!("Error: the run ended without a summary");
             return exit::FATAL;
@@ -208,6 +215,24 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
             _ => exit::FAILED,
         }
     })
+}
+
+/// `run-once` in a cluster: waits until this instance holds shards (they come after its
+/// second survey, a third of a lease each, or once others release some), at most a
+/// lease and a little more.
+async fn join_cluster(cluster: &crate::cluster::Cluster) {
+    let deadline = tokio::time::Instant::now() + cluster.config.lease + Duration::from_secs(5);
+    while cluster.held_ids().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Releases this instance's shards and heartbeat, if it is in a cluster.
+async fn leave_cluster(pipeline: &Pipeline) {
+    if let Some(c) = &pipeline.coordinator {
+        let _ = c.send(Quiesce).await;
+        let _ = c.send(Leave).await;
+    }
 }
 
 fn report(s: &RunSummary, json: bool) {

@@ -198,6 +198,29 @@ impl Cluster {
         self.table().held.keys().copied().collect()
     }
 
+    /// Held shards that changed, or whose lease expires within `renew_before` of `now`:
+    /// the ones to write this turn (found without copying any state).
+    pub fn due_for_write(&self, now: DateTime<Utc>, renew_before: chrono::Duration) -> Vec<u32> {
+        let t = self.table();
+        t.held
+            .iter()
+            .filter(|(_, h)| h.dirty || h.lease.record.expires_at - now < renew_before)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// Held, still-trusted shards whose last complete run answered a request before
+    /// `trigger_at`: the ones owed a run.
+    pub fn owed(&self, trigger_at: DateTime<Utc>, now: DateTime<Utc>) -> BTreeSet<u32> {
+        let t = self.table();
+        t.held
+            .iter()
+            .filter(|(_, h)| h.lease.valid_at(now, self.config.max_clock_skew))
+            .filter(|(_, h)| h.state.covered_trigger_at.is_none_or(|c| c < trigger_at))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
     /// A copy of a held shard.
     pub fn held(&self, shard: u32) -> Option<HeldShard> {
         self.table().held.get(&shard).cloned()
@@ -293,20 +316,25 @@ impl StateStore for ClusterStore {
         let scope: Vec<u32> = t.in_scope().map(|(s, _)| s).collect();
         let delta = totals_delta(&state.totals, &t.totals_at_load);
         let (trigger, tainted) = (t.scope_trigger, t.tainted.clone());
+        // The ledger split in one pass; the rest copied from one ledger-less template.
+        let mut ledgers: BTreeMap<u32, BTreeMap<String, crate::state::LedgerEntry>> =
+            scope.iter().map(|s| (*s, BTreeMap::new())).collect();
+        for (k, e) in &state.ledger {
+            if let Some(l) = ledgers.get_mut(&shard_of(k, shards)) {
+                l.insert(k.clone(), e.clone());
+            }
+        }
+        let mut template = state.clone();
+        template.ledger = BTreeMap::new();
         for (i, shard) in scope.iter().enumerate() {
             let held = t.held.get_mut(shard).expect("filtered above");
             let mut next = State {
-                ledger: state
-                    .ledger
-                    .iter()
-                    .filter(|(k, _)| shard_of(k, shards) == *shard)
-                    .map(|(k, e)| (k.clone(), e.clone()))
-                    .collect(),
+                ledger: ledgers.remove(shard).unwrap_or_default(),
                 totals: held.state.totals.clone(),
                 // Each shard keeps its own lower bound (`state.initial`).
                 ignore_before: held.state.ignore_before,
                 covered_trigger_at: held.state.covered_trigger_at,
-                ..state.clone()
+                ..template.clone()
             };
             // A completed run answers its request, for the shards it fully covered.
             if state.run.is_none() && !tainted.contains(shard) {

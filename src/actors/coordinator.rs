@@ -19,6 +19,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use serde::Deserialize;
 use tokio::sync::{Mutex, oneshot};
 
 use super::lister::Lister;
@@ -230,12 +231,8 @@ impl Inner {
     /// Writes every held shard whose state changed or whose lease is a third used: a
     /// renewal and a checkpoint in one conditional PUT.
     async fn write_held(&self, now: DateTime<Utc>) {
-        let renew_before = self.lease() * 2 / 3;
-        for shard in self.cluster.held_ids() {
+        for shard in self.cluster.due_for_write(now, self.lease() * 2 / 3) {
             let Some(h) = self.cluster.held(shard) else { continue };
-            if !(h.dirty || h.lease.record.expires_at - now < renew_before) {
-                continue;
-            }
             let data = serde_json::to_value(&h.state).expect("state serialises");
             match self.leases.write(&h.lease, now, data).await {
                 Ok(lease) => self.cluster.written(shard, lease, &h.state),
@@ -397,22 +394,23 @@ impl Inner {
                     continue;
                 }
             };
-            seen.push(view_of(shard, current.as_ref().map(|(r, _)| r)));
-            if current.as_ref().is_some_and(|(r, _)| !self.leases.is_free(r, now)) {
-                continue;
-            }
             // A shard whose state does not parse is left alone (taking it would wipe it).
             let state = match current.as_ref().map(|(r, _)| &r.data) {
                 None | Some(serde_json::Value::Null) => None,
-                Some(data) => match serde_json::from_value::<State>(data.clone()) {
+                Some(data) => match State::deserialize(data) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         unreadable.push(shard);
+                        seen.push(view_of(shard, current.as_ref().map(|(r, _)| r), None));
                         tracing::error!(shard, key = %key, error = %e, "The shard's state does not parse: not taking it (delete the object to start the shard afresh)");
                         continue;
                     }
                 },
             };
+            seen.push(view_of(shard, current.as_ref().map(|(r, _)| r), state.as_ref()));
+            if current.as_ref().is_some_and(|(r, _)| !self.leases.is_free(r, now)) {
+                continue;
+            }
             if let Some((r, _)) = &current
                 && !r.holder.is_empty()
                 && r.holder != c.instance_id
@@ -445,26 +443,13 @@ impl Inner {
         });
     }
 
-    /// Held shards whose last complete run started before the latest trigger.
-    fn owed(&self, turn: &Turn) -> BTreeSet<u32> {
-        let Some(trigger) = &turn.trigger else { return BTreeSet::new() };
-        let now = Utc::now();
-        self.cluster
-            .held_ids()
-            .into_iter()
-            .filter_map(|s| self.cluster.held(s).map(|h| (s, h)))
-            .filter(|(_, h)| h.lease.valid_at(now, self.cluster.config.max_clock_skew))
-            .filter(|(_, h)| h.state.covered_trigger_at.is_none_or(|t| t < trigger.at))
-            .map(|(s, _)| s)
-            .collect()
-    }
-
     /// Begins a run over the owed shards, if no run is going on here.
     async fn maybe_run(self: &Arc<Self>, turn: &mut Turn) -> Option<String> {
         if turn.running || turn.quiet {
             return None;
         }
-        let owed = self.owed(turn);
+        let Some(trigger) = &turn.trigger else { return None };
+        let owed = self.cluster.owed(trigger.at, Utc::now());
         if owed.is_empty() {
             return None;
         }
@@ -511,9 +496,10 @@ impl Inner {
         }
     }
 
-    /// Records a run request in `trigger.json` unless one as recent is there — every instance fires the same cron tick, and the first write is enough. A
-    /// compare-and-swap, retried on conflict, so a request never goes back in time.
-    /// Answers the request now in force.
+    /// Records a run request in `trigger.json` unless one as recent is there (every
+    /// instance fires the same cron tick; the first write is enough). A compare-and-swap,
+    /// retried on conflict, so a request never goes back in time. Answers the request
+    /// now in force.
     async fn write_trigger(&self, record: TriggerRecord) -> Result<TriggerRecord, StorageError> {
         let key = self.cluster.trigger_key();
         for _ in 0..10 {
@@ -572,16 +558,15 @@ impl Inner {
     }
 }
 
-fn view_of(shard: u32, r: Option<&LeaseRecord>) -> ShardView {
+/// A shard as read from its object (lease record and parsed state).
+fn view_of(shard: u32, r: Option<&LeaseRecord>, state: Option<&State>) -> ShardView {
     match r {
         Some(r) => ShardView {
             shard,
             holder: r.holder.clone(),
             expires_at: Some(r.expires_at),
             epoch: r.epoch,
-            last_complete_run_started_at: serde_json::from_value::<State>(r.data.clone())
-                .ok()
-                .and_then(|s| s.last_complete_run_started_at),
+            last_complete_run_started_at: state.and_then(|s| s.last_complete_run_started_at),
         },
         None => ShardView { shard, ..Default::default() },
     }

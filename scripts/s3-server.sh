@@ -29,14 +29,16 @@ REGION=us-east-1
 ACCESS_KEY=testing
 SECRET_KEY=testing
 
-# moto's S3 server. Not 'moto[server]': that extra pulls in the deps of every
-# AWS service (cfn-lint, sympy, docker, ...: ~320 MB, ~65 s to install). The
-# server itself needs only flask + flask-cors on top of moto[s3] (~100 MB, ~18 s).
-MOTO_REQS=('moto[s3]>=5,<6' 'flask!=2.2.0,!=2.2.1' 'flask-cors')
+# moto's S3 and SQS server, pinned with hashes in scripts/s3-requirements.txt. Not
+# 'moto[server]': that extra pulls in the deps of every AWS service (cfn-lint, sympy,
+# docker, ...: ~320 MB, ~65 s to install). The server needs only flask + flask-cors on top
+# of moto[s3,sqs] (~100 MB, ~18 s).
+REQS_FILE="$ROOT/scripts/s3-requirements.txt"
+MOTO_REQS=(--require-hashes -r "$REQS_FILE")
 # --no-compile: byte-compiling all of botocore etc. costs more than compiling
 # the few modules moto imports on its first start.
 PIP_OPTS=(install --disable-pip-version-check --no-input --quiet --prefer-binary --no-compile)
-MARK_TEXT="${MOTO_REQS[*]}"
+MARK_TEXT="$(sha256sum "$REQS_FILE" | cut -d" " -f1)"
 export PIP_ROOT_USER_ACTION=ignore  # no "running pip as root" warning (--target fallback)
 
 log() { printf 's3-server: %s\n' "$*" >&2; }
@@ -44,19 +46,22 @@ die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- install ---
 
-SUDO=""
-if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
-
+# Installs Debian packages when running as root (as CI does); never calls sudo: as
+# another user it says what to install and fails.
 APT_UPDATED=""
 apt_install() {
     command -v apt-get >/dev/null 2>&1 || return 1
+    if [ "$(id -u)" != 0 ]; then
+        log "needs the Debian package(s) $* and is not root: install them (sudo apt-get install $*) and retry"
+        return 1
+    fi
     if [ -z "$APT_UPDATED" ]; then
         log "apt-get update"
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || return 1
+        env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || return 1
         APT_UPDATED=1
     fi
     log "apt-get install $*"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
 # Already installed by this script, with the current requirements?

@@ -138,6 +138,7 @@ pub fn serve(config: Config) -> u8 {
 /// Binds the API (port 0 picks a free port) and logs the address it listens on.
 fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::dev::Server> {
     let timeout = std::time::Duration::from_secs(config.server.timeout_seconds);
+    let remote = state.remote.clone();
     let server = actix_web::HttpServer::new(move || {
         let state = state.clone();
         actix_web::App::new()
@@ -152,6 +153,8 @@ fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::de
     for addr in server.addrs() {
         tracing::info!("Listening on http://{addr}");
     }
+    // URL sources never reach the API itself, whatever is trusted.
+    remote.set_own_addresses(server.addrs());
     Ok(server.run())
 }
 

@@ -126,7 +126,7 @@ async fn convert_inner(state: &AppState, source: &str, resize: Option<ResizeSpec
     let bucket = state.storage.bucket().to_owned();
     let is_url = source.starts_with("http://") || source.starts_with("https://");
     let (key, bytes): (String, Bytes) = if is_url {
-        if state.remote.allowed_hosts.is_empty() {
+        if state.remote.is_off() {
             return Err(ApiError::bad_request(
                 "url_not_allowed",
                 "URL sources are off (api.allowed_url_hosts is empty)",

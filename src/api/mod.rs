@@ -5,6 +5,7 @@
 //! statuses — plus `GET /api/status`, `POST /api/runs` and `GET /metrics`. All routes are
 //! in [`configure`]; tests drive them with `actix_web::test::init_service`.
 
+mod address;
 mod auth;
 mod convert;
 mod deadline;
@@ -24,9 +25,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
+pub use address::is_public;
 pub use error::ApiError;
 pub use polling::RequestSpans;
-pub use remote::{RemotePolicy, is_public};
+pub use remote::RemotePolicy;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -50,12 +52,12 @@ impl AppState {
         metrics: Arc<Metrics>,
         webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
     ) -> Self {
-        let remote = RemotePolicy {
-            allowed_hosts: config.api.allowed_url_hosts.clone(),
-            trusted_addresses: config.api.trusted_url_addresses.clone(),
-            timeout: config.api.url_timeout,
-            max_bytes: config.convert.limits.max_input_bytes,
-        };
+        let remote = RemotePolicy::new(
+            config.api.allowed_url_hosts.clone(),
+            config.api.trusted_url_addresses.clone(),
+            config.api.url_timeout,
+            config.convert.limits.max_input_bytes,
+        );
         let api_slots = Arc::new(Semaphore::new(config.api.max_queued_conversions));
         Self { config, storage, pipeline, metrics, api_slots, remote, webhook, status: Default::default() }
     }

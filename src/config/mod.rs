@@ -78,8 +78,9 @@ pub struct ApiConfig {
     pub token: Secret,
     /// Hosts `http(s)://` sources may name (`images.example.com`, `*.cdn.example`); empty = URL sources off.
     pub allowed_url_hosts: Vec<String>,
-    /// Non-public addresses URL sources may still reach (e.g. an internal image server).
-    pub trusted_url_addresses: Vec<std::net::IpAddr>,
+    /// Non-public `IP:PORT`s URL sources may still reach (e.g. an internal image server);
+    /// a bare IP in the file stands for its ports 80 and 443.
+    pub trusted_url_addresses: Vec<std::net::SocketAddr>,
     pub url_timeout: std::time::Duration,
     /// On-demand conversions waiting or running at once; past it the API answers 503 `busy`.
     pub max_queued_conversions: usize,

@@ -177,3 +177,19 @@ fn the_bucket_state_backend_is_validated() {
         assert!(err.contains(names), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn trusted_url_addresses_name_their_port_and_a_bare_ip_means_80_and_443() {
+    let c = load_yaml("api: {trusted_url_addresses: ['10.0.0.5', '10.0.0.6:8080', '[fd00::1]:9000', 'fd00::2']}", &[])
+        .unwrap();
+    let want: Vec<std::net::SocketAddr> =
+        ["10.0.0.5:80", "10.0.0.5:443", "10.0.0.6:8080", "[fd00::1]:9000", "[fd00::2]:80", "[fd00::2]:443"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+    assert_eq!(c.api.trusted_url_addresses, want);
+    for bad in ["images.internal", "10.0.0.5:0", "10.0.0.5:http"] {
+        let err = load_yaml(&format!("api: {{trusted_url_addresses: ['{bad}']}}"), &[]).unwrap_err().to_string();
+        assert!(err.contains("api.trusted_url_addresses") && err.contains("IP:PORT"), "{bad}: {err}");
+    }
+}

@@ -135,7 +135,7 @@ impl Config {
         let a = raw.api;
         let mut trusted = Vec::new();
         for t in a.trusted_url_addresses.unwrap_or_default() {
-            trusted.push(t.parse().map_err(|_| ConfigError::invalid("api.trusted_url_addresses", &t, "IP addresses"))?);
+            trusted.extend(trusted_address(&t)?);
         }
         let api = ApiConfig {
             token: a.token,
@@ -412,4 +412,18 @@ fn process_suffix() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     format!("{}-{:016x}", std::process::id(), h.finish())
+}
+
+/// One `api.trusted_url_addresses` entry: `IP:PORT`, `[IPv6]:PORT`, or a bare IP, which
+/// trusts only its ports 80 and 443 (a trusted host must not open the daemon's other
+/// ports, its own API among them).
+fn trusted_address(entry: &str) -> Result<Vec<std::net::SocketAddr>, ConfigError> {
+    let invalid = || {
+        ConfigError::invalid("api.trusted_url_addresses", entry, "IP:PORT, [IPv6]:PORT or a bare IP (ports 80 and 443)")
+    };
+    if let Ok(a) = entry.parse::<std::net::SocketAddr>() {
+        return if a.port() == 0 { Err(invalid()) } else { Ok(vec![a]) };
+    }
+    let ip: std::net::IpAddr = entry.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| invalid())?;
+    Ok(vec![std::net::SocketAddr::new(ip, 80), std::net::SocketAddr::new(ip, 443)])
 }

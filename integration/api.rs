@@ -6,13 +6,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::http::TestHttp;
 use common::server::*;
 use common::*;
 use futures::StreamExt;
@@ -224,68 +222,6 @@ fn runs_start_on_demand_and_status_shows_them_progress() {
     assert!(metrics.contains("ics_images_converted_total 40"), "{metrics}");
 }
 
-/// A recorded request: path, lower-case headers, body.
-type Recorded = (String, HashMap<String, String>, Vec<u8>);
-/// A canned answer: status, extra headers, body.
-type Route = (u16, Vec<(String, String)>, Vec<u8>);
-
-/// A one-thread HTTP listener that records requests and answers with `statuses` in turn
-/// (the last one repeats), or serves files and redirects by path.
-struct TestHttp {
-    addr: String,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-}
-
-impl TestHttp {
-    fn start(bind: &str, statuses: Vec<u16>, routes: HashMap<String, Route>) -> Self {
-        let listener = TcpListener::bind(bind).unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
-                let mut reader = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() {
-                    continue;
-                }
-                let path = first.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let mut headers = HashMap::new();
-                loop {
-                    let mut l = String::new();
-                    reader.read_line(&mut l).unwrap();
-                    if l.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = l.split_once(':') {
-                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-                    }
-                }
-                let len = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-                let mut body = vec![0; len];
-                reader.read_exact(&mut body).unwrap();
-                log.lock().unwrap().push((path.clone(), headers, body));
-                let (status, extra, content) = match routes.get(&path) {
-                    Some(r) => r.clone(),
-                    None => (statuses[n.min(statuses.len() - 1)], vec![], b"{}".to_vec()),
-                };
-                n += 1;
-                let mut head =
-                    format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", content.len());
-                for (k, v) in extra {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = s.write_all(head.as_bytes());
-                let _ = s.write_all(&content);
-            }
-        });
-        Self { addr, requests }
-    }
-}
-
 #[test]
 fn webhooks_are_signed_and_retried_until_delivered() {
     // The receiver fails the first delivery, then accepts.
@@ -313,13 +249,14 @@ fn webhooks_are_signed_and_retried_until_delivered() {
     assert_eq!(payload["processed_count"], 2);
     assert_eq!(payload["failed_count"], 0);
     let images = payload["images"].as_array().unwrap();
-    assert!(images.contains(
-        &json!({"source": format!("r2://{bucket}/h/a.jpg"), "destination": format!("r2://{bucket}/h/a.webp")})
-    ));
-    assert_eq!(
-        headers["x-webhook-signature"],
-        format!("sha256={}", ics::actors::webhook::signature("hook-secret", body))
-    );
+    // Object keys, as the Go server sends them; the full addresses beside them.
+    assert!(images.contains(&json!({
+        "source": "h/a.jpg",
+        "destination": "h/a.webp",
+        "source_address": format!("r2://{bucket}/h/a.jpg"),
+        "destination_address": format!("r2://{bucket}/h/a.webp"),
+    })));
+    assert_eq!(headers["x-webhook-signature"], format!("sha256={}", ics::webhook::signature("hook-secret", body)));
     assert_eq!(requests[0].2, requests[1].2, "the retry sends the same body");
     // Delivered: nothing left pending, nothing dead.
     std::thread::sleep(Duration::from_millis(300));
@@ -332,6 +269,36 @@ fn webhooks_are_signed_and_retried_until_delivered() {
     let r = server
         .post("/api/webhook/send", json!({"images": [{"source": "r2://b/x.jpg", "destination": "r2://b/x.webp"}]}));
     assert_eq!((r.status, r.json()["success"].as_bool()), (200, Some(true)));
+}
+
+#[test]
+fn a_manual_webhook_send_cannot_claim_batch_completed() {
+    let hook = TestHttp::start("127.0.0.1:0", vec![200], HashMap::new());
+    let yaml = format!("webhook: {{url: 'http://{}/hook', secret: 'hook-secret'}}\n", hook.addr);
+    let server = Server::start(None, &yaml);
+    let images = json!([{"source": "photos/a.jpg", "destination": "photos/a.webp"}]);
+    // Go's body (images only): sent as `manual.triggered`, as the Go server sends it.
+    let r = server.post("/api/webhook/send", json!({"images": images}));
+    assert_eq!(r.status, 200, "{}", r.json());
+    // A signed manual send may not pass for a run the daemon made.
+    for event in ["batch.completed", "BATCH.completed", "batch.started"] {
+        let r = server.post("/api/webhook/send", json!({"images": images, "event": event}));
+        assert_error(&r, 400, "invalid_event");
+    }
+    assert_error(&server.post("/api/webhook/send", json!({"images": images, "event": "x\r\ny"})), 400, "invalid_event");
+    let r = server.post("/api/webhook/send", json!({"images": images, "event": "cms.refresh"}));
+    assert_eq!(r.status, 200, "{}", r.json());
+    let requests = hook.requests.lock().unwrap().clone();
+    let sent: Vec<(String, Value)> = requests
+        .iter()
+        .map(|(_, h, body)| (h["x-webhook-event"].clone(), serde_json::from_slice(body).unwrap()))
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].0, "manual.triggered");
+    assert_eq!(sent[0].1["event"], "manual.triggered");
+    assert_eq!(sent[0].1["processed_count"], 1);
+    assert_eq!(sent[0].1["images"], images);
+    assert_eq!((sent[1].0.as_str(), &sent[1].1["event"]), ("cms.refresh", &json!("cms.refresh")));
 }
 
 #[test]
@@ -375,11 +342,23 @@ fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
         (301, vec![("Location".into(), "http://169.254.169.254/latest/meta-data/".into())], vec![]),
     );
     routes.insert("/to-private".to_owned(), (307, vec![("Location".into(), "http://10.0.0.1/x.jpg".into())], vec![]));
+    // IPv6 spellings of the loopback origin (IPv4-compatible and IPv4-translated).
+    routes.insert(
+        "/to-v6-compat".to_owned(),
+        (302, vec![("Location".into(), format!("http://[::127.0.0.1]:{port}/img.jpg"))], vec![]),
+    );
+    routes.insert(
+        "/to-v6-translated".to_owned(),
+        (302, vec![("Location".into(), format!("http://[::ffff:0:7f00:1]:{port}/img.jpg"))], vec![]),
+    );
     let external = TestHttp::start("127.0.0.2:0", vec![404], routes);
     let bucket = new_bucket("api-urls");
-    let yaml = "api: {allowed_url_hosts: ['127.0.0.1', '127.0.0.2', '10.0.0.1', '169.254.169.254'], trusted_url_addresses: ['127.0.0.2']}\n";
-    let server = Server::start(Some(&bucket), yaml);
     let ext = &external.addr;
+    // Trusted with its port: a bare IP would trust only ports 80 and 443.
+    let yaml = format!(
+        "api: {{allowed_url_hosts: ['127.0.0.1', '127.0.0.2', '10.0.0.1', '169.254.169.254', '[::127.0.0.1]', '[::ffff:0:7f00:1]'], trusted_url_addresses: ['{ext}']}}\n"
+    );
+    let server = Server::start(Some(&bucket), &yaml);
     let ok = server.post("/api/convert", json!({"source": format!("http://{ext}/img.jpg")}));
     let v = ok.json();
     assert_eq!(ok.status, 200, "{v}");
@@ -391,6 +370,12 @@ fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
         format!("http://{ext}/to-loopback"),
         format!("http://{ext}/to-metadata"),
         format!("http://{ext}/to-private"),
+        format!("http://{ext}/to-v6-compat"),
+        format!("http://{ext}/to-v6-translated"),
+        format!("http://[::127.0.0.1]:{port}/img.jpg"),
+        format!("http://[::ffff:0:7f00:1]:{port}/img.jpg"),
+        // The trusted host on a port its entry does not name.
+        "http://127.0.0.2:1/img.jpg".into(),
         "http://not-allowed.example/x.jpg".into(),
         "ftp://127.0.0.2/x.jpg".into(),
     ] {

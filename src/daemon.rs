@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::actors::webhook::WebhookSender;
-use crate::actors::{BeginError, GetProgress, Leave, Pipeline, Quiesce, RunNow, StateBackend, StopRun};
+use crate::actors::webhook::{RunListener, WebhookSender};
+use crate::actors::{BeginError, GetProgress, Leave, Pipeline, Quiesce, RunFinished, RunNow, StateBackend, StopRun};
 use crate::api::AppState;
 use crate::cli::exit;
 use crate::config::Config;
@@ -20,6 +20,7 @@ use crate::planner::{Decision, PlanRules, Planner};
 use crate::schedule::Schedule;
 use crate::state::{FileStateStore, StateStore};
 use crate::storage::Storage;
+use crate::webhook::Webhook;
 
 /// Flags of `run-once`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -99,7 +100,13 @@ pub fn serve(config: Config) -> u8 {
         let run_on_start = config.cron.run_on_start;
         let config = Arc::new(config);
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let webhook = WebhookSender::new(&config.webhook, storage.bucket()).map(actix::Actor::start);
+        let webhook = match WebhookSender::new(&config.webhook, storage.bucket()) {
+            Ok(w) => w.map(actix::Actor::start),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return exit::FATAL;
+            }
+        };
         let listeners = webhook.iter().map(|w| w.clone().recipient()).collect();
         let pipeline = Pipeline::start(
             config.clone(),
@@ -169,8 +176,10 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
         };
         let timeout = config.pipeline.shutdown_timeout;
         let backend = backend(&config, store);
+        let (listener, mut finished) = RunListener::channel();
+        let (config, bucket) = (Arc::new(config), storage.bucket().to_owned());
         let pipeline =
-            Pipeline::start(Arc::new(config), storage, backend, None, false, Default::default(), Vec::new());
+            Pipeline::start(config.clone(), storage, backend, None, false, Default::default(), vec![listener]);
         if let Some(cluster) = &pipeline.cluster {
             join_cluster(cluster).await;
         }
@@ -211,6 +220,8 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
             eprintln!("Error: the run ended without a summary");
             return exit::FATAL;
         };
+        let finished = tokio::time::timeout(Duration::from_secs(5), finished.recv()).await.ok().flatten();
+        announce(&config, &bucket, finished).await;
         report(&summary, opts.json);
         match (&summary.error, summary.counts.failed) {
             (Some(_), _) => exit::FATAL,
@@ -218,6 +229,23 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
             _ => exit::FAILED,
         }
     })
+}
+
+/// `run-once` with `webhook.url`: tries the deliveries earlier processes left pending,
+/// then announces this run as `serve` would; a delivery that fails stays pending for the
+/// next process (`serve` or `run-once`).
+async fn announce(config: &Config, bucket: &str, finished: Option<RunFinished>) {
+    let webhook = match Webhook::from_config(&config.webhook) {
+        Ok(Some(w)) => w,
+        Ok(None) => return,
+        Err(e) => return tracing::error!(error = %e, "Webhook not sent"),
+    };
+    if config.webhook.retry_enabled {
+        webhook.retry_pending().await;
+    }
+    if let Some(f) = finished {
+        let _ = webhook.deliver(crate::webhook::payload::batch_completed(bucket, &f.summary, &f.images)).await;
+    }
 }
 
 /// `run-once` in a cluster: waits until this instance holds shards (they come after its

@@ -17,6 +17,8 @@
 //! - [`naming`]: which keys are candidates, where their WebP goes, `r2://` addresses.
 //! - [`job`]: fetch → convert → upload for one object, the unit of work of the CLI, the
 //!   API and the pipeline.
+//! - [`webhook`]: `batch.completed` and manual sends to `webhook.url`, signed, with
+//!   undelivered ones kept on disk in the Go server's format and retried.
 //! - [`cli`] and [`logging`]: the binary's edges.
 
 pub mod actors;
@@ -39,3 +41,4 @@ pub mod secret;
 pub mod state;
 pub mod storage;
 mod storage_local;
+pub mod webhook;

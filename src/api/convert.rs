@@ -18,9 +18,10 @@ use super::AppState;
 use super::error::ApiError;
 use crate::actors::converter::ConvertBytes;
 use crate::actors::uploader::PutWebp;
-use crate::actors::webhook::{Delivery, SendNow};
+use crate::actors::webhook::SendNow;
 use crate::convert::ResizeSpec;
 use crate::naming;
+use crate::webhook;
 
 /// `POST /api/convert` body.
 #[derive(Debug, Deserialize)]
@@ -183,11 +184,12 @@ async fn convert_inner(state: &AppState, source: &str, resize: Option<ResizeSpec
     })))
 }
 
-/// `POST /api/webhook/send` body: the Go server's.
+/// `POST /api/webhook/send` body: the Go server's (`images`), and the event to send
+/// (ours; `manual.triggered` when absent, never a `batch.*` event).
 #[derive(Debug, Deserialize)]
 pub struct WebhookBody {
     #[serde(default)]
-    images: Vec<serde_json::Value>,
+    images: Vec<webhook::ImageEntry>,
     #[serde(default)]
     event: Option<String>,
 }
@@ -200,19 +202,16 @@ pub async fn webhook_send(state: web::Data<AppState>, body: web::Json<WebhookBod
     if body.images.is_empty() {
         return Err(ApiError::bad_request("empty_images", "images must not be empty"));
     }
-    let payload = json!({
-        "event": body.event.unwrap_or_else(|| "batch.completed".into()),
-        "processed_count": body.images.len(),
-        "failed_count": 0,
-        "images": body.images,
-        "timestamp": chrono::Utc::now().to_rfc3339(),
-    });
-    let delivery = Delivery::new(payload);
-    match sender.send(SendNow { delivery }).await {
+    let event = webhook::payload::manual_event(body.event.as_deref())
+        .map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+    let payload = webhook::payload::manual(&event, &body.images);
+    match sender.send(SendNow { payload }).await {
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({"success": true, "message": "Webhook sent"}))),
-        Ok(Err(e)) => {
-            Err(ApiError::new(StatusCode::BAD_GATEWAY, "webhook_delivery_failed", format!("{e}; queued for retry")))
-        }
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "webhook_delivery_failed",
+            if state.config.webhook.retry_enabled { format!("{e}; queued for retry") } else { e.to_string() },
+        )),
         Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the webhook sender is stopping")),
     }
 }

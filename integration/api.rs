@@ -302,6 +302,35 @@ fn a_manual_webhook_send_cannot_claim_batch_completed() {
 }
 
 #[test]
+fn serve_delivers_the_pending_records_a_go_server_left_when_it_starts() {
+    let hook = TestHttp::start("127.0.0.1:0", vec![200], HashMap::new());
+    let pending = tempfile::tempdir().unwrap();
+    // As the Go server leaves it in data/webhook_pending.
+    let go_payload = json!({"event": "batch.completed", "processed_count": 1, "failed_count": 0,
+        "images": [{"source": "photos/a.jpg", "destination": "photos/a.webp"}]});
+    let record = json!({"url": "http://go-receiver.example/hook", "payload": go_payload, "retry_count": 2,
+        "created_at": "2026-11-28T09:15:02.512345678+09:00"});
+    let file = pending.path().join("20261128-091502-0a1b2c3d.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+    // The interval is long: only the pass at start can deliver it.
+    let yaml = format!(
+        "webhook: {{url: 'http://{}/hook', retry_interval_minutes: 600, pending_dir: '{}'}}\n",
+        hook.addr,
+        pending.path().display()
+    );
+    let server = Server::start(None, &yaml);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while file.exists() || hook.requests.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "not delivered at start: {:?}", server.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let requests = hook.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(serde_json::from_slice::<Value>(&requests[0].2).unwrap(), go_payload);
+    assert_eq!(requests[0].1["x-webhook-delivery"], "20261128-091502-0a1b2c3d");
+}
+
+#[test]
 fn webhook_send_reports_502_and_gives_up_into_dead_letters() {
     let hook = TestHttp::start("127.0.0.1:0", vec![503], HashMap::new());
     let pending = tempfile::tempdir().unwrap();

@@ -415,6 +415,10 @@ fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
             assert_eq!(v["error"], "url_not_allowed", "{source}: {v}");
         }
     }
+    // The daemon's own API: refused as such (the listening address is known once bound).
+    let r = server.post("/api/convert", json!({"source": format!("{}/api/runs", server.base)}));
+    assert_error(&r, 400, "url_not_allowed");
+    assert!(r.json()["message"].as_str().unwrap().contains("own API address"), "{}", r.json());
     // An allowed, reachable host that has no such image.
     let r = server.post("/api/convert", json!({"source": format!("http://{ext}/missing.jpg")}));
     assert_error(&r, 404, "url_not_accessible");

@@ -131,6 +131,29 @@ mod tests {
     }
 
     #[test]
+    fn every_ipv6_embedding_of_an_internal_ipv4_address_is_not_public() {
+        let internal =
+            ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0"];
+        for v4 in internal {
+            let o: Ipv4Addr = v4.parse().unwrap();
+            let [a, b, c, d] = o.octets().map(u16::from);
+            let (hi, lo) = ((a << 8) | b, (c << 8) | d);
+            let forms = [
+                Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo),                  // ::a.b.c.d
+                Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, hi, lo),             // ::ffff:0:a.b.c.d
+                Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, hi, lo),             // ::ffff:a.b.c.d (mapped)
+                Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),          // NAT64
+                Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, hi, lo),          // NAT64 local use
+                Ipv6Addr::new(0x2002, hi, lo, 0, 0, 0, 0, 1),             // 6to4
+                Ipv6Addr::new(0x2001, 0, 0x4136, 0xe378, 0, 0, !hi, !lo), // Teredo (client bits inverted)
+            ];
+            for f in forms {
+                assert!(!is_public(IpAddr::V6(f)), "{f} (embedding {v4}) passed as public");
+            }
+        }
+    }
+
+    #[test]
     fn own_addresses_cover_every_local_address_when_listening_on_all() {
         let own = OwnAddresses::new(vec!["0.0.0.0:4000".parse().unwrap()]);
         assert!(own.contains("127.0.0.1:4000".parse().unwrap()));

@@ -126,6 +126,31 @@ fn go_TestRunRetryWorker_SuccessDeletesFile() {
 }
 
 #[test]
+fn a_go_record_of_an_empty_batch_is_delivered_as_go_wrote_it() {
+    // Go marshals a run that converted nothing with `"images": null`.
+    let hook = TestHttp::start("127.0.0.1:0", vec![200], HashMap::new());
+    let dir = tempfile::tempdir().unwrap();
+    let payload = json!({"event": "batch.completed", "processed_count": 0, "failed_count": 3, "images": null});
+    let record = json!({"url": "", "payload": payload, "retry_count": 4, "created_at": "0001-01-01T00:00:00Z"});
+    std::fs::write(dir.path().join("20250101-000000-ffffffff.json"), record.to_string()).unwrap();
+    let report = rt().block_on(webhook(&format!("http://{}/hook", hook.addr), dir.path(), 5).retry_pending());
+    assert_eq!(report.delivered, 1, "{report:?}");
+    let requests = hook.requests.lock().unwrap().clone();
+    assert_eq!(serde_json::from_slice::<Value>(&requests[0].2).unwrap(), payload);
+}
+
+#[test]
+fn records_of_our_earlier_pending_format_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("20261120T101010.123456Z-0badcafe.json");
+    let old = json!({"id": "20261120T101010.123456Z-0badcafe", "attempts": 2, "payload": go_payload()});
+    std::fs::write(&path, old.to_string()).unwrap();
+    let p = Pending::read(&path).unwrap();
+    assert_eq!((p.id.as_str(), p.record.retry_count), ("20261120T101010.123456Z-0badcafe", 2));
+    assert_eq!(p.record.payload, go_payload());
+}
+
+#[test]
 fn go_TestSendBulk_EmptyURL_NoRequest() {
     let dir = tempfile::tempdir().unwrap();
     let pending = dir.path().join("pending");

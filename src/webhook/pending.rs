@@ -26,8 +26,9 @@ pub struct PendingRecord {
     pub url: String,
     /// The JSON body, sent as it is.
     pub payload: serde_json::Value,
-    /// Retries made so far: 0 after the first failed attempt.
-    #[serde(default)]
+    /// Retries made so far: 0 after the first failed attempt. (Records of our earlier
+    /// format, `{id, attempts, payload}`, load too: `attempts` counts toward it.)
+    #[serde(default, alias = "attempts")]
     pub retry_count: u32,
     #[serde(default)]
     pub created_at: Option<DateTime<FixedOffset>>,

@@ -238,7 +238,10 @@ async fn announce(config: &Config, bucket: &str, finished: Option<RunFinished>) 
     let webhook = match Webhook::from_config(&config.webhook) {
         Ok(Some(w)) => w,
         Ok(None) => return,
-        Err(e) => return tracing::error!(error = %e, "Webhook not sent"),
+        Err(e) => {
+            tracing::error!(error = %e, "Webhook not sent: cannot make its HTTP client");
+            return;
+        }
     };
     if config.webhook.retry_enabled {
         webhook.retry_pending().await;

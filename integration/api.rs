@@ -474,3 +474,43 @@ fn an_encoder_failure_is_500_conversion_failed() {
     let server = Server::start(Some(&bucket), "conversion: {max_frames: 5000}\n");
     assert_error(&server.get("/api/convert?source=e/endless.gif"), 500, "conversion_failed");
 }
+
+/// On the local bucket, `POST /api/convert` of `link/secret.jpg` (`bucket/link ->
+/// /outside`) and of `sfile.jpg` (`-> /outside/secret.jpg`) is refused with 400 and
+/// nothing outside is read or written; a key whose WebP name is too long for the file
+/// system fails with 500 `upload_failed` naming the key relative to the bucket, never the
+/// bucket's absolute path.
+#[test]
+fn symlink_escapes_of_the_local_bucket_are_refused_and_errors_show_no_absolute_path() {
+    let server = Server::start(None, "");
+    let home = server.dir.path().canonicalize().unwrap();
+    let (bucket, outside) = (home.join("bucket"), home.join("outside"));
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.jpg"), fixture("jpeg_orient1.jpg")).unwrap();
+    std::os::unix::fs::symlink(&outside, bucket.join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.jpg"), bucket.join("sfile.jpg")).unwrap();
+    let shows_path = |r: &Resp| String::from_utf8_lossy(&r.body).contains(home.to_str().unwrap());
+
+    for source in ["link/secret.jpg", "r2://bucket/link/secret.jpg", "sfile.jpg"] {
+        let r = server.post("/api/convert", json!({"source": source}));
+        assert_error(&r, 400, "invalid_request");
+        assert!(r.json()["message"].as_str().unwrap().contains("symbolic link"), "{}", r.json());
+        assert!(!shows_path(&r), "{}", r.json());
+    }
+    let names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["secret.jpg"], "something was written outside the bucket");
+
+    // 251 + ".jpg" fits a file name (255 bytes); 251 + ".webp" does not.
+    let long = format!("{}.jpg", "a".repeat(251));
+    std::fs::write(bucket.join(&long), fixture("jpeg_orient1.jpg")).unwrap();
+    let r = server.post("/api/convert", json!({"source": long}));
+    assert_error(&r, 500, "upload_failed");
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(&format!("{}.webp", "a".repeat(251))), "{message}");
+    assert!(!shows_path(&r), "{message}");
+    assert!(names_in(&bucket).iter().all(|n| !n.starts_with(".ics-tmp-")), "a temporary file was left behind");
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}

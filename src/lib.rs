@@ -40,5 +40,4 @@ pub mod schedule;
 pub mod secret;
 pub mod state;
 pub mod storage;
-mod storage_local;
 pub mod webhook;

@@ -126,3 +126,46 @@ fn convert_through_the_s3_server_with_go_environment_variables() {
     assert!(psnr(&image::load_from_memory(&fixture("reference_chelsea.png")).unwrap(), &img) > 25.0);
     assert_eq!(rt.block_on(s.content_type("photos/x.webp")).unwrap().as_deref(), Some("image/webp"));
 }
+
+/// `bucket/link -> /outside` and `bucket/sfile.jpg -> /outside/secret.jpg`: `convert`
+/// refuses both keys and a run converts around them; nothing outside is read or written.
+/// The same run lists `a#1.jpg` (converted) and a name that is not UTF-8 (counted in
+/// `listed` and ledgered as `invalid_key`), which were silently never listed before.
+#[test]
+fn symlinks_out_of_the_local_bucket_are_refused_by_convert_and_a_run() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let dir = local_setup(&[("photos/x.jpg", "jpeg_orient1.jpg"), ("photos/a#1.jpg", "jpeg_orient1.jpg")]);
+    let (bucket, outside) = (dir.path().join("bucket"), dir.path().join("outside"));
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.jpg"), fixture("jpeg_orient1.jpg")).unwrap();
+    std::os::unix::fs::symlink(&outside, bucket.join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.jpg"), bucket.join("sfile.jpg")).unwrap();
+    let bad_name = std::ffi::OsStr::from_bytes(b"photos/bad\xff.jpg");
+    std::fs::write(bucket.join(bad_name), fixture("jpeg_orient1.jpg")).unwrap();
+
+    for key in ["link/secret.jpg", "sfile.jpg"] {
+        let o = run(dir.path(), &["convert", key], &[]);
+        assert_eq!(o.status.code(), Some(2), "{key}: {}", text(&o));
+        assert!(text(&o).contains("unsafe object key: a symbolic link is on its path"), "{key}: {}", text(&o));
+        assert!(!text(&o).contains(dir.path().to_str().unwrap()), "an absolute path in: {}", text(&o));
+    }
+
+    // Exit 2: the non-UTF-8 name is a failure of its own.
+    let o = run(dir.path(), &["run-once", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["converted"], 2, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    // x.jpg, a#1.jpg, the non-UTF-8 name; links are not listed.
+    assert_eq!(summary["listed"], 3, "{summary}");
+    assert!(bucket.join("photos/x.webp").exists() && bucket.join("photos/a#1.webp").exists());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state/state.json")).unwrap()).unwrap();
+    let entry = &state["ledger"][r"photos/bad\xFF.jpg"];
+    assert_eq!(entry["code"], "invalid_key", "{state}");
+
+    let outside_names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(outside_names, ["secret.jpg"], "something was written outside the bucket");
+    assert_eq!(std::fs::read(outside.join("secret.jpg")).unwrap(), fixture("jpeg_orient1.jpg"));
+}

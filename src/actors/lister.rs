@@ -18,8 +18,9 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::memory::MemoryBudget;
 use crate::model::{Candidate, ItemOutcome, Slot};
+use crate::naming;
 use crate::planner::{Decision, PlanRules, Planner};
-use crate::storage::{ObjectInfo, Storage};
+use crate::storage::{ObjectInfo, Storage, StorageError};
 
 /// Lists the bucket for a run that [`StateKeeper`] has begun.
 #[derive(Message)]
@@ -110,6 +111,16 @@ impl ListingJob {
             }
             let obj = match item {
                 Ok(o) => o,
+                // A name that cannot be a key: counted, and ledgered when it looks like an
+                // image, so that it is reported instead of silently never converted.
+                Err(StorageError::Unlistable { key, reason }) => {
+                    listed += 1;
+                    if naming::is_candidate(&key, &self.config.formats) && self.mine(start, &key) {
+                        let reason = format!("{key}: cannot be used as an object key: {reason}");
+                        skipped += self.give_up(start, key, None, "invalid_key", reason).await;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     error = Some(format!("listing failed: {e}"));
                     break;
@@ -152,28 +163,27 @@ impl ListingJob {
                     sources.retain(|s| self.mine(start, &s.key));
                     let names: Vec<String> = sources.iter().map(|s| s.key.clone()).collect();
                     for source in sources {
-                        if start.state.decide(&source.key, source.etag.as_deref(), chrono::Utc::now())
-                            == crate::state::LedgerDecision::Leave
-                        {
-                            skipped += 1;
-                            continue;
-                        }
                         let reason = format!("{output} is claimed by several sources ({})", names.join(", "));
-                        let outcome = ItemOutcome::Failed { code: "output_collision".into(), reason, permanent: true };
-                        let slot = self.slot().await;
-                        self.state_keeper.do_send(RecordQueued { key: source.key.clone() });
-                        self.state_keeper.do_send(RecordDone {
-                            key: source.key,
-                            output: output.clone(),
-                            etag: source.etag,
-                            outcome,
-                            slot,
-                        });
+                        skipped += self.give_up(start, source.key, source.etag, "output_collision", reason).await;
                     }
                 }
             }
         }
         skipped
+    }
+
+    /// Ledgers `key` as given up with `code` (unless the ledger already leaves this
+    /// version alone: then it counts as skipped, and 1 is returned).
+    async fn give_up(&self, start: &RunStart, key: String, etag: Option<String>, code: &str, reason: String) -> u64 {
+        if start.state.decide(&key, etag.as_deref(), chrono::Utc::now()) == crate::state::LedgerDecision::Leave {
+            return 1;
+        }
+        let outcome = ItemOutcome::Failed { code: code.into(), reason, permanent: true };
+        let slot = self.slot().await;
+        let output = naming::webp_key(&key);
+        self.state_keeper.do_send(RecordQueued { key: key.clone() });
+        self.state_keeper.do_send(RecordDone { key, output, etag, outcome, slot });
+        0
     }
 
     /// Whether this run converts `key`: always, unless the run covers some shards only

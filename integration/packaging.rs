@@ -1,10 +1,14 @@
-//! The packaging files checked by the tools that read them: the systemd unit by
-//! `systemd-analyze verify` (and its exposure score printed), the Grafana dashboard as
-//! JSON naming only series the daemon exports. A check whose tool is missing on this
+//! What a deployment relies on: the systemd unit checked by `systemd-analyze verify`
+//! (its exposure score printed), and the readiness answer (`GET /ready`, the `health`
+//! subcommand) that container health checks use. A check whose tool is missing on this
 //! machine says so and passes; the tools are on every Debian with systemd.
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+
+use common::server::Server;
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -63,4 +67,195 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         }
         None => eprintln!("SKIPPED the exposure score: {}", String::from_utf8_lossy(&out.stderr).trim()),
     }
+}
+
+/// `health --url URL`: its exit code and what it printed.
+fn health(url: &str) -> (i32, String) {
+    let out = common::binary().args(["health", "--url", url]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn ready_and_health_follow_the_storage() {
+    // A reachable bucket (the local directory): ready.
+    let up = Server::start(None, "");
+    let r = up.get("/ready");
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["status"], "ready");
+    assert_eq!(up.get("/health").status, 200);
+    let (code, text) = health(&format!("{}/ready", up.base));
+    assert_eq!(code, 0, "{text}");
+
+    // A bucket whose server does not answer (nothing listens on the port): alive, not ready.
+    let down = Server::start(
+        None,
+        "storage: {backend: r2}\nr2: {endpoint: 'http://127.0.0.1:9', bucket: gone, region: us-east-1, access_key: a, secret_key: b}\n",
+    );
+    assert_eq!(down.get("/health").status, 200, "liveness does not depend on the storage");
+    let r = down.get("/ready");
+    assert_eq!(r.status, 503, "{}", r.json());
+    assert_eq!(r.json()["status"], "not_ready");
+    assert!(r.json()["reason"].as_str().unwrap().contains("storage did not answer"), "{}", r.json());
+    let (code, text) = health(&format!("{}/ready", down.base));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("503"), "{text}");
+
+    // Nothing listening at all: not ready, and it says so.
+    let (code, text) = health("http://127.0.0.1:9/ready");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no answer"), "{text}");
+}
+
+/// Runs `podman ARGS`; its exit code and output.
+fn podman(args: &[&str]) -> (i32, String) {
+    let out = Command::new("podman").args(args).output().expect("podman runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Why podman cannot run containers here, if it cannot.
+fn podman_unusable() -> Option<String> {
+    match Command::new("podman").args(["image", "exists", "docker.io/library/debian:bookworm-slim"]).status() {
+        Err(e) => Some(format!("podman is not installed ({e})")),
+        Ok(s) if !s.success() => Some("podman has no debian:bookworm-slim image (run container-base.sh)".into()),
+        Ok(_) => None,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Removes the container and the image at the end, whatever happened.
+struct Cleanup(String, String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = podman(&["rm", "-f", "-t", "0", &self.0]);
+        let _ = podman(&["rmi", "-f", &self.1]);
+    }
+}
+
+#[test]
+fn container_converts_a_bucket_answers_health_and_stops_on_sigterm() {
+    if let Some(why) = podman_unusable() {
+        eprintln!("SKIPPED: the container test needs podman with a local debian:bookworm-slim: {why}");
+        return;
+    }
+    // The image from this build's binary (SOURCE=prebuilt), not a second compilation.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_image-converting-server"));
+    let Ok(relative) = binary.strip_prefix(&root) else {
+        eprintln!("SKIPPED: the binary {} is outside the build context {}", binary.display(), root.display());
+        return;
+    };
+    let tag = format!("localhost/ics-container-test:{}", std::process::id());
+    let name = format!("ics-container-test-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone(), tag.clone());
+    let binary_arg = format!("BINARY={}", relative.display());
+    let (code, text) = podman(&[
+        "build",
+        "--pull=never",
+        "--format",
+        "docker",
+        "--network",
+        "host",
+        "--build-arg",
+        "SOURCE=prebuilt",
+        "--build-arg",
+        &binary_arg,
+        "-t",
+        &tag,
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "podman build: {text}");
+
+    // It runs as a non-root user.
+    let out = Command::new("podman")
+        .args([
+            "run",
+            "--rm",
+            "--pull=never",
+            "--network",
+            "host",
+            "--health-cmd",
+            "none",
+            "--entrypoint",
+            "id",
+            &tag,
+            "-u",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10001", "the container's user");
+
+    // Public (its default 0.0.0.0) with no token: refused at start.
+    let (code, text) = podman(&["run", "--rm", "--pull=never", "--network", "host", "--health-cmd", "none", &tag]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("api.token is empty"), "{text}");
+
+    // A bucket with three images on the S3 test server, the Go server's variables, a
+    // token from a mounted file.
+    let s3 = common::s3_env();
+    let bucket = common::new_bucket("container");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let storage = ics::storage::Storage::open(&common::s3_config(&bucket).storage, &bucket).unwrap();
+    common::fill_cycled(&rt, &storage, "photos", 3, &["jpeg_progressive.jpg", "png_rgb.png", "gif_anim_loop3.gif"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "container-test-token\n").unwrap();
+    let port = free_port().to_string();
+    let mount = format!("{}:/run/secrets/ics:ro", dir.path().display());
+    let env = [
+        format!("R2_ENDPOINT={}", s3.endpoint),
+        format!("R2_BUCKET={bucket}"),
+        format!("R2_ACCESS_KEY={}", s3.access_key),
+        format!("R2_SECRET_KEY={}", s3.secret_key),
+        format!("ICS__R2__REGION={}", s3.region),
+        format!("ICS__SERVER__PORT={port}"),
+        // Host networking: keep the API on loopback in the test.
+        "ICS__SERVER__HOST=127.0.0.1".to_owned(),
+        "ICS__API__TOKEN_FILE=/run/secrets/ics/token".to_owned(),
+        "ICS__PIPELINE__SHUTDOWN_TIMEOUT_SECONDS=20".to_owned(),
+    ];
+    let mut args = vec!["run", "-d", "--pull=never", "--network", "host", "--name", &name, "-v", &mount];
+    for e in &env {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.push(&tag);
+    let (code, text) = podman(&args);
+    assert_eq!(code, 0, "podman run: {text}");
+
+    // It converts the bucket (cron.run_on_start).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let keys: Vec<String> = rt.block_on(async {
+            use futures::StreamExt;
+            storage.list(None).filter_map(|o| async { o.ok().map(|o| o.key) }).collect().await
+        });
+        if keys.iter().filter(|k| k.ends_with(".webp")).count() == 3 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("no 3 WebPs after 90 s: {keys:?}\n{}", podman(&["logs", &name]).1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    // /health, the image's HEALTHCHECK (the binary's `health`), the token from the file.
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(common::server::http("GET", &format!("{base}/health"), None, &[]).status, 200);
+    let (code, text) = podman(&["healthcheck", "run", &name]);
+    assert_eq!(code, 0, "HEALTHCHECK: {text}\n{}", podman(&["logs", &name]).1);
+    assert_eq!(common::server::http("GET", &format!("{base}/api/status"), None, &[]).status, 401);
+    let auth = [("Authorization", "Bearer container-test-token")];
+    assert_eq!(common::server::http("GET", &format!("{base}/api/status"), None, &auth).status, 200);
+
+    // SIGTERM (`podman stop`, the image's STOPSIGNAL): a clean exit 0 before the kill.
+    let (code, text) = podman(&["stop", "-t", "60", &name]);
+    assert_eq!(code, 0, "podman stop: {text}");
+    let exit = Command::new("podman").args(["inspect", "-f", "{{.State.ExitCode}}", &name]).output().unwrap();
+    let exit = String::from_utf8_lossy(&exit.stdout).to_string();
+    let logs = podman(&["logs", &name]).1;
+    assert_eq!(exit.trim(), "0", "exit code after SIGTERM (137 = killed after the timeout)\n{logs}");
+    assert!(logs.contains("Daemon stopped"), "{logs}");
 }

@@ -70,6 +70,13 @@ pub enum Command {
     },
     /// Check the configuration and print it (secrets hidden).
     CheckConfig,
+    /// Ask a running daemon whether it is ready (`GET /ready`): exit 0 if so, 1 if not.
+    /// For container health checks.
+    Health {
+        /// The URL to ask (default: http://127.0.0.1:<server.port>/ready).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 /// Exit codes.
@@ -98,6 +105,24 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             ExitCode::from(crate::daemon::run_once(config, crate::daemon::RunOnceOptions { json, force, progress }))
         }
         Command::Schedule { count, after } => print_schedule(&config, count, after.as_deref()),
+        Command::Health { url } => {
+            let url = url.unwrap_or_else(|| crate::health::default_url(&config));
+            let answer = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|rt| rt.block_on(crate::health::probe(&url)));
+            match answer {
+                Ok(body) => {
+                    println!("{}", body.trim());
+                    ExitCode::from(exit::OK)
+                }
+                Err(e) => {
+                    eprintln!("Not ready: {e}");
+                    ExitCode::from(exit::FATAL)
+                }
+            }
+        }
         Command::Convert { source, width, height, preset, json } => {
             let resize = match (preset, width, height) {
                 (Some(name), _, _) => match config.presets.get(&name) {

@@ -19,7 +19,8 @@
 //!   API and the pipeline.
 //! - [`webhook`]: `batch.completed` and manual sends to `webhook.url`, signed, with
 //!   undelivered ones kept on disk in the Go server's format and retried.
-//! - [`cli`] and [`logging`]: the binary's edges.
+//! - [`cli`] and [`logging`]: the binary's edges; [`health`]: the `health` subcommand,
+//!   which asks a running daemon's `GET /ready`.
 
 pub mod actors;
 pub mod api;
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod daemon;
+pub mod health;
 pub mod job;
 pub mod lease;
 pub mod logging;

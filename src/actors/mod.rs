@@ -64,6 +64,23 @@ pub struct Pipeline {
     pub cluster: Option<Arc<Cluster>>,
 }
 
+impl Pipeline {
+    /// The first of the pipeline's actors that is no longer running (`/ready`), if any.
+    pub fn stopped_actor(&self) -> Option<&'static str> {
+        let coordinator = self.coordinator.as_ref().is_none_or(|c| c.connected());
+        [
+            ("Scheduler", self.scheduler.connected()),
+            ("StateKeeper", self.state_keeper.connected()),
+            ("Lister", self.lister.connected()),
+            ("Converter", self.converter.connected()),
+            ("Uploader", self.uploader.connected()),
+            ("Coordinator", coordinator),
+        ]
+        .into_iter()
+        .find_map(|(name, running)| (!running).then_some(name))
+    }
+}
+
 /// Where the state lives.
 pub enum StateBackend {
     /// A store of one instance's own (the state file).

@@ -2,7 +2,7 @@
 //!
 //! Compatible with the Go image-converting-server — `GET /`, `GET /health`,
 //! `POST|GET /api/convert`, `POST /api/webhook/send`, with its bodies, codes and
-//! statuses — plus `GET /api/status`, `POST /api/runs` and `GET /metrics`. All routes are
+//! statuses — plus `GET /ready`, `GET /api/status`, `POST /api/runs` and `GET /metrics`. All routes are
 //! in [`configure`]; tests drive them with `actix_web::test::init_service`.
 
 mod address;
@@ -11,6 +11,7 @@ mod convert;
 mod deadline;
 pub mod error;
 mod polling;
+mod ready;
 mod remote;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub remote: RemotePolicy,
     pub status: Arc<polling::StatusSnapshot>,
     pub webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
+    /// `/ready`'s last storage probe.
+    pub readiness: Arc<ready::Readiness>,
 }
 
 impl AppState {
@@ -59,7 +62,17 @@ impl AppState {
             config.convert.limits.max_input_bytes,
         );
         let api_slots = Arc::new(Semaphore::new(config.api.max_queued_conversions));
-        Self { config, storage, pipeline, metrics, api_slots, remote, webhook, status: Default::default() }
+        Self {
+            config,
+            storage,
+            pipeline,
+            metrics,
+            api_slots,
+            remote,
+            webhook,
+            status: Default::default(),
+            readiness: Default::default(),
+        }
     }
 }
 
@@ -73,6 +86,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .app_data(web::PayloadConfig::default().limit(body_limit))
         .route("/", web::get().to(index))
         .route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready::ready))
         .route("/metrics", web::get().to(metrics))
         .service(
             web::scope("/api")

@@ -33,6 +33,7 @@ pub struct RawConfig {
 #[serde(default)]
 pub struct RawApi {
     pub token: Secret,
+    pub token_file: Option<std::path::PathBuf>,
     #[serde(deserialize_with = "list_or_csv")]
     pub allowed_url_hosts: Option<Vec<String>>,
     #[serde(deserialize_with = "list_or_csv")]

@@ -193,3 +193,21 @@ fn trusted_url_addresses_name_their_port_and_a_bare_ip_means_80_and_443() {
         assert!(err.contains("api.trusted_url_addresses") && err.contains("IP:PORT"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn api_token_file_reads_the_first_line_and_refuses_ambiguity() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cr3t-from-a-file\n").unwrap();
+    let path = file.to_str().unwrap();
+    let c = load_yaml("", &[("ICS__API__TOKEN_FILE", path)]).unwrap();
+    assert_eq!(c.api.token.expose(), "s3cr3t-from-a-file");
+
+    let both = load_yaml("", &[("ICS__API__TOKEN_FILE", path), ("ICS__API__TOKEN", "x")]).unwrap_err();
+    assert!(both.to_string().contains("api.token_file"), "{both}");
+    let missing = load_yaml("", &[("ICS__API__TOKEN_FILE", "/nonexistent/token")]).unwrap_err();
+    assert!(missing.to_string().contains("/nonexistent/token"), "{missing}");
+    std::fs::write(&file, "\n").unwrap();
+    let empty = load_yaml("", &[("ICS__API__TOKEN_FILE", path)]).unwrap_err();
+    assert!(empty.to_string().contains("first line"), "{empty}");
+}

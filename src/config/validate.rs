@@ -138,7 +138,7 @@ impl Config {
             trusted.extend(trusted_address(&t)?);
         }
         let api = ApiConfig {
-            token: a.token,
+            token: token(a.token, a.token_file)?,
             allowed_url_hosts: a.allowed_url_hosts.unwrap_or_default(),
             trusted_url_addresses: trusted,
             url_timeout: secs(int_in("api.url_timeout_seconds", a.url_timeout_seconds.unwrap_or(15), 1, 600)?),
@@ -426,4 +426,23 @@ fn trusted_address(entry: &str) -> Result<Vec<std::net::SocketAddr>, ConfigError
     }
     let ip: std::net::IpAddr = entry.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| invalid())?;
     Ok(vec![std::net::SocketAddr::new(ip, 80), std::net::SocketAddr::new(ip, 443)])
+}
+
+/// `api.token`, or the first line of the file `api.token_file` names (a container secret).
+fn token(token: Secret, file: Option<std::path::PathBuf>) -> Result<Secret, ConfigError> {
+    let Some(path) = file.filter(|p| !p.as_os_str().is_empty()) else { return Ok(token) };
+    if !token.is_empty() {
+        return Err(ConfigError::invalid(
+            "api.token_file",
+            path.display(),
+            "unset when api.token is set (both name the token: keep one)",
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| ConfigError::Read { path: path.clone(), message: e.to_string() })?;
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.is_empty() {
+        return Err(ConfigError::invalid("api.token_file", path.display(), "a file whose first line is the token"));
+    }
+    Ok(Secret::new(first.to_owned()))
 }

@@ -1,0 +1,65 @@
+//! `GET /ready`: whether this instance can do its work now — the storage answered a
+//! cheap request within the last few seconds and the pipeline's actors are running.
+//!
+//! `/health` stays a liveness answer (the process serves HTTP). Readiness is for load
+//! balancers and container health checks: a daemon whose bucket is unreachable is alive
+//! but not ready. The storage probe runs inside the request when the last answer is older
+//! than [`FRESH_FOR`] (one `HEAD` of a key that need not exist), at most one at a time,
+//! bounded by [`PROBE_TIMEOUT`]; polls in between are answered from the cached result.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+use crate::storage::{Storage, StorageError};
+
+/// How long a storage answer counts as recent.
+pub const FRESH_FOR: Duration = Duration::from_secs(10);
+/// How long the probe may wait for the storage.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The key the probe asks about; that it does not exist is a fine answer.
+const PROBE_KEY: &str = ".image-converting-server/ready-probe";
+
+/// The last storage probe's result.
+#[derive(Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl Readiness {
+    /// `Ok` when the storage answered within [`FRESH_FOR`] (probing it now if needed).
+    async fn storage(&self, storage: &Storage) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = &*last
+            && at.elapsed() < FRESH_FOR
+        {
+            return result.clone();
+        }
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, storage.head(PROBE_KEY)).await {
+            Ok(Ok(_)) | Ok(Err(StorageError::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(format!("storage did not answer: {e}")),
+            Err(_) => Err(format!("storage did not answer within {} s", PROBE_TIMEOUT.as_secs())),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(reason = %e, "Not ready");
+        }
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+/// `GET /ready`: 200 `{"status": "ready"}`, or 503 `{"status": "not_ready", "reason": …}`.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let result = match state.pipeline.stopped_actor() {
+        Some(actor) => Err(format!("the {actor} actor has stopped")),
+        None => state.readiness.storage(&state.storage).await,
+    };
+    match result {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(reason) => HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", FRESH_FOR.as_secs().to_string()))
+            .json(json!({"status": "not_ready", "reason": reason})),
+    }
+}

@@ -169,3 +169,31 @@ fn symlinks_out_of_the_local_bucket_are_refused_by_convert_and_a_run() {
     assert_eq!(outside_names, ["secret.jpg"], "something was written outside the bucket");
     assert_eq!(std::fs::read(outside.join("secret.jpg")).unwrap(), fixture("jpeg_orient1.jpg"));
 }
+
+/// Ledger entries of deleted sources are dropped when a run completes — here a resumed
+/// run, whose two passes (after its cursor, then from the start up to it) together cover
+/// the bucket — while the entries of sources still there stay.
+#[test]
+fn ledger_entries_of_deleted_sources_are_pruned_by_a_complete_resumed_run() {
+    let dir = local_setup(&[("a/t.jpg", "bad/text.jpg"), ("m/t.jpg", "bad/text.jpg"), ("z/t.jpg", "bad/text.jpg")]);
+    let state_path = dir.path().join("state/state.json");
+    let ledger_keys = || {
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+        state["ledger"].as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+    };
+    let o = run(dir.path(), &["run-once", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(ledger_keys(), ["a/t.jpg", "m/t.jpg", "z/t.jpg"]);
+
+    // m/t.jpg is deleted, and the state says a run was interrupted with its cursor there.
+    std::fs::remove_file(dir.path().join("bucket/m/t.jpg")).unwrap();
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["run"] = serde_json::json!({"id": "interrupted", "cursor": "m/t.jpg"});
+    std::fs::write(&state_path, state.to_string()).unwrap();
+
+    let o = run(dir.path(), &["run-once", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((summary["run_id"].as_str(), summary["complete"].as_bool()), (Some("interrupted"), Some(true)));
+    assert_eq!(ledger_keys(), ["a/t.jpg", "z/t.jpg"], "{summary}");
+}

@@ -20,6 +20,7 @@ use crate::memory::MemoryBudget;
 use crate::model::{Candidate, ItemOutcome, Slot};
 use crate::naming;
 use crate::planner::{Decision, PlanRules, Planner};
+use crate::state::LedgerSeen;
 use crate::storage::{ObjectInfo, Storage, StorageError};
 
 /// Lists the bucket for a run that [`StateKeeper`] has begun.
@@ -80,18 +81,28 @@ impl ListingJob {
         // A resumed run lists after its cursor, then wraps around to list up to it again:
         // sources that arrived before the cursor while the daemon was down are not left
         // for the next run. (The repeat is cheap: up-to-date sources are skipped.)
-        let mut error = self.pass(&start, start.cursor.as_deref(), None).await;
+        let mut seen = LedgerSeen::default();
+        let mut error = self.pass(&start, start.cursor.as_deref(), None, &mut seen).await;
         if let (None, Some(cursor)) = (&error, &start.cursor)
             && !start.stopping.load(Ordering::SeqCst)
         {
-            error = self.pass(&start, None, Some(cursor.clone())).await;
+            error = self.pass(&start, None, Some(cursor.clone()), &mut seen).await;
         }
-        self.state_keeper.do_send(ListingFinished { error });
+        // Only a listing of the whole key space may say which ledgered sources are gone.
+        let whole = error.is_none() && !start.stopping.load(Ordering::SeqCst);
+        let unseen = whole.then(|| seen.unseen(&start.state));
+        self.state_keeper.do_send(ListingFinished { error, unseen });
     }
 
     /// Lists after `offset` (up to `upto`), planning and dispatching; the error, if the
     /// listing failed.
-    async fn pass(&self, start: &RunStart, offset: Option<&str>, upto: Option<String>) -> Option<String> {
+    async fn pass(
+        &self,
+        start: &RunStart,
+        offset: Option<&str>,
+        upto: Option<String>,
+        seen: &mut LedgerSeen,
+    ) -> Option<String> {
         let rules = PlanRules {
             formats: self.config.formats.clone(),
             ignore_before: start.state.ignore_before,
@@ -115,6 +126,7 @@ impl ListingJob {
                 // image, so that it is reported instead of silently never converted.
                 Err(StorageError::Unlistable { key, reason }) => {
                     listed += 1;
+                    seen.saw(&start.state, &key);
                     if naming::is_candidate(&key, &self.config.formats) && self.mine(start, &key) {
                         let reason = format!("{key}: cannot be used as an object key: {reason}");
                         skipped += self.give_up(start, key, None, "invalid_key", reason).await;
@@ -127,6 +139,7 @@ impl ListingJob {
                 }
             };
             listed += 1;
+            seen.saw(&start.state, &obj.key);
             let key = obj.key.clone();
             planner.push(obj, &mut decisions);
             skipped += self.act(start, decisions.drain(..)).await;

@@ -63,6 +63,9 @@ pub struct RecordDone {
 #[rtype(result = "()")]
 pub struct ListingFinished {
     pub error: Option<String>,
+    /// When the listing covered the whole key space: the ledger keys (of the state the
+    /// run began with) it did not find. Their sources are gone; a complete run drops them.
+    pub unseen: Option<Vec<String>>,
 }
 
 /// Stop: no new images; the run closes (as resumable) once in-flight images are recorded,
@@ -178,6 +181,7 @@ struct ActiveRun {
     listed_position: Option<String>,
     listing_done: bool,
     error: Option<String>,
+    unseen: Option<Vec<String>>,
     since_checkpoint: u32,
     failures: Vec<FailureReport>,
     stopping: Arc<AtomicBool>,
@@ -254,6 +258,10 @@ impl StateKeeper {
             self.state.reprocess_from = None;
             self.state.run = None;
             self.state.totals.runs += 1;
+            let pruned = run.unseen.take().map_or(0, |keys| self.state.forget(&keys));
+            if pruned > 0 {
+                tracing::info!(pruned, "Ledger entries of sources no longer in the bucket dropped");
+            }
         } else {
             let progress = self.state.run.get_or_insert_with(RunProgress::default);
             progress.cursor = run.cursor();
@@ -358,6 +366,7 @@ impl Handler<BeginRun> for StateKeeper {
             listed_position: cursor.clone(),
             listing_done: false,
             error: None,
+            unseen: None,
             since_checkpoint: 0,
             failures: Vec::new(),
             stopping: stopping.clone(),
@@ -479,6 +488,7 @@ impl Handler<ListingFinished> for StateKeeper {
             if let Some(e) = msg.error {
                 run.error = Some(e);
             }
+            run.unseen = msg.unseen;
             tracing::info!("Found {} new images to process", run.counts.queued);
         }
         self.maybe_finish(false);

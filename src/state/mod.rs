@@ -8,6 +8,7 @@
 //! watermark fields users read and may edit by hand.
 
 mod lock;
+mod prune;
 mod store;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use lock::{LockError, RunLock};
+pub use prune::LedgerSeen;
 pub use store::{FileStateStore, StateError, StateStore};
 
 /// The whole state file. The first four fields are the Go server's, unchanged.

@@ -21,6 +21,10 @@ pub struct Cli {
     /// Configuration file (YAML). Default: config/config.yaml, if present.
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Variables file read at start-up (values apply where the environment has none).
+    /// Default: .env in the working directory, if present.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,8 +72,13 @@ pub enum Command {
         #[arg(long)]
         after: Option<String>,
     },
-    /// Check the configuration and print it (secrets hidden).
-    CheckConfig,
+    /// Run every check `serve` runs and print the configuration in effect, with where each
+    /// value came from (secrets hidden).
+    CheckConfig {
+        /// One JSON object (sections as in the Go server's file, then ours, then `sources`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask a running daemon whether it is ready (`GET /ready`): exit 0 if so, 1 if not.
     /// For container health checks.
     Health {
@@ -91,10 +100,16 @@ pub mod exit {
 /// Runs a parsed command with a loaded configuration.
 pub fn run(cli: Cli, config: Config) -> ExitCode {
     match cli.command {
-        Command::CheckConfig => {
-            println!("{config:#?}");
-            ExitCode::from(exit::OK)
-        }
+        Command::CheckConfig { json } => match crate::config::explain::check_config(&config, json) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::from(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::from(exit::FATAL)
+            }
+        },
         Command::Serve => ExitCode::from(crate::daemon::serve(config)),
         Command::RunOnce { json, dry_run: true, force } => {
             let _ = json;
@@ -204,13 +219,7 @@ async fn convert_one(config: &Config, source: &str, resize: Option<ResizeSpec>, 
 }
 
 fn print_schedule(config: &Config, count: usize, after: Option<&str>) -> ExitCode {
-    let schedule = match crate::schedule::Schedule::parse(&config.cron.schedule, &config.cron.timezone) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return ExitCode::from(exit::FATAL);
-        }
-    };
+    let schedule = &config.cron.schedule;
     let after = match after.map(chrono::DateTime::parse_from_rfc3339) {
         None => chrono::Utc::now(),
         Some(Ok(t)) => t.with_timezone(&chrono::Utc),

@@ -17,7 +17,6 @@ use crate::cli::exit;
 use crate::config::Config;
 use crate::model::RunSummary;
 use crate::planner::{Decision, PlanRules, Planner};
-use crate::schedule::Schedule;
 use crate::state::{FileStateStore, StateStore};
 use crate::storage::Storage;
 use crate::webhook::Webhook;
@@ -34,7 +33,15 @@ pub struct RunOnceOptions {
 fn open(config: &Config) -> Result<(Storage, FileStateStore), u8> {
     let opened = Storage::open(&config.storage, &config.bucket_name())
         .map_err(|e| e.to_string())
-        .and_then(|s| Ok((s, FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?)));
+        .and_then(|s| Ok((s, FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?)))
+        .and_then(|(s, store)| {
+            // A Go deployment's data/state.json, when we have no state of our own yet.
+            if config.state.cluster.is_none() {
+                let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
+                crate::state::go_state::adopt(&store, go_dir, &config.bucket_name()).map_err(|e| e.to_string())?;
+            }
+            Ok((s, store))
+        });
     opened.map_err(|e| {
         eprintln!("Error: {e}");
         exit::FATAL
@@ -70,18 +77,10 @@ async fn stop(pipeline: &Pipeline, timeout: Duration) {
     }
 }
 
-/// Whether `host` is a loopback address (or `localhost`).
-fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// `serve`: the scheduler, the pipeline and the HTTP API until a signal. Returns the exit code.
 pub fn serve(config: Config) -> u8 {
-    if !is_loopback(&config.server.host) && config.api.token.is_empty() && !config.api.allow_unauthenticated {
-        eprintln!(
-            "Error: server.host {} is not a loopback address and api.token is empty: set api.token, or api.allow_unauthenticated: true to accept that",
-            config.server.host
-        );
+    if let Err(e) = config.check_serve() {
+        eprintln!("Error: {e}");
         return exit::FATAL;
     }
     let system = actix::System::new();
@@ -91,7 +90,7 @@ pub fn serve(config: Config) -> u8 {
             Err(code) => return code,
         };
         let schedule = if config.cron.enabled {
-            Schedule::parse(&config.cron.schedule, &config.cron.timezone).ok()
+            Some(config.cron.schedule.clone())
         } else {
             tracing::info!("cron.enabled is false: runs start only on demand");
             None

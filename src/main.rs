@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { cli::exit::USAGE } else { cli::exit::OK });
         }
     };
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match Config::load_files(cli.config.as_deref(), cli.env_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         }
     };
     ics::logging::init(&config.log);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     ics::memory::return_large_frees_to_the_os();
     cli::run(cli, config)
 }

@@ -124,6 +124,7 @@ pub fn s3_config(bucket: &str) -> Config {
     c.storage = StorageConfig::S3(S3Config {
         endpoint: env.endpoint,
         bucket: bucket.to_owned(),
+        buckets: vec![bucket.to_owned()],
         region: env.region,
         access_key: Secret::new(env.access_key),
         secret_key: Secret::new(env.secret_key),

@@ -1,16 +1,24 @@
 //! Configuration: read in layers, validated once into typed settings.
 //!
-//! Layers, lowest first: built-in defaults, the YAML file (`config/config.yaml` or
-//! `--config`), the Go server's environment variables (`R2_ACCESS_KEY`, `R2_SECRET_KEY`,
-//! `R2_ENDPOINT`, `R2_BUCKET`, `SERVER_PORT`, `WEBHOOK_URL`, `WEBHOOK_*`), then
-//! `ICS__SECTION__KEY` variables. [`Config::validate`] checks every value and names the key,
-//! the value and what is allowed when one is wrong. Secrets are [`Secret`]s throughout.
+//! Layers, lowest first: built-in defaults (the Go server's where it has one), the YAML
+//! file (`config/config.yaml` or `--config`), the Go server's environment variables
+//! (`R2_*`, `CONVERSION_*`, `RESIZE_PRESETS`, `CRON_*`, `SERVER_*`, `WEBHOOK_*`), then
+//! `ICS__SECTION__KEY` variables; a `.env` file in the working directory (or
+//! `--env-file`) supplies variables the environment does not set, as in the Go server.
+//! [`Config::validate`] checks every value and names the key, the value and what is
+//! allowed when one is wrong. Secrets are [`Secret`]s throughout.
 
+pub mod dotenv;
+pub mod explain;
+pub mod go_env;
+mod keys;
+mod load;
 mod raw;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use load::{Origin, Origins};
 pub use raw::RawConfig;
 
 use crate::convert::{ConvertOptions, ResizeSpec};
@@ -18,21 +26,6 @@ use crate::secret::Secret;
 
 /// The file read when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/config.yaml";
-
-/// Environment variables of the Go server and the keys they set.
-const LEGACY_ENV: &[(&str, &str)] = &[
-    ("R2_ACCESS_KEY", "r2.access_key"),
-    ("R2_SECRET_KEY", "r2.secret_key"),
-    ("R2_ENDPOINT", "r2.endpoint"),
-    ("R2_BUCKET", "r2.bucket"),
-    ("SERVER_PORT", "server.port"),
-    ("WEBHOOK_URL", "webhook.url"),
-    ("WEBHOOK_SECRET", "webhook.secret"),
-    ("WEBHOOK_RETRY_ENABLED", "webhook.retry_enabled"),
-    ("WEBHOOK_RETRY_INTERVAL_MINUTES", "webhook.retry_interval_minutes"),
-    ("WEBHOOK_MAX_RETRIES", "webhook.max_retries"),
-    ("WEBHOOK_PENDING_DIR", "webhook.pending_dir"),
-];
 
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +36,12 @@ pub enum ConfigError {
     Parse(String),
     #[error("{key} must be {allowed}, got {value}")]
     Invalid { key: String, value: String, allowed: String },
+    #[error("config file {path}: unknown key `{key}`: {hint}")]
+    UnknownKey { path: PathBuf, key: String, hint: String },
+    #[error("environment variable {var}: unknown key `{key}`: {hint}")]
+    UnknownVariable { var: String, key: String, hint: String },
+    #[error(transparent)]
+    Dotenv(#[from] dotenv::DotenvError),
 }
 
 impl ConfigError {
@@ -69,6 +68,11 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+    /// Where each value came from (for `check-config`).
+    pub origins: Origins,
+    /// Things loading noticed that the operator should hear about (logged at WARN once
+    /// logging is up): a Go zero value read as Go's default, for example.
+    pub warnings: Vec<String>,
 }
 
 /// `api:` validated.
@@ -105,7 +109,10 @@ pub enum StorageConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3Config {
     pub endpoint: String,
+    /// The primary bucket: `r2.bucket`, or the first of `r2.buckets`.
     pub bucket: String,
+    /// Every configured bucket, the primary first (`r2.buckets` / `R2_BUCKETS`).
+    pub buckets: Vec<String>,
     pub region: String,
     pub access_key: Secret,
     pub secret_key: Secret,
@@ -137,9 +144,12 @@ impl Default for RetrySettings {
 /// `cron:` validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CronConfig {
-    pub schedule: String,
+    /// The schedule, parsed once; its zone is a `CRON_TZ=`/`TZ=` prefix's, else `timezone`.
+    pub schedule: crate::schedule::Schedule,
     pub enabled: bool,
-    pub timezone: String,
+    /// `cron.timezone`; unset, the host's zone as the Go server uses it (`TZ`, else
+    /// `/etc/localtime`), UTC when neither names one.
+    pub timezone: chrono_tz::Tz,
     /// `serve` starts a run at once (finishing an interrupted run, converting what is missing).
     pub run_on_start: bool,
 }
@@ -167,8 +177,8 @@ pub struct WebhookConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateConfig {
     pub dir: PathBuf,
-    /// `all`, `now` or an RFC 3339 time, for a missing state file.
-    pub initial: String,
+    /// Where a bucket never seen before starts (`state.initial`).
+    pub initial: Initial,
     pub checkpoint_every: u32,
     /// Allowance for the storage's clock against ours, in `last_processed_time`.
     pub clock_skew: std::time::Duration,
@@ -181,6 +191,27 @@ pub struct StateConfig {
     /// `state.backend: bucket`: the state and the leases live in the bucket, shared by
     /// every instance; `None` for the local state file.
     pub cluster: Option<ClusterConfig>,
+}
+
+/// `state.initial`: which sources a bucket (or shard) with no state yet considers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// Every source (`all`).
+    All,
+    /// Only sources modified from start-up on (`now`).
+    Now,
+    /// Sources modified at or after this time (an RFC 3339 time).
+    Since(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::fmt::Display for Initial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Initial::All => f.write_str("all"),
+            Initial::Now => f.write_str("now"),
+            Initial::Since(t) => f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        }
+    }
 }
 
 /// `state.backend: bucket` validated: how instances share one bucket.
@@ -228,51 +259,53 @@ pub struct LogConfig {
 }
 
 impl Config {
-    /// Reads `path` (or [`DEFAULT_PATH`] when `None`) and the process environment.
+    /// Reads `path` (or [`DEFAULT_PATH`] when `None`), `./.env` and the process environment.
     ///
     /// A path given explicitly must exist; the default file may be absent (defaults apply).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        Self::load_with_env(path, &vars)
+        Self::load_files(path, None)
     }
 
-    /// [`Config::load`] with an explicit environment, for tests.
+    /// [`Config::load`] with the `.env` file named (`--env-file`; it must exist) or
+    /// `None` for `.env` in the working directory (which may be absent).
+    pub fn load_files(path: Option<&Path>, env_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env_file(
+            path,
+            env_file.unwrap_or(Path::new(dotenv::DEFAULT_ENV_FILE)),
+            env_file.is_some(),
+            &vars,
+        )
+    }
+
+    /// Loads with `env` as the process environment and `env_file` as the `.env` file
+    /// (`required`: a missing file is an error).
+    pub fn load_with_env_file(
+        path: Option<&Path>,
+        env_file: &Path,
+        required: bool,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut vars = env.to_vec();
+        let added = dotenv::apply(&mut vars, dotenv::read(env_file, required, env)?);
+        Self::from_layers(path, &vars, &added.into_iter().collect())
+    }
+
+    /// Loads with an explicit environment and no `.env` file, for tests.
     pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
-        let (file, required) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_PATH), false),
-        };
-        if required && !file.is_file() {
-            return Err(ConfigError::Read { path: file, message: "no such file".into() });
-        }
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from(file.as_path()).format(config::FileFormat::Yaml).required(required));
-        // The Go server's variables, as a layer between the file and ICS__ variables.
-        let legacy: config::Map<String, String> = LEGACY_ENV
-            .iter()
-            .filter_map(|(var, key)| {
-                let (_, v) = env.iter().find(|(k, _)| k == var)?;
-                Some((key.replace('.', "__"), v.clone()))
-            })
-            .collect();
-        builder = builder.add_source(config::Environment::default().separator("__").source(Some(legacy)));
-        let ics: config::Map<String, String> = env.iter().filter(|(k, _)| k.starts_with("ICS__")).cloned().collect();
-        // Values stay strings (a numeric-looking secret must not become a number); typed
-        // keys are converted on deserialisation, and lists accept "a,b,c".
-        builder = builder.add_source(
-            config::Environment::with_prefix("ICS").prefix_separator("__").separator("__").source(Some(ics)),
-        );
-        let raw: RawConfig = builder
-            .build()
-            .map_err(|e| match e {
-                config::ConfigError::Foreign(_) | config::ConfigError::FileParse { .. } => {
-                    ConfigError::Read { path: file.clone(), message: e.to_string() }
-                }
-                other => parse_error(other),
-            })?
-            .try_deserialize()
-            .map_err(parse_error)?;
-        Self::validate(raw)
+        Self::from_layers(path, env, &Default::default())
+    }
+
+    fn from_layers(
+        path: Option<&Path>,
+        env: &[(String, String)],
+        from_dotenv: &std::collections::BTreeSet<String>,
+    ) -> Result<Self, ConfigError> {
+        let layered = load::layers(path, env, from_dotenv)?;
+        let mut config = Self::validate_with(layered.raw, &layered.origins)?;
+        config.warnings.splice(0..0, layered.warnings);
+        config.origins = layered.origins;
+        Ok(config)
     }
 
     /// The bucket's name: the S3 bucket, or the local root's last component.
@@ -287,9 +320,7 @@ impl Config {
     }
 }
 
-fn parse_error(e: config::ConfigError) -> ConfigError {
-    ConfigError::Parse(e.to_string())
-}
-
+#[cfg(test)]
+mod go_tests;
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,9 @@ pub struct RawR2 {
     pub secret_key: Secret,
     pub endpoint: String,
     pub bucket: String,
+    /// The newer Go server's list of buckets (`R2_BUCKETS`); the first is the primary.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub buckets: Option<Vec<String>>,
     /// Additive: the signing region; `auto` suits R2.
     pub region: Option<String>,
     /// Additive: virtual-hosted-style addressing instead of path-style.

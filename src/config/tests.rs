@@ -33,11 +33,15 @@ fn the_go_servers_file_is_accepted_unchanged() {
     assert_eq!(c.convert.limits.max_input_bytes, 50 * 1024 * 1024);
     assert_eq!(c.formats, ["jpeg", "jpg", "png", "gif", "bmp", "tiff", "tif"]);
     assert_eq!(c.presets["thumbnail"], ResizeSpec { width: Some(150), height: Some(150) });
-    assert_eq!(c.cron.schedule, "0 2 * * *");
-    assert_eq!(c.server.port, 8080);
+    assert_eq!(c.presets["large"], ResizeSpec { width: Some(1920), height: Some(1920) });
+    assert_eq!(c.cron.schedule, "0 13 * * *");
+    assert_eq!(c.server.port, 4000);
     assert_eq!(c.server.host, "127.0.0.1");
     assert_eq!(c.webhook.url, None);
-    assert_eq!(c.webhook.max_retries, 3);
+    assert_eq!(c.webhook.max_retries, 5);
+    assert!(!c.webhook.retry_enabled, "the file says retry_enabled: false");
+    assert_eq!(c.webhook.pending_dir, PathBuf::from("data/webhook_pending"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
 #[test]
@@ -103,7 +107,7 @@ fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
         ("conversion: {method: 9}", "conversion.method must be between 0 and 6, got 9"),
         ("conversion: {formats: [jpg, heic]}", "conversion.formats must be a list of"),
         ("conversion: {lossless: maybe}", "conversion.lossless must be never, always or auto, got maybe"),
-        ("conversion: {max_size_mb: 0}", "conversion.max_size_mb must be greater than 0"),
+        ("conversion: {max_size_mb: -1}", "conversion.max_size_mb must be greater than 0"),
         ("storage: {backend: ftp}", "storage.backend must be local, r2 (or s3) or memory, got ftp"),
         ("storage: {backend: r2}", "r2.bucket must be the bucket's name"),
         ("r2: {bucket: b, endpoint: 'not a url', access_key: a, secret_key: b}", "r2.endpoint must be an http(s) URL"),
@@ -115,6 +119,10 @@ fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
         ("resize: {presets: {tiny: {}}}", "resize.presets.tiny must be a preset with a width, a height or both"),
         ("resize: {presets: {big: {width: 20000}}}", "resize.presets.big.width must be between 1 and 16383"),
         ("log: {format: xml}", "log.format must be text or json, got xml"),
+        ("log: {level: inf}", "log.level must be error, warn, info, debug, trace, off, or a filter"),
+        ("log: {level: 'info,ics=verbose'}", "log.level must be"),
+        ("cron: {timezone: Mars/Olympus}", "cron.timezone must be an IANA time zone"),
+        ("cron: {schedule: '@fortnightly'}", "unknown descriptor"),
     ];
     for (yaml, expected) in cases {
         let err = load_yaml(yaml, &[]).unwrap_err().to_string();
@@ -210,4 +218,99 @@ fn api_token_file_reads_the_first_line_and_refuses_ambiguity() {
     std::fs::write(&file, "\n").unwrap();
     let empty = load_yaml("", &[("ICS__API__TOKEN_FILE", path)]).unwrap_err();
     assert!(empty.to_string().contains("first line"), "{empty}");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_the_nearest_known_key() {
+    for (yaml, expected) in [
+        ("conversion: {qualty: 90}", "unknown key `conversion.qualty`: did you mean `conversion.quality`?"),
+        ("webhok: {url: 'https://x.example'}", "unknown key `webhok`: did you mean `webhook`?"),
+        ("resize: {presets: {small: {widht: 10}}}", "did you mean `resize.presets.small.width`?"),
+        ("server: {quality: 90}", "did you mean `conversion.quality`?"),
+    ] {
+        let err = load_yaml(yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains(expected), "{yaml}: {err}");
+        assert!(err.contains("c.yaml"), "the file is named: {err}");
+    }
+    let err = load_yaml("", &[("ICS__CONVERSION__QUALTY", "9")]).unwrap_err().to_string();
+    assert!(err.contains("ICS__CONVERSION__QUALTY") && err.contains("did you mean `conversion.quality`?"), "{err}");
+}
+
+#[test]
+fn go_zero_values_mean_gos_defaults_with_a_warning_naming_the_key() {
+    let c = load_yaml(
+        "conversion: {quality: 0, max_size_mb: 0}\nserver: {port: 0, timeout_seconds: 0}\n\
+         webhook: {retry_interval_minutes: 0, max_retries: 0}\ncron: {schedule: ''}\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.convert.quality, 85.0);
+    assert_eq!(c.convert.limits.max_input_bytes, 50 * 1024 * 1024);
+    assert_eq!((c.server.port, c.server.timeout_seconds), (4000, 30));
+    assert_eq!(c.webhook.retry_interval, std::time::Duration::from_secs(300));
+    assert_eq!(c.webhook.max_retries, 5);
+    assert_eq!(c.cron.schedule, "0 2 * * *");
+    for key in [
+        "conversion.quality",
+        "conversion.max_size_mb",
+        "server.port",
+        "server.timeout_seconds",
+        "webhook.retry_interval_minutes",
+        "webhook.max_retries",
+        "cron.schedule",
+    ] {
+        assert!(c.warnings.iter().any(|w| w.starts_with(key)), "no warning for {key}: {:?}", c.warnings);
+    }
+    // A Go variable's zero means the same; an ICS__ variable keeps this program's meaning.
+    let c = load_yaml("", &[("CONVERSION_QUALITY", "0"), ("ICS__SERVER__PORT", "0")]).unwrap();
+    assert_eq!((c.convert.quality, c.server.port), (85.0, 0));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("environment CONVERSION_QUALITY"), "{:?}", c.warnings);
+}
+
+#[test]
+fn r2_credentials_without_a_bucket_are_refused_not_sent_to_the_local_directory() {
+    let err =
+        load_yaml("", &[("R2_ACCESS_KEY", "AKIAX"), ("R2_SECRET_KEY", "s3cr3t"), ("R2_ENDPOINT", "https://x.example")])
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("r2.bucket must be set with R2 credentials"), "{err}");
+    assert!(err.contains("r2.access_key (environment R2_ACCESS_KEY)"), "{err}");
+    assert!(!err.contains("AKIAX") && !err.contains("s3cr3t"), "{err}");
+    // An explicit local backend beside a bucket is a contradiction, refused.
+    let err = load_yaml("storage: {backend: local}", &[("R2_BUCKET", "images")]).unwrap_err().to_string();
+    assert!(err.contains("storage.backend must be r2 when a bucket is set"), "{err}");
+    assert!(err.contains("environment R2_BUCKET"), "{err}");
+}
+
+#[test]
+fn unexpanded_placeholders_from_the_go_docs_are_refused() {
+    let err =
+        load_yaml("r2: {access_key: '${R2_ACCESS_KEY}', secret_key: x, endpoint: 'https://x.example', bucket: b}", &[])
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("r2.access_key") && err.contains("set the environment variable R2_ACCESS_KEY"), "{err}");
+    // With the variable set, the environment wins over the placeholder, as in Go.
+    let c = load_yaml(
+        "r2: {access_key: '${R2_ACCESS_KEY}', secret_key: x, endpoint: 'https://x.example', bucket: b}",
+        &[("R2_ACCESS_KEY", "AKIAREAL")],
+    )
+    .unwrap();
+    let StorageConfig::S3(s3) = &c.storage else { panic!() };
+    assert_eq!(s3.access_key.expose(), "AKIAREAL");
+}
+
+#[test]
+fn the_time_zone_comes_from_the_prefix_the_key_tz_or_the_host() {
+    let c = load_yaml("cron: {schedule: 'CRON_TZ=Asia/Seoul 0 13 * * *'}", &[("TZ", "UTC")]).unwrap();
+    assert_eq!(c.cron.schedule.timezone(), chrono_tz::Asia::Seoul);
+    let c = load_yaml("", &[("TZ", "Europe/Berlin")]).unwrap();
+    assert_eq!(c.cron.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(c.origins.of("cron.timezone"), Origin::Env("TZ".into()));
+    let c = load_yaml("", &[("TZ", ""), ("ICS__CRON__TIMEZONE", "Asia/Tokyo")]).unwrap();
+    assert_eq!(c.cron.timezone, chrono_tz::Asia::Tokyo);
+    let c = load_yaml("", &[("TZ", "")]).unwrap();
+    assert_eq!(c.cron.timezone, chrono_tz::UTC);
+    let err = load_yaml("", &[("TZ", "Mars/Olympus")]).unwrap_err().to_string();
+    assert!(err.contains("cron.timezone") && err.contains("environment TZ"), "{err}");
 }

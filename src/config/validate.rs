@@ -13,7 +13,12 @@ const KNOWN_EXTENSIONS: &str = "a list of jpg, jpeg, jpe, png, gif, bmp, tif, ti
 impl Config {
     /// Checks every value of `raw`; the first invalid one is the error.
     pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        let storage = storage(&raw.storage, &raw.r2)?;
+        Self::validate_with(raw, &Origins::default())
+    }
+
+    /// [`Config::validate`], with the values' origins for the messages.
+    pub fn validate_with(raw: RawConfig, origins: &Origins) -> Result<Self, ConfigError> {
+        let storage = storage(&raw.storage, &raw.r2, origins)?;
         let (formats, convert, skip_if_larger) = conversion(&raw.conversion)?;
         let mut presets = BTreeMap::new();
         let raw_presets = raw.resize.presets.unwrap_or_else(default_presets);
@@ -31,27 +36,37 @@ impl Config {
             }
             presets.insert(name, spec);
         }
+        let tz_name = raw.cron.timezone.unwrap_or_else(|| "UTC".into());
+        let timezone: chrono_tz::Tz = tz_name.parse().map_err(|_| {
+            ConfigError::invalid(
+                "cron.timezone",
+                format!("{tz_name:?} ({})", origins.of("cron.timezone")),
+                "an IANA time zone such as UTC or Europe/Berlin",
+            )
+        })?;
+        let expr = raw.cron.schedule.unwrap_or_else(|| "0 2 * * *".into());
+        let schedule = crate::schedule::Schedule::parse(&expr, timezone.name()).map_err(|e| match e {
+            crate::schedule::ScheduleError::TimeZone(tz) => ConfigError::invalid(
+                "cron.schedule",
+                format!("{expr:?} (its zone {tz:?} is not known)"),
+                "a CRON_TZ=/TZ= prefix naming an IANA time zone",
+            ),
+            crate::schedule::ScheduleError::Expression { message, .. } => ConfigError::invalid(
+                "cron.schedule",
+                format!("{expr:?} ({message})"),
+                "a 5-field cron expression (minute hour day-of-month month day-of-week), \
+                 @hourly/@daily/@weekly/@monthly/@yearly or @every <duration>, optionally after CRON_TZ=<zone>",
+            ),
+        })?;
         let cron = CronConfig {
-            schedule: raw.cron.schedule.unwrap_or_else(|| "0 2 * * *".into()),
+            schedule,
             enabled: raw.cron.enabled.unwrap_or(true),
-            timezone: raw.cron.timezone.unwrap_or_else(|| "UTC".into()),
+            timezone,
             run_on_start: raw.cron.run_on_start.unwrap_or(true),
         };
-        if let Err(e) = crate::schedule::Schedule::parse(&cron.schedule, &cron.timezone) {
-            return Err(match e {
-                crate::schedule::ScheduleError::TimeZone(tz) => {
-                    ConfigError::invalid("cron.timezone", tz, "an IANA time zone such as UTC or Europe/Berlin")
-                }
-                crate::schedule::ScheduleError::Expression { message, .. } => ConfigError::invalid(
-                    "cron.schedule",
-                    format!("{:?} ({message})", cron.schedule),
-                    "a 5-field cron expression (minute hour day-of-month month day-of-week)",
-                ),
-            });
-        }
         let server = ServerConfig {
             host: raw.server.host.unwrap_or_else(|| "127.0.0.1".into()),
-            port: int_in::<u16>("server.port", raw.server.port.unwrap_or(8080), 0, 65535)?,
+            port: int_in::<u16>("server.port", raw.server.port.unwrap_or(4000), 0, 65535)?,
             timeout_seconds: int_in::<u64>(
                 "server.timeout_seconds",
                 raw.server.timeout_seconds.unwrap_or(30),
@@ -80,14 +95,19 @@ impl Config {
                 }
                 std::time::Duration::from_secs_f64(m * 60.0)
             },
-            max_retries: int_in("webhook.max_retries", w.max_retries.unwrap_or(3), 0, 1000)?,
-            pending_dir: PathBuf::from(w.pending_dir.unwrap_or_else(|| "./pending_webhooks".into())),
+            max_retries: int_in("webhook.max_retries", w.max_retries.unwrap_or(5), 0, 1000)?,
+            pending_dir: PathBuf::from(w.pending_dir.unwrap_or_else(|| "data/webhook_pending".into())),
         };
         let cluster = cluster(&raw.state)?;
-        let initial = raw.state.initial.unwrap_or_else(|| "all".into());
-        if !matches!(initial.as_str(), "all" | "now") && chrono::DateTime::parse_from_rfc3339(&initial).is_err() {
-            return Err(ConfigError::invalid("state.initial", &initial, "all, now or an RFC 3339 time"));
-        }
+        let initial = match raw.state.initial.as_deref().unwrap_or("all") {
+            "all" => Initial::All,
+            "now" => Initial::Now,
+            other => Initial::Since(
+                chrono::DateTime::parse_from_rfc3339(other)
+                    .map_err(|_| ConfigError::invalid("state.initial", other, "all, now or an RFC 3339 time"))?
+                    .with_timezone(&chrono::Utc),
+            ),
+        };
         let state = StateConfig {
             dir: PathBuf::from(raw.state.dir.unwrap_or_else(|| "state".into())),
             initial,
@@ -156,7 +176,7 @@ impl Config {
             "json" => LogFormat::Json,
             other => return Err(ConfigError::invalid("log.format", other, "text or json")),
         };
-        let log = LogConfig { level: raw.log.level.unwrap_or_else(|| "info".into()), format };
+        let log = LogConfig { level: log_level(raw.log.level.unwrap_or_else(|| "info".into()))?, format };
         Ok(Config {
             storage,
             formats,
@@ -170,16 +190,131 @@ impl Config {
             pipeline,
             api,
             log,
+            origins: Origins::default(),
+            warnings: Vec::new(),
         })
+    }
+
+    /// The checks `serve` adds to [`Config::validate`]: an API on a public address needs a
+    /// token (or `api.allow_unauthenticated`). `check-config` runs them too.
+    pub fn check_serve(&self) -> Result<(), ConfigError> {
+        let host = &self.server.host;
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback && self.api.token.is_empty() && !self.api.allow_unauthenticated {
+            return Err(ConfigError::invalid(
+                "server.host",
+                format!("{host} (not a loopback address) while api.token is empty"),
+                "a loopback address unless api.token is set (or api.allow_unauthenticated: true accepts an open API)",
+            ));
+        }
+        Ok(())
     }
 }
 
-fn storage(s: &RawStorage, r2: &RawR2) -> Result<StorageConfig, ConfigError> {
+/// `log.level`: a level, or a filter whose every directive names a valid level (a bare
+/// word such as `inf` would otherwise select a log target of that name and silence the rest).
+fn log_level(level: String) -> Result<String, ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let allowed = "error, warn, info, debug, trace, off, or a filter such as info,ics=debug";
+    let ok = !level.trim().is_empty()
+        && level.split(',').map(str::trim).filter(|d| !d.is_empty()).all(|d| {
+            let lvl = d.rsplit_once('=').map_or(d, |(_, l)| l);
+            LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
+        })
+        && tracing_subscriber::EnvFilter::builder().parse(&level).is_ok();
+    if ok { Ok(level) } else { Err(ConfigError::invalid("log.level", format!("{level:?}"), allowed)) }
+}
+
+/// `r2.bucket` and `r2.buckets` as one list, the primary first (Go's `setDefaults`).
+fn buckets(r2: &RawR2, origins: &Origins) -> Result<Vec<String>, ConfigError> {
+    let mut list: Vec<String> = Vec::new();
+    for b in r2.buckets.iter().flatten().map(|b| b.trim()).filter(|b| !b.is_empty()) {
+        if !list.iter().any(|x| x == b) {
+            list.push(b.to_owned());
+        }
+    }
+    let primary = r2.bucket.trim();
+    if !primary.is_empty() {
+        if list.is_empty() {
+            list.push(primary.to_owned());
+        } else if list[0] != primary {
+            return Err(ConfigError::invalid(
+                "r2.bucket",
+                format!(
+                    "{primary:?} ({}) with r2.buckets {list:?} ({})",
+                    origins.of("r2.bucket"),
+                    origins.of("r2.buckets")
+                ),
+                "the first of r2.buckets (the primary bucket), or unset",
+            ));
+        }
+    }
+    if list.len() > 1 {
+        return Err(ConfigError::invalid(
+            "r2.buckets",
+            format!("{list:?} ({})", origins.of("r2.buckets")),
+            "one bucket: this version serves one bucket per process (serving several is planned); \
+             run one instance per bucket, each with its own R2_BUCKET and state.dir",
+        ));
+    }
+    Ok(list)
+}
+
+/// A Go file may hold `${R2_ACCESS_KEY}`-style placeholders (its docs show them); neither
+/// server expands them, so one left in place is refused rather than sent as a credential.
+fn placeholder(key: &str, v: &str, var: &str) -> Result<(), ConfigError> {
+    let t = v.trim();
+    if t.starts_with("${") && t.ends_with('}') {
+        return Err(ConfigError::invalid(
+            key,
+            format!("the placeholder {t}, which is not expanded"),
+            &format!("a value; set the environment variable {var} (or put it in .env) instead"),
+        ));
+    }
+    Ok(())
+}
+
+fn storage(s: &RawStorage, r2: &RawR2, origins: &Origins) -> Result<StorageConfig, ConfigError> {
+    placeholder("r2.access_key", r2.access_key.expose(), "R2_ACCESS_KEY")?;
+    placeholder("r2.secret_key", r2.secret_key.expose(), "R2_SECRET_KEY")?;
+    placeholder("r2.endpoint", &r2.endpoint, "R2_ENDPOINT")?;
+    placeholder("r2.bucket", &r2.bucket, "R2_BUCKET")?;
+    let buckets = buckets(r2, origins)?;
+    let credentials = !(r2.access_key.is_empty() && r2.secret_key.is_empty() && r2.endpoint.trim().is_empty());
     let backend = match &s.backend {
         Some(b) => b.to_ascii_lowercase(),
-        None if !r2.bucket.is_empty() => "r2".into(),
+        None if !buckets.is_empty() => "r2".into(),
+        None if credentials => {
+            let set: Vec<String> = [
+                ("r2.access_key", !r2.access_key.is_empty()),
+                ("r2.secret_key", !r2.secret_key.is_empty()),
+                ("r2.endpoint", !r2.endpoint.trim().is_empty()),
+            ]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| format!("{k} ({})", origins.of(k)))
+            .collect();
+            return Err(ConfigError::invalid(
+                "r2.bucket",
+                format!("empty while {} set", set.join(", ")),
+                "set with R2 credentials (R2_BUCKET or R2_BUCKETS); without a bucket nothing would be converted in R2. \
+                 To use the local directory instead, remove the R2 settings or set storage.backend: local",
+            ));
+        }
         None => "local".into(),
     };
+    if backend == "local" && !buckets.is_empty() {
+        return Err(ConfigError::invalid(
+            "storage.backend",
+            format!(
+                "local ({}) while r2.bucket is {:?} ({})",
+                origins.of("storage.backend"),
+                buckets[0],
+                origins.of("r2.bucket")
+            ),
+            "r2 when a bucket is set (or leave storage.backend unset); remove the bucket to use the local directory",
+        ));
+    }
     match backend.as_str() {
         "local" => {
             let root = s.local_root.clone().unwrap_or_else(|| "./bucket".into());
@@ -190,7 +325,7 @@ fn storage(s: &RawStorage, r2: &RawR2) -> Result<StorageConfig, ConfigError> {
         }
         "memory" => Ok(StorageConfig::Memory { bucket: non_empty_or(&r2.bucket, "memory") }),
         "r2" | "s3" | "minio" => {
-            if r2.bucket.is_empty() {
+            if buckets.is_empty() {
                 return Err(ConfigError::invalid("r2.bucket", "\"\"", "the bucket's name (or R2_BUCKET)"));
             }
             match url::Url::parse(&r2.endpoint) {
@@ -212,7 +347,8 @@ fn storage(s: &RawStorage, r2: &RawR2) -> Result<StorageConfig, ConfigError> {
             }
             Ok(StorageConfig::S3(S3Config {
                 endpoint: r2.endpoint.trim_end_matches('/').to_owned(),
-                bucket: r2.bucket.clone(),
+                bucket: buckets[0].clone(),
+                buckets: buckets.clone(),
                 region: r2.region.clone().unwrap_or_else(|| "auto".into()),
                 access_key: r2.access_key.clone(),
                 secret_key: r2.secret_key.clone(),
@@ -338,7 +474,8 @@ fn non_empty_or(v: &str, default: &str) -> String {
 
 fn default_presets() -> BTreeMap<String, super::raw::RawPreset> {
     use super::raw::RawPreset;
-    [("thumbnail", 150, 150), ("medium", 800, 600), ("large", 1920, 1080)]
+    // The Go server's documented presets (its docs and shipped config.yaml).
+    [("thumbnail", 150, 150), ("medium", 800, 800), ("large", 1920, 1920)]
         .into_iter()
         .map(|(n, w, h)| (n.to_string(), RawPreset { width: Some(w), height: Some(h) }))
         .collect()

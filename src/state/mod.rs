@@ -7,6 +7,7 @@
 //! so a changed source gets a fresh chance), the position of an interrupted run, and the
 //! watermark fields users read and may edit by hand.
 
+pub mod go_state;
 mod lock;
 mod prune;
 mod store;
@@ -163,11 +164,12 @@ pub enum LedgerDecision {
 impl State {
     /// The state of a bucket (or shard) never seen before: `state.initial` is `all`,
     /// `now`, or an RFC 3339 time below which sources are ignored.
-    pub fn initial(initial: &str, now: DateTime<Utc>) -> Self {
-        let ignore_before = match initial {
-            "all" => None,
-            "now" => Some(now),
-            date => DateTime::parse_from_rfc3339(date).ok().map(|d| d.with_timezone(&Utc)),
+    pub fn initial(initial: &crate::config::Initial, now: DateTime<Utc>) -> Self {
+        use crate::config::Initial;
+        let ignore_before = match *initial {
+            Initial::All => None,
+            Initial::Now => Some(now),
+            Initial::Since(t) => Some(t),
         };
         Self { ignore_before, ..Self::default() }
     }

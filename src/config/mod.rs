@@ -14,6 +14,7 @@ pub mod go_env;
 mod keys;
 mod load;
 mod raw;
+mod storage;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -318,6 +319,33 @@ impl Config {
             }
         }
     }
+}
+
+/// `v` as an `f32` when within `lo..=hi`, else an error naming `key`.
+pub(super) fn float_in(key: &str, v: f64, lo: f64, hi: f64) -> Result<f32, ConfigError> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(v as f32)
+    } else {
+        Err(ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
+    }
+}
+
+/// `v` as a `T` when within `lo..=hi`, else an error naming `key`.
+pub(super) fn int_in<T: TryFrom<i64>>(key: &str, v: i64, lo: i64, hi: i64) -> Result<T, ConfigError> {
+    if (lo..=hi).contains(&v) {
+        T::try_from(v).map_err(|_| ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
+    } else {
+        Err(ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
+    }
+}
+
+/// `v`, or `default` when `v` is empty.
+pub(super) fn non_empty_or(v: &str, default: &str) -> String {
+    if v.is_empty() { default.into() } else { v.into() }
+}
+
+pub(super) fn secs(s: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(s)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::raw::{RawConversion, RawR2, RawStorage};
+use super::raw::RawConversion;
 use super::*;
 use crate::convert::{FormatOverride, Limits, LosslessPolicy, Oversize, SourceFormat};
 
@@ -18,7 +18,7 @@ impl Config {
 
     /// [`Config::validate`], with the values' origins for the messages.
     pub fn validate_with(raw: RawConfig, origins: &Origins) -> Result<Self, ConfigError> {
-        let storage = storage(&raw.storage, &raw.r2, origins)?;
+        let storage = super::storage::storage(&raw.storage, &raw.r2, origins)?;
         let (formats, convert, skip_if_larger) = conversion(&raw.conversion)?;
         let mut presets = BTreeMap::new();
         let raw_presets = raw.resize.presets.unwrap_or_else(default_presets);
@@ -225,161 +225,6 @@ fn log_level(level: String) -> Result<String, ConfigError> {
     if ok { Ok(level) } else { Err(ConfigError::invalid("log.level", format!("{level:?}"), allowed)) }
 }
 
-/// `r2.bucket` and `r2.buckets` as one list, the primary first (Go's `setDefaults`).
-fn buckets(r2: &RawR2, origins: &Origins) -> Result<Vec<String>, ConfigError> {
-    let mut list: Vec<String> = Vec::new();
-    for b in r2.buckets.iter().flatten().map(|b| b.trim()).filter(|b| !b.is_empty()) {
-        if !list.iter().any(|x| x == b) {
-            list.push(b.to_owned());
-        }
-    }
-    let primary = r2.bucket.trim();
-    if !primary.is_empty() {
-        if list.is_empty() {
-            list.push(primary.to_owned());
-        } else if list[0] != primary {
-            return Err(ConfigError::invalid(
-                "r2.bucket",
-                format!(
-                    "{primary:?} ({}) with r2.buckets {list:?} ({})",
-                    origins.of("r2.bucket"),
-                    origins.of("r2.buckets")
-                ),
-                "the first of r2.buckets (the primary bucket), or unset",
-            ));
-        }
-    }
-    if list.len() > 1 {
-        return Err(ConfigError::invalid(
-            "r2.buckets",
-            format!("{list:?} ({})", origins.of("r2.buckets")),
-            "one bucket: this version serves one bucket per process (serving several is planned); \
-             run one instance per bucket, each with its own R2_BUCKET and state.dir",
-        ));
-    }
-    Ok(list)
-}
-
-/// A Go file may hold `${R2_ACCESS_KEY}`-style placeholders (its docs show them); neither
-/// server expands them, so one left in place is refused rather than sent as a credential.
-fn placeholder(key: &str, v: &str, var: &str) -> Result<(), ConfigError> {
-    let t = v.trim();
-    if t.starts_with("${") && t.ends_with('}') {
-        return Err(ConfigError::invalid(
-            key,
-            format!("the placeholder {t}, which is not expanded"),
-            &format!("a value; set the environment variable {var} (or put it in .env) instead"),
-        ));
-    }
-    Ok(())
-}
-
-fn storage(s: &RawStorage, r2: &RawR2, origins: &Origins) -> Result<StorageConfig, ConfigError> {
-    placeholder("r2.access_key", r2.access_key.expose(), "R2_ACCESS_KEY")?;
-    placeholder("r2.secret_key", r2.secret_key.expose(), "R2_SECRET_KEY")?;
-    placeholder("r2.endpoint", &r2.endpoint, "R2_ENDPOINT")?;
-    placeholder("r2.bucket", &r2.bucket, "R2_BUCKET")?;
-    let buckets = buckets(r2, origins)?;
-    let credentials = !(r2.access_key.is_empty() && r2.secret_key.is_empty() && r2.endpoint.trim().is_empty());
-    let backend = match &s.backend {
-        Some(b) => b.to_ascii_lowercase(),
-        None if !buckets.is_empty() => "r2".into(),
-        None if credentials => {
-            let set: Vec<String> = [
-                ("r2.access_key", !r2.access_key.is_empty()),
-                ("r2.secret_key", !r2.secret_key.is_empty()),
-                ("r2.endpoint", !r2.endpoint.trim().is_empty()),
-            ]
-            .into_iter()
-            .filter(|(_, on)| *on)
-            .map(|(k, _)| format!("{k} ({})", origins.of(k)))
-            .collect();
-            return Err(ConfigError::invalid(
-                "r2.bucket",
-                format!("empty while {} set", set.join(", ")),
-                "set with R2 credentials (R2_BUCKET or R2_BUCKETS); without a bucket nothing would be converted in R2. \
-                 To use the local directory instead, remove the R2 settings or set storage.backend: local",
-            ));
-        }
-        None => "local".into(),
-    };
-    if backend == "local" && !buckets.is_empty() {
-        return Err(ConfigError::invalid(
-            "storage.backend",
-            format!(
-                "local ({}) while r2.bucket is {:?} ({})",
-                origins.of("storage.backend"),
-                buckets[0],
-                origins.of("r2.bucket")
-            ),
-            "r2 when a bucket is set (or leave storage.backend unset); remove the bucket to use the local directory",
-        ));
-    }
-    match backend.as_str() {
-        "local" => {
-            let root = s.local_root.clone().unwrap_or_else(|| "./bucket".into());
-            if root.trim().is_empty() {
-                return Err(ConfigError::invalid("storage.local_root", "\"\"", "a directory path"));
-            }
-            Ok(StorageConfig::Local { root: PathBuf::from(root) })
-        }
-        "memory" => Ok(StorageConfig::Memory { bucket: non_empty_or(&r2.bucket, "memory") }),
-        "r2" | "s3" | "minio" => {
-            if buckets.is_empty() {
-                return Err(ConfigError::invalid("r2.bucket", "\"\"", "the bucket's name (or R2_BUCKET)"));
-            }
-            match url::Url::parse(&r2.endpoint) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(ConfigError::invalid(
-                        "r2.endpoint",
-                        format!("{:?}", r2.endpoint),
-                        "an http(s) URL such as https://<account>.r2.cloudflarestorage.com (or R2_ENDPOINT)",
-                    ));
-                }
-            }
-            if r2.access_key.is_empty() || r2.secret_key.is_empty() {
-                return Err(ConfigError::invalid(
-                    "r2.access_key/r2.secret_key",
-                    "empty",
-                    "both set (or R2_ACCESS_KEY and R2_SECRET_KEY)",
-                ));
-            }
-            Ok(StorageConfig::S3(S3Config {
-                endpoint: r2.endpoint.trim_end_matches('/').to_owned(),
-                bucket: buckets[0].clone(),
-                buckets: buckets.clone(),
-                region: r2.region.clone().unwrap_or_else(|| "auto".into()),
-                access_key: r2.access_key.clone(),
-                secret_key: r2.secret_key.clone(),
-                virtual_hosted_style: r2.virtual_hosted_style.unwrap_or(false),
-                retry: RetrySettings {
-                    max_retries: int_in("storage.max_retries", s.max_retries.unwrap_or(10), 0, 100)?,
-                    retry_timeout: secs(int_in(
-                        "storage.retry_timeout_seconds",
-                        s.retry_timeout_seconds.unwrap_or(180),
-                        1,
-                        3600,
-                    )?),
-                    initial_backoff: std::time::Duration::from_millis(int_in(
-                        "storage.initial_backoff_ms",
-                        s.initial_backoff_ms.unwrap_or(100),
-                        1,
-                        60_000,
-                    )?),
-                    request_timeout: secs(int_in(
-                        "storage.request_timeout_seconds",
-                        s.request_timeout_seconds.unwrap_or(60),
-                        1,
-                        3600,
-                    )?),
-                },
-            }))
-        }
-        other => Err(ConfigError::invalid("storage.backend", other, "local, r2 (or s3) or memory")),
-    }
-}
-
 fn conversion(c: &RawConversion) -> Result<(Vec<String>, ConvertOptions, bool), ConfigError> {
     let mut formats: Vec<String> = match &c.formats {
         Some(list) => list.iter().map(|f| f.trim().trim_start_matches('.').to_ascii_lowercase()).collect(),
@@ -452,26 +297,6 @@ fn lossless(key: &str, v: &str) -> Result<LosslessPolicy, ConfigError> {
     LosslessPolicy::parse(v).ok_or_else(|| ConfigError::invalid(key, v, "never, always or auto"))
 }
 
-fn float_in(key: &str, v: f64, lo: f64, hi: f64) -> Result<f32, ConfigError> {
-    if v.is_finite() && (lo..=hi).contains(&v) {
-        Ok(v as f32)
-    } else {
-        Err(ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
-    }
-}
-
-fn int_in<T: TryFrom<i64>>(key: &str, v: i64, lo: i64, hi: i64) -> Result<T, ConfigError> {
-    if (lo..=hi).contains(&v) {
-        T::try_from(v).map_err(|_| ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
-    } else {
-        Err(ConfigError::invalid(key, v, &format!("between {lo} and {hi}")))
-    }
-}
-
-fn non_empty_or(v: &str, default: &str) -> String {
-    if v.is_empty() { default.into() } else { v.into() }
-}
-
 fn default_presets() -> BTreeMap<String, super::raw::RawPreset> {
     use super::raw::RawPreset;
     // The Go server's documented presets (its docs and shipped config.yaml).
@@ -479,10 +304,6 @@ fn default_presets() -> BTreeMap<String, super::raw::RawPreset> {
         .into_iter()
         .map(|(n, w, h)| (n.to_string(), RawPreset { width: Some(w), height: Some(h) }))
         .collect()
-}
-
-fn secs(s: u64) -> std::time::Duration {
-    std::time::Duration::from_secs(s)
 }
 
 /// `state.backend` and, for `bucket`, the cluster settings.

@@ -251,7 +251,9 @@ fn check_config_json_mirrors_the_go_file_and_names_each_source() {
 #[test]
 fn loud_configuration_errors_name_the_file_line_key_or_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    /// (file written, its content, variables, expected message)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (".env", "R2_BUCKET=b\nR2_SECRET_KEY hunter2\n", &[], "env file .env, line 2: expected KEY=VALUE"),
         ("c.yaml", "conversion: {qualty: 90}\n", &[], "did you mean `conversion.quality`?"),
         ("c.yaml", "log: {level: inf}\n", &[], "log.level must be"),

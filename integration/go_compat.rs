@@ -72,7 +72,7 @@ fn go_dotenv(bucket: &str, secret: &str) -> String {
     )
 }
 
-/// A `serve` process and its log, read on a thread.
+/// The binary started with no command (it serves) and its log, read on a thread.
 struct Serve {
     child: Child,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -80,7 +80,8 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = command(dir, &["serve"], env).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        // Bare, as the Go binary was started (`ExecStart=/path/to/image-converting-server`): serve.
+        let mut child = command(dir, &[], env).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (sink, stderr) = (log.clone(), child.stderr.take().unwrap());
         std::thread::spawn(move || {
@@ -320,6 +321,15 @@ fn the_go_servers_documented_configuration_examples_run() {
     let o = run(dir.path(), &["check-config"], &[("R2_BUCKETS", "bucket-a,bucket-b")]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("one bucket per process"), "{}", text(&o));
+    // docs/USAGE.md's .env, values in double quotes.
+    std::fs::write(
+        dir.path().join(".env"),
+        "# .env 파일 예시\nR2_ACCESS_KEY=\"your-access-key\"\nR2_SECRET_KEY=\"your-secret-key\"\n\
+         R2_ENDPOINT=\"https://your-account-id.r2.cloudflarestorage.com\"\nR2_BUCKET=\"your-bucket-name\"\n",
+    )
+    .unwrap();
+    let json = check_config_json(dir.path(), &[]);
+    assert_eq!(json["r2"]["endpoint"], "https://your-account-id.r2.cloudflarestorage.com");
     // docs/CONFIG.md's full file (R2 from .env), port 8080 as it writes it.
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::write(

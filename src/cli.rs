@@ -25,8 +25,9 @@ pub struct Cli {
     /// Default: .env in the working directory, if present.
     #[arg(long, global = true, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
+    /// The command; none runs `serve`, as the Go server's binary did when started bare.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
@@ -99,7 +100,7 @@ pub mod exit {
 
 /// Runs a parsed command with a loaded configuration.
 pub fn run(cli: Cli, config: Config) -> ExitCode {
-    match cli.command {
+    match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig { json } => match crate::config::explain::check_config(&config, json) {
             Ok(text) => {
                 print!("{text}");

@@ -139,6 +139,7 @@ fn a_dotenv_alone_configures_serve_against_s3_and_its_secrets_stay_out_of_the_lo
     assert_eq!(json["r2"]["secret_key"], "***");
     assert_eq!(json["sources"]["r2.bucket"], ".env R2_BUCKET");
     assert_eq!(json["sources"]["cron.schedule"], ".env CRON_SCHEDULE");
+    assert_eq!(json["server"]["port"], 0, "the harness's ICS__SERVER__PORT=0 wins");
 
     let mut serve = Serve::start(dir.path(), &harness);
     serve.wait_for("Listening on http://");
@@ -151,6 +152,47 @@ fn a_dotenv_alone_configures_serve_against_s3_and_its_secrets_stay_out_of_the_lo
     serve.wait_for("Next scheduled run");
     let log = serve.log();
     assert!(!log.contains(secret), "the .env secret reached the log:\n{log}");
+}
+
+#[test]
+fn a_go_deployment_copied_as_is_runs_once_against_s3_and_says_what_it_migrated() {
+    let bucket = new_bucket("go-copied");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(storage.put("gallery/1.jpg", fixture("jpeg_progressive.jpg").into(), "image/jpeg")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), go_dotenv(&bucket, "go-copied-secret-51d2")).unwrap();
+    // The rest of a Go deployment: its newest shipped config/config.yaml (no r2 section) and
+    // the state of a Go server that never completed a run (zero times: a full scan).
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/config.yaml"),
+        "# R2 접속 정보는 .env 파일 또는 환경 변수로 설정하세요.\nconversion:\n  formats: [\"jpeg\", \"jpg\", \"png\"]\n  \
+         quality: 85\n  max_size_mb: 50\nresize:\n  presets:\n    thumbnail:\n      width: 150\n      height: 150\n\
+         cron:\n  schedule: \"0 13 * * *\"\n  enabled: true\nserver:\n  port: 4000\n  timeout_seconds: 30\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(
+        dir.path().join("data/state.json"),
+        "{\"last_processed_time\":\"0001-01-01T00:00:00Z\",\"last_run_time\":\"0001-01-01T00:00:00Z\",\"processed_count\":0,\"failed_count\":0}",
+    )
+    .unwrap();
+    let s3 = s3_env();
+    let o = run(dir.path(), &["run-once", "--json"], &[("ICS__R2__REGION", s3.region.as_str())]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["converted"], 1, "{summary}");
+    assert!(rt.block_on(storage.head("gallery/1.webp")).is_ok());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let migrated: Vec<&str> = stderr.lines().filter(|l| l.contains("Migrated the Go server's state")).collect();
+    assert_eq!(migrated.len(), 1, "{stderr}");
+    assert!(migrated[0].contains("every source is considered") && migrated[0].contains("data/state.json"), "{stderr}");
+    assert!(!stderr.contains("go-copied-secret-51d2"), "{stderr}");
+    // The file's values are in effect beside the .env's.
+    let json = check_config_json(dir.path(), &[]);
+    assert_eq!(json["sources"]["resize.presets.thumbnail.width"], "file");
+    assert_eq!(json["conversion"]["formats"], serde_json::json!(["jpeg", "jpg", "png"]));
 }
 
 #[test]

@@ -406,3 +406,48 @@ fn the_go_servers_documented_configuration_examples_run() {
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), first, "{expr}: {}", text(&o));
     }
 }
+
+/// The Go server's `cron/job_test.go` `TestProcessImages`, ported: a run converts the
+/// listed sources of the configured formats, skips `.webp` objects and other files.
+/// `conversion.skip_if_larger: false` stands in for Go, which always uploads.
+#[test]
+#[allow(non_snake_case)]
+fn go_TestProcessImages() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    std::fs::write(bucket.join("image1.jpg"), fixture("jpeg_baseline.jpg")).unwrap();
+    std::fs::write(bucket.join("image2.png"), fixture("png_rgb.png")).unwrap();
+    std::fs::write(bucket.join("image3.webp"), b"RIFF....WEBP untouched").unwrap();
+    std::fs::write(bucket.join("other.txt"), b"not an image").unwrap();
+    let env =
+        [("CONVERSION_FORMATS", "jpg,png"), ("CONVERSION_QUALITY", "85"), ("ICS__CONVERSION__SKIP_IF_LARGER", "false")];
+    let o = run(dir.path(), &["run-once", "--json"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    for converted in ["image1.webp", "image2.webp"] {
+        let webp = std::fs::read(bucket.join(converted)).unwrap_or_else(|e| panic!("{converted}: {e}"));
+        ics::convert::decode_webp(&webp).unwrap_or_else(|| panic!("{converted} does not decode"));
+    }
+    assert_eq!(
+        std::fs::read(bucket.join("image3.webp")).unwrap(),
+        b"RIFF....WEBP untouched",
+        "a .webp is not re-uploaded"
+    );
+    assert!(!bucket.join("other.webp").exists(), "a non-image is not converted");
+}
+
+/// The Go server's `TestLocking`, ported: while one run holds the lock another is refused
+/// ("cron job is already running", exit 3); released, the next one runs.
+#[test]
+#[allow(non_snake_case)]
+fn go_TestLocking() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bucket")).unwrap();
+    let held = ics::state::RunLock::acquire(&dir.path().join("state"), Duration::from_secs(3600)).unwrap();
+    let o = run(dir.path(), &["run-once"], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("cron job is already running"), "{}", text(&o));
+    drop(held);
+    let o = run(dir.path(), &["run-once"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

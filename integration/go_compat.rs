@@ -215,6 +215,12 @@ fn a_go_state_json_is_adopted_once_and_its_lower_bound_honoured() {
     )
     .unwrap();
 
+    // check-config runs serve's checks on it without adopting it.
+    let o = run(dir.path(), &["check-config"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("data/state.json (the Go server's state) will be adopted at start"), "{}", text(&o));
+    assert!(!dir.path().join("state/state.json").exists());
+
     let o = run(dir.path(), &["run-once", "--json"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -316,6 +322,14 @@ fn loud_configuration_errors_name_the_file_line_key_or_variable() {
         assert!(text(&o).contains(expected), "{file} {content:?}: {}", text(&o));
         assert!(!text(&o).contains("hunter2"), "a secret leaked: {}", text(&o));
     }
+    // A Go state that cannot be parsed stops check-config as it stops serve.
+    std::fs::write(dir.path().join("c.yaml"), "").unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/state.json"), "{\"last_processed_time\": 7").unwrap();
+    let o = run(dir.path(), &["--config", "c.yaml", "check-config"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("data/state.json cannot be read"), "{}", text(&o));
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
     // --env-file names another file, which must exist.
     std::fs::write(dir.path().join("c.yaml"), "").unwrap();
     std::fs::write(dir.path().join("prod.env"), "SERVER_PORT=4321\n").unwrap();

@@ -103,6 +103,23 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig { json } => match crate::config::explain::check_config(&config, json) {
             Ok(text) => {
+                // serve's last check: a Go state it would adopt must parse.
+                if config.state.cluster.is_none() {
+                    let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
+                    let ours = config.state.dir.join("state.json");
+                    match crate::state::go_state::pending(&ours, go_dir, &config.bucket_name()) {
+                        Ok(Some((path, go))) => eprintln!(
+                            "Note: {} (the Go server's state) will be adopted at start; lower bound: {}",
+                            path.display(),
+                            go.last_processed_time.map_or("none (every source)".into(), |t| t.to_rfc3339())
+                        ),
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("Error: {e}");
+                            return ExitCode::from(exit::FATAL);
+                        }
+                    }
+                }
                 print!("{text}");
                 ExitCode::from(exit::OK)
             }

@@ -70,16 +70,23 @@ pub fn candidates(dir: &Path, bucket: &str) -> [PathBuf; 2] {
     [dir.join(format!("state-{safe}.json")), dir.join("state.json")]
 }
 
-/// When `store` has no state yet and the Go server left one for `bucket` in `go_dir`,
-/// saves it as ours and says so in one INFO line. Returns the Go file adopted.
-pub fn adopt(store: &FileStateStore, go_dir: &Path, bucket: &str) -> Result<Option<PathBuf>, GoStateError> {
-    if store.path().exists() {
+/// The Go state file that would be adopted for `bucket` when `ours` (our `state.json`)
+/// does not exist, read and parsed — without writing anything (`check-config`).
+pub fn pending(ours: &Path, go_dir: &Path, bucket: &str) -> Result<Option<(PathBuf, GoState)>, GoStateError> {
+    if ours.exists() {
         return Ok(None);
     }
     let Some(path) = candidates(go_dir, bucket).into_iter().find(|p| p.is_file()) else { return Ok(None) };
     let unreadable = |message: String| GoStateError::Unreadable { path: path.clone(), message };
     let bytes = std::fs::read(&path).map_err(|e| unreadable(e.to_string()))?;
     let go = GoState::parse(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    Ok(Some((path, go)))
+}
+
+/// When `store` has no state yet and the Go server left one for `bucket` in `go_dir`,
+/// saves it as ours and says so in one INFO line. Returns the Go file adopted.
+pub fn adopt(store: &FileStateStore, go_dir: &Path, bucket: &str) -> Result<Option<PathBuf>, GoStateError> {
+    let Some((path, go)) = pending(store.path(), go_dir, bucket)? else { return Ok(None) };
     let since = go.last_processed_time;
     store.save(&go.into_state())?;
     match since {

@@ -256,3 +256,28 @@ fn go_TestLoadFromEnv_EveryVariable() {
             .unwrap();
     assert_eq!(c.presets.keys().collect::<Vec<_>>(), ["thumbnail", "tiny"]);
 }
+
+#[test]
+fn every_version_of_the_go_config_yaml_loads_with_its_env() {
+    // The first version had an r2 section of empty strings (values from .env); later ones
+    // drop it, move the port from 8080 to 4000 and the schedule from 02:00 to 12:00, 13:00.
+    let body = "conversion:\n  formats: [\"jpeg\", \"jpg\", \"png\", \"gif\", \"bmp\", \"tiff\"]\n  quality: 85  # WebP 변환 품질 (0-100)\n  \
+                max_size_mb: 50\nresize:\n  presets:\n    thumbnail:\n      width: 150\n      height: 150\n    medium:\n      \
+                width: 800\n      height: 800\n    large:\n      width: 1920\n      height: 1920\n";
+    let first = format!(
+        "r2:\n  access_key: \"\"  # .env\n  secret_key: \"\"\n  endpoint: \"\"\n  bucket: \"\"\n{body}cron:\n  schedule: \"0 2 * * *\"\n  \
+         enabled: true\nserver:\n  port: 8080\n  timeout_seconds: 30\n"
+    );
+    let newest = format!(
+        "{body}cron:\n  schedule: \"0 13 * * *\"\n  enabled: true\nserver:\n  port: 4000\n  timeout_seconds: 30\n"
+    );
+    let dotenv =
+        "R2_ACCESS_KEY=k\nR2_SECRET_KEY=s\nR2_ENDPOINT=https://acc.r2.cloudflarestorage.com\nR2_BUCKET=images\n";
+    for (yaml, port, schedule) in [(first, 8080, "0 2 * * *"), (newest, 4000, "0 13 * * *")] {
+        let c = load(Some(&yaml), dotenv, &[]).unwrap();
+        assert_eq!((s3(&c).bucket.as_str(), c.server.port), ("images", port));
+        assert_eq!(c.cron.schedule, schedule);
+        assert_eq!(c.presets.len(), 3);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+}

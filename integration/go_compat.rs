@@ -373,6 +373,10 @@ fn the_go_servers_documented_configuration_examples_run() {
     );
     assert_eq!(json["resize"]["presets"].as_object().unwrap().len(), 2, "{json}");
     assert_eq!(json["cron"]["schedule"], "0 12 * * *");
+    // A CRON_TZ= prefix is the zone in effect, and said so.
+    let json = check_config_json(dir.path(), &[("CRON_SCHEDULE", "CRON_TZ=Asia/Seoul 0 13 * * *"), ("TZ", "UTC")]);
+    assert_eq!(json["cron"]["timezone"], "Asia/Seoul");
+    assert_eq!(json["sources"]["cron.timezone"], "environment CRON_SCHEDULE (the schedule's prefix)");
     // README: "R2_BUCKETS=bucket-a,bucket-b" — refused until one process serves several.
     let o = run(dir.path(), &["check-config"], &[("R2_BUCKETS", "bucket-a,bucket-b")]);
     assert_eq!(o.status.code(), Some(1));

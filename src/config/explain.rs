@@ -85,6 +85,9 @@ fn origin_of(c: &Config, path: &str) -> String {
         "storage.endpoint" => "r2.endpoint",
         "storage.bucket" => "r2.bucket",
         "storage.region" => "r2.region",
+        "cron.timezone" if c.cron.schedule.timezone() != c.cron.timezone => {
+            return format!("{} (the schedule's prefix)", c.origins.of("cron.schedule"));
+        }
         other => other,
     };
     c.origins.of(key).to_string()
@@ -167,7 +170,8 @@ fn sections(c: &Config) -> Value {
         "cron": {
             "schedule": c.cron.schedule,
             "enabled": c.cron.enabled,
-            "timezone": c.cron.timezone.name(),
+            // The zone fire times use: a CRON_TZ=/TZ= prefix's, else cron.timezone.
+            "timezone": c.cron.schedule.timezone().name(),
             "run_on_start": c.cron.run_on_start,
         },
         "server": {

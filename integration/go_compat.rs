@@ -138,6 +138,7 @@ fn a_dotenv_alone_configures_serve_against_s3_and_its_secrets_stay_out_of_the_lo
     assert_eq!(json["r2"]["bucket"], bucket.as_str());
     assert_eq!(json["r2"]["secret_key"], "***");
     assert_eq!(json["sources"]["r2.bucket"], ".env R2_BUCKET");
+    assert_eq!(json["sources"]["storage.backend"], "default (a bucket is set: .env R2_BUCKET)");
     assert_eq!(json["sources"]["cron.schedule"], ".env CRON_SCHEDULE");
     assert_eq!(json["server"]["port"], 0, "the harness's ICS__SERVER__PORT=0 wins");
 

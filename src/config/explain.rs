@@ -85,6 +85,12 @@ fn origin_of(c: &Config, path: &str) -> String {
         "storage.endpoint" => "r2.endpoint",
         "storage.bucket" => "r2.bucket",
         "storage.region" => "r2.region",
+        "storage.backend" if c.origins.of(path) == super::Origin::Default => {
+            return match c.storage {
+                StorageConfig::S3(_) => format!("default (a bucket is set: {})", c.origins.of("r2.bucket")),
+                _ => "default".into(),
+            };
+        }
         "cron.timezone" if c.cron.schedule.timezone() != c.cron.timezone => {
             return format!("{} (the schedule's prefix)", c.origins.of("cron.schedule"));
         }

@@ -145,6 +145,11 @@ pub fn layers(
         // As the Go server (robfig/cron in time.Local): the host's zone.
         let (zone, from) = match env.iter().rev().find(|(k, _)| k == "TZ") {
             Some((_, v)) if v.is_empty() => ("UTC".to_owned(), origin("TZ")),
+            // `TZ=:/etc/localtime` or `TZ=/usr/share/zoneinfo/Asia/Seoul` name a zone file, as Go reads them.
+            Some((_, v)) if v.trim_start_matches(':').starts_with('/') => {
+                let path = Path::new(v.trim_start_matches(':'));
+                (zone_of_file(path).unwrap_or_else(|| path.display().to_string()), origin("TZ"))
+            }
             Some((_, v)) => (v.trim_start_matches(':').to_owned(), origin("TZ")),
             None => host_zone(),
         };
@@ -158,10 +163,8 @@ pub fn layers(
 /// The zone `/etc/localtime` links to (`/usr/share/zoneinfo/Europe/Berlin`), else the
 /// name in `/etc/timezone`, else UTC.
 fn host_zone() -> (String, Origin) {
-    if let Ok(target) = std::fs::read_link("/etc/localtime")
-        && let Some((_, name)) = target.to_string_lossy().split_once("zoneinfo/")
-    {
-        return (name.to_owned(), Origin::Host("/etc/localtime".into()));
+    if let Some(name) = zone_of_file(Path::new("/etc/localtime")) {
+        return (name, Origin::Host("/etc/localtime".into()));
     }
     if let Ok(name) = std::fs::read_to_string("/etc/timezone")
         && !name.trim().is_empty()
@@ -169,6 +172,13 @@ fn host_zone() -> (String, Origin) {
         return (name.trim().to_owned(), Origin::Host("/etc/timezone".into()));
     }
     ("UTC".into(), Origin::Host("(no zone configured)".into()))
+}
+
+/// The zone name of a zoneinfo file: from its path (`…/zoneinfo/Asia/Seoul`) or the
+/// path it links to.
+fn zone_of_file(path: &Path) -> Option<String> {
+    let name_in = |p: &Path| p.to_string_lossy().split_once("zoneinfo/").map(|(_, n)| n.to_owned());
+    name_in(path).or_else(|| std::fs::read_link(path).ok().and_then(|t| name_in(&t)))
 }
 
 /// Calls `f` with the dotted path of every leaf (a scalar or a list) of `table`.

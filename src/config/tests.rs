@@ -311,6 +311,9 @@ fn the_time_zone_comes_from_the_prefix_the_key_tz_or_the_host() {
     assert_eq!(c.cron.timezone, chrono_tz::Asia::Tokyo);
     let c = load_yaml("", &[("TZ", "")]).unwrap();
     assert_eq!(c.cron.timezone, chrono_tz::UTC);
+    // A zone file, as some images set TZ (Go reads it too).
+    let c = load_yaml("", &[("TZ", ":/usr/share/zoneinfo/Asia/Seoul")]).unwrap();
+    assert_eq!(c.cron.timezone, chrono_tz::Asia::Seoul);
     let err = load_yaml("", &[("TZ", "Mars/Olympus")]).unwrap_err().to_string();
     assert!(err.contains("cron.timezone") && err.contains("environment TZ"), "{err}");
 }

@@ -197,3 +197,61 @@ fn ledger_entries_of_deleted_sources_are_pruned_by_a_complete_resumed_run() {
     assert_eq!((summary["run_id"].as_str(), summary["complete"].as_bool()), (Some("interrupted"), Some(true)));
     assert_eq!(ledger_keys(), ["a/t.jpg", "z/t.jpg"], "{summary}");
 }
+
+/// A 64 KiB tmpfs mounted over the state directory, unmounted on drop.
+struct TinyDisk(std::path::PathBuf);
+
+impl TinyDisk {
+    /// `None` when this process may not mount (not root): the in-process test
+    /// (`state_keeper::tests`) covers the logic without a real disk.
+    fn mount(at: &Path) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_owned()))
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The state directory's disk fills up (room for the lock, not for the state):
+/// `run-once` exits 1 with `complete: false` and the
+/// reason in its summary (before: exit 0, `complete: true`, the state never written);
+/// with room again, the next run starts from the state last saved and completes.
+#[test]
+fn a_full_state_disk_makes_run_once_exit_1_with_an_incomplete_run() {
+    let dir = local_setup(&[("photos/x.jpg", "jpeg_orient1.jpg")]);
+    let Some(_disk) = TinyDisk::mount(&dir.path().join("state")) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let o = run(dir.path(), &["run-once", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    std::fs::write(dir.path().join("bucket/photos/y.jpg"), fixture("jpeg_orient2.jpg")).unwrap();
+    let filler = dir.path().join("state/filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut file, &[0u8; 4096]).is_ok() {}
+    // One page free: the lock file's pid fits, the state's next version does not.
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - len % 4096 - 4096).unwrap();
+    drop(file);
+    let o = run(dir.path(), &["run-once", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(summary["complete"], false, "{summary}");
+    assert!(summary["error"].as_str().is_some_and(|e| e.contains("No space left on device")), "{summary}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let o = run(dir.path(), &["run-once", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["complete"], true, "{summary}");
+}

@@ -134,6 +134,9 @@ pub struct Progress {
     pub failures: Vec<LedgerView>,
     /// How many sources the ledger holds in all.
     pub ledger_size: usize,
+    /// Why the state could not be saved the last time it was written (`null` once a save
+    /// succeeds again). A run whose final save fails is not complete.
+    pub state_save_error: Option<String>,
 }
 
 /// One ledger entry as the status shows it.
@@ -166,6 +169,8 @@ pub struct StateKeeper {
     policy: RetryPolicy,
     run: Option<ActiveRun>,
     last_summary: Option<RunSummary>,
+    /// The last save's failure, if it failed.
+    save_error: Option<String>,
 }
 
 struct ActiveRun {
@@ -216,7 +221,7 @@ impl StateKeeper {
             base_delay: chrono::Duration::from_std(config.state.retry_base).unwrap_or(chrono::Duration::minutes(5)),
             max_delay: chrono::Duration::days(1),
         };
-        Self { config, metrics, listeners, store, state, policy, run: None, last_summary: None }
+        Self { config, metrics, listeners, store, state, policy, run: None, last_summary: None, save_error: None }
     }
 
     fn save(&mut self) {
@@ -226,9 +231,17 @@ impl StateKeeper {
             progress.converted = run.counts.converted;
             progress.failed = run.counts.failed;
         }
-        if let Err(e) = self.store.save(&self.state) {
+        let _ = self.save_state();
+    }
+
+    /// Writes the state, remembering (and logging) a failure for the status.
+    fn save_state(&mut self) -> Result<(), StateError> {
+        let saved = self.store.save(&self.state);
+        self.save_error = saved.as_ref().err().map(|e| e.to_string());
+        if let Some(e) = &self.save_error {
             tracing::error!(error = %e, "Failed to save state");
         }
+        saved
     }
 
     fn pop_finished(run: &mut ActiveRun) {
@@ -268,9 +281,12 @@ impl StateKeeper {
             progress.converted = counts.converted;
             progress.failed = counts.failed;
         }
-        if let Err(e) = self.store.save(&self.state) {
-            tracing::error!(error = %e, "Failed to save state");
-        }
+        // A run whose state is not saved is not complete: the next run resumes from the
+        // last checkpoint that was saved.
+        let (complete, error) = match self.save_state() {
+            Ok(()) => (complete, run.error.clone()),
+            Err(e) => (false, Some(crate::state::unsaved_run_error(&e))),
+        };
         let summary = RunSummary {
             run_id: run.id.to_string(),
             started_at: run.started_at,
@@ -278,14 +294,14 @@ impl StateKeeper {
             counts: counts.clone(),
             duration_ms: run.clock.elapsed().as_millis() as u64,
             complete,
-            error: run.error.clone(),
+            error: error.clone(),
             failures: std::mem::take(&mut run.failures),
         };
         tracing::info!("Processed {} images successfully, {} failed", counts.converted, counts.failed);
         if complete {
             tracing::info!(run_id = %run.id, duration_ms = summary.duration_ms, skipped = counts.skipped, "Cron job completed");
-        } else if let Some(e) = &run.error {
-            tracing::error!(run_id = %run.id, error = %e, "Cron job failed; the next run starts over");
+        } else if let Some(e) = &error {
+            tracing::error!(run_id = %run.id, error = %e, "Cron job failed");
         } else {
             tracing::warn!(run_id = %run.id, cursor = ?self.state.run.as_ref().and_then(|r| r.cursor.clone()), "Cron job interrupted; the next run resumes");
         }
@@ -542,6 +558,11 @@ impl Handler<GetProgress> for StateKeeper {
             last_run_time: self.state.last_run_time,
             failures,
             ledger_size: self.state.ledger.len(),
+            state_save_error: self.save_error.clone(),
         })
     }
 }
+
+#[cfg(test)]
+#[path = "state_keeper_tests.rs"]
+mod tests;

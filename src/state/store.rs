@@ -32,6 +32,14 @@ pub trait StateStore: Send + Sync {
     fn clean_up(&self) {}
 }
 
+/// The error a run ends with when its final save failed: such a run is not complete, and
+/// the next one resumes from the last checkpoint that was saved.
+pub fn unsaved_run_error(e: &StateError) -> String {
+    format!(
+        "the state could not be saved, so the run is not complete (the next run resumes from the last saved checkpoint): {e}"
+    )
+}
+
 /// `state.json` in a directory.
 #[derive(Debug, Clone)]
 pub struct FileStateStore {

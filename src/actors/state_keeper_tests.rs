@@ -1,0 +1,73 @@
+//! The StateKeeper when the state cannot be saved (a full disk: ENOSPC): the run is not
+//! complete and says why, the status shows the failure, and the next run resumes from
+//! the last checkpoint that was saved.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix::prelude::*;
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::state::FileStateStore;
+
+/// The real state file, whose saves fail with ENOSPC while `full` is set.
+struct FillingDisk {
+    file: FileStateStore,
+    full: Arc<AtomicBool>,
+}
+
+impl StateStore for FillingDisk {
+    fn load(&self) -> Result<Option<State>, StateError> {
+        self.file.load()
+    }
+
+    fn save(&self, state: &State) -> Result<(), StateError> {
+        if self.full.load(Ordering::SeqCst) {
+            let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
+            return Err(StateError::Io { path: self.file.path().to_owned(), source });
+        }
+        self.file.save(state)
+    }
+}
+
+async fn finish_one(keeper: &Addr<StateKeeper>, slots: &Arc<Semaphore>, key: &str) {
+    let slot = Slot(slots.clone().acquire_owned().await.unwrap());
+    keeper.send(RecordQueued { key: key.into() }).await.unwrap();
+    let outcome = ItemOutcome::Converted { bytes_in: 10, bytes_out: 5, megapixels: 0.1, convert_ms: 1 };
+    let output = key.replace(".jpg", ".webp");
+    keeper.send(RecordDone { key: key.into(), output, etag: None, outcome, slot }).await.unwrap();
+}
+
+#[test]
+fn a_run_whose_state_cannot_be_saved_is_not_complete_and_the_next_resumes_from_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::validate(Default::default()).unwrap();
+    config.state.dir = dir.path().join("state");
+    config.state.checkpoint_every = 1;
+    let full = Arc::new(AtomicBool::new(false));
+    let store = FillingDisk { file: FileStateStore::new(&config.state.dir).unwrap(), full: full.clone() };
+    let metrics = Arc::new(Metrics::default());
+    actix::System::new().block_on(async move {
+        let keeper = StateKeeper::new(Arc::new(config), Box::new(store), metrics, Vec::new()).start();
+        let slots = Arc::new(Semaphore::new(4));
+        let mut first = keeper.send(BeginRun { force: false, shards: None }).await.unwrap().unwrap();
+        finish_one(&keeper, &slots, "a.jpg").await; // checkpoint saved: cursor a.jpg
+        full.store(true, Ordering::SeqCst);
+        finish_one(&keeper, &slots, "b.jpg").await; // checkpoint lost
+        keeper.send(ListingFinished { error: None, unseen: Some(Vec::new()) }).await.unwrap();
+
+        let summary = first.done.take().unwrap().await.unwrap();
+        assert!(!summary.complete, "{summary:?}");
+        let error = summary.error.unwrap_or_default();
+        assert!(error.contains("not complete") && error.contains("No space left on device"), "{error}");
+        let status = keeper.send(GetProgress).await.unwrap();
+        assert!(status.state_save_error.is_some_and(|e| e.contains("No space left on device")));
+
+        // Room again: the next run is the same run, resumed after the last saved checkpoint.
+        full.store(false, Ordering::SeqCst);
+        let next = keeper.send(BeginRun { force: false, shards: None }).await.unwrap().unwrap();
+        assert_eq!((&*next.id, next.cursor.as_deref()), (&*first.id, Some("a.jpg")));
+        assert_eq!(keeper.send(GetProgress).await.unwrap().state_save_error, None);
+    });
+}

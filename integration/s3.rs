@@ -158,3 +158,40 @@ async fn wrong_credentials_or_bucket_are_errors_without_secrets() {
     let listed: Vec<_> = s.list(None).collect().await;
     assert!(listed.iter().any(Result::is_err), "listing a missing bucket must fail");
 }
+
+/// Regression (issue 13): moto checks a precondition and then stores, in a threaded
+/// server, so two truly concurrent conditional writes of one key could both win — two
+/// instances then both "took" one shard at epoch 1. S3 and R2 give one winner; the test
+/// server must too. The window between check and store is widened to 20 ms, so without
+/// the server's per-key lock this fails every time (4–11 winners of 32 were measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_conditional_writes_of_one_key_have_exactly_one_winner() {
+    const WRITERS: usize = 32;
+    let bucket = new_bucket("race");
+    let (s, _) = storage(&bucket);
+    let base = s.put("cas.json", Bytes::from_static(b"base"), "application/json").await.unwrap().unwrap();
+    set_race_window(&bucket, 20);
+    for (key, if_match) in [("new.json", None), ("cas.json", Some(base))] {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS));
+        let writers = (0..WRITERS).map(|i| {
+            let (s, barrier, if_match) = (s.clone(), barrier.clone(), if_match.clone());
+            tokio::spawn(async move {
+                let body = Bytes::from(format!("writer {i}"));
+                barrier.wait().await;
+                match &if_match {
+                    None => s.put_new(key, body, "application/json").await,
+                    Some(etag) => s.put_if_match(key, body, "application/json", etag).await,
+                }
+            })
+        });
+        let results = futures::future::join_all(writers).await;
+        let won = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Err(StorageError::AlreadyExists { .. } | StorageError::Changed { .. }))))
+            .count();
+        assert_eq!((won, refused), (1, WRITERS - 1), "{key}: {won} writers won, {refused} refused");
+        let puts = successful_puts(&bucket);
+        assert_eq!(puts.get(key).copied(), Some(1 + u64::from(if_match.is_some())), "{key}: {puts:?}");
+    }
+}

@@ -246,3 +246,11 @@ pub fn set_latency(bucket: &str, ms: u64) {
     let (status, answer) = hook_request("GET", &format!("/_ics/latency?bucket={bucket}&ms={ms}"), b"");
     assert_eq!(status, 200, "latency: {answer}");
 }
+
+/// Sleeps `ms` inside every later object write on `bucket`, between the test server's
+/// precondition check and its store (scripts/s3_server.py's /_ics/race): the window in
+/// which unserialised conditional writes could both win.
+pub fn set_race_window(bucket: &str, ms: u64) {
+    let (status, answer) = hook_request("GET", &format!("/_ics/race?bucket={bucket}&ms={ms}"), b"");
+    assert_eq!(status, 200, "race: {answer}");
+}

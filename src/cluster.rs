@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ClusterConfig;
 use crate::lease::Held;
-use crate::state::{State, StateError, StateStore, Totals};
+use crate::state::{PartRun, State, StateError, StateStore, Totals};
 
 /// The lease object of `shard` under `prefix`.
 pub fn shard_key(prefix: &str, shard: u32) -> String {
@@ -148,6 +148,9 @@ struct Table {
     /// Scope shards the run skipped work of (their lease was briefly untrusted): they
     /// stay owed a run when it completes.
     tainted: BTreeSet<u32>,
+    /// What the run now completing did per shard (its id, counts by shard), written
+    /// into each covered shard's `last_run` by the run's last save.
+    completed: Option<(String, BTreeMap<u32, PartRun>)>,
     totals_at_load: Totals,
     view: ClusterView,
 }
@@ -221,6 +224,22 @@ impl Cluster {
             .collect()
     }
 
+    /// Held shards whose last complete run answered `trigger_at` or a later request.
+    pub fn answered(&self, trigger_at: DateTime<Utc>) -> BTreeSet<u32> {
+        let t = self.table();
+        t.held.iter().filter(|(_, h)| answers(&h.state, trigger_at)).map(|(s, _)| *s).collect()
+    }
+
+    /// Each held shard's last run if it answered `trigger_at` (or a later request);
+    /// `None` for a held shard still owed it.
+    pub fn held_runs(&self, trigger_at: DateTime<Utc>) -> BTreeMap<u32, Option<PartRun>> {
+        let t = self.table();
+        t.held
+            .iter()
+            .map(|(s, h)| (*s, answers(&h.state, trigger_at).then(|| h.state.last_run.clone().unwrap_or_default())))
+            .collect()
+    }
+
     /// A copy of a held shard.
     pub fn held(&self, shard: u32) -> Option<HeldShard> {
         self.table().held.get(&shard).cloned()
@@ -250,6 +269,7 @@ impl Cluster {
         t.scope = shards.iter().filter_map(|s| t.held.get(s).map(|h| (*s, h.lease.record.epoch))).collect();
         t.scope_trigger = trigger;
         t.tainted.clear();
+        t.completed = None;
     }
 
     /// Whether the run in progress may still act for `key`: its shard is in the run,
@@ -279,6 +299,11 @@ impl Cluster {
     pub fn update_view(&self, f: impl FnOnce(&mut ClusterView)) {
         f(&mut self.table().view);
     }
+}
+
+/// Whether a shard in `state` has had a complete run for the request `trigger_at` (or a later one).
+pub fn answers(state: &State, trigger_at: DateTime<Utc>) -> bool {
+    state.covered_trigger_at.is_some_and(|c| c >= trigger_at)
 }
 
 /// A held shard as the status shows it.
@@ -316,6 +341,7 @@ impl StateStore for ClusterStore {
         let scope: Vec<u32> = t.in_scope().map(|(s, _)| s).collect();
         let delta = totals_delta(&state.totals, &t.totals_at_load);
         let (trigger, tainted) = (t.scope_trigger, t.tainted.clone());
+        let completed = if state.run.is_none() { t.completed.take() } else { None };
         // The ledger split in one pass; the rest copied from one ledger-less template.
         let mut ledgers: BTreeMap<u32, BTreeMap<String, crate::state::LedgerEntry>> =
             scope.iter().map(|s| (*s, BTreeMap::new())).collect();
@@ -334,11 +360,21 @@ impl StateStore for ClusterStore {
                 // Each shard keeps its own lower bound (`state.initial`).
                 ignore_before: held.state.ignore_before,
                 covered_trigger_at: held.state.covered_trigger_at,
+                last_run: held.state.last_run.clone(),
                 ..template.clone()
             };
-            // A completed run answers its request, for the shards it fully covered.
+            // A completed run answers its request, for the shards it fully covered, and
+            // says who ran them and what it did there.
             if state.run.is_none() && !tainted.contains(shard) {
                 next.covered_trigger_at = trigger.or(next.covered_trigger_at);
+                if let Some((run_id, parts)) = &completed {
+                    next.last_run = Some(PartRun {
+                        trigger_at: trigger,
+                        by: self.0.config.instance_id.clone(),
+                        run_id: run_id.clone(),
+                        ..parts.get(shard).cloned().unwrap_or_default()
+                    });
+                }
             }
             if i == 0 {
                 add_totals(&mut next.totals, &delta);
@@ -353,13 +389,21 @@ impl StateStore for ClusterStore {
         self.0.flush.notify_one();
         Ok(())
     }
+
+    fn part_of(&self, key: &str) -> Option<u32> {
+        Some(shard_of(key, self.0.config.shards))
+    }
+
+    fn record_parts(&self, run_id: &str, parts: &BTreeMap<u32, PartRun>) {
+        self.0.table().completed = Some((run_id.to_owned(), parts.clone()));
+    }
 }
 
 /// One state over several shards: their ledgers together, totals summed, the rest
 /// (watermark, run progress) from the shard that is furthest behind.
 pub fn merge(states: &[&State]) -> State {
     let behind = states.iter().min_by_key(|s| s.last_complete_run_started_at).expect("merge needs at least one state");
-    let mut merged = State { ledger: BTreeMap::new(), totals: Totals::default(), ..(*behind).clone() };
+    let mut merged = State { ledger: BTreeMap::new(), totals: Totals::default(), last_run: None, ..(*behind).clone() };
     // The least restrictive lower bound: a shard with none must not be bounded by another's.
     merged.ignore_before = states.iter().map(|s| s.ignore_before).min().flatten();
     // Resume only when every shard was left mid-run; start from the earliest cursor.

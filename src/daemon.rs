@@ -11,7 +11,10 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::actors::webhook::{RunListener, WebhookSender};
-use crate::actors::{BeginError, GetProgress, Leave, Pipeline, Quiesce, RunFinished, RunNow, StateBackend, StopRun};
+use crate::actors::{
+    BeginError, FinishRun, GetProgress, Leave, Pipeline, Quiesce, RequestRun, RunFinished, RunNow, StateBackend,
+    StopRun, WholeRun,
+};
 use crate::api::AppState;
 use crate::cli::exit;
 use crate::config::Config;
@@ -179,16 +182,21 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
         let (config, bucket) = (Arc::new(config), storage.bucket().to_owned());
         let pipeline =
             Pipeline::start(config.clone(), storage, backend, None, false, Default::default(), vec![listener]);
-        if let Some(cluster) = &pipeline.cluster {
-            join_cluster(cluster).await;
+        if let (Some(cluster), Some(coordinator)) = (pipeline.cluster.clone(), pipeline.coordinator.clone()) {
+            let code = whole_run(&pipeline, &cluster, &coordinator, opts, timeout).await;
+            // Each instance announces its own runs (as `serve` does).
+            let mut any = false;
+            while let Ok(f) = finished.try_recv() {
+                announce(&config, &bucket, Some(f)).await;
+                any = true;
+            }
+            if !any {
+                announce(&config, &bucket, None).await;
+            }
+            return code;
         }
         let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
             Ok(Ok(h)) => h,
-            Ok(Err(BeginError::Queued)) => {
-                eprintln!("No shard of this instance is owed a run: the run is requested of the cluster, whose instances run theirs");
-                leave_cluster(&pipeline).await;
-                return exit::OK;
-            }
             Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
                 eprintln!("Error: cron job is already running");
                 return exit::LOCKED;
@@ -198,10 +206,6 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
                 return exit::FATAL;
             }
         };
-        // One run only: in a cluster, no further runs for shards gained meanwhile.
-        if let Some(c) = &pipeline.coordinator {
-            let _ = c.send(Quiesce).await;
-        }
         let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
         let mut done = handle.done;
         let summary = tokio::select! {
@@ -214,7 +218,6 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
         if let Some(bar) = bar {
             bar.abort();
         }
-        leave_cluster(&pipeline).await;
         let Some(summary) = summary else {
             eprintln!("Error: the run ended without a summary");
             return exit::FATAL;
@@ -222,12 +225,109 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
         let finished = tokio::time::timeout(Duration::from_secs(5), finished.recv()).await.ok().flatten();
         announce(&config, &bucket, finished).await;
         report(&summary, opts.json);
-        match (&summary.error, summary.counts.failed) {
-            (Some(_), _) => exit::FATAL,
-            (None, 0) => exit::OK,
-            _ => exit::FAILED,
-        }
+        exit_code(&summary)
     })
+}
+
+/// `run-once`'s exit code for a run's summary.
+fn exit_code(summary: &RunSummary) -> u8 {
+    match (&summary.error, summary.counts.failed) {
+        (Some(_), _) => exit::FATAL,
+        (None, 0) => exit::OK,
+        _ => exit::FAILED,
+    }
+}
+
+/// `run-once` in a cluster (`state.backend: bucket`): one whole run of the bucket.
+/// Joins, requests a run of the whole cluster, runs the shards it holds (and any owed
+/// shard that no live instance holds, taken for it), and returns only when every shard
+/// has answered the request — run by this instance or another live one. Its summary
+/// covers the whole run, shard by shard.
+async fn whole_run(
+    pipeline: &Pipeline,
+    cluster: &crate::cluster::Cluster,
+    coordinator: &actix::Addr<crate::actors::Coordinator>,
+    opts: RunOnceOptions,
+    timeout: Duration,
+) -> u8 {
+    let began = std::time::Instant::now();
+    join_cluster(cluster).await;
+    let at = match coordinator.send(RequestRun { force: opts.force }).await {
+        Ok(Ok(at)) => at,
+        Ok(Err(e)) => {
+            eprintln!("Error: {e}");
+            leave_cluster(pipeline).await;
+            return exit::FATAL;
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return exit::FATAL;
+        }
+    };
+    tracing::info!(at = %at.to_rfc3339(), "Waiting until every shard has answered the run request");
+    let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
+    let period = (cluster.config.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
+    let mut signal = std::pin::pin!(shutdown_signal());
+    let mut interrupted = false;
+    let whole = loop {
+        let whole = match coordinator.send(FinishRun { at }).await {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return exit::FATAL;
+            }
+        };
+        if whole.pending.is_empty() || interrupted {
+            break whole;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = &mut signal => interrupted = true,
+        }
+    };
+    if let Some(bar) = bar {
+        bar.abort();
+    }
+    // A run of a later request may be going on here: it stops as resumable, and the
+    // shards go back to the cluster with their state.
+    let _ = coordinator.send(Quiesce).await;
+    stop(pipeline, timeout).await;
+    let _ = coordinator.send(Leave).await;
+    let summary = whole_summary(at, &whole, began.elapsed());
+    report(&summary, opts.json);
+    exit_code(&summary)
+}
+
+/// The whole run's summary: the shards' counts summed, this instance's listing counts
+/// and failures, and an error naming the shards that could not be run.
+fn whole_summary(at: chrono::DateTime<chrono::Utc>, whole: &WholeRun, took: Duration) -> RunSummary {
+    let mut counts = crate::model::RunCounts::default();
+    for s in &whole.done {
+        counts.converted += s.run.converted;
+        counts.kept += s.run.kept;
+        counts.failed += s.run.failed;
+        counts.superseded += s.run.superseded;
+        counts.bytes_in += s.run.bytes_in;
+        counts.bytes_out += s.run.bytes_out;
+    }
+    for own in &whole.own {
+        counts.listed += own.counts.listed;
+        counts.skipped += own.counts.skipped;
+        counts.queued += own.counts.queued;
+    }
+    RunSummary {
+        run_id: format!("cluster-{}", at.format("%Y%m%dT%H%M%S%.3fZ")),
+        started_at: at,
+        finished_at: chrono::Utc::now(),
+        counts,
+        duration_ms: took.as_millis() as u64,
+        complete: whole.pending.is_empty() && whole.unreadable.is_empty(),
+        error: (!whole.unreadable.is_empty()).then(|| {
+            format!("shards {:?} cannot be run: their objects do not parse (repair or delete them)", whole.unreadable)
+        }),
+        failures: whole.own.iter().flat_map(|s| s.failures.clone()).collect(),
+        shards: whole.done.clone(),
+    }
 }
 
 /// `run-once` with `webhook.url`: tries the deliveries earlier processes left pending,
@@ -287,6 +387,13 @@ fn report(s: &RunSummary, json: bool) {
         s.duration_ms,
         if s.complete { "" } else { " (interrupted: the next run resumes)" }
     );
+    for r in &s.shards {
+        let p = &r.run;
+        println!(
+            "  shard {}: run by {}, converted {}, kept {}, failed {}, superseded {}",
+            r.shard, p.by, p.converted, p.kept, p.failed, p.superseded
+        );
+    }
     for f in &s.failures {
         println!("  failed: {} - {} ({})", f.key, f.reason, f.code);
     }

@@ -89,6 +89,18 @@ pub struct RunSummary {
     pub error: Option<String>,
     /// Keys that failed in this run, with their reasons.
     pub failures: Vec<FailureReport>,
+    /// `run-once` in a cluster: the whole run of the bucket, shard by shard — who ran
+    /// each and what it did there (the counts above are their sums).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardReport>,
+}
+
+/// What one run did in one shard, and which instance ran it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardReport {
+    pub shard: u32,
+    #[serde(flatten)]
+    pub run: crate::state::PartRun,
 }
 
 /// One failed key.

@@ -26,10 +26,11 @@ use super::lister::Lister;
 use super::scheduler::{RunHandle, begin};
 use super::state_keeper::{BeginError, StateKeeper};
 use crate::cluster::{
-    Cluster, HeldShard, InstanceRecord, ShardSet, ShardView, TriggerRecord, fair_share, shard_of, shard_view,
+    Cluster, HeldShard, InstanceRecord, ShardSet, ShardView, TriggerRecord, answers, fair_share, shard_of, shard_view,
 };
 use crate::config::Config;
 use crate::lease::{LeaseError, LeaseRecord, Leases};
+use crate::model::{RunSummary, ShardReport};
 use crate::state::State;
 use crate::storage::{Storage, StorageError};
 
@@ -41,6 +42,38 @@ pub struct Trigger {
     pub force: bool,
     /// A cron tick's scheduled time (every instance writes the same one); `None` for now.
     pub at: Option<DateTime<Utc>>,
+}
+
+/// `run-once`: records a run request for the whole cluster, and from now on keeps the
+/// shards still owed it (no release above the fair share) until they have answered it.
+/// Answers the time of the request in force, which [`FinishRun`] then waits for.
+#[derive(Message)]
+#[rtype(result = "Result<DateTime<Utc>, BeginError>")]
+pub struct RequestRun {
+    pub force: bool,
+}
+
+/// `run-once`: where the whole run for the request `at` stands. Every shard still owed
+/// it that no live instance holds (released, expired, never created) is taken here,
+/// above the fair share, and run by this instance.
+#[derive(Message)]
+#[rtype(result = "WholeRun")]
+pub struct FinishRun {
+    pub at: DateTime<Utc>,
+}
+
+/// The whole cluster's run for one request, as [`FinishRun`] sees it.
+#[derive(Debug, Clone, Default)]
+pub struct WholeRun {
+    /// Shards that have not answered the request yet (held by a live instance that is
+    /// running them, or just taken here).
+    pub pending: BTreeSet<u32>,
+    /// Shards whose object does not parse: they cannot be run until repaired.
+    pub unreadable: BTreeSet<u32>,
+    /// Shards that have answered it: who ran each, and what it did there.
+    pub done: Vec<ShardReport>,
+    /// This instance's runs since the request.
+    pub own: Vec<RunSummary>,
 }
 
 /// Starts no more runs (shutdown has begun). Send before stopping the pipeline.
@@ -89,7 +122,12 @@ struct Turn {
     /// When the heartbeat was last written and the others' last read.
     last_survey: Option<DateTime<Utc>>,
     /// Where a run's summary goes when the API asked for the run.
-    waiting: Option<oneshot::Sender<crate::model::RunSummary>>,
+    waiting: Option<oneshot::Sender<RunSummary>>,
+    /// `run-once`: the request whose whole run this instance waits for; shards still
+    /// owed it are not released to rebalance.
+    finishing: Option<DateTime<Utc>>,
+    /// `run-once`: this instance's runs since then.
+    finished: Vec<RunSummary>,
 }
 
 impl Coordinator {
@@ -165,6 +203,24 @@ impl Handler<Trigger> for Coordinator {
     fn handle(&mut self, msg: Trigger, _: &mut Context<Self>) -> Self::Result {
         let inner = self.inner.clone();
         Box::pin(async move { inner.trigger(msg.force, msg.at).await })
+    }
+}
+
+impl Handler<RequestRun> for Coordinator {
+    type Result = ResponseFuture<Result<DateTime<Utc>, BeginError>>;
+
+    fn handle(&mut self, msg: RequestRun, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.request_run(msg.force).await })
+    }
+}
+
+impl Handler<FinishRun> for Coordinator {
+    type Result = ResponseFuture<WholeRun>;
+
+    fn handle(&mut self, msg: FinishRun, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.finish_run(msg.at).await })
     }
 }
 
@@ -354,10 +410,15 @@ impl Inner {
         let mut held = self.cluster.held_ids();
         // Above the share: give back the highest shards (their state goes with them),
         // then say so in the heartbeat at once, or others would not look at them for a
-        // third of a lease.
-        let above = held.len() > fair;
+        // third of a lease. A `run-once` gives back only shards that have answered its
+        // request: the others it runs itself.
+        let mut releasable = match turn.finishing {
+            Some(at) => self.cluster.answered(at),
+            None => held.clone(),
+        };
+        let above = held.len() > fair && !releasable.is_empty();
         while held.len() > fair {
-            let shard = *held.iter().next_back().expect("non-empty");
+            let Some(shard) = releasable.pop_last() else { break };
             held.remove(&shard);
             let Some(h) = self.cluster.remove(shard) else { continue };
             let data = serde_json::to_value(&h.state).expect("state serialises");
@@ -463,7 +524,12 @@ impl Inner {
                 let (inner, waiting) = (self.clone(), turn.waiting.take());
                 actix::spawn(async move {
                     let summary = handle.done.await;
-                    inner.turn.lock().await.running = false;
+                    let mut turn = inner.turn.lock().await;
+                    turn.running = false;
+                    if let (Ok(s), true) = (&summary, turn.finishing.is_some()) {
+                        turn.finished.push(s.clone());
+                    }
+                    drop(turn);
                     if let (Ok(s), Some(tx)) = (summary, waiting) {
                         let _ = tx.send(s);
                     }
@@ -492,6 +558,101 @@ impl Inner {
             None => {
                 turn.waiting = None;
                 Err(BeginError::Queued)
+            }
+        }
+    }
+
+    /// `run-once`: records a run request and waits for its whole run ([`RequestRun`]).
+    async fn request_run(self: &Arc<Self>, force: bool) -> Result<DateTime<Utc>, BeginError> {
+        let mut turn = self.turn.lock().await;
+        let record = TriggerRecord { at: Utc::now(), by: self.cluster.config.instance_id.clone(), force };
+        let trigger = self.write_trigger(record).await.map_err(|e| BeginError::Cluster(e.to_string()))?;
+        let at = trigger.at;
+        turn.trigger = Some(trigger);
+        turn.finishing = Some(at);
+        drop(turn);
+        // The loop's next turn begins a run over the owed shards held here.
+        self.kick.notify_one();
+        Ok(at)
+    }
+
+    /// `run-once`: where the whole run for `at` stands ([`FinishRun`]); takes the owed
+    /// shards that no live instance holds.
+    async fn finish_run(self: &Arc<Self>, at: DateTime<Utc>) -> WholeRun {
+        let turn = self.turn.lock().await;
+        let mut whole = WholeRun { own: turn.finished.clone(), ..WholeRun::default() };
+        let held = self.cluster.held_runs(at);
+        let mut took = false;
+        for shard in 0..self.cluster.config.shards {
+            let report = |run: crate::state::PartRun| ShardReport { shard, run };
+            match held.get(&shard) {
+                Some(Some(run)) => whole.done.push(report(run.clone())),
+                Some(None) => {
+                    whole.pending.insert(shard);
+                }
+                None => match self.look_or_take(shard, at, turn.quiet).await {
+                    Look::Done(run) => whole.done.push(report(run)),
+                    Look::Pending { took: t } => {
+                        took |= t;
+                        whole.pending.insert(shard);
+                    }
+                    Look::Unreadable => {
+                        whole.unreadable.insert(shard);
+                    }
+                },
+            }
+        }
+        drop(turn);
+        if took {
+            self.kick.notify_one();
+        }
+        whole
+    }
+
+    /// A shard this instance does not hold: has it answered `at`? If not and it is free
+    /// (released, expired, or never created), take it (unless `quiet`).
+    async fn look_or_take(&self, shard: u32, at: DateTime<Utc>, quiet: bool) -> Look {
+        let key = self.cluster.shard_key(shard);
+        let current = match self.leases.read(&key).await {
+            Ok(c) => c,
+            Err(LeaseError::Corrupt(..)) => return Look::Unreadable,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "Cannot read the shard's lease; looking again");
+                return Look::Pending { took: false };
+            }
+        };
+        let state = match current.as_ref().map(|(r, _)| &r.data) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(data) => match State::deserialize(data) {
+                Ok(s) => Some(s),
+                Err(_) => return Look::Unreadable,
+            },
+        };
+        if let Some(s) = &state
+            && answers(s, at)
+        {
+            return Look::Done(s.last_run.clone().unwrap_or_default());
+        }
+        let now = Utc::now();
+        if quiet || current.as_ref().is_some_and(|(r, _)| !self.leases.is_free(r, now)) {
+            return Look::Pending { took: false };
+        }
+        match self.leases.take(&key, current, now).await {
+            Ok(Some(lease)) => {
+                let created = state.is_none();
+                let state = state.unwrap_or_else(|| State::initial(&self.config.state.initial, now));
+                tracing::info!(
+                    shard,
+                    epoch = lease.record.epoch,
+                    "Took a shard owed the run that no live instance holds"
+                );
+                self.cluster.insert(shard, HeldShard { lease, state, dirty: created });
+                Look::Pending { took: true }
+            }
+            Ok(None) => Look::Pending { took: false },
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "Cannot take the shard's lease");
+                Look::Pending { took: false }
             }
         }
     }
@@ -556,6 +717,17 @@ impl Inner {
         self.cluster.update_view(|v| v.trigger = turn.trigger.clone());
         self.metrics.set_cluster(self.cluster.held_ids().len(), turn.live);
     }
+}
+
+/// A shard not held here, as [`Inner::look_or_take`] found it.
+enum Look {
+    /// It answered the request: its last run.
+    Done(crate::state::PartRun),
+    /// Still owed it; `took`: taken here just now.
+    Pending {
+        took: bool,
+    },
+    Unreadable,
 }
 
 /// A shard as read from its object (lease record and parsed state).

@@ -43,7 +43,7 @@ use crate::state::StateStore;
 use crate::storage::Storage;
 
 pub use converter::Converter;
-pub use coordinator::{Coordinator, Leave, Quiesce, Trigger};
+pub use coordinator::{Coordinator, FinishRun, Leave, Quiesce, RequestRun, Trigger, WholeRun};
 pub use lister::Lister;
 pub use scheduler::{NextRun, RunHandle, RunNow, Scheduler};
 pub use state_keeper::{BeginError, GetProgress, Progress, RunFinished, StateKeeper, StopRun};

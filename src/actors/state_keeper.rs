@@ -6,7 +6,7 @@
 //! and the run ends here when the listing is over and nothing is in flight: the state
 //! is saved, the lock released and the summary sent to whoever waits for it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -19,7 +19,7 @@ use crate::cluster::ShardSet;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{FailureReport, ItemOutcome, RunCounts, RunSummary, Slot};
-use crate::state::{Failure, LockError, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore};
+use crate::state::{Failure, LockError, PartRun, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore};
 
 /// Starts a run: takes the lock, loads the state. Answers what the Lister needs.
 #[derive(Message)]
@@ -193,6 +193,8 @@ struct ActiveRun {
     done: Option<oneshot::Sender<RunSummary>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     images: Vec<(String, String)>,
+    /// What the run did in each part of the bucket (bucket mode: per shard).
+    parts: BTreeMap<u32, PartRun>,
 }
 
 impl ActiveRun {
@@ -275,6 +277,7 @@ impl StateKeeper {
             if pruned > 0 {
                 tracing::info!(pruned, "Ledger entries of sources no longer in the bucket dropped");
             }
+            self.store.record_parts(&run.id, &run.parts);
         } else {
             let progress = self.state.run.get_or_insert_with(RunProgress::default);
             progress.cursor = run.cursor();
@@ -296,6 +299,7 @@ impl StateKeeper {
             complete,
             error: error.clone(),
             failures: std::mem::take(&mut run.failures),
+            shards: Vec::new(),
         };
         tracing::info!("Processed {} images successfully, {} failed", counts.converted, counts.failed);
         if complete {
@@ -318,6 +322,20 @@ impl StateKeeper {
             let _ = w.send(());
         }
         // The lock is released when `run` drops here.
+    }
+}
+
+/// Adds one outcome to a part's counts.
+fn count_part(part: &mut PartRun, outcome: &ItemOutcome) {
+    match outcome {
+        ItemOutcome::Converted { bytes_in, bytes_out, .. } => {
+            part.converted += 1;
+            part.bytes_in += bytes_in;
+            part.bytes_out += bytes_out;
+        }
+        ItemOutcome::Kept { .. } => part.kept += 1,
+        ItemOutcome::Superseded { .. } => part.superseded += 1,
+        ItemOutcome::Failed { .. } => part.failed += 1,
     }
 }
 
@@ -389,6 +407,7 @@ impl Handler<BeginRun> for StateKeeper {
             done: Some(tx),
             stop_waiters: Vec::new(),
             images: Vec::new(),
+            parts: BTreeMap::new(),
         });
         self.metrics.run_started();
         self.save();
@@ -442,6 +461,9 @@ impl Handler<RecordDone> for StateKeeper {
             entry.1 = true;
         }
         Self::pop_finished(run);
+        if let Some(part) = self.store.part_of(&msg.key) {
+            count_part(run.parts.entry(part).or_default(), &msg.outcome);
+        }
         match &msg.outcome {
             ItemOutcome::Converted { bytes_in, bytes_out, convert_ms, .. } => {
                 run.counts.converted += 1;

@@ -53,6 +53,10 @@ pub struct State {
     /// answered; a later request makes the shard owed a run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub covered_trigger_at: Option<DateTime<Utc>>,
+    /// Bucket mode: the shard's last complete run — who ran it, the request it answered,
+    /// what it did in this shard — so any instance can report a whole run of the cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<PartRun>,
     /// The run in progress, if the last one did not finish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<RunProgress>,
@@ -60,6 +64,24 @@ pub struct State {
     pub ledger: BTreeMap<String, LedgerEntry>,
     /// Totals over all runs.
     pub totals: Totals,
+}
+
+/// What one run did in one part of the bucket (a shard, in bucket mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PartRun {
+    /// The run request it answered (`trigger.json`'s `at`).
+    pub trigger_at: Option<DateTime<Utc>>,
+    /// The instance that ran it.
+    pub by: String,
+    pub run_id: String,
+    pub converted: u64,
+    pub kept: u64,
+    pub failed: u64,
+    /// Left to another instance (lease lost, or its WebP was written first).
+    pub superseded: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// Where an unfinished run had got to.

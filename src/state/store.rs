@@ -30,6 +30,14 @@ pub trait StateStore: Send + Sync {
     fn save(&self, state: &State) -> Result<(), StateError>;
     /// Removes what a writer killed mid-save left behind (call while holding the run lock).
     fn clean_up(&self) {}
+    /// The part of the bucket `key` belongs to, when the store keeps parts apart (a
+    /// shard, in bucket mode): the run counts its outcomes per part.
+    fn part_of(&self, _key: &str) -> Option<u32> {
+        None
+    }
+    /// What the run now completing did in each part, recorded with the next
+    /// [`StateStore::save`] (the run's last).
+    fn record_parts(&self, _run_id: &str, _parts: &std::collections::BTreeMap<u32, super::PartRun>) {}
 }
 
 /// The error a run ends with when its final save failed: such a run is not complete, and

@@ -548,7 +548,10 @@ fn run_once_processes_and_a_server_in_any_order_complete_the_bucket_once() {
         let server = server.unwrap();
         wait_idle(&[&server]);
         assert_each_stored_once(&bucket, &expected);
-        eprintln!("seed {seed}: serve started at position {}; complete at every exit, each WebP stored once", serve_at + 1);
+        eprintln!(
+            "seed {seed}: serve started at position {}; complete at every exit, each WebP stored once",
+            serve_at + 1
+        );
     }
 }
 

@@ -259,3 +259,40 @@ fn container_converts_a_bucket_answers_health_and_stops_on_sigterm() {
     assert_eq!(exit.trim(), "0", "exit code after SIGTERM (137 = killed after the timeout)\n{logs}");
     assert!(logs.contains("Daemon stopped"), "{logs}");
 }
+
+#[test]
+fn version_names_the_commit_and_libwebp() {
+    let out = common::binary().arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with(&format!("image-converting-server {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.contains(&format!("libwebp {}", ics::convert::webp::version())), "{text}");
+    let commit = text.split("commit ").nth(1).and_then(|s| s.split(',').next()).unwrap_or("");
+    assert!(commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()) && commit.len() >= 7, "{text}");
+}
+
+#[test]
+fn completions_and_man_page_are_generated_from_the_flags() {
+    let out = common::binary().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    for word in ["run-once", "check-config", "--dry-run", "health"] {
+        assert!(script.contains(word), "bash completions lack {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.bash"), &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(dir.path().join("c.bash")).status().unwrap();
+    assert!(syntax.success(), "the bash completion script does not parse");
+    for shell in ["zsh", "fish"] {
+        assert!(common::binary().args(["completions", shell]).output().unwrap().status.success(), "{shell}");
+    }
+    assert!(!common::binary().args(["completions", "tcsh"]).output().unwrap().status.success());
+
+    let out = common::binary().arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH image-converting-server 1"), "{page}");
+    for word in ["serve", "run\\-once", "\\-\\-config"] {
+        assert!(page.contains(word), "the man page lacks {word}");
+    }
+}

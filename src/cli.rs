@@ -16,7 +16,7 @@ use crate::storage::Storage;
 
 /// Keeps an S3-compatible bucket (or a local directory) WebP-complete.
 #[derive(Debug, Parser)]
-#[command(name = "image-converting-server", version, about)]
+#[command(name = "image-converting-server", version, long_version = long_version(), about)]
 pub struct Cli {
     /// Configuration file (YAML). Default: config/config.yaml, if present.
     #[arg(long, global = true, value_name = "PATH")]
@@ -80,6 +80,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `man -l <(image-converting-server man)`.
+    Man,
     /// Ask a running daemon whether it is ready (`GET /ready`): exit 0 if so, 1 if not.
     /// For container health checks.
     Health {
@@ -87,6 +94,19 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+/// `--version`: the crate version, the commit it was built from and libwebp's version.
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (commit {}, libwebp {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("ICS_BUILD_COMMIT"),
+            crate::convert::webp::version()
+        )
+    })
 }
 
 /// Exit codes.
@@ -138,6 +158,22 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             ExitCode::from(crate::daemon::run_once(config, crate::daemon::RunOnceOptions { json, force, progress }))
         }
         Command::Schedule { count, after } => print_schedule(&config, count, after.as_deref()),
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "image-converting-server", &mut text);
+            print_bytes(&text)
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text) {
+                Ok(()) => print_bytes(&text),
+                Err(e) => {
+                    eprintln!("Error: cannot render the manual page: {e}");
+                    ExitCode::from(exit::FATAL)
+                }
+            }
+        }
         Command::Health { url } => {
             let url = url.unwrap_or_else(|| crate::health::default_url(&config));
             let answer = tokio::runtime::Builder::new_current_thread()
@@ -232,6 +268,19 @@ async fn convert_one(config: &Config, source: &str, resize: Option<ResizeSpec>, 
                 JobError::Source(_) => exit::USAGE,
                 _ => exit::FATAL,
             })
+        }
+    }
+}
+
+/// Writes generated text to stdout; a reader that closed early (`| head`) is not an error.
+fn print_bytes(text: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(text) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("Error: cannot write to stdout: {e}");
+            ExitCode::from(exit::FATAL)
         }
     }
 }

@@ -111,7 +111,7 @@ fn every_error_code() {
         http("POST", &format!("{}/api/convert", server.base), Some(b"source=x"), &[("Content-Type", "text/plain")]);
     assert_error(&wrong_type, 400, "invalid_request");
     assert_error(&server.get("/api/convert?source=p/big.jpg&width=abc"), 400, "invalid_resize_params");
-    assert_error(&server.get("/api/convert?source=p/big.jpg&height=0"), 400, "invalid_resize_params");
+    assert_error(&server.get("/api/convert?source=p/big.jpg&height=-1"), 400, "invalid_resize_params");
     assert_error(&server.get("/api/convert?source=p/big.jpg&width=20000"), 400, "invalid_resize_params");
     assert_error(&server.get("/api/convert?source=p/big.jpg&preset=huge"), 400, "invalid_preset");
     assert_error(&server.get("/api/convert?source=p/notes.txt"), 400, "invalid_source_format");

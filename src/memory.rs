@@ -5,23 +5,23 @@
 //! a thousand thumbnails; reserving by pixels does. The budget has two pools, so that
 //! waiting in one never blocks the other (no deadlock):
 //! - **files** (a quarter): a source's listed size, reserved before it is downloaded;
-//! - **work** (the rest): its decode and encode, [`bytes_per_pixel`] × pixels, read from
-//!   the header once downloaded and reserved before decoding.
+//! - **work** (the rest): its decode, resize and encode ([`crate::convert::cost`]), read
+//!   from the header once downloaded and reserved before decoding.
 //!
-//! A cost larger than its whole pool takes all of it and runs alone. Reservations queue
-//! in FIFO order, so a big image is not starved by a stream of small ones. Peak RSS is
-//! then at most the process's own ~100 MB plus the budget — provided freed pixel buffers
-//! go back to the OS, which [`return_large_frees_to_the_os`] sees to.
+//! Work that needs more than the whole work pool is refused (`over_memory_budget`, naming
+//! the budget to raise) instead of waiting for a pool that can never hold it. A file
+//! larger than the files pool takes all of it (its size is already capped by
+//! `conversion.max_size_mb`). Reservations queue in FIFO order, so a big image is not
+//! starved by a stream of small ones. Peak RSS is then at most the process's own
+//! ~100 MB plus the budget — provided freed pixel buffers go back to the OS, which
+//! [`return_large_frees_to_the_os`] sees to.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
-use image::ImageReader;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::convert::{SourceFormat, image_format, sniff};
-
-const MIB: u64 = 1 << 20;
+use crate::convert::cost::{MIB, work_pool_mb};
+use crate::convert::{ConvertError, ConvertOptions, ResizeSpec, admit, over_memory_budget};
 
 /// One pool, in MiB units.
 #[derive(Debug, Clone)]
@@ -41,6 +41,10 @@ impl Pool {
         self.units.clone().acquire_many_owned(units).await.expect("the semaphore is never closed")
     }
 
+    fn bytes(&self) -> u64 {
+        u64::from(self.total) * MIB
+    }
+
     fn reserved_bytes(&self) -> u64 {
         u64::from(self.total - self.units.available_permits() as u32) * MIB
     }
@@ -49,6 +53,7 @@ impl Pool {
 /// The shared budget.
 #[derive(Debug, Clone)]
 pub struct MemoryBudget {
+    budget_mb: u32,
     files: Pool,
     work: Pool,
 }
@@ -68,8 +73,9 @@ pub struct Reservation {
 
 impl MemoryBudget {
     pub fn new(megabytes: u32) -> Self {
-        let files = (megabytes / 4).max(1);
-        Self { files: Pool::new(files), work: Pool::new(megabytes.saturating_sub(files).max(1)) }
+        let work = work_pool_mb(megabytes);
+        let files = megabytes.saturating_sub(work).max(1);
+        Self { budget_mb: megabytes, files: Pool::new(files), work: Pool::new(work) }
     }
 
     /// Waits until a file of `size` bytes may be downloaded.
@@ -77,41 +83,29 @@ impl MemoryBudget {
         FileReservation { _permit: self.files.take(size).await }
     }
 
-    /// Waits until the image in `bytes` may be decoded and encoded, and reserves that.
-    pub async fn reserve_work(&self, file: Option<FileReservation>, bytes: &[u8]) -> Reservation {
-        let work = self.work.take(estimate(bytes)).await;
-        Reservation { _file: file, _work: work }
+    /// Waits until the image in `bytes` may be decoded, resized to `resize` and encoded,
+    /// and reserves that; refuses at once work that the whole pool could never hold.
+    pub async fn reserve_work(
+        &self,
+        file: Option<FileReservation>,
+        bytes: &[u8],
+        resize: Option<ResizeSpec>,
+        opts: &ConvertOptions,
+    ) -> Result<Reservation, ConvertError> {
+        // A limit the header breaks is refused here, with the converter's own reason;
+        // an unreadable header costs nothing (its conversion fails before decoding).
+        let cost = admit(bytes, resize, opts)?.unwrap_or(0);
+        if cost > self.work.bytes() {
+            return Err(over_memory_budget(cost, self.budget_mb));
+        }
+        let work = self.work.take(cost).await;
+        Ok(Reservation { _file: file, _work: work })
     }
 
     /// Bytes reserved right now (files, work).
     pub fn reserved_bytes(&self) -> (u64, u64) {
         (self.files.reserved_bytes(), self.work.reserved_bytes())
     }
-}
-
-/// Peak bytes per pixel of decoding and encoding an image whose decoder yields
-/// `decoded` bytes a pixel: the decoded image and the decoder's working planes (2×), our
-/// 8-bit copy when the decoder's is not (≤ 4), libwebp's YUV 4:2:0 picture (1.5) and its
-/// encoder state. Measured: a 17.9 MP 8-bit RGB JPEG peaks at 174 MB over the process's
-/// base and the file, 9.7 bytes a pixel; this gives 12.
-pub fn bytes_per_pixel(decoded: u64) -> u64 {
-    2 * decoded + 6
-}
-
-/// Animations hold several RGBA canvases in the encoder: their canvas costs 3 times more.
-const ANIMATION_FACTOR: u64 = 3;
-
-/// What decoding and encoding `bytes` will take at its peak, from the header alone; an
-/// unreadable header costs nothing (its conversion fails before decoding).
-pub fn estimate(bytes: &[u8]) -> u64 {
-    let Ok(format) = sniff(bytes) else { return 0 };
-    let Ok(decoder) = ImageReader::with_format(Cursor::new(bytes), image_format(format)).into_decoder() else {
-        return 0;
-    };
-    let (w, h) = image::ImageDecoder::dimensions(&decoder);
-    let decoded = u64::from(image::ImageDecoder::color_type(&decoder).bytes_per_pixel());
-    let factor = if format == SourceFormat::Gif { ANIMATION_FACTOR } else { 1 };
-    u64::from(w) * u64::from(h) * bytes_per_pixel(decoded) * factor
 }
 
 /// Makes glibc give every freed block of 1 MiB or more back to the OS at once.
@@ -132,24 +126,35 @@ pub fn return_large_frees_to_the_os() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::cost::estimate;
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!("{}/testdata/images/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
+    fn cost(name: &str) -> u64 {
+        estimate(&fixture(name), None, &ConvertOptions::default()).unwrap()
+    }
+
     #[test]
     fn the_cost_follows_the_pixels_and_their_depth_not_the_file() {
-        assert_eq!(estimate(&fixture("jpeg_baseline.jpg")), 640 * 427 * 12); // 8-bit RGB
-        assert_eq!(estimate(&fixture("png_rgba16.png")), estimate(&fixture("png_alpha.png")) * 22 / 14);
-        // The 100000x100000 bomb is a tiny file with a huge cost: it would take the
-        // whole pool (it is refused by the pixel cap before decoding anyway).
-        assert!(estimate(&fixture("bad/bomb.png")) > 100_000 * 100_000 * 6);
-        assert_eq!(estimate(b"not an image"), 0);
+        assert_eq!(cost("jpeg_baseline.jpg"), 640 * 427 * 23); // 8-bit RGB, lossy
+        // 16-bit RGBA costs more to decode; lossless encoding (auto, a PNG) dominates.
+        assert_eq!(cost("png_rgba16.png"), cost("png_alpha.png"));
+        let lossy = ConvertOptions { lossless: crate::convert::LosslessPolicy::Never, ..Default::default() };
+        assert!(estimate(&fixture("png_alpha.png"), None, &lossy).unwrap() < cost("png_alpha.png"));
+        // The 100000x100000 bomb is a tiny file with a huge cost; a size the limits
+        // refuse anyway (16383 px a side) reserves nothing: it fails before decoding.
+        let header = crate::convert::cost::read_header(&fixture("bad/bomb.png")).unwrap();
+        assert!(crate::convert::cost::working_set(&header, (100_000, 100_000), true) > 100_000 * 100_000 * 6);
+        assert_eq!(estimate(&fixture("bad/bomb.png"), None, &ConvertOptions::default()), None);
+        assert_eq!(estimate(b"not an image", None, &ConvertOptions::default()), None);
     }
 
     #[tokio::test]
     async fn a_reservation_waits_until_its_pool_has_room() {
         let budget = MemoryBudget::new(40); // files 10 MiB, work 30 MiB
+        let limits = ConvertOptions::default();
         let big = budget.reserve_file(8 * MIB).await;
         assert_eq!(budget.reserved_bytes(), (8 * MIB, 0));
         let waiting = tokio::spawn({
@@ -159,18 +164,33 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "4 MiB more does not fit in 10 with 8 taken");
         // The work pool is separate: an image can still start converting.
-        let work = budget.reserve_work(Some(big), &fixture("jpeg_baseline.jpg")).await;
+        let work = budget.reserve_work(Some(big), &fixture("jpeg_baseline.jpg"), None, &limits).await.unwrap();
         // (the waiter already holds the 2 MiB that were free: tokio hands permits out
         // to the head of the queue as they come)
-        assert_eq!(budget.reserved_bytes(), (10 * MIB, 4 * MIB));
+        assert_eq!(budget.reserved_bytes(), (10 * MIB, 6 * MIB));
         drop(work);
         let file = waiting.await.unwrap();
         assert_eq!(budget.reserved_bytes(), (4 * MIB, 0));
         drop(file);
-        // More than a whole pool: takes all of it, and still runs.
+        // A file larger than its whole pool takes all of it, and still downloads.
         let huge = budget.reserve_file(64 * MIB).await;
         assert_eq!(budget.reserved_bytes(), (10 * MIB, 0));
         drop(huge);
         assert_eq!(budget.reserved_bytes(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn work_larger_than_the_whole_pool_is_refused_not_run_alone() {
+        let budget = MemoryBudget::new(16); // work 12 MiB
+        let limits = ConvertOptions::default();
+        let jpeg = fixture("jpeg_baseline.jpg"); // 6 MiB to convert as it is
+        let upscale = Some(ResizeSpec { width: Some(2000), height: None });
+        let e = budget.reserve_work(None, &jpeg, upscale, &limits).await.unwrap_err();
+        assert_eq!(e.code(), "over_memory_budget");
+        let message = e.to_string();
+        assert!(message.contains("pipeline.memory_budget_mb (16)") && message.contains("at least"), "{message}");
+        assert_eq!(budget.reserved_bytes(), (0, 0), "a refusal reserves nothing");
+        // The same image at its own size fits.
+        assert!(budget.reserve_work(None, &jpeg, None, &limits).await.is_ok());
     }
 }

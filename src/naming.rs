@@ -69,15 +69,16 @@ pub fn parse_source(source: &str, bucket: &str) -> Result<String, SourceError> {
         return Err(SourceError::Scheme(source.to_owned()));
     }
     let (named, key) = rest.split_once('/').unwrap_or((rest, ""));
+    // An address without a key is malformed whichever bucket it names (as in Go).
+    if key.is_empty() {
+        return Err(SourceError::NoKey(source.to_owned()));
+    }
     if named != bucket {
         return Err(SourceError::OtherBucket {
             address: source.to_owned(),
             bucket: named.to_owned(),
             configured: bucket.to_owned(),
         });
-    }
-    if key.is_empty() {
-        return Err(SourceError::NoKey(source.to_owned()));
     }
     Ok(key.to_owned())
 }
@@ -122,6 +123,7 @@ mod tests {
         assert_eq!(parse_source("x/y.jpg", "b").unwrap(), "x/y.jpg");
         assert!(matches!(parse_source("r2://other/y.jpg", "b"), Err(SourceError::OtherBucket { .. })));
         assert!(matches!(parse_source("r2://b/", "b"), Err(SourceError::NoKey(_))));
+        assert!(matches!(parse_source("r2://other", "b"), Err(SourceError::NoKey(_))));
         assert!(matches!(parse_source("ftp://b/y.jpg", "b"), Err(SourceError::Scheme(_))));
     }
 }

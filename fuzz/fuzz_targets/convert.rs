@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
             max_pixels: 4_000_000,
             max_frames: 8,
             oversize: if a & 0x10 != 0 { Oversize::Downscale } else { Oversize::Fail },
+            // Small, so that the budget check is exercised too (4 MP of RGBA at 22 B/px
+            // is 88 MB).
+            memory_budget_mb: 64,
         },
         ..ConvertOptions::default()
     };

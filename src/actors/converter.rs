@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::state_keeper::{RecordDone, StateKeeper};
 use super::uploader::{UploadWebp, Uploader};
@@ -37,11 +38,18 @@ pub struct ConvertImage {
 
 /// Converts bytes for an on-demand request (the API) and answers with the result.
 /// It queues in the same mailbox as the runs' images, so neither starves the other.
+///
+/// The request's memory reservation and its admission travel with the message: they
+/// are released when the conversion has really ended — or, when the requester gave up
+/// (a 504) before a worker took the message, when the worker skips it — never while
+/// a worker still holds the pixels.
 #[derive(Message)]
 #[rtype(result = "Result<convert::Converted, ConvertError>")]
 pub struct ConvertBytes {
     pub bytes: Bytes,
     pub resize: Option<convert::ResizeSpec>,
+    pub memory: Reservation,
+    pub admitted: Arc<OwnedSemaphorePermit>,
 }
 
 /// One worker of the pool.
@@ -136,7 +144,11 @@ impl Handler<ConvertBytes> for Converter {
     type Result = Result<convert::Converted, ConvertError>;
 
     fn handle(&mut self, msg: ConvertBytes, _: &mut SyncContext<Self>) -> Self::Result {
-        self.convert(&msg.bytes, msg.resize).unwrap_or_else(|_| {
+        let ConvertBytes { bytes, resize, memory, admitted } = msg;
+        let result = self.convert(&bytes, resize);
+        // The pixels are gone: only now may another conversion use their memory.
+        drop((bytes, memory, admitted));
+        result.unwrap_or_else(|_| {
             Err(ConvertError::Encode(convert::webp::EncodeError("the image decoder or encoder panicked".into())))
         })
     }

@@ -226,15 +226,22 @@ impl ListingJob {
         let storage = self.storage.clone();
         let converter = self.converter.clone();
         let state_keeper = self.state_keeper.clone();
-        let max = self.config.convert.limits.max_input_bytes;
+        let opts = self.config.convert.clone();
         let budget = self.memory.clone();
         actix::spawn(async move {
             let file = budget.reserve_file(candidate.source.size).await;
-            match storage.get(&candidate.source.key, max).await {
-                Ok((_, bytes)) => {
-                    let memory = budget.reserve_work(Some(file), &bytes).await;
-                    converter.do_send(ConvertImage { candidate, bytes, slot, memory })
-                }
+            match storage.get(&candidate.source.key, opts.limits.max_input_bytes).await {
+                Ok((_, bytes)) => match budget.reserve_work(Some(file), &bytes, None, &opts).await {
+                    Ok(memory) => converter.do_send(ConvertImage { candidate, bytes, slot, memory }),
+                    // A limit its header breaks (pixels, frames, the memory budget).
+                    Err(e) => state_keeper.do_send(RecordDone {
+                        key: candidate.source.key,
+                        output: candidate.output,
+                        etag: candidate.source.etag,
+                        outcome: ItemOutcome::Failed { code: e.code().into(), reason: e.to_string(), permanent: true },
+                        slot,
+                    }),
+                },
                 Err(e) => {
                     let permanent = !e.is_transient();
                     let code = match &e {

@@ -6,20 +6,22 @@
 //! can starve the other.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::actors::converter::ConvertBytes;
 use crate::actors::uploader::PutWebp;
 use crate::actors::webhook::SendNow;
-use crate::convert::ResizeSpec;
+use crate::convert::{ConvertError, ResizeSpec};
 use crate::naming;
 use crate::webhook;
 
@@ -31,10 +33,12 @@ pub struct ConvertBody {
 }
 
 pub async fn convert_post(
+    req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
     body: web::Json<ConvertBody>,
 ) -> Result<HttpResponse, ApiError> {
+    super::json_content_type(&req)?;
     let source = body.into_inner().source.unwrap_or_default();
     convert(state, source, &query).await
 }
@@ -47,32 +51,35 @@ pub async fn convert_get(
     convert(state, source, &query).await
 }
 
-/// `width`, `height` and `preset` query parameters, as the Go server reads them.
+/// `width`, `height` and `preset` query parameters, as the Go server reads them: `0`
+/// (or nothing) keeps that side — from the other side's scale, or as it is when neither
+/// is given; an explicit size wins over a preset, which must still exist.
 fn resize_from(query: &HashMap<String, String>, state: &AppState) -> Result<Option<ResizeSpec>, ApiError> {
     let side = |name: &str| -> Result<Option<u32>, ApiError> {
         match query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=16383).contains(&n) => Ok(Some(n)),
+                Ok(0) => Ok(None),
+                Ok(n) if n <= crate::convert::WEBP_MAX_SIDE => Ok(Some(n)),
                 _ => Err(ApiError::bad_request(
                     "invalid_resize_params",
-                    format!("{name} must be a whole number from 1 to 16383, got {v:?}"),
+                    format!("{name} must be a whole number from 0 (keep) to 16383, got {v:?}"),
                 )),
             },
         }
     };
     let (width, height) = (side("width")?, side("height")?);
-    match query.get("preset").map(|p| p.trim()).filter(|p| !p.is_empty()) {
-        Some(_) if width.is_some() || height.is_some() => {
-            Err(ApiError::bad_request("invalid_resize_params", "give either preset or width/height, not both"))
-        }
-        Some(name) => state.config.presets.get(name).copied().map(Some).ok_or_else(|| {
+    let preset = match query.get("preset").map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        None => None,
+        Some(name) => Some(state.config.presets.get(name).copied().ok_or_else(|| {
             let known: Vec<&str> = state.config.presets.keys().map(String::as_str).collect();
             ApiError::bad_request("invalid_preset", format!("unknown preset {name:?} (known: {})", known.join(", ")))
-        }),
-        None if width.is_none() && height.is_none() => Ok(None),
-        None => Ok(Some(ResizeSpec { width, height })),
+        })?),
+    };
+    if width.is_some() || height.is_some() {
+        return Ok(Some(ResizeSpec { width, height }));
     }
+    Ok(preset)
 }
 
 /// Where the WebP of an on-demand conversion goes: beside the source, with the size in
@@ -104,7 +111,7 @@ async fn convert(
         return Err(ApiError::bad_request("missing_source", "source is required"));
     }
     let resize = resize_from(query, &state)?;
-    let Ok(_admitted) = state.api_slots.clone().try_acquire_owned() else {
+    let Ok(admitted) = state.api_slots.clone().try_acquire_owned() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -112,7 +119,10 @@ async fn convert(
         ));
     };
     let timeout = std::time::Duration::from_secs(state.config.server.timeout_seconds);
-    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), resize)).await {
+    // The admission is shared with the conversion: a request that times out leaves it
+    // held until the converter has really finished (or skipped) its work.
+    let admitted = Arc::new(admitted);
+    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), resize, admitted)).await {
         Ok(r) => r,
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -122,7 +132,12 @@ async fn convert(
     }
 }
 
-async fn convert_inner(state: &AppState, source: &str, resize: Option<ResizeSpec>) -> Result<HttpResponse, ApiError> {
+async fn convert_inner(
+    state: &AppState,
+    source: &str,
+    resize: Option<ResizeSpec>,
+    admitted: Arc<OwnedSemaphorePermit>,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let bucket = state.storage.bucket().to_owned();
     let is_url = source.starts_with("http://") || source.starts_with("https://");
@@ -148,19 +163,20 @@ async fn convert_inner(state: &AppState, source: &str, resize: Option<ResizeSpec
         (key, bytes)
     };
     let original_size = bytes.len() as u64;
-    let memory = state.pipeline.memory.reserve_work(None, &bytes).await;
+    let with_source = |e: ConvertError| {
+        let mut api: ApiError = e.into();
+        api.message = format!("{source}: {}", api.message);
+        api
+    };
+    let opts = &state.config.convert;
+    let memory = state.pipeline.memory.reserve_work(None, &bytes, resize, opts).await.map_err(with_source)?;
     let converted = state
         .pipeline
         .converter
-        .send(ConvertBytes { bytes, resize })
+        .send(ConvertBytes { bytes, resize, memory, admitted: admitted.clone() })
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the converter pool is stopping"))?
-        .map_err(|e| {
-            let mut api: ApiError = e.into();
-            api.message = format!("{source}: {}", api.message);
-            api
-        })?;
-    drop(memory); // the decoded pixels are gone; the WebP is small
+        .map_err(with_source)?;
     let output = destination(&key, resize.map(|_| (converted.width, converted.height)));
     let converted_size = converted.webp.len() as u64;
     state
@@ -194,7 +210,12 @@ pub struct WebhookBody {
     event: Option<String>,
 }
 
-pub async fn webhook_send(state: web::Data<AppState>, body: web::Json<WebhookBody>) -> Result<HttpResponse, ApiError> {
+pub async fn webhook_send(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<WebhookBody>,
+) -> Result<HttpResponse, ApiError> {
+    super::json_content_type(&req)?;
     let Some(sender) = &state.webhook else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "webhook_not_configured", "webhook.url is not set"));
     };

@@ -70,7 +70,8 @@ impl From<SourceError> for ApiError {
         match e {
             SourceError::Empty => Self::bad_request("missing_source", "source is required"),
             SourceError::OtherBucket { .. } => Self::bad_request("bucket_mismatch", e.to_string()),
-            SourceError::NoKey(_) | SourceError::Scheme(_) => Self::bad_request("invalid_request", e.to_string()),
+            // As the Go server: an unsupported scheme or an address without a key.
+            SourceError::NoKey(_) | SourceError::Scheme(_) => Self::bad_request("invalid_source_format", e.to_string()),
         }
     }
 }
@@ -93,10 +94,16 @@ impl From<ConvertError> for ApiError {
         match &e {
             ConvertError::TooLarge { .. }
             | ConvertError::TooManyPixels { .. }
+            | ConvertError::OutputTooManyPixels { .. }
+            | ConvertError::CanvasTooLarge { .. }
             | ConvertError::TooWide { .. }
             | ConvertError::TooManyFrames { .. }
             | ConvertError::LimitExceeded { .. } => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
+            }
+            // Its own reason: the remedy is a setting (named in the message), not the file.
+            ConvertError::OverMemoryBudget { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "over_memory_budget", e.to_string())
             }
             ConvertError::InvalidResize(_) => Self::bad_request("invalid_resize_params", e.to_string()),
             ConvertError::Encode(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "conversion_failed", e.to_string()),

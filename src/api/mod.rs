@@ -82,7 +82,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let token = state.config.api.token.clone();
     let body_time = std::time::Duration::from_secs(state.config.server.timeout_seconds);
     cfg.app_data(web::Data::new(state))
-        .app_data(web::JsonConfig::default().limit(body_limit).error_handler(|e, _| json_error(e).into()))
+        // A body without Content-Type is JSON, as the Go server reads it; another type is
+        // refused by `json_content_type` (so no browser form can post here unnoticed).
+        .app_data(
+            web::JsonConfig::default()
+                .limit(body_limit)
+                .content_type_required(false)
+                .error_handler(|e, _| json_error(e).into()),
+        )
         .app_data(web::PayloadConfig::default().limit(body_limit))
         .route("/", web::get().to(index))
         .route("/health", web::get().to(health))
@@ -113,6 +120,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 )),
         )
         .default_service(web::to(not_found));
+}
+
+/// Accepts a request body with no `Content-Type` (as the Go server does) or a JSON one.
+fn json_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    use actix_web::HttpMessage;
+    match req.mime_type() {
+        Ok(None) => Ok(()),
+        Ok(Some(m)) if m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json") => Ok(()),
+        _ => Err(ApiError::bad_request("invalid_request", "Content-Type must be application/json (or absent)")),
+    }
 }
 
 fn json_error(e: actix_web::error::JsonPayloadError) -> ApiError {
@@ -146,7 +163,22 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    use std::fmt::Write;
+    let mut body = state.metrics.render();
+    // Live gauges owned by the pipeline and the API, not by the counters.
+    let (files, work) = state.pipeline.memory.reserved_bytes();
+    let admitted = state.config.api.max_queued_conversions - state.api_slots.available_permits();
+    let _ = write!(
+        body,
+        "# HELP ics_memory_reserved_bytes Memory reserved from pipeline.memory_budget_mb, by pool.\n\
+         # TYPE ics_memory_reserved_bytes gauge\n\
+         ics_memory_reserved_bytes{{pool=\"files\"}} {files}\n\
+         ics_memory_reserved_bytes{{pool=\"work\"}} {work}\n\
+         # HELP ics_api_conversions_admitted API conversions admitted and not yet finished (a timed-out one counts until its converter stops).\n\
+         # TYPE ics_api_conversions_admitted gauge\n\
+         ics_api_conversions_admitted {admitted}\n"
+    );
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }
 
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -19,7 +19,7 @@ impl Config {
     /// [`Config::validate`], with the values' origins for the messages.
     pub fn validate_with(raw: RawConfig, origins: &Origins) -> Result<Self, ConfigError> {
         let storage = super::storage::storage(&raw.storage, &raw.r2, origins)?;
-        let (formats, convert, skip_if_larger) = conversion(&raw.conversion)?;
+        let (formats, mut convert, skip_if_larger) = conversion(&raw.conversion)?;
         let mut presets = BTreeMap::new();
         let raw_presets = raw.resize.presets.unwrap_or_else(default_presets);
         for (name, p) in raw_presets {
@@ -150,8 +150,15 @@ impl Config {
                 0,
                 3600,
             )?),
-            memory_budget_mb: int_in("pipeline.memory_budget_mb", p.memory_budget_mb.unwrap_or(1024), 16, 1 << 20)?,
+            memory_budget_mb: int_in(
+                "pipeline.memory_budget_mb",
+                p.memory_budget_mb.unwrap_or(i64::from(crate::convert::cost::DEFAULT_BUDGET_MB)),
+                16,
+                1 << 20,
+            )?,
         };
+        // Every conversion (runs, API, the `convert` command) refuses work over the budget.
+        convert.limits.memory_budget_mb = pipeline.memory_budget_mb;
         let a = raw.api;
         let mut trusted = Vec::new();
         for t in a.trusted_url_addresses.unwrap_or_default() {
@@ -284,6 +291,8 @@ fn conversion(c: &RawConversion) -> Result<(Vec<String>, ConvertOptions, bool), 
             max_pixels: (max_mp * 1_000_000.0) as u64,
             max_frames: int_in("conversion.max_frames", c.max_frames.unwrap_or(1000), 1, 100_000)?,
             oversize,
+            // Set from pipeline.memory_budget_mb once that is read.
+            memory_budget_mb: crate::convert::cost::DEFAULT_BUDGET_MB,
         },
         keep_icc: c.keep_icc.unwrap_or(true),
         keep_exif: c.keep_exif.unwrap_or(false),

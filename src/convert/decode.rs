@@ -12,7 +12,7 @@ use image::metadata::Orientation;
 use image::{AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageError, ImageFormat, ImageReader};
 
 use super::webp::Metadata;
-use super::{ConvertError, ConvertOptions, SourceFormat};
+use super::{ConvertError, ConvertOptions, Limits, SourceFormat};
 
 /// A decoded still image, ready to encode.
 pub struct Still {
@@ -49,11 +49,14 @@ pub fn image_format(f: SourceFormat) -> ImageFormat {
 }
 
 /// Decoder limits: generous enough for any image within our own caps, so the header
-/// check below is what refuses a bomb (with our error, not the decoder's).
+/// check before decoding is what refuses a bomb (with our error, not the decoder's); and
+/// never more than the memory budget leaves for one conversion, so a decoder that
+/// allocates more than its header promised (a GIF's canvas per frame) is stopped there.
 fn decoder_limits(opts: &ConvertOptions) -> image::Limits {
     let mut limits = image::Limits::default();
     // 16-bit RGBA is 8 bytes a pixel; leave room for the decoder's working buffers.
-    limits.max_alloc = Some(opts.limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    let caps = opts.limits.max_pixels.saturating_mul(8).saturating_add(64 << 20);
+    limits.max_alloc = Some(caps.min(opts.limits.max_work_bytes()));
     limits
 }
 
@@ -69,13 +72,13 @@ pub fn decode_error(format: SourceFormat, e: ImageError) -> ConvertError {
 }
 
 /// Refuses images over the pixel cap before decoding them.
-pub fn check_pixels(width: u32, height: u32, opts: &ConvertOptions) -> Result<(), ConvertError> {
+pub fn check_pixels(width: u32, height: u32, limits: &Limits) -> Result<(), ConvertError> {
     let pixels = u64::from(width) * u64::from(height);
     if width == 0 || height == 0 {
         return Err(ConvertError::EmptyImage);
     }
-    if pixels > opts.limits.max_pixels {
-        return Err(ConvertError::TooManyPixels { width, height, max: opts.limits.max_pixels });
+    if pixels > limits.max_pixels {
+        return Err(ConvertError::TooManyPixels { width, height, max: limits.max_pixels });
     }
     Ok(())
 }
@@ -97,7 +100,7 @@ pub fn decode<'a>(bytes: &'a [u8], format: SourceFormat, opts: &ConvertOptions) 
     reader.limits(decoder_limits(opts));
     let mut decoder = reader.into_decoder().map_err(|e| decode_error(format, e))?;
     let (width, height) = decoder.dimensions();
-    check_pixels(width, height, opts)?;
+    check_pixels(width, height, &opts.limits)?;
     // Metadata problems (a corrupt EXIF block, a bad orientation value) never fail a
     // conversion: the image is shown as stored, without the broken metadata.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
@@ -124,7 +127,7 @@ fn decode_gif<'a>(bytes: &'a [u8], opts: &ConvertOptions) -> Result<Decoded<'a>,
     let mut decoder = GifDecoder::new(Cursor::new(bytes)).map_err(|e| decode_error(format, e))?;
     decoder.set_limits(decoder_limits(opts)).map_err(|e| decode_error(format, e))?;
     let (width, height) = decoder.dimensions();
-    check_pixels(width, height, opts)?;
+    check_pixels(width, height, &opts.limits)?;
     let loop_count = webp_loop_count(netscape_loop_count(bytes));
     let mut frames = decoder.into_frames();
     let mut first = Vec::with_capacity(2);

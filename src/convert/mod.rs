@@ -1,11 +1,13 @@
 //! The conversion core: bytes in, WebP out. Plain functions, no actix, no I/O.
 //!
 //! [`convert`] runs the whole path for one image: size cap → sniff the real format →
-//! header limits (pixels, sides, frames) → decode → EXIF orientation → optional resize →
+//! header limits (pixels in and out, sides, frames, the animation's canvas, working
+//! memory against `pipeline.memory_budget_mb`: [`cost`]) → decode → EXIF orientation → optional resize →
 //! libwebp encode (still or animated) → ICC/EXIF/XMP chunks. Every failure is a
 //! [`ConvertError`] that says what is wrong with the input and carries a stable
 //! [`ConvertError::code`] for ledgers, metrics and API responses.
 
+pub mod cost;
 mod decode;
 mod options;
 mod sniff;
@@ -15,7 +17,9 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 
 pub use decode::{image_format, netscape_loop_count, webp_loop_count};
-pub use options::{ConvertOptions, FormatOverride, Limits, LosslessPolicy, Oversize, ResizeSpec, SourceFormat};
+pub use options::{
+    ANIMATION_CANVASES, ConvertOptions, FormatOverride, Limits, LosslessPolicy, Oversize, ResizeSpec, SourceFormat,
+};
 pub use sniff::sniff;
 
 use decode::{Decoded, decode_error, frame_duration_ms};
@@ -45,6 +49,20 @@ pub enum ConvertError {
         "image is {width}x{height}; WebP allows at most 16383 px a side (set conversion.oversize: downscale to fit)"
     )]
     TooWide { width: u32, height: u32 },
+    #[error(
+        "output would be {width}x{height} = {} pixels, over the limit of {max} (conversion.max_megapixels): ask for a smaller size",
+        *width as u64 * *height as u64
+    )]
+    OutputTooManyPixels { width: u32, height: u32, max: u64 },
+    #[error(
+        "animation canvas is {width}x{height} = {} pixels; an animation keeps {ANIMATION_CANVASES} canvases at once, so its canvas may have at most {max} (conversion.max_megapixels / {ANIMATION_CANVASES})",
+        *width as u64 * *height as u64
+    )]
+    CanvasTooLarge { width: u32, height: u32, max: u64 },
+    #[error(
+        "converting needs about {needed_mb} MB of working memory, more than the {work_mb} MB that pipeline.memory_budget_mb ({budget_mb}) leaves for decoding and encoding; raise pipeline.memory_budget_mb to at least {raise_to_mb}"
+    )]
+    OverMemoryBudget { needed_mb: u64, work_mb: u32, budget_mb: u32, raise_to_mb: u64 },
     #[error("animation has more than {max} frames (conversion.max_frames)")]
     TooManyFrames { max: u32 },
     #[error("decoder limit exceeded: {message}")]
@@ -65,7 +83,10 @@ impl ConvertError {
             Self::UnsupportedFormat { .. } => "unsupported_format",
             Self::Decode { .. } => "decode_failed",
             Self::EmptyImage => "empty_image",
-            Self::TooManyPixels { .. } => "too_many_pixels",
+            Self::TooManyPixels { .. } | Self::OutputTooManyPixels { .. } | Self::CanvasTooLarge { .. } => {
+                "too_many_pixels"
+            }
+            Self::OverMemoryBudget { .. } => "over_memory_budget",
             Self::TooWide { .. } => "too_wide",
             Self::TooManyFrames { .. } => "too_many_frames",
             Self::LimitExceeded { .. } => "limit_exceeded",
@@ -117,19 +138,79 @@ pub fn convert(input: &[u8], opts: &ConvertOptions, resize: Option<ResizeSpec>) 
         }
     }
     let format = sniff(input)?;
+    admit(input, resize, opts)?;
     match decode::decode(input, format, opts)? {
         Decoded::Still(still) => convert_still(still, format, opts, resize),
         Decoded::Animation(anim) => convert_animation(anim, format, opts, resize),
     }
 }
 
+/// Checks every limit that the header alone decides, before any pixel is decoded, and
+/// returns the working memory the conversion will need: the pixel cap on the source and
+/// on the output (an upscale is allowed, as the Go server does, within the cap), the
+/// frame count and the canvas of an animation, and the working memory against the
+/// budget. `Ok(None)` when the header cannot be read: the decoder then says why.
+///
+/// The memory budget's admission calls this too, so an image is refused for the same
+/// reason whether a reservation or a converter sees it first.
+pub fn admit(input: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Result<Option<u64>, ConvertError> {
+    match cost::read_header(input) {
+        Ok(header) => check_header(&header, resize, opts).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+fn check_header(h: &cost::Header, resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Result<u64, ConvertError> {
+    let limits = &opts.limits;
+    decode::check_pixels(h.width, h.height, limits)?;
+    let canvas = u64::from(h.width) * u64::from(h.height);
+    if h.is_animation() {
+        if h.frames > limits.max_frames {
+            return Err(ConvertError::TooManyFrames { max: limits.max_frames });
+        }
+        if canvas > limits.max_animation_canvas() {
+            let max = limits.max_animation_canvas();
+            return Err(ConvertError::CanvasTooLarge { width: h.width, height: h.height, max });
+        }
+        if u64::from(h.frames) * canvas > limits.max_pixels.saturating_mul(10) {
+            return Err(animation_over_pixel_budget(limits));
+        }
+    }
+    let (tw, th) = output_size(h.width, h.height, resize, limits)?;
+    if u64::from(tw) * u64::from(th) > limits.max_pixels {
+        return Err(ConvertError::OutputTooManyPixels { width: tw, height: th, max: limits.max_pixels });
+    }
+    let needed = cost::working_set(h, (tw, th), cost::may_be_lossless(h.format, opts));
+    if needed > limits.max_work_bytes() {
+        return Err(over_memory_budget(needed, limits.memory_budget_mb));
+    }
+    Ok(needed)
+}
+
+/// The refusal of a conversion needing `needed` bytes under a budget of `budget_mb`.
+pub fn over_memory_budget(needed: u64, budget_mb: u32) -> ConvertError {
+    ConvertError::OverMemoryBudget {
+        needed_mb: needed.div_ceil(cost::MIB),
+        work_mb: cost::work_pool_mb(budget_mb),
+        budget_mb,
+        raise_to_mb: cost::budget_for(needed),
+    }
+}
+
+fn animation_over_pixel_budget(limits: &Limits) -> ConvertError {
+    let pixel_budget = limits.max_pixels.saturating_mul(10);
+    ConvertError::LimitExceeded {
+        message: format!("animation exceeds {pixel_budget} decoded pixels (10 x conversion.max_megapixels)"),
+    }
+}
+
 /// The output size after a resize request and the 16383 px rule.
-fn output_size(w: u32, h: u32, resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Result<(u32, u32), ConvertError> {
+fn output_size(w: u32, h: u32, resize: Option<ResizeSpec>, limits: &Limits) -> Result<(u32, u32), ConvertError> {
     let (tw, th) = resize.and_then(|r| r.target(w, h)).unwrap_or((w, h));
     if tw <= WEBP_MAX_SIDE && th <= WEBP_MAX_SIDE {
         return Ok((tw, th));
     }
-    match opts.limits.oversize {
+    match limits.oversize {
         Oversize::Fail => Err(ConvertError::TooWide { width: tw, height: th }),
         Oversize::Downscale => {
             let scale = f64::from(WEBP_MAX_SIDE) / f64::from(tw.max(th));
@@ -161,7 +242,7 @@ fn convert_still(
 ) -> Result<Converted, ConvertError> {
     let (w, h) = still.image.dimensions();
     let source_megapixels = f64::from(w) * f64::from(h) / 1e6;
-    let (tw, th) = output_size(w, h, resize, opts)?;
+    let (tw, th) = output_size(w, h, resize, &opts.limits)?;
     let mut image = still.image;
     if (tw, th) != (w, h) {
         image = image.resize_exact(tw, th, FilterType::Lanczos3);
@@ -197,7 +278,7 @@ fn convert_animation(
     resize: Option<ResizeSpec>,
 ) -> Result<Converted, ConvertError> {
     let (w, h) = (anim.width, anim.height);
-    let (tw, th) = output_size(w, h, resize, opts)?;
+    let (tw, th) = output_size(w, h, resize, &opts.limits)?;
     // GIFs are palette images: `auto` encodes them lossless, as gif2webp does.
     let lossless = !matches!(opts.effective(format).1, LosslessPolicy::Never);
     let max_frames = opts.limits.max_frames;
@@ -212,9 +293,7 @@ fn convert_animation(
             return Err(EncodeError("frame limit".into()));
         }
         if u64::from(count) * u64::from(w) * u64::from(h) > pixel_budget {
-            limit_error = Some(ConvertError::LimitExceeded {
-                message: format!("animation exceeds {pixel_budget} decoded pixels (10 x conversion.max_megapixels)"),
-            });
+            limit_error = Some(animation_over_pixel_budget(&opts.limits));
             return Err(EncodeError("pixel budget".into()));
         }
         let frame = frame.map_err(|e| {

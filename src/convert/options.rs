@@ -105,11 +105,36 @@ pub struct Limits {
     /// Most frames an animation may have.
     pub max_frames: u32,
     pub oversize: Oversize,
+    /// `pipeline.memory_budget_mb`: a conversion whose working memory exceeds the part
+    /// of it left for decoding and encoding is refused (`over_memory_budget`).
+    pub memory_budget_mb: u32,
+}
+
+/// Canvases an animation keeps alive at once (the decoder's and the encoder's): its
+/// canvas counts this many times against the pixel cap.
+pub const ANIMATION_CANVASES: u64 = 3;
+
+impl Limits {
+    /// The largest working memory, in bytes, one conversion may need.
+    pub fn max_work_bytes(&self) -> u64 {
+        u64::from(super::cost::work_pool_mb(self.memory_budget_mb)) * super::cost::MIB
+    }
+
+    /// The largest canvas (width × height) an animation may have.
+    pub fn max_animation_canvas(&self) -> u64 {
+        self.max_pixels / ANIMATION_CANVASES
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_input_bytes: 50 * 1024 * 1024, max_pixels: 100_000_000, max_frames: 1000, oversize: Oversize::Fail }
+        Self {
+            max_input_bytes: 50 * 1024 * 1024,
+            max_pixels: 100_000_000,
+            max_frames: 1000,
+            oversize: Oversize::Fail,
+            memory_budget_mb: super::cost::DEFAULT_BUDGET_MB,
+        }
     }
 }
 

@@ -220,7 +220,7 @@ fn oversize_images_can_be_downscaled_instead() {
 #[test]
 fn limits_are_checked_before_decoding() {
     let small = |max_input_bytes, max_pixels, max_frames| ConvertOptions {
-        limits: Limits { max_input_bytes, max_pixels, max_frames, oversize: Oversize::Fail },
+        limits: Limits { max_input_bytes, max_pixels, max_frames, ..Limits::default() },
         ..opts()
     };
     let src = fixture("jpeg_baseline.jpg");
@@ -248,4 +248,53 @@ fn libwebp_threads_do_not_change_the_output() {
         let src = fixture(name);
         assert_eq!(convert(&src, &opts(), None).unwrap().webp, convert(&src, &threaded, None).unwrap().webp, "{name}");
     }
+}
+
+/// A GIF with a `w`×`h` logical screen and `frames` 1×1 frames (the canvas bomb's shape).
+fn canvas_gif(w: u16, h: u16, frames: usize) -> Vec<u8> {
+    let mut g = b"GIF89a".to_vec();
+    g.extend(w.to_le_bytes());
+    g.extend(h.to_le_bytes());
+    g.extend([0x80, 0, 0, 0, 0, 0, 255, 255, 255]);
+    for _ in 0..frames {
+        g.extend([0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0]);
+        g.extend([2, 2, 0x44, 0x01, 0]); // one pixel of colour 0
+    }
+    g.push(0x3B);
+    g
+}
+
+#[test]
+fn resize_upscaling_bomb_is_refused_by_the_output_pixel_cap_before_decoding() {
+    let src = fixture("jpeg_baseline.jpg"); // 640x427
+    let huge = Some(ResizeSpec { width: Some(16383), height: Some(16383) });
+    let e = convert(&src, &opts(), huge).unwrap_err();
+    assert_eq!(e, ConvertError::OutputTooManyPixels { width: 16383, height: 16383, max: 100_000_000 });
+    assert_eq!(e.code(), "too_many_pixels");
+    // Within the cap but not within a small budget: refused, naming the budget to raise.
+    let small = ConvertOptions { limits: Limits { memory_budget_mb: 64, ..Limits::default() }, ..opts() };
+    let e = convert(&src, &small, Some(ResizeSpec { width: Some(8000), height: Some(8000) })).unwrap_err();
+    assert_eq!(e.code(), "over_memory_budget");
+    assert!(e.to_string().contains("raise pipeline.memory_budget_mb to at least"), "{e}");
+    // An upscale that fits is made, as the Go server makes it.
+    let c = convert(&src, &small, Some(ResizeSpec { width: Some(1200), height: None })).unwrap();
+    assert_eq!((c.width, c.height), (1200, 801));
+}
+
+#[test]
+fn gif_canvas_bomb_is_refused_by_its_canvas_not_its_frames() {
+    let bomb = canvas_gif(10_000, 10_000, 3);
+    let e = convert(&bomb, &opts(), None).unwrap_err();
+    assert_eq!(e, ConvertError::CanvasTooLarge { width: 10_000, height: 10_000, max: 33_333_333 });
+    assert_eq!(e.code(), "too_many_pixels");
+    // A canvas within the cap still needs its canvases' memory: 9 MP is ~380 MB.
+    let small = ConvertOptions { limits: Limits { memory_budget_mb: 64, ..Limits::default() }, ..opts() };
+    assert_eq!(convert(&canvas_gif(3000, 3000, 3), &small, None).unwrap_err().code(), "over_memory_budget");
+    // Frames are counted before decoding: too many frames × canvas is refused at once.
+    let many = ConvertOptions { limits: Limits { max_pixels: 1_000_000, ..Limits::default() }, ..opts() };
+    let e = convert(&canvas_gif(500, 500, 41), &many, None).unwrap_err();
+    assert_eq!(e.code(), "limit_exceeded", "{e}");
+    // A small canvas converts, every frame kept.
+    let c = convert(&canvas_gif(40, 30, 3), &small, None).unwrap();
+    assert_eq!((c.width, c.height, c.frames), (40, 30, 3));
 }

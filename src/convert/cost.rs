@@ -1,0 +1,249 @@
+//! What converting an image will cost in memory, read from its header alone: the
+//! figure that `pipeline.memory_budget_mb` admits or refuses before any pixel exists.
+//!
+//! The cost is the peak of the conversion's phases, each a sum of the buffers alive at
+//! once: decoding (the decoder's output and working planes), resizing (source, the
+//! resampler's floating-point intermediate, the output) and encoding (our 8-bit copy and
+//! libwebp's picture and state). An animation keeps several canvases alive whatever its
+//! frame count: the decoder's composited canvas and the frames it yields, and in
+//! libwebp's animation encoder the picture, its three canvases (current, previous,
+//! previous disposed) and the full-canvas encode of the key frame. So a GIF with a
+//! 10000×10000 logical screen costs as much as a 10000×10000 animation, even when its
+//! frames are 1×1.
+
+use std::io::Cursor;
+
+use image::{ImageDecoder, ImageReader};
+
+use super::decode::image_format;
+use super::{ConvertError, ConvertOptions, LosslessPolicy, ResizeSpec, SourceFormat, output_size, sniff};
+
+pub const MIB: u64 = 1 << 20;
+
+/// The default `pipeline.memory_budget_mb`: the costliest image the default pixel cap
+/// admits (100 MP encoded lossless, 44 bytes a pixel: 4.4 GB) fits its work pool.
+pub const DEFAULT_BUDGET_MB: u32 = 6144;
+
+/// What libwebp holds per output pixel besides the 8-bit picture handed to it, with the
+/// encoded bytes and our copy of them. Measured on noise (the worst case: nothing
+/// compresses), 16 MP: a JPEG peaks at 21 bytes a pixel over the process and the file in
+/// all (decoder, RGB, lossy encode), a 256-colour RGBA PNG at 40.7 (lossless encode).
+const LOSSY_ENCODER_BPP: u64 = 20;
+const LOSSLESS_ENCODER_BPP: u64 = 40;
+/// Bytes per canvas pixel on the decoding side of an animation: the decoder's
+/// composited canvas, the frame being handed over and the two read ahead (RGBA each).
+const ANIMATION_INPUT_BPP: u64 = 16;
+/// Bytes per canvas pixel on the encoding side besides the encode itself: the imported
+/// picture and the encoder's three canvases (RGBA each). Measured: a 9 MP canvas of
+/// three noise frames peaks at 51.6 bytes a pixel in all (this model: 72 lossless).
+const ANIMATION_CANVASES_BPP: u64 = 16;
+/// The resampler's intermediate image: RGBA of 32-bit floats.
+const RESAMPLE_BPP: u64 = 16;
+
+/// The part of a `memory_budget_mb` left for decoding and encoding (a quarter, at least
+/// 1 MiB, holds downloaded files), in MiB.
+pub fn work_pool_mb(budget_mb: u32) -> u32 {
+    let files = (budget_mb / 4).max(1);
+    budget_mb.saturating_sub(files).max(1)
+}
+
+/// The smallest `memory_budget_mb` whose work pool holds `bytes`.
+pub fn budget_for(bytes: u64) -> u64 {
+    let needed = bytes.div_ceil(MIB);
+    // The work part is budget − ⌊budget / 4⌋: start just below 4/3 of the need.
+    let mut budget = (needed.saturating_mul(4) / 3).saturating_sub(3).max(1);
+    while u64::from(work_pool_mb(budget.min(u64::from(u32::MAX)) as u32)) < needed && budget < u64::from(u32::MAX) {
+        budget += 1;
+    }
+    budget
+}
+
+/// What the header says, before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub format: SourceFormat,
+    /// As displayed: after the EXIF orientation (a quarter turn swaps the sides).
+    pub width: u32,
+    pub height: u32,
+    /// Bytes a pixel of the decoder's output.
+    pub decoded_bpp: u64,
+    /// Whether the decoder's output has alpha (the encoder then gets RGBA, else RGB).
+    pub alpha: bool,
+    /// Image blocks of a GIF (1 for other formats).
+    pub frames: u32,
+}
+
+impl Header {
+    pub fn is_animation(&self) -> bool {
+        self.frames > 1
+    }
+}
+
+/// Reads the header of `bytes`.
+pub fn read_header(bytes: &[u8]) -> Result<Header, ConvertError> {
+    let format = sniff(bytes)?;
+    let reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
+    let mut decoder = reader.into_decoder().map_err(|e| super::decode::decode_error(format, e))?;
+    let (mut width, mut height) = decoder.dimensions();
+    let decoded_bpp = u64::from(decoder.color_type().bytes_per_pixel());
+    let alpha = decoder.color_type().has_alpha();
+    let turned = decoder.orientation().map(|o| o.to_exif() >= 5).unwrap_or(false);
+    if turned && format != SourceFormat::Gif {
+        (width, height) = (height, width);
+    }
+    let frames = if format == SourceFormat::Gif { gif_frames(bytes) } else { 1 };
+    Ok(Header { format, width, height, decoded_bpp, alpha, frames })
+}
+
+/// Counts a GIF's image blocks by walking its block structure (lengths only: no pixel
+/// is decompressed), so an animation's frame count is known before decoding. A
+/// truncated file counts the blocks it has.
+pub fn gif_frames(gif: &[u8]) -> u32 {
+    let byte = |i: usize| gif.get(i).copied();
+    // Skips data sub-blocks from `i`; returns the index after the terminator.
+    let sub_blocks = |mut i: usize| -> Option<usize> {
+        loop {
+            let len = usize::from(byte(i)?);
+            i += 1;
+            if len == 0 {
+                return Some(i);
+            }
+            i += len;
+        }
+    };
+    let colour_table = |flags: u8| if flags & 0x80 != 0 { 3usize << ((flags & 7) + 1) } else { 0 };
+    let Some(flags) = byte(10) else { return 0 };
+    let mut i = 13 + colour_table(flags);
+    let mut frames: u32 = 0;
+    loop {
+        match byte(i) {
+            Some(0x2C) => {
+                let Some(flags) = byte(i + 9) else { return frames };
+                frames = frames.saturating_add(1);
+                // Descriptor (10 bytes), local colour table, LZW code size, data.
+                match sub_blocks(i + 10 + colour_table(flags) + 1) {
+                    Some(next) => i = next,
+                    None => return frames,
+                }
+            }
+            Some(0x21) => match sub_blocks(i + 2) {
+                Some(next) => i = next,
+                None => return frames,
+            },
+            _ => return frames,
+        }
+    }
+}
+
+/// Peak working memory, in bytes, of converting an image with header `h` into an
+/// output of `out` pixels (the size after orientation and resize), encoded lossless
+/// when `lossless` (or when it may be: `auto` on a lossless source).
+pub fn working_set(h: &Header, out: (u32, u32), lossless: bool) -> u64 {
+    let (w, hh) = (u64::from(h.width), u64::from(h.height));
+    let (tw, th) = (u64::from(out.0), u64::from(out.1));
+    let (px_in, px_out) = (w * hh, tw * th);
+    let resized = (w, hh) != (tw, th);
+    let intermediate = if resized { w * th * RESAMPLE_BPP } else { 0 };
+    let encoder = if lossless { LOSSLESS_ENCODER_BPP } else { LOSSY_ENCODER_BPP };
+    if h.is_animation() {
+        // Per frame: the decoder's canvases, the resampled frame, the encoder's canvases
+        // and its encode of a full-canvas frame.
+        let resampled = if resized { intermediate + px_out * 4 } else { 0 };
+        return px_in * ANIMATION_INPUT_BPP + resampled + px_out * (ANIMATION_CANVASES_BPP + encoder);
+    }
+    let dec = h.decoded_bpp;
+    let picture = if h.alpha { 4 } else { 3 };
+    // Each phase's buffers alive at once: the decoder's output and its planes (or the
+    // orientation's copy); resampling: source, intermediate, output; our 8-bit copy
+    // beside the decoded output; the 8-bit picture and the encoder.
+    let decode = px_in * 2 * dec;
+    let resample = if resized { px_in * dec + intermediate + px_out * dec } else { 0 };
+    let copy = px_out * (dec + picture);
+    let encode = px_out * (picture + encoder);
+    decode.max(resample).max(copy).max(encode)
+}
+
+/// Whether `opts` may encode a `format` source lossless (`auto` decides per image, from
+/// its colours: the cost assumes it may).
+pub fn may_be_lossless(format: SourceFormat, opts: &ConvertOptions) -> bool {
+    match opts.effective(format).1 {
+        LosslessPolicy::Never => false,
+        LosslessPolicy::Always => true,
+        // Animated GIFs are always lossless under auto, stills when they have few colours.
+        LosslessPolicy::Auto => format.is_lossless_source(),
+    }
+}
+
+/// The working memory of converting `bytes` with `resize` under `opts`; `None` when the
+/// header cannot be read (the conversion fails before decoding) or asks for a size the
+/// limits refuse anyway.
+pub fn estimate(bytes: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Option<u64> {
+    let header = read_header(bytes).ok()?;
+    let out = output_size(header.width, header.height, resize, &opts.limits).ok()?;
+    Some(working_set(&header, out, may_be_lossless(header.format, opts)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/testdata/images/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn a_gif_s_frames_are_counted_without_decoding_them() {
+        assert_eq!(gif_frames(&fixture("gif_static.gif")), 1);
+        let animated = fixture("gif_animated.gif");
+        let decoded =
+            image::AnimationDecoder::into_frames(image::codecs::gif::GifDecoder::new(Cursor::new(&animated)).unwrap())
+                .count() as u32;
+        assert_eq!(gif_frames(&animated), decoded);
+        assert_eq!(gif_frames(&fixture("bad/bomb_gif_frames.gif")), 10_000);
+        // Cut anywhere: never more than the whole file's count, never a panic.
+        for cut in (0..animated.len()).step_by(97) {
+            assert!(gif_frames(&animated[..cut]) <= decoded);
+        }
+        assert_eq!(gif_frames(b"GIF89a"), 0);
+    }
+
+    #[test]
+    fn the_budget_to_raise_holds_the_cost() {
+        for bytes in [1, MIB, 47 * MIB + 1, 2200 * MIB] {
+            let b = budget_for(bytes);
+            assert!(u64::from(work_pool_mb(b as u32)) * MIB >= bytes, "{bytes}: {b}");
+            assert!(u64::from(work_pool_mb(b as u32 - 1)) * MIB < bytes || b <= 2, "{bytes}: {b} is not the least");
+        }
+    }
+
+    #[test]
+    fn any_image_within_the_default_pixel_cap_fits_the_default_budget() {
+        let limits = super::super::Limits::default();
+        let side = (limits.max_pixels as f64).sqrt() as u32;
+        let work = u64::from(work_pool_mb(limits.memory_budget_mb)) * MIB;
+        assert_eq!(limits.memory_budget_mb, DEFAULT_BUDGET_MB);
+        for decoded_bpp in [1, 2, 3, 4, 6, 8] {
+            for alpha in [false, true] {
+                let still =
+                    Header { format: SourceFormat::Png, width: side, height: side, decoded_bpp, alpha, frames: 1 };
+                assert!(working_set(&still, (side, side), true) <= work, "{decoded_bpp} bytes a pixel");
+            }
+        }
+        // An animation's canvas counts against the pixel cap once per canvas it keeps.
+        let side = (limits.max_animation_canvas() as f64).sqrt() as u32;
+        let anim =
+            Header { format: SourceFormat::Gif, width: side, height: side, decoded_bpp: 4, alpha: true, frames: 1000 };
+        assert!(working_set(&anim, (side, side), true) <= work);
+    }
+
+    #[test]
+    fn an_upscale_costs_its_output_not_its_input() {
+        let h = Header { format: SourceFormat::Jpeg, width: 640, height: 427, decoded_bpp: 3, alpha: false, frames: 1 };
+        let plain = working_set(&h, (640, 427), false);
+        assert_eq!(plain, 640 * 427 * 23); // the RGB picture and the lossy encoder
+        let up = working_set(&h, (16383, 16383), false);
+        assert_eq!(up, 16383 * 16383 * 23);
+        // A downscale costs what decoding and resampling the source cost.
+        assert!(working_set(&h, (320, 214), false) < plain);
+    }
+}

@@ -111,8 +111,8 @@ fn go_TestHandleConvert_URL() {
             let _ = s.write_all(h.as_bytes()).and_then(|_| s.write_all(&png));
         }
     });
-    let yaml = "api: {allowed_url_hosts: ['127.0.0.2'], trusted_url_addresses: ['127.0.0.2']}\n";
-    let (bucket, _, server) = go_server("go-url", &[], yaml);
+    let yaml = format!("api: {{allowed_url_hosts: ['127.0.0.2'], trusted_url_addresses: ['{origin}']}}\n");
+    let (bucket, _, server) = go_server("go-url", &[], &yaml);
     let r = post_untyped(&server, "/api/convert", json!({"source": format!("http://{origin}/image.png")}));
     let v = r.json();
     assert_eq!(r.status, 200, "{v}");

@@ -333,15 +333,16 @@ fn gauge(server: &Server, line_start: &str) -> f64 {
 fn a_timed_out_conversion_keeps_its_slot_and_reservation_until_the_converter_stops() {
     let (server, _root) = serve_local(
         &[("big.jpg", large_photo(0))],
-        "pipeline: {workers: 1, memory_budget_mb: 1024}\nserver: {timeout_seconds: 1}\n\
+        "pipeline: {workers: 1, memory_budget_mb: 1536}\nserver: {timeout_seconds: 1}\n\
          api: {max_queued_conversions: 1}\nconversion: {method: 6}\n",
     );
     let admitted = |s: &Server| gauge(s, "ics_api_conversions_admitted ");
     let reserved = |s: &Server| gauge(s, "ics_memory_reserved_bytes{pool=\"work\"} ");
     // A conversion that takes longer than the 1 s timeout (an upscale of a 9 MP photo
-    // at libwebp's slowest method); larger each time it happens to finish in time.
+    // at libwebp's slowest settings); larger each time it happens to finish in time
+    // (6000 px wide: 25 MP, 575 MB reserved, within the 1152 MB work pool).
     let mut timed_out = false;
-    for width in [5000, 7000, 9000] {
+    for width in [4000, 5000, 6000] {
         let r = server.get(&format!("/api/convert?source=big.jpg&width={width}"));
         if r.status == 504 {
             assert_eq!(r.json()["error"], "timeout");

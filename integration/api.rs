@@ -514,3 +514,17 @@ fn symlink_escapes_of_the_local_bucket_are_refused_and_errors_show_no_absolute_p
 fn names_in(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
+
+/// A state file that cannot be read (here a directory stands in its place): `POST
+/// /api/runs` answers 500 `run_failed` naming the file, never the directory it lives in.
+#[test]
+fn run_failed_answers_show_no_absolute_path() {
+    let server = Server::start(None, "");
+    let home = server.dir.path().canonicalize().unwrap();
+    std::fs::create_dir_all(home.join("state/state.json")).unwrap();
+    let r = server.post("/api/runs", json!({}));
+    assert_error(&r, 500, "run_failed");
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("state file state.json: "), "{message}");
+    assert!(!String::from_utf8_lossy(&r.body).contains(home.to_str().unwrap()), "{message}");
+}

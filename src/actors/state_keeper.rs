@@ -113,6 +113,17 @@ pub enum BeginError {
     State(#[from] StateError),
 }
 
+impl BeginError {
+    /// The failure without the state directory's path, for API answers (the log has it).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Lock(e) => e.reason(),
+            Self::State(e) => e.reason(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// Live view of the daemon's runs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Progress {
@@ -239,8 +250,8 @@ impl StateKeeper {
     /// Writes the state, remembering (and logging) a failure for the status.
     fn save_state(&mut self) -> Result<(), StateError> {
         let saved = self.store.save(&self.state);
-        self.save_error = saved.as_ref().err().map(|e| e.to_string());
-        if let Some(e) = &self.save_error {
+        self.save_error = saved.as_ref().err().map(StateError::reason);
+        if let Err(e) = &saved {
             tracing::error!(error = %e, "Failed to save state");
         }
         saved

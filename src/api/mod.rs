@@ -214,7 +214,9 @@ async fn start_run(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "already_running", "cron job is already running"))
         }
         Ok(Err(e)) => {
-            Err(ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "run_failed", e.to_string()))
+            // The answer names no directory; the log has the full error.
+            tracing::error!(error = %e, "Cannot begin a run");
+            Err(ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "run_failed", e.reason()))
         }
         Err(_) => Err(ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,

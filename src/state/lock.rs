@@ -10,7 +10,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::store::set_private;
+use super::store::{file_name, set_private};
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,16 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl LockError {
+    /// The failure without the lock file's directory, for answers (the log has it all).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Held { .. } => self.to_string(),
+            Self::Io { path, source } => format!("lock file {}: {source}", file_name(path)),
+        }
+    }
 }
 
 /// A held run lock; dropping it empties the file and releases the lock. The file itself

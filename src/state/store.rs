@@ -40,11 +40,27 @@ pub trait StateStore: Send + Sync {
     fn record_parts(&self, _run_id: &str, _parts: &std::collections::BTreeMap<u32, super::PartRun>) {}
 }
 
+impl StateError {
+    /// The failure without the directory it happened in, for answers, summaries and the
+    /// status (the log has the full path).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Io { path, source } => format!("state file {}: {source}", file_name(path)),
+        }
+    }
+}
+
+/// A path's last component, as shown in answers.
+pub(super) fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 /// The error a run ends with when its final save failed: such a run is not complete, and
 /// the next one resumes from the last checkpoint that was saved.
 pub fn unsaved_run_error(e: &StateError) -> String {
     format!(
-        "the state could not be saved, so the run is not complete (the next run resumes from the last saved checkpoint): {e}"
+        "the state could not be saved, so the run is not complete (the next run resumes from the last saved checkpoint): {}",
+        e.reason()
     )
 }
 

@@ -118,6 +118,17 @@ pub mod exit {
     pub const USAGE: u8 = 64;
 }
 
+/// The exit code of how a long-running mode ended.
+fn code(end: crate::daemon::Exit) -> ExitCode {
+    use crate::daemon::Exit;
+    ExitCode::from(match end {
+        Exit::Ok => exit::OK,
+        Exit::Fatal => exit::FATAL,
+        Exit::Failed => exit::FAILED,
+        Exit::Locked => exit::LOCKED,
+    })
+}
+
 /// Runs a parsed command with a loaded configuration.
 pub fn run(cli: Cli, config: Config) -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
@@ -148,14 +159,14 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 ExitCode::from(exit::FATAL)
             }
         },
-        Command::Serve => ExitCode::from(crate::daemon::serve(config)),
+        Command::Serve => code(crate::daemon::serve(config)),
         Command::RunOnce { json, dry_run: true, force } => {
             let _ = json;
-            ExitCode::from(crate::daemon::dry_run(config, force))
+            code(crate::daemon::dry_run(config, force))
         }
         Command::RunOnce { json, dry_run: false, force } => {
             let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            ExitCode::from(crate::daemon::run_once(config, crate::daemon::RunOnceOptions { json, force, progress }))
+            code(crate::daemon::run_once(config, crate::daemon::RunOnceOptions { json, force, progress }))
         }
         Command::Schedule { count, after } => print_schedule(&config, count, after.as_deref()),
         Command::Completions { shell } => {

@@ -16,13 +16,26 @@ use crate::actors::{
     StopRun, WholeRun,
 };
 use crate::api::AppState;
-use crate::cli::exit;
 use crate::config::Config;
 use crate::model::RunSummary;
 use crate::planner::{Decision, PlanRules, Planner};
 use crate::state::{FileStateStore, StateStore};
 use crate::storage::Storage;
 use crate::webhook::Webhook;
+
+/// How a mode ended; `cli` turns it into the process's exit code (the only place the
+/// numbers are chosen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done: every image converted or skipped.
+    Ok,
+    /// A fatal error (configuration, storage).
+    Fatal,
+    /// Some images failed.
+    Failed,
+    /// Another run holds the lock.
+    Locked,
+}
 
 /// Flags of `run-once`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,7 +46,7 @@ pub struct RunOnceOptions {
 }
 
 /// Opens the bucket and the state store; on failure prints the error and gives the exit code.
-fn open(config: &Config) -> Result<(Storage, FileStateStore), u8> {
+fn open(config: &Config) -> Result<(Storage, FileStateStore), Exit> {
     let opened = Storage::open(&config.storage, &config.bucket_name())
         .map_err(|e| e.to_string())
         .and_then(|s| Ok((s, FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?)))
@@ -47,7 +60,7 @@ fn open(config: &Config) -> Result<(Storage, FileStateStore), u8> {
         });
     opened.map_err(|e| {
         eprintln!("Error: {e}");
-        exit::FATAL
+        Exit::Fatal
     })
 }
 
@@ -81,10 +94,10 @@ async fn stop(pipeline: &Pipeline, timeout: Duration) {
 }
 
 /// `serve`: the scheduler, the pipeline and the HTTP API until a signal. Returns the exit code.
-pub fn serve(config: Config) -> u8 {
+pub fn serve(config: Config) -> Exit {
     if let Err(e) = config.check_serve() {
         eprintln!("Error: {e}");
-        return exit::FATAL;
+        return Exit::Fatal;
     }
     let system = actix::System::new();
     system.block_on(async move {
@@ -106,7 +119,7 @@ pub fn serve(config: Config) -> u8 {
             Ok(w) => w.map(actix::Actor::start),
             Err(e) => {
                 eprintln!("Error: {e}");
-                return exit::FATAL;
+                return Exit::Fatal;
             }
         };
         let listeners = webhook.iter().map(|w| w.clone().recipient()).collect();
@@ -124,7 +137,7 @@ pub fn serve(config: Config) -> u8 {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("Error: cannot listen on {}:{}: {e}", config.server.host, config.server.port);
-                return exit::FATAL;
+                return Exit::Fatal;
             }
         };
         let handle = server.handle();
@@ -140,7 +153,7 @@ pub fn serve(config: Config) -> u8 {
             let _ = c.send(Leave).await;
         }
         tracing::info!("Daemon stopped");
-        exit::OK
+        Exit::Ok
     })
 }
 
@@ -169,7 +182,7 @@ fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::de
 
 /// `run-once`: one run now. Exit 0 when every image converted or was skipped, 2 when some
 /// failed, 3 when another run holds the lock, 1 on a fatal error.
-pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
+pub fn run_once(config: Config, opts: RunOnceOptions) -> Exit {
     let system = actix::System::new();
     system.block_on(async move {
         let (storage, store) = match open(&config) {
@@ -199,11 +212,11 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
             Ok(Ok(h)) => h,
             Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
                 eprintln!("Error: cron job is already running");
-                return exit::LOCKED;
+                return Exit::Locked;
             }
             Ok(Err(e)) => {
                 eprintln!("Error: {e}");
-                return exit::FATAL;
+                return Exit::Fatal;
             }
         };
         let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
@@ -220,7 +233,7 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
         }
         let Some(summary) = summary else {
             eprintln!("Error: the run ended without a summary");
-            return exit::FATAL;
+            return Exit::Fatal;
         };
         let finished = tokio::time::timeout(Duration::from_secs(5), finished.recv()).await.ok().flatten();
         announce(&config, &bucket, finished).await;
@@ -230,11 +243,11 @@ pub fn run_once(config: Config, opts: RunOnceOptions) -> u8 {
 }
 
 /// `run-once`'s exit code for a run's summary.
-fn exit_code(summary: &RunSummary) -> u8 {
+fn exit_code(summary: &RunSummary) -> Exit {
     match (&summary.error, summary.counts.failed) {
-        (Some(_), _) => exit::FATAL,
-        (None, 0) => exit::OK,
-        _ => exit::FAILED,
+        (Some(_), _) => Exit::Fatal,
+        (None, 0) => Exit::Ok,
+        _ => Exit::Failed,
     }
 }
 
@@ -249,7 +262,7 @@ async fn whole_run(
     coordinator: &actix::Addr<crate::actors::Coordinator>,
     opts: RunOnceOptions,
     timeout: Duration,
-) -> u8 {
+) -> Exit {
     let began = std::time::Instant::now();
     join_cluster(cluster).await;
     let at = match coordinator.send(RequestRun { force: opts.force }).await {
@@ -257,11 +270,11 @@ async fn whole_run(
         Ok(Err(e)) => {
             eprintln!("Error: {e}");
             leave_cluster(pipeline).await;
-            return exit::FATAL;
+            return Exit::Fatal;
         }
         Err(e) => {
             eprintln!("Error: {e}");
-            return exit::FATAL;
+            return Exit::Fatal;
         }
     };
     tracing::info!(at = %at.to_rfc3339(), "Waiting until every shard has answered the run request");
@@ -274,7 +287,7 @@ async fn whole_run(
             Ok(w) => w,
             Err(e) => {
                 eprintln!("Error: {e}");
-                return exit::FATAL;
+                return Exit::Fatal;
             }
         };
         if whole.pending.is_empty() || interrupted {
@@ -424,7 +437,7 @@ fn progress_bar(pipeline: Pipeline) -> ProgressTask {
 }
 
 /// `run-once --dry-run`: prints the sources a run would convert, one a line.
-pub fn dry_run(config: Config, force: bool) -> u8 {
+pub fn dry_run(config: Config, force: bool) -> Exit {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let (storage, store) = match open(&config) {
@@ -439,7 +452,7 @@ pub fn dry_run(config: Config, force: bool) -> u8 {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("Error: {e}");
-                return exit::FATAL;
+                return Exit::Fatal;
             }
         };
         let rules = PlanRules {
@@ -470,7 +483,7 @@ pub fn dry_run(config: Config, force: bool) -> u8 {
                 Ok(o) => planner.push(o, &mut decisions),
                 Err(e) => {
                     eprintln!("Error: {e}");
-                    return exit::FATAL;
+                    return Exit::Fatal;
                 }
             }
             decisions.drain(..).for_each(|d| print(&d));
@@ -478,7 +491,7 @@ pub fn dry_run(config: Config, force: bool) -> u8 {
         planner.finish(&mut decisions);
         decisions.drain(..).for_each(|d| print(&d));
         eprintln!("{convert} would be converted, {skip} skipped");
-        exit::OK
+        Exit::Ok
     })
 }
 

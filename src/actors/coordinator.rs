@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, oneshot};
 
 use super::lister::Lister;
-use super::scheduler::{RunHandle, begin};
+use super::runs::{RunHandle, begin};
 use super::state_keeper::{BeginError, StateKeeper};
 use crate::cluster::{
     Cluster, HeldShard, InstanceRecord, ShardSet, ShardView, TriggerRecord, answers, fair_share, shard_of, shard_view,

@@ -10,6 +10,7 @@
 //! ```
 //!
 //! - [`scheduler`]: cron ticks and manual "run now".
+//! - [`runs`]: the one place a run begins (for the Scheduler, or the Coordinator).
 //! - [`lister`]: streams the listing in key order, plans, downloads, feeds the pool.
 //! - [`converter`]: CPU-bound decode + encode, one worker per core.
 //! - [`uploader`]: puts WebPs with bounded concurrency.
@@ -24,6 +25,7 @@
 pub mod converter;
 pub mod coordinator;
 pub mod lister;
+pub mod runs;
 pub mod scheduler;
 pub mod state_keeper;
 pub mod uploader;
@@ -45,7 +47,8 @@ use crate::storage::Storage;
 pub use converter::Converter;
 pub use coordinator::{Coordinator, FinishRun, Leave, Quiesce, RequestRun, Trigger, WholeRun};
 pub use lister::Lister;
-pub use scheduler::{NextRun, RunHandle, RunNow, Scheduler};
+pub use runs::RunHandle;
+pub use scheduler::{NextRun, RunNow, Scheduler};
 pub use state_keeper::{BeginError, GetProgress, Progress, RunFinished, StateKeeper, StopRun};
 pub use uploader::Uploader;
 

@@ -6,15 +6,11 @@
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
-
-use std::sync::Arc;
 
 use super::coordinator::{Coordinator, Trigger};
-use super::lister::{ListBucket, Lister};
-use super::state_keeper::{BeginError, BeginRun, StateKeeper};
-use crate::cluster::ShardSet;
-use crate::model::RunSummary;
+use super::lister::Lister;
+use super::runs::{RunHandle, begin};
+use super::state_keeper::{BeginError, StateKeeper};
 use crate::schedule::Schedule;
 
 /// Starts a run now.
@@ -28,14 +24,6 @@ pub struct RunNow {
 #[derive(Message)]
 #[rtype(result = "Option<DateTime<Utc>>")]
 pub struct NextRun;
-
-/// A started run.
-#[derive(Debug)]
-pub struct RunHandle {
-    pub run_id: String,
-    /// Resolves with the run's summary when it ends.
-    pub done: oneshot::Receiver<RunSummary>,
-}
 
 /// The actor.
 pub struct Scheduler {
@@ -101,23 +89,6 @@ impl Scheduler {
             act.arm(ctx);
         });
     }
-}
-
-/// Begins a run at the StateKeeper (over `shards`, or everything) and hands it to the Lister.
-pub(crate) async fn begin(
-    state_keeper: Addr<StateKeeper>,
-    lister: Addr<Lister>,
-    force: bool,
-    shards: Option<Arc<ShardSet>>,
-) -> Result<RunHandle, BeginError> {
-    let mut start = match state_keeper.send(BeginRun { force, shards }).await {
-        Ok(r) => r?,
-        Err(_) => return Err(BeginError::AlreadyRunning),
-    };
-    let done = start.done.take().expect("a new run has a receiver");
-    let run_id = start.id.to_string();
-    lister.do_send(ListBucket { start });
-    Ok(RunHandle { run_id, done })
 }
 
 impl Actor for Scheduler {

@@ -14,8 +14,8 @@
 //!
 //! The [`Coordinator`](crate::actors::coordinator) actor takes, renews and releases the
 //! leases; the StateKeeper reads and writes state through [`ClusterStore`] exactly as it
-//! does with the local file, and the Lister and Uploader ask [`Cluster::in_run`] before
-//! every conversion and put.
+//! does with the local file, and the Lister and Uploader ask the cluster, as their
+//! [`RunScope`], before every conversion and put.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ClusterConfig;
 use crate::lease::Held;
+use crate::scope::{Cover, RunScope};
 use crate::state::{PartRun, State, StateError, StateStore, Totals};
 
 /// The lease object of `shard` under `prefix`.
@@ -272,23 +273,6 @@ impl Cluster {
         t.completed = None;
     }
 
-    /// Whether the run in progress may still act for `key`: its shard is in the run,
-    /// held at the epoch the run began with, and trusted at `now`. A shard of the run
-    /// that fails this is tainted: it stays owed a run.
-    pub fn in_run(&self, key: &str, now: DateTime<Utc>) -> bool {
-        let shard = shard_of(key, self.config.shards);
-        let mut t = self.table();
-        let Some(&epoch) = t.scope.get(&shard) else { return false };
-        let ok = t
-            .held
-            .get(&shard)
-            .is_some_and(|h| h.lease.record.epoch == epoch && h.lease.valid_at(now, self.config.max_clock_skew));
-        if !ok {
-            t.tainted.insert(shard);
-        }
-        ok
-    }
-
     pub fn view(&self) -> ClusterView {
         let t = self.table();
         let mut view = t.view.clone();
@@ -298,6 +282,30 @@ impl Cluster {
 
     pub fn update_view(&self, f: impl FnOnce(&mut ClusterView)) {
         f(&mut self.table().view);
+    }
+}
+
+/// The run scope of an instance sharing the bucket: the run covers the shards set by
+/// [`Cluster::set_scope`], each while held at the epoch the run began with and trusted.
+impl RunScope for Cluster {
+    fn covers(&self, key: &str, now: DateTime<Utc>) -> Cover {
+        let shard = shard_of(key, self.config.shards);
+        let t = self.table();
+        let Some(&epoch) = t.scope.get(&shard) else { return Cover::NotInRun };
+        let trusted = t
+            .held
+            .get(&shard)
+            .is_some_and(|h| h.lease.record.epoch == epoch && h.lease.valid_at(now, self.config.max_clock_skew));
+        if trusted { Cover::Yes } else { Cover::Untrusted }
+    }
+
+    fn mark_skipped(&self, key: &str) {
+        let shard = shard_of(key, self.config.shards);
+        self.table().tainted.insert(shard);
+    }
+
+    fn conditional_writes(&self) -> bool {
+        true
     }
 }
 
@@ -526,15 +534,19 @@ mod tests {
         let store = ClusterStore(cluster.clone());
         let mut state = store.load().unwrap().unwrap();
         // Shard 1's lease was briefly untrusted when the run reached one of its keys.
-        assert!(cluster.in_run(&key_in(0), Utc::now()));
+        let admit = |k: &str| crate::scope::admit(cluster.as_ref(), k, Utc::now());
+        assert_eq!(cluster.covers(&key_in(1), Utc::now()), Cover::Yes, "a query changes nothing");
+        assert!(admit(&key_in(0)));
         let mut h1 = cluster.held(1).unwrap();
         h1.lease.record.expires_at = Utc::now();
         cluster.insert(1, h1);
-        assert!(!cluster.in_run(&key_in(1), Utc::now()));
+        assert_eq!(cluster.covers(&key_in(1), Utc::now()), Cover::Untrusted);
+        assert!(!admit(&key_in(1)));
         // Shard 2 was lost and taken back: another epoch; the run no longer speaks for it.
         hold(&cluster, 2, 3);
-        assert!(!cluster.in_run(&key_in(2), Utc::now()));
-        assert!(!cluster.in_run(&key_in(3), Utc::now()), "not in the run");
+        assert!(!admit(&key_in(2)));
+        assert_eq!(cluster.covers(&key_in(3), Utc::now()), Cover::NotInRun);
+        assert!(!admit(&key_in(3)), "not in the run");
         state.run = None;
         state.last_complete_run_started_at = Some(trigger);
         store.save(&state).unwrap();

@@ -39,6 +39,7 @@ pub mod model;
 pub mod naming;
 pub mod planner;
 pub mod schedule;
+pub mod scope;
 pub mod secret;
 pub mod state;
 pub mod storage;

@@ -26,7 +26,7 @@ use super::lister::Lister;
 use super::runs::{RunHandle, begin};
 use super::state_keeper::{BeginError, StateKeeper};
 use crate::cluster::{
-    Cluster, HeldShard, InstanceRecord, ShardSet, ShardView, TriggerRecord, answers, fair_share, shard_of, shard_view,
+    Cluster, HeldShard, InstanceRecord, ShardView, TriggerRecord, answers, fair_share, shard_of, shard_view,
 };
 use crate::config::Config;
 use crate::lease::{LeaseError, LeaseRecord, Leases};
@@ -516,9 +516,8 @@ impl Inner {
         }
         let force = turn.trigger.as_ref().is_some_and(|t| t.force);
         self.cluster.set_scope(&owed, turn.trigger.as_ref().map(|t| t.at));
-        let shards = ShardSet { count: self.cluster.config.shards, ids: owed.clone() };
         tracing::info!(shards = ?owed, "Running the shards owed a run");
-        match begin(self.state_keeper.clone(), self.lister.clone(), force, Some(Arc::new(shards))).await {
+        match begin(self.state_keeper.clone(), self.lister.clone(), force).await {
             Ok(handle) => {
                 turn.running = true;
                 let (inner, waiting) = (self.clone(), turn.waiting.take());

@@ -14,12 +14,12 @@ use tokio::sync::Semaphore;
 
 use super::converter::{ConvertImage, Converter};
 use super::state_keeper::{ListingFinished, RecordDone, RecordListed, RecordQueued, RunStart, StateKeeper};
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::memory::MemoryBudget;
 use crate::model::{Candidate, ItemOutcome, Slot};
 use crate::naming;
 use crate::planner::{Decision, PlanRules, Planner};
+use crate::scope::{RunScope, admit};
 use crate::state::LedgerSeen;
 use crate::storage::{ObjectInfo, Storage, StorageError};
 
@@ -42,10 +42,10 @@ impl Lister {
         state_keeper: Addr<StateKeeper>,
         converter: Addr<Converter>,
         memory: MemoryBudget,
-        cluster: Option<Arc<Cluster>>,
+        scope: Arc<dyn RunScope>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.pipeline.max_in_flight));
-        Self { job: ListingJob { config, storage, state_keeper, converter, slots, memory, cluster } }
+        Self { job: ListingJob { config, storage, state_keeper, converter, slots, memory, scope } }
     }
 }
 
@@ -70,7 +70,7 @@ struct ListingJob {
     converter: Addr<Converter>,
     slots: Arc<Semaphore>,
     memory: MemoryBudget,
-    cluster: Option<Arc<Cluster>>,
+    scope: Arc<dyn RunScope>,
 }
 
 /// How often (in listed objects) progress is reported.
@@ -199,14 +199,10 @@ impl ListingJob {
         0
     }
 
-    /// Whether this run converts `key`: always, unless the run covers some shards only
-    /// (bucket mode) and `key` is in another, or in one whose lease this instance lost.
-    fn mine(&self, start: &RunStart, key: &str) -> bool {
-        match (&start.shards, &self.cluster) {
-            (Some(shards), Some(cluster)) => shards.contains(key) && cluster.in_run(key, chrono::Utc::now()),
-            (Some(shards), None) => shards.contains(key),
-            _ => true,
-        }
+    /// Whether this run converts `key`: whether its scope admits it now (solo: always;
+    /// bucket mode: a shard of the run, still held and trusted).
+    fn mine(&self, _start: &RunStart, key: &str) -> bool {
+        admit(self.scope.as_ref(), key, chrono::Utc::now())
     }
 
     async fn slot(&self) -> Slot {

@@ -41,6 +41,7 @@ use crate::cluster::{Cluster, ClusterStore};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
+use crate::scope::{RunScope, Solo};
 use crate::state::StateStore;
 use crate::storage::Storage;
 
@@ -110,7 +111,12 @@ impl Pipeline {
         };
         let state_keeper = StateKeeper::new(config.clone(), store, metrics.clone(), listeners).start();
         let concurrency = config.pipeline.upload_concurrency;
-        let uploader = Uploader::new(storage.clone(), state_keeper.clone(), concurrency, cluster.clone()).start();
+        // The run scope, chosen once here and handed to the stages that act per key.
+        let scope: Arc<dyn RunScope> = match &cluster {
+            Some(c) => c.clone(),
+            None => Arc::new(Solo),
+        };
+        let uploader = Uploader::new(storage.clone(), state_keeper.clone(), concurrency, scope.clone()).start();
         let (opts, skip, up, sk) =
             (config.convert.clone(), config.skip_if_larger, uploader.clone(), state_keeper.clone());
         let pool = (Arc::new(AtomicUsize::new(0)), config.pipeline.workers);
@@ -124,7 +130,7 @@ impl Pipeline {
             state_keeper.clone(),
             converter.clone(),
             memory.clone(),
-            cluster.clone(),
+            scope,
         )
         .start();
         let coordinator = cluster.clone().map(|c| {

@@ -2,14 +2,11 @@
 //! it to the Lister. The Scheduler calls it for a run of this instance's own state (the
 //! state file), the Coordinator for a run over the shards owed one (bucket mode).
 
-use std::sync::Arc;
-
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::lister::{ListBucket, Lister};
 use super::state_keeper::{BeginError, BeginRun, StateKeeper};
-use crate::cluster::ShardSet;
 use crate::model::RunSummary;
 
 /// A started run.
@@ -20,14 +17,15 @@ pub struct RunHandle {
     pub done: oneshot::Receiver<RunSummary>,
 }
 
-/// Begins a run at the StateKeeper (over `shards`, or everything) and hands it to the Lister.
+/// Begins a run at the StateKeeper and hands it to the Lister. What the run covers is
+/// the pipeline's [`crate::scope::RunScope`] (bucket mode: the Coordinator sets the
+/// shards first).
 pub(crate) async fn begin(
     state_keeper: Addr<StateKeeper>,
     lister: Addr<Lister>,
     force: bool,
-    shards: Option<Arc<ShardSet>>,
 ) -> Result<RunHandle, BeginError> {
-    let mut start = match state_keeper.send(BeginRun { force, shards }).await {
+    let mut start = match state_keeper.send(BeginRun { force }).await {
         Ok(r) => r?,
         Err(_) => return Err(BeginError::AlreadyRunning),
     };

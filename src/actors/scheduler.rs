@@ -59,7 +59,7 @@ impl Scheduler {
                 let sent = c.send(Trigger { force, at: tick });
                 Box::pin(async move { sent.await.unwrap_or(Err(BeginError::AlreadyRunning)) })
             }
-            None => Box::pin(begin(self.state_keeper.clone(), self.lister.clone(), force, None)),
+            None => Box::pin(begin(self.state_keeper.clone(), self.lister.clone(), force)),
         }
     }
 

@@ -15,7 +15,6 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use crate::cluster::ShardSet;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{FailureReport, ItemOutcome, RunCounts, RunSummary, Slot};
@@ -27,8 +26,6 @@ use crate::state::{Failure, LockError, PartRun, RetryPolicy, RunLock, RunProgres
 pub struct BeginRun {
     /// Re-convert sources even when their WebP is up to date.
     pub force: bool,
-    /// Only these shards (`state.backend: bucket`); `None` for the whole bucket.
-    pub shards: Option<Arc<ShardSet>>,
 }
 
 /// A source was handed to the converters.
@@ -91,7 +88,6 @@ pub struct RunStart {
     pub state: Arc<State>,
     pub force: bool,
     pub stopping: Arc<AtomicBool>,
-    pub shards: Option<Arc<ShardSet>>,
     /// Resolves with the summary when the run ends.
     pub done: Option<oneshot::Receiver<RunSummary>>,
 }
@@ -429,7 +425,6 @@ impl Handler<BeginRun> for StateKeeper {
             state: Arc::new(self.state.clone()),
             force: msg.force,
             stopping,
-            shards: msg.shards,
             done: Some(rx),
         })
     }

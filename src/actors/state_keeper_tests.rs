@@ -51,7 +51,7 @@ fn a_run_whose_state_cannot_be_saved_is_not_complete_and_the_next_resumes_from_t
     actix::System::new().block_on(async {
         let keeper = StateKeeper::new(Arc::new(config), Box::new(store), metrics, Vec::new()).start();
         let slots = Arc::new(Semaphore::new(4));
-        let mut first = keeper.send(BeginRun { force: false, shards: None }).await.unwrap().unwrap();
+        let mut first = keeper.send(BeginRun { force: false }).await.unwrap().unwrap();
         finish_one(&keeper, &slots, "a.jpg").await; // checkpoint saved: cursor a.jpg
         full.store(true, Ordering::SeqCst);
         finish_one(&keeper, &slots, "b.jpg").await; // checkpoint lost
@@ -70,7 +70,7 @@ fn a_run_whose_state_cannot_be_saved_is_not_complete_and_the_next_resumes_from_t
 
         // Room again: the next run is the same run, resumed after the last saved checkpoint.
         full.store(false, Ordering::SeqCst);
-        let next = keeper.send(BeginRun { force: false, shards: None }).await.unwrap().unwrap();
+        let next = keeper.send(BeginRun { force: false }).await.unwrap().unwrap();
         assert_eq!((&*next.id, next.cursor.as_deref()), (&*first.id, Some("a.jpg")));
         assert_eq!(keeper.send(GetProgress).await.unwrap().state_save_error, None);
     });

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use super::state_keeper::{RecordDone, StateKeeper};
-use crate::cluster::Cluster;
 use crate::model::{Candidate, ItemOutcome, Slot};
+use crate::scope::{RunScope, admit};
 use crate::storage::{Storage, StorageError, WEBP_CONTENT_TYPE};
 
 /// Uploads one converted image.
@@ -43,7 +43,7 @@ pub struct Uploader {
     storage: Storage,
     state_keeper: Addr<StateKeeper>,
     uploads: Arc<Semaphore>,
-    cluster: Option<Arc<Cluster>>,
+    scope: Arc<dyn RunScope>,
 }
 
 impl Uploader {
@@ -51,18 +51,19 @@ impl Uploader {
         storage: Storage,
         state_keeper: Addr<StateKeeper>,
         concurrency: usize,
-        cluster: Option<Arc<Cluster>>,
+        scope: Arc<dyn RunScope>,
     ) -> Self {
-        Self { storage, state_keeper, uploads: Arc::new(Semaphore::new(concurrency)), cluster }
+        Self { storage, state_keeper, uploads: Arc::new(Semaphore::new(concurrency)), scope }
     }
 }
 
-/// Puts one run's WebP: plainly, or (bucket mode) fenced and conditional.
-async fn put_run_webp(storage: &Storage, cluster: Option<&Cluster>, c: &Candidate, webp: Bytes) -> Result<(), Put> {
-    let Some(cluster) = cluster else {
+/// Puts one run's WebP: plainly, or (when several writers may race: bucket mode) only
+/// while the scope admits its source, and conditionally.
+async fn put_run_webp(storage: &Storage, scope: &dyn RunScope, c: &Candidate, webp: Bytes) -> Result<(), Put> {
+    if !scope.conditional_writes() {
         return storage.put(&c.output, webp, WEBP_CONTENT_TYPE).await.map(|_| ()).map_err(Put::Failed);
-    };
-    if !cluster.in_run(&c.source.key, chrono::Utc::now()) {
+    }
+    if !admit(scope, &c.source.key, chrono::Utc::now()) {
         return Err(Put::Superseded("this instance no longer holds the shard's lease".into()));
     }
     let put = match &c.replaces {
@@ -94,12 +95,12 @@ impl Handler<UploadWebp> for Uploader {
         let storage = self.storage.clone();
         let state_keeper = self.state_keeper.clone();
         let uploads = self.uploads.clone();
-        let cluster = self.cluster.clone();
+        let scope = self.scope.clone();
         actix::spawn(async move {
             let _permit = uploads.acquire_owned().await.expect("never closed");
             let UploadWebp { candidate, webp, bytes_in, megapixels, convert_ms, slot } = msg;
             let bytes_out = webp.len() as u64;
-            let outcome = match put_run_webp(&storage, cluster.as_deref(), &candidate, webp).await {
+            let outcome = match put_run_webp(&storage, scope.as_ref(), &candidate, webp).await {
                 Ok(()) => ItemOutcome::Converted { bytes_in, bytes_out, megapixels, convert_ms },
                 Err(Put::Superseded(reason)) => ItemOutcome::Superseded { reason },
                 Err(Put::Failed(e)) => {

@@ -50,6 +50,8 @@ pub struct ConvertBytes {
     pub resize: Option<convert::ResizeSpec>,
     pub memory: Reservation,
     pub admitted: Arc<OwnedSemaphorePermit>,
+    /// Set when the requester gave up (a 504): the encode stops early.
+    pub cancel: Arc<convert::webp::Cancel>,
 }
 
 /// One worker of the pool.
@@ -76,7 +78,12 @@ impl Converter {
 
     /// Converts (a panic caught as `Err`), with libwebp's second thread when no other
     /// worker is busy.
-    fn convert(&self, bytes: &[u8], resize: Option<convert::ResizeSpec>) -> std::thread::Result<Converted> {
+    fn convert(
+        &self,
+        bytes: &[u8],
+        resize: Option<convert::ResizeSpec>,
+        cancel: &convert::webp::Cancel,
+    ) -> std::thread::Result<Converted> {
         let others_busy = self.busy.fetch_add(1, Ordering::SeqCst);
         let threaded;
         let opts = if others_busy == 0 && self.workers > 1 && !self.opts.multithread {
@@ -85,7 +92,7 @@ impl Converter {
         } else {
             &self.opts
         };
-        let result = catch_unwind(AssertUnwindSafe(|| convert::convert(bytes, opts, resize)));
+        let result = catch_unwind(AssertUnwindSafe(|| convert::convert_cancellable(bytes, opts, resize, cancel)));
         self.busy.fetch_sub(1, Ordering::SeqCst);
         result
     }
@@ -106,7 +113,7 @@ impl Handler<ConvertImage> for Converter {
     fn handle(&mut self, msg: ConvertImage, _: &mut SyncContext<Self>) {
         let ConvertImage { candidate, bytes, slot, memory } = msg;
         let started = Instant::now();
-        let result = self.convert(&bytes, None);
+        let result = self.convert(&bytes, None, &convert::webp::Cancel::new(false));
         let bytes_in = bytes.len() as u64;
         drop((bytes, memory));
         let fail =
@@ -144,8 +151,11 @@ impl Handler<ConvertBytes> for Converter {
     type Result = Result<convert::Converted, ConvertError>;
 
     fn handle(&mut self, msg: ConvertBytes, _: &mut SyncContext<Self>) -> Self::Result {
-        let ConvertBytes { bytes, resize, memory, admitted } = msg;
-        let result = self.convert(&bytes, resize);
+        let ConvertBytes { bytes, resize, memory, admitted, cancel } = msg;
+        let result = self.convert(&bytes, resize, &cancel);
+        if matches!(result, Ok(Err(ConvertError::Cancelled))) {
+            tracing::info!("Cancelled an API conversion: its request timed out");
+        }
         // The pixels are gone: only now may another conversion use their memory.
         drop((bytes, memory, admitted));
         result.unwrap_or_else(|_| {

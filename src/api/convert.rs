@@ -122,13 +122,18 @@ async fn convert(
     // The admission is shared with the conversion: a request that times out leaves it
     // held until the converter has really finished (or skipped) its work.
     let admitted = Arc::new(admitted);
-    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), resize, admitted)).await {
+    let cancel = Arc::new(crate::convert::webp::Cancel::new(false));
+    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), resize, admitted, cancel.clone())).await {
         Ok(r) => r,
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!("no result within server.timeout_seconds ({}s)", timeout.as_secs()),
-        )),
+        Err(_) => Err({
+            // A conversion under way stops early; its memory is released when it has.
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("no result within server.timeout_seconds ({}s)", timeout.as_secs()),
+            )
+        }),
     }
 }
 
@@ -137,6 +142,7 @@ async fn convert_inner(
     source: &str,
     resize: Option<ResizeSpec>,
     admitted: Arc<OwnedSemaphorePermit>,
+    cancel: Arc<crate::convert::webp::Cancel>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let bucket = state.storage.bucket().to_owned();
@@ -173,7 +179,7 @@ async fn convert_inner(
     let converted = state
         .pipeline
         .converter
-        .send(ConvertBytes { bytes, resize, memory, admitted: admitted.clone() })
+        .send(ConvertBytes { bytes, resize, memory, admitted: admitted.clone(), cancel })
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the converter pool is stopping"))?
         .map_err(with_source)?;

@@ -105,6 +105,8 @@ impl From<ConvertError> for ApiError {
             ConvertError::OverMemoryBudget { .. } => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "over_memory_budget", e.to_string())
             }
+            // Only a request that already timed out cancels its conversion.
+            ConvertError::Cancelled => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string()),
             ConvertError::InvalidResize(_) => Self::bad_request("invalid_resize_params", e.to_string()),
             ConvertError::Encode(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "conversion_failed", e.to_string()),
             _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_image", e.to_string()),

@@ -67,6 +67,8 @@ pub enum ConvertError {
     TooManyFrames { max: u32 },
     #[error("decoder limit exceeded: {message}")]
     LimitExceeded { message: String },
+    #[error("cancelled: its requester stopped waiting")]
+    Cancelled,
     #[error("invalid resize request: {0}")]
     InvalidResize(String),
     #[error(transparent)]
@@ -91,6 +93,7 @@ impl ConvertError {
             Self::TooManyFrames { .. } => "too_many_frames",
             Self::LimitExceeded { .. } => "limit_exceeded",
             Self::InvalidResize(_) => "invalid_resize",
+            Self::Cancelled => "cancelled",
             Self::Encode(_) => "encode_failed",
         }
     }
@@ -127,6 +130,17 @@ pub struct Converted {
 
 /// Converts one image to WebP.
 pub fn convert(input: &[u8], opts: &ConvertOptions, resize: Option<ResizeSpec>) -> Result<Converted, ConvertError> {
+    convert_cancellable(input, opts, resize, &webp::Cancel::new(false))
+}
+
+/// [`convert`], giving up ([`ConvertError::Cancelled`]) once `cancel` is set: between
+/// animation frames, and inside a still image's encode.
+pub fn convert_cancellable(
+    input: &[u8],
+    opts: &ConvertOptions,
+    resize: Option<ResizeSpec>,
+    cancel: &webp::Cancel,
+) -> Result<Converted, ConvertError> {
     if input.len() as u64 > opts.limits.max_input_bytes {
         return Err(ConvertError::TooLarge { size: input.len() as u64, max: opts.limits.max_input_bytes });
     }
@@ -140,8 +154,8 @@ pub fn convert(input: &[u8], opts: &ConvertOptions, resize: Option<ResizeSpec>) 
     let format = sniff(input)?;
     admit(input, resize, opts)?;
     match decode::decode(input, format, opts)? {
-        Decoded::Still(still) => convert_still(still, format, opts, resize),
-        Decoded::Animation(anim) => convert_animation(anim, format, opts, resize),
+        Decoded::Still(still) => convert_still(still, format, opts, resize, cancel),
+        Decoded::Animation(anim) => convert_animation(anim, format, opts, resize, cancel),
     }
 }
 
@@ -239,6 +253,7 @@ fn convert_still(
     format: SourceFormat,
     opts: &ConvertOptions,
     resize: Option<ResizeSpec>,
+    cancel: &webp::Cancel,
 ) -> Result<Converted, ConvertError> {
     let (w, h) = still.image.dimensions();
     let source_megapixels = f64::from(w) * f64::from(h) / 1e6;
@@ -255,7 +270,9 @@ fn convert_still(
         LosslessPolicy::Auto => format.is_lossless_source() && few_colours(&pixels, if has_alpha { 4 } else { 3 }),
     };
     let px = Pixels { data: &pixels, width: tw, height: th, has_alpha };
-    let encoded = webp::encode_still(&px, &encode_config(opts, format, lossless))?;
+    let encoded = webp::encode_still(&px, &encode_config(opts, format, lossless), cancel).map_err(|e| {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) { ConvertError::Cancelled } else { e.into() }
+    })?;
     let icc = still.metadata.icc.is_some();
     let webp = webp::add_metadata(&encoded, &still.metadata)?;
     Ok(Converted {
@@ -276,6 +293,7 @@ fn convert_animation(
     format: SourceFormat,
     opts: &ConvertOptions,
     resize: Option<ResizeSpec>,
+    cancel: &webp::Cancel,
 ) -> Result<Converted, ConvertError> {
     let (w, h) = (anim.width, anim.height);
     let (tw, th) = output_size(w, h, resize, &opts.limits)?;
@@ -288,6 +306,10 @@ fn convert_animation(
     let mut limit_error: Option<ConvertError> = None;
     let frames = anim.first.into_iter().map(Ok).chain(anim.rest).map(|frame| {
         count += 1;
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            limit_error = Some(ConvertError::Cancelled);
+            return Err(EncodeError("cancelled".into()));
+        }
         if count > max_frames {
             limit_error = Some(ConvertError::TooManyFrames { max: max_frames });
             return Err(EncodeError("frame limit".into()));

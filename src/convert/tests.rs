@@ -298,3 +298,14 @@ fn gif_canvas_bomb_is_refused_by_its_canvas_not_its_frames() {
     let c = convert(&canvas_gif(40, 30, 3), &small, None).unwrap();
     assert_eq!((c.width, c.height, c.frames), (40, 30, 3));
 }
+
+#[test]
+fn a_cancelled_conversion_stops_with_its_reason() {
+    let cancel = webp::Cancel::new(true);
+    for name in ["jpeg_baseline.jpg", "gif_animated.gif"] {
+        let e = convert_cancellable(&fixture(name), &opts(), None, &cancel).unwrap_err();
+        assert_eq!(e, ConvertError::Cancelled, "{name}");
+    }
+    // Not cancelled: the same call converts.
+    assert!(convert_cancellable(&fixture("jpeg_baseline.jpg"), &opts(), None, &webp::Cancel::new(false)).is_ok());
+}

@@ -159,8 +159,20 @@ impl Drop for OwnedData {
     }
 }
 
-/// Encodes one still image.
-pub fn encode_still(px: &Pixels<'_>, cfg: &EncodeConfig) -> Result<Vec<u8>, EncodeError> {
+/// Set by whoever no longer wants a conversion's result (an API request that timed
+/// out); libwebp's progress hook reads it, so a still encode stops within a few rows.
+pub type Cancel = std::sync::atomic::AtomicBool;
+
+/// libwebp's progress hook: 0 aborts the encode (`VP8_ENC_ERROR_USER_ABORT`).
+unsafe extern "C" fn keep_going(_percent: c_int, picture: *const sys::WebPPicture) -> c_int {
+    // SAFETY: `user_data` is the `Cancel` that `encode_still` set, borrowed for the
+    // whole `WebPEncode` call that invokes this hook.
+    let cancel = unsafe { &*((*picture).user_data as *const Cancel) };
+    c_int::from(!cancel.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Encodes one still image; gives up early once `cancel` is set.
+pub fn encode_still(px: &Pixels<'_>, cfg: &EncodeConfig, cancel: &Cancel) -> Result<Vec<u8>, EncodeError> {
     let config = cfg.to_sys()?;
     // As cwebp: ARGB input for lossless (or sharp YUV), direct RGB→YUV import for lossy.
     let mut pic = Picture::import(px, cfg.lossless || cfg.sharp_yuv)?;
@@ -168,7 +180,10 @@ pub fn encode_still(px: &Pixels<'_>, cfg: &EncodeConfig) -> Result<Vec<u8>, Enco
     let writer_ptr = Box::into_raw(writer);
     pic.0.writer = Some(sys::WebPMemoryWrite);
     pic.0.custom_ptr = writer_ptr.cast();
-    // SAFETY: config is valid; the picture owns its pixels; the writer outlives the call.
+    pic.0.progress_hook = Some(keep_going);
+    pic.0.user_data = ptr::from_ref(cancel).cast_mut().cast();
+    // SAFETY: config is valid; the picture owns its pixels; the writer and `cancel`
+    // outlive the call.
     let ok = unsafe { sys::WebPEncode(&config, &mut pic.0) };
     // SAFETY: re-owns the writer leaked above, so it is freed on every path.
     let writer = unsafe { Box::from_raw(writer_ptr) };

@@ -568,3 +568,21 @@ impl Drop for Once {
         let _ = self.child.wait();
     }
 }
+
+/// Regression (issue 13): `POST /api/runs` in a cluster waited for the Coordinator's
+/// turn (a lock held across every S3 call of it) and for the write of `trigger.json`,
+/// so a slow bucket made the API slow. It now answers before any storage call: here
+/// every request to the bucket takes 90 s — longer than the test client waits (60 s) —
+/// and the request is still answered, 202 with the run left to the cluster.
+#[test]
+fn a_run_request_is_answered_however_slow_the_bucket() {
+    let _serial = serial();
+    let bucket = new_bucket("cluster-slow");
+    fill(&bucket, 6);
+    let servers = start_cluster(&bucket, 1, 2, 3);
+    set_latency(&bucket, 90_000);
+    let r = servers[0].post("/api/runs", json!({}));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["run_id"], Value::Null, "{}", String::from_utf8_lossy(&r.body));
+    set_latency(&bucket, 0);
+}

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::Mutex;
 
 use super::lister::Lister;
 use super::runs::{RunHandle, begin};
@@ -121,8 +121,6 @@ struct Turn {
     quiet: bool,
     /// When the heartbeat was last written and the others' last read.
     last_survey: Option<DateTime<Utc>>,
-    /// Where a run's summary goes when the API asked for the run.
-    waiting: Option<oneshot::Sender<RunSummary>>,
     /// `run-once`: the request whose whole run this instance waits for; shards still
     /// owed it are not released to rebalance.
     finishing: Option<DateTime<Utc>>,
@@ -200,9 +198,17 @@ impl Actor for Coordinator {
 impl Handler<Trigger> for Coordinator {
     type Result = ResponseFuture<Result<RunHandle, BeginError>>;
 
+    /// Answers at once, before any storage call (so `POST /api/runs` never waits for
+    /// the bucket nor for a turn of the loop); the request is written, and a run begun
+    /// over the owed shards held here, in the background.
     fn handle(&mut self, msg: Trigger, _: &mut Context<Self>) -> Self::Result {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.trigger(msg.force, msg.at).await })
+        actix::spawn(async move {
+            if let Err(e) = inner.trigger(msg.force, msg.at).await {
+                tracing::error!(error = %e, "Cannot request a run of the cluster");
+            }
+        });
+        Box::pin(async { Err(BeginError::Queued) })
     }
 }
 
@@ -520,7 +526,7 @@ impl Inner {
         match begin(self.state_keeper.clone(), self.lister.clone(), force).await {
             Ok(handle) => {
                 turn.running = true;
-                let (inner, waiting) = (self.clone(), turn.waiting.take());
+                let inner = self.clone();
                 actix::spawn(async move {
                     let summary = handle.done.await;
                     let mut turn = inner.turn.lock().await;
@@ -529,9 +535,6 @@ impl Inner {
                         turn.finished.push(s.clone());
                     }
                     drop(turn);
-                    if let (Ok(s), Some(tx)) = (summary, waiting) {
-                        let _ = tx.send(s);
-                    }
                     inner.kick.notify_one();
                 });
                 Some(handle.run_id)
@@ -543,22 +546,16 @@ impl Inner {
         }
     }
 
-    async fn trigger(self: &Arc<Self>, force: bool, tick: Option<DateTime<Utc>>) -> Result<RunHandle, BeginError> {
+    /// Records a run request (its time taken now, or the cron tick's) and begins a run
+    /// over the owed shards held here, if none is going on.
+    async fn trigger(self: &Arc<Self>, force: bool, tick: Option<DateTime<Utc>>) -> Result<(), StorageError> {
+        let at = tick.unwrap_or_else(Utc::now);
         let mut turn = self.turn.lock().await;
-        let record =
-            TriggerRecord { at: tick.unwrap_or_else(Utc::now), by: self.cluster.config.instance_id.clone(), force };
-        turn.trigger = Some(self.write_trigger(record).await.map_err(|e| BeginError::Cluster(e.to_string()))?);
-        let (tx, rx) = oneshot::channel();
-        turn.waiting = Some(tx);
-        let started = self.maybe_run(&mut turn).await;
+        let record = TriggerRecord { at, by: self.cluster.config.instance_id.clone(), force };
+        turn.trigger = Some(self.write_trigger(record).await?);
+        self.maybe_run(&mut turn).await;
         self.publish(&turn);
-        match started {
-            Some(run_id) => Ok(RunHandle { run_id, done: rx }),
-            None => {
-                turn.waiting = None;
-                Err(BeginError::Queued)
-            }
-        }
+        Ok(())
     }
 
     /// `run-once`: records a run request and waits for its whole run ([`RequestRun`]).

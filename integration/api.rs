@@ -47,7 +47,7 @@ fn root_health_and_metrics() {
     assert_eq!(server.get("/health").json(), json!({"status": "ok"}));
     let m = server.get("/metrics");
     assert_eq!(m.status, 200);
-    assert!(m.headers["content-type"].starts_with("text/plain"));
+    assert_eq!(m.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
     let text = String::from_utf8_lossy(&m.body);
     for name in [
         "ics_runs_started_total",
@@ -55,11 +55,26 @@ fn root_health_and_metrics() {
         "ics_conversion_duration_seconds_bucket",
         "ics_images_in_flight",
         "ics_last_success_timestamp_seconds",
-        "ics_bytes_out_total",
+        "ics_output_bytes_total",
+        "ics_input_bytes_total",
+        "ics_images_failed_total{reason=\"decode_failed\"} 0",
+        "ics_build_info{commit=",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
     assert_error(&server.get("/nope"), 404, "not_found");
+    // Every request is counted by its route pattern and status; unknown paths as one series.
+    let text = String::from_utf8_lossy(&server.get("/metrics").body).to_string();
+    for line in [
+        "ics_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1",
+        "ics_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"} 1",
+        "ics_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+        "ics_http_request_duration_seconds_count{method=\"GET\",route=\"/\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
 }
 
 #[test]

@@ -296,3 +296,60 @@ fn completions_and_man_page_are_generated_from_the_flags() {
         assert!(page.contains(word), "the man page lacks {word}");
     }
 }
+
+/// The metric names a PromQL expression uses (identifiers followed by `{`, `[` or `)`
+/// that are not PromQL functions or keywords).
+fn metric_names(expr: &str) -> Vec<String> {
+    const PROMQL: &[&str] =
+        &["sum", "rate", "increase", "histogram_quantile", "by", "max", "time", "le", "route", "reason", "status"];
+    let mut names = Vec::new();
+    let mut word = String::new();
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if matches!(c, '{' | '[' | ')' | ' ') && word.contains('_') && !PROMQL.contains(&word.as_str()) {
+            names.push(std::mem::take(&mut word));
+        }
+        word.clear();
+    }
+    names
+}
+
+#[test]
+fn grafana_dashboard_is_json_and_names_only_exported_series() {
+    let text = std::fs::read_to_string(repo("packaging/grafana-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let metrics = ics::metrics::Metrics::default();
+    // Per-route series exist once a route has answered.
+    metrics.http_request("/health", "GET", 200, 0.001);
+    let exported = metrics.render();
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6, "throughput, failures, queue, latency, RSS, HTTP at least");
+    let mut seen = std::collections::BTreeSet::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                let base = name.trim_end_matches("_bucket");
+                assert!(
+                    exported.contains(&format!("# TYPE {base} ")),
+                    "panel {:?} uses {name}, which /metrics does not export",
+                    panel["title"]
+                );
+                seen.insert(base.to_owned());
+            }
+        }
+    }
+    for needed in [
+        "ics_images_converted_total",
+        "ics_images_failed_total",
+        "ics_images_in_flight",
+        "ics_conversion_duration_seconds",
+        "process_resident_memory_bytes",
+        "ics_http_request_duration_seconds",
+    ] {
+        assert!(seen.contains(needed), "no panel shows {needed}");
+    }
+}

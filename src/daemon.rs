@@ -165,6 +165,7 @@ fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::de
         let state = state.clone();
         actix_web::App::new()
             .wrap(tracing_actix_web::TracingLogger::<crate::api::RequestSpans>::new())
+            .wrap(actix_web::middleware::from_fn(crate::api::record_request))
             .configure(move |cfg| crate::api::configure(cfg, state))
     })
     .client_request_timeout(timeout)

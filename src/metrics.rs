@@ -1,206 +1,267 @@
-//! Counters and gauges for `GET /metrics`, in the Prometheus text format.
+//! The daemon's metrics for `GET /metrics`, kept in a `prometheus` registry and exposed in
+//! the Prometheus text format (0.0.4).
 //!
 //! One [`Metrics`] is shared (behind an `Arc`) by the StateKeeper, which records runs and
-//! images, and the API, which records on-demand conversions. Updates are atomic adds, so
-//! reading the metrics never slows a run down.
+//! images, the Coordinator (bucket mode), and the API, which records on-demand conversions
+//! and every HTTP request. Updates are atomic adds, so reading the metrics never slows a
+//! run down. Conventions: units in names (`_bytes_total`, `_seconds`), every series
+//! present from the start (each failure reason at 0), `process_*` from the process
+//! collector (Linux), and `ics_build_info` naming the version, commit and libwebp.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 /// Upper bounds (seconds) of the conversion-duration histogram's buckets.
-const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const CONVERSION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Upper bounds (seconds) of the HTTP request-duration histogram's buckets.
+const HTTP_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+
+/// Every reason an image can fail with (the ledger's and the API's codes:
+/// `ConvertError::code`, `JobError::code`, the pipeline's download/upload failures), so
+/// that each `ics_images_failed_total{reason}` series exists at 0 before its first failure.
+pub const FAILURE_REASONS: &[&str] = &[
+    "empty_file",
+    "too_large",
+    "not_an_image",
+    "unsupported_format",
+    "decode_failed",
+    "empty_image",
+    "too_many_pixels",
+    "too_wide",
+    "too_many_frames",
+    "limit_exceeded",
+    "invalid_resize",
+    "encode_failed",
+    "not_found",
+    "unsafe_key",
+    "download_failed",
+    "upload_failed",
+    "storage_error",
+    "output_collision",
+    "worker_failed",
+    "over_memory_budget",
+    "invalid_key",
+];
 
 /// The daemon's metrics.
-#[derive(Debug, Default)]
+#[derive(Clone)]
 pub struct Metrics {
-    runs_started: AtomicU64,
-    runs_completed: AtomicU64,
-    runs_failed: AtomicU64,
-    converted: AtomicU64,
-    skipped: AtomicU64,
-    kept: AtomicU64,
-    failed: Mutex<BTreeMap<String, u64>>,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    in_flight: AtomicI64,
-    last_success: AtomicI64,
-    api_conversions: AtomicU64,
+    registry: Registry,
+    runs_started: IntCounter,
+    runs_completed: IntCounter,
+    runs_interrupted: IntCounter,
+    converted: IntCounter,
+    skipped: IntCounter,
+    kept: IntCounter,
+    failed: IntCounterVec,
+    input_bytes: IntCounter,
+    output_bytes: IntCounter,
+    in_flight: IntGauge,
+    last_success: IntGauge,
+    api_conversions: IntCounter,
     duration: Histogram,
-    superseded: AtomicU64,
-    /// Bucket mode only (`cluster` is set once the Coordinator reports).
-    cluster: AtomicBool,
-    shards_held: AtomicU64,
-    live_instances: AtomicU64,
-    leases_lost: AtomicU64,
+    superseded: IntCounter,
+    shards_held: IntGauge,
+    live_instances: IntGauge,
+    leases_lost: IntCounter,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
 }
 
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    /// Sum in microseconds.
-    sum_us: AtomicU64,
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Registers a metric built from `opts` (the names are constants: a clash is a bug).
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry.register(Box::new(metric.clone())).expect("metric names are unique");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
 }
 
 impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("one process collector");
+        let build = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("ics_build_info", "The running build: version, commit and libwebp version (always 1)."),
+                &["version", "commit", "libwebp"],
+            )
+            .expect("valid metric"),
+        );
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("ICS_BUILD_COMMIT"), &crate::convert::webp::version()])
+            .set(1);
+        let failed = register(
+            &r,
+            IntCounterVec::new(Opts::new("ics_images_failed_total", "Images that failed, by reason."), &["reason"])
+                .expect("valid metric"),
+        );
+        for reason in FAILURE_REASONS {
+            failed.with_label_values(&[reason]);
+        }
+        let duration = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new("ics_conversion_duration_seconds", "Download-to-upload time of one image.")
+                    .buckets(CONVERSION_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+        );
+        let http_requests = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new("ics_http_requests_total", "HTTP requests answered, by route, method and status."),
+                &["route", "method", "status"],
+            )
+            .expect("valid metric"),
+        );
+        let http_duration = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new("ics_http_request_duration_seconds", "Time to answer an HTTP request, by route.")
+                    .buckets(HTTP_BUCKETS.to_vec()),
+                &["route", "method"],
+            )
+            .expect("valid metric"),
+        );
+        Self {
+            runs_started: counter(&r, "ics_runs_started_total", "Runs started."),
+            runs_completed: counter(&r, "ics_runs_completed_total", "Runs that went through the whole bucket."),
+            runs_interrupted: counter(&r, "ics_runs_interrupted_total", "Runs interrupted (shutdown, listing error)."),
+            converted: counter(&r, "ics_images_converted_total", "Images converted and uploaded by runs."),
+            skipped: counter(
+                &r,
+                "ics_images_skipped_total",
+                "Sources skipped (WebP up to date, or left by the ledger).",
+            ),
+            kept: counter(&r, "ics_images_kept_total", "Sources kept because their WebP would be larger."),
+            api_conversions: counter(&r, "ics_api_conversions_total", "Images converted through the API."),
+            input_bytes: counter(&r, "ics_input_bytes_total", "Source bytes converted."),
+            output_bytes: counter(&r, "ics_output_bytes_total", "WebP bytes written."),
+            in_flight: gauge(&r, "ics_images_in_flight", "Images between listing and record."),
+            last_success: gauge(
+                &r,
+                "ics_last_success_timestamp_seconds",
+                "End of the last complete run without failures (Unix time; 0: none yet).",
+            ),
+            superseded: counter(
+                &r,
+                "ics_images_superseded_total",
+                "Images left to another instance (shard lost, or its WebP written first).",
+            ),
+            shards_held: gauge(&r, "ics_cluster_shards_held", "Shards this instance holds (state.backend: bucket)."),
+            live_instances: gauge(&r, "ics_cluster_live_instances", "Live instances seen through their heartbeats."),
+            leases_lost: counter(
+                &r,
+                "ics_cluster_leases_lost_total",
+                "Leases lost to another instance (a write refused).",
+            ),
+            failed,
+            duration,
+            http_requests,
+            http_duration,
+            registry: r,
+        }
+    }
+
     pub fn run_started(&self) {
-        self.runs_started.fetch_add(1, Relaxed);
+        self.runs_started.inc();
     }
 
     /// A run ended; `complete` runs set the last-success time.
     pub fn run_finished(&self, complete: bool, failed: bool) {
         if complete {
-            self.runs_completed.fetch_add(1, Relaxed);
+            self.runs_completed.inc();
             if !failed {
-                self.last_success.store(chrono::Utc::now().timestamp(), Relaxed);
+                self.last_success.set(chrono::Utc::now().timestamp());
             }
         } else {
-            self.runs_failed.fetch_add(1, Relaxed);
+            self.runs_interrupted.inc();
         }
     }
 
     pub fn converted(&self, bytes_in: u64, bytes_out: u64, seconds: f64) {
-        self.converted.fetch_add(1, Relaxed);
-        self.bytes_in.fetch_add(bytes_in, Relaxed);
-        self.bytes_out.fetch_add(bytes_out, Relaxed);
+        self.converted.inc();
+        self.input_bytes.inc_by(bytes_in);
+        self.output_bytes.inc_by(bytes_out);
         self.duration.observe(seconds);
     }
 
     pub fn api_converted(&self) {
-        self.api_conversions.fetch_add(1, Relaxed);
+        self.api_conversions.inc();
     }
 
     pub fn skipped(&self, n: u64) {
-        self.skipped.fetch_add(n, Relaxed);
+        self.skipped.inc_by(n);
     }
 
     pub fn kept(&self) {
-        self.kept.fetch_add(1, Relaxed);
+        self.kept.inc();
     }
 
     pub fn failed(&self, reason: &str) {
-        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        *f.entry(reason.to_owned()).or_default() += 1;
+        self.failed.with_label_values(&[reason]).inc();
     }
 
     /// Bucket mode: an image left to another instance.
     pub fn superseded(&self) {
-        self.superseded.fetch_add(1, Relaxed);
+        self.superseded.inc();
     }
 
     /// Bucket mode: a lease lost to another instance.
     pub fn lease_lost(&self) {
-        self.leases_lost.fetch_add(1, Relaxed);
+        self.leases_lost.inc();
     }
 
     /// Bucket mode: shards held here and live instances seen.
     pub fn set_cluster(&self, held: usize, live: usize) {
-        self.cluster.store(true, Relaxed);
-        self.shards_held.store(held as u64, Relaxed);
-        self.live_instances.store(live as u64, Relaxed);
+        self.shards_held.set(held as i64);
+        self.live_instances.set(live as i64);
     }
 
     pub fn set_in_flight(&self, n: usize) {
-        self.in_flight.store(n as i64, Relaxed);
+        self.in_flight.set(n as i64);
     }
 
-    /// The text exposition format.
+    /// An HTTP request answered: `route` is the matched pattern (`/api/convert`), or
+    /// `unmatched` for a 404, so that the series stay few whatever paths clients send.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.http_requests.with_label_values(&[route, method, &status.to_string()]).inc();
+        self.http_duration.with_label_values(&[route, method]).observe(seconds);
+    }
+
+    /// The text exposition format (`text/plain; version=0.0.4`).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter("ics_runs_started_total", "Runs started.", self.runs_started.load(Relaxed));
-        counter(
-            "ics_runs_completed_total",
-            "Runs that went through the whole bucket.",
-            self.runs_completed.load(Relaxed),
-        );
-        counter(
-            "ics_runs_interrupted_total",
-            "Runs interrupted (shutdown or listing error).",
-            self.runs_failed.load(Relaxed),
-        );
-        counter("ics_images_converted_total", "Images converted and uploaded by runs.", self.converted.load(Relaxed));
-        counter(
-            "ics_images_skipped_total",
-            "Sources skipped (WebP up to date, or left by the ledger).",
-            self.skipped.load(Relaxed),
-        );
-        counter("ics_images_kept_total", "Sources kept because their WebP would be larger.", self.kept.load(Relaxed));
-        counter("ics_api_conversions_total", "Images converted through the API.", self.api_conversions.load(Relaxed));
-        counter("ics_bytes_in_total", "Source bytes converted.", self.bytes_in.load(Relaxed));
-        counter("ics_bytes_out_total", "WebP bytes written.", self.bytes_out.load(Relaxed));
-        let _ = writeln!(
-            out,
-            "# HELP ics_images_failed_total Images that failed, by reason.\n# TYPE ics_images_failed_total counter"
-        );
-        for (reason, n) in self.failed.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "ics_images_failed_total{{reason=\"{reason}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ics_images_in_flight Images between listing and record.\n# TYPE ics_images_in_flight gauge\nics_images_in_flight {}",
-            self.in_flight.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ics_last_success_timestamp_seconds End of the last complete run without failures.\n# TYPE ics_last_success_timestamp_seconds gauge\nics_last_success_timestamp_seconds {}",
-            self.last_success.load(Relaxed)
-        );
-        self.duration.render(&mut out, "ics_conversion_duration_seconds", "Download-to-upload time of one image.");
-        if self.cluster.load(Relaxed) {
-            let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-            };
-            gauge("ics_cluster_shards_held", "Shards this instance holds.", "gauge", self.shards_held.load(Relaxed));
-            gauge(
-                "ics_cluster_live_instances",
-                "Live instances seen through their heartbeats.",
-                "gauge",
-                self.live_instances.load(Relaxed),
-            );
-            gauge(
-                "ics_cluster_leases_lost_total",
-                "Leases lost to another instance (a write refused).",
-                "counter",
-                self.leases_lost.load(Relaxed),
-            );
-            gauge(
-                "ics_images_superseded_total",
-                "Images left to another instance (shard lost, or its WebP written first).",
-                "counter",
-                self.superseded.load(Relaxed),
-            );
-        }
-        out
+        let mut out = Vec::with_capacity(8192);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
 
-impl Histogram {
-    fn observe(&self, seconds: f64) {
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                self.buckets[i].fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add((seconds * 1e6) as u64, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", self.buckets[i].load(Relaxed));
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
-    }
-}
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
@@ -221,6 +282,43 @@ mod tests {
         assert!(text.contains("ics_conversion_duration_seconds_bucket{le=\"0.25\"} 1\n"));
         assert!(text.contains("ics_conversion_duration_seconds_bucket{le=\"5\"} 2\n"));
         assert!(text.contains("ics_conversion_duration_seconds_count 2\n"));
-        assert!(text.contains("ics_bytes_out_total 80\n"));
+        assert!(text.contains("ics_output_bytes_total 80\n"));
+        assert!(text.contains("ics_input_bytes_total 200\n"));
+    }
+
+    #[test]
+    fn every_series_exists_before_its_first_event() {
+        let text = Metrics::default().render();
+        for reason in FAILURE_REASONS {
+            assert!(text.contains(&format!("ics_images_failed_total{{reason=\"{reason}\"}} 0\n")), "{reason}");
+        }
+        for name in ["ics_runs_started_total 0", "ics_cluster_shards_held 0", "ics_images_in_flight 0"] {
+            assert!(text.contains(name), "{name}");
+        }
+        assert!(text.contains("ics_build_info{commit=\""), "{text}");
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn http_requests_are_counted_by_route_and_status() {
+        let m = Metrics::default();
+        m.http_request("/api/convert", "POST", 200, 0.02);
+        m.http_request("/api/convert", "POST", 200, 0.03);
+        m.http_request("unmatched", "GET", 404, 0.001);
+        let text = m.render();
+        assert!(
+            text.contains("ics_http_requests_total{method=\"POST\",route=\"/api/convert\",status=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("ics_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1\n"));
+        assert!(text.contains("ics_http_request_duration_seconds_count{method=\"POST\",route=\"/api/convert\"} 2\n"));
     }
 }

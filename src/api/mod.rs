@@ -146,6 +146,24 @@ fn json_error(e: actix_web::error::JsonPayloadError) -> ApiError {
     }
 }
 
+/// Middleware: counts and times every request by its route pattern and status
+/// (`ics_http_requests_total`, `ics_http_request_duration_seconds`); a path that matches
+/// no route counts as `unmatched`, so clients cannot grow the series.
+pub async fn record_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let start = std::time::Instant::now();
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let method = req.method().as_str().to_owned();
+    let res = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+        metrics.http_request(&route, &method, res.status().as_u16(), start.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}
+
 async fn index() -> HttpResponse {
     HttpResponse::Ok().json(json!({"message": "Image Converting Server"}))
 }
@@ -178,7 +196,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
          # TYPE ics_api_conversions_admitted gauge\n\
          ics_api_conversions_admitted {admitted}\n"
     );
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+    HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(body)
 }
 
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -26,12 +26,16 @@ use crate::naming;
 use crate::webhook;
 
 /// `POST /api/convert` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ConvertBody {
+    /// A key, `r2://bucket/key`, `s3://bucket/key` or an allowed `http(s)://` URL.
     #[serde(default)]
     source: Option<String>,
 }
 
+/// Converts one image now; `source` in the body.
+#[utoipa::path(post, path = "/api/convert", tag = "convert", security(("bearer" = [])),
+    request_body = ConvertBody, params(super::openapi::Resize), responses(super::openapi::ConvertAnswers))]
 pub async fn convert_post(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -43,6 +47,10 @@ pub async fn convert_post(
     convert(state, source, &query).await
 }
 
+/// Converts one image now; `source` in the query.
+#[utoipa::path(get, path = "/api/convert", tag = "convert", security(("bearer" = [])),
+    params(("source" = String, Query, description = "As `source` of the POST body"), super::openapi::Resize),
+    responses(super::openapi::ConvertAnswers))]
 pub async fn convert_get(
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
@@ -208,14 +216,18 @@ async fn convert_inner(
 
 /// `POST /api/webhook/send` body: the Go server's (`images`), and the event to send
 /// (ours; `manual.triggered` when absent, never a `batch.*` event).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WebhookBody {
     #[serde(default)]
     images: Vec<webhook::ImageEntry>,
+    /// Any plain event name but `batch.*`; `manual.triggered` when absent.
     #[serde(default)]
     event: Option<String>,
 }
 
+/// Sends a notification to `webhook.url` now.
+#[utoipa::path(post, path = "/api/webhook/send", tag = "webhooks", security(("bearer" = [])),
+    request_body = WebhookBody, responses(super::openapi::WebhookAnswers))]
 pub async fn webhook_send(
     req: HttpRequest,
     state: web::Data<AppState>,

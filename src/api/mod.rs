@@ -10,6 +10,7 @@ mod auth;
 mod convert;
 mod deadline;
 pub mod error;
+mod openapi;
 mod polling;
 mod ready;
 mod remote;
@@ -28,6 +29,7 @@ use crate::storage::Storage;
 
 pub use address::is_public;
 pub use error::ApiError;
+pub use openapi::ApiDoc;
 pub use polling::RequestSpans;
 pub use remote::RemotePolicy;
 
@@ -76,7 +78,22 @@ impl AppState {
     }
 }
 
-/// Registers every route.
+/// Every route [`configure`] registers, as (method, path). The tests check that the
+/// OpenAPI document describes exactly these and that the router serves no other path.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/convert"),
+    ("POST", "/api/convert"),
+    ("GET", "/api/status"),
+    ("POST", "/api/runs"),
+    ("POST", "/api/webhook/send"),
+];
+
+/// Registers every route (each listed in [`ROUTES`]).
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let body_limit = state.config.api.max_body_bytes;
     let token = state.config.api.token.clone();
@@ -95,6 +112,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready::ready))
         .route("/metrics", web::get().to(metrics))
+        // Before the `/api` scope, so that it needs no token.
+        .service(
+            web::resource("/api/openapi.json")
+                .route(web::get().to(openapi::openapi_json))
+                .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::method_not_allowed("GET")) })),
+        )
         .service(
             web::scope("/api")
                 .wrap(auth::RequireToken::new(token))
@@ -164,10 +187,14 @@ pub async fn record_request(
     Ok(res)
 }
 
+/// The Go server's greeting.
+#[utoipa::path(get, path = "/", tag = "meta", responses((status = 200, body = openapi::Greeting)))]
 async fn index() -> HttpResponse {
     HttpResponse::Ok().json(json!({"message": "Image Converting Server"}))
 }
 
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = openapi::Health)))]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -180,6 +207,9 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     use std::fmt::Write;
     let mut body = state.metrics.render();
@@ -199,6 +229,12 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(body)
 }
 
+/// The run going on, the last run, the next one and the sources held back.
+#[utoipa::path(get, path = "/api/status", tag = "runs", security(("bearer" = [])), responses(
+    (status = 200, body = openapi::Status),
+    (status = 401, description = "`unauthorized`", body = openapi::ErrorBody),
+    (status = 503, description = "`unavailable`: the pipeline is stopping", body = openapi::ErrorBody),
+))]
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(body) = state.status.fresh() {
         return Ok(HttpResponse::Ok().content_type("application/json").body(body));
@@ -218,6 +254,14 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
+/// Starts a run now.
+#[utoipa::path(post, path = "/api/runs", tag = "runs", security(("bearer" = [])), responses(
+    (status = 202, description = "Started (in bucket mode: queued for the cluster)", body = openapi::RunStarted),
+    (status = 401, description = "`unauthorized`", body = openapi::ErrorBody),
+    (status = 409, description = "`already_running`", body = openapi::ErrorBody),
+    (status = 500, description = "`run_failed`", body = openapi::ErrorBody),
+    (status = 503, description = "`unavailable`: the pipeline is stopping", body = openapi::ErrorBody),
+))]
 async fn start_run(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let started = state.pipeline.scheduler.send(RunNow { force: false }).await;
     // The next poll must see the run (a snapshot taken meanwhile would not).

@@ -24,7 +24,7 @@ pub const MANUAL_TRIGGERED: &str = "manual.triggered";
 
 /// One converted image as a manual send lists it (Go's `ImageEntry`); missing fields are
 /// empty, as Go decodes them, and other fields are dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ImageEntry {
     pub source: String,

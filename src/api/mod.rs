@@ -2,8 +2,9 @@
 //!
 //! Compatible with the Go image-converting-server — `GET /`, `GET /health`,
 //! `POST|GET /api/convert`, `POST /api/webhook/send`, with its bodies, codes and
-//! statuses — plus `GET /ready`, `GET /api/status`, `POST /api/runs` and `GET /metrics`. All routes are
-//! in [`configure`]; tests drive them with `actix_web::test::init_service`.
+//! statuses — plus `GET /ready`, `GET /api/status`, `POST /api/runs`, `GET /metrics` and
+//! `GET /api/openapi.json` (the OpenAPI document, `openapi.rs`). All routes are in
+//! [`configure`] and listed in [`ROUTES`]; tests drive them with `actix_web::test::init_service`.
 
 mod address;
 mod auth;

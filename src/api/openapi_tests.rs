@@ -114,6 +114,9 @@ fn registered_paths(debug: &str) -> BTreeSet<String> {
     paths
 }
 
+/// One call: method, path, query, body (content type, bytes), status, error code.
+type Case = (&'static str, &'static str, &'static str, Option<(&'static str, Vec<u8>)>, u16, &'static str);
+
 /// Calls the service; gives status, content type, `Allow` and body.
 macro_rules! call {
     ($app:expr, $req:expr) => {{
@@ -159,7 +162,7 @@ async fn every_route_answers_as_the_document_says() {
 
     // Good and bad input of each operation: (method, path, query, body, status, error code).
     let json_body = |v: Value| Some(("application/json", v.to_string().into_bytes()));
-    let cases: Vec<(&str, &str, &str, Option<(&str, Vec<u8>)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("GET", "/", "", None, 200, ""),
         ("GET", "/health", "", None, 200, ""),
         ("GET", "/ready", "", None, 200, ""),

@@ -15,18 +15,21 @@
 # token: set ICS__API__TOKEN, or ICS__API__TOKEN_FILE to a mounted secret file.
 
 ARG SOURCE=source
+# The commit `--version` names (the build context has no .git): --build-arg COMMIT=$(git rev-parse --short=12 HEAD)
+ARG COMMIT=unknown
 # Which prebuilt binary SOURCE=prebuilt copies (relative to the build context).
 ARG BINARY=target/release/image-converting-server
 
 # ---- SOURCE=source: compile in a Rust image (a C compiler is needed for libwebp).
 FROM docker.io/library/rust:1-bookworm AS build-source
+ARG COMMIT
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples
 COPY integration ./integration
-RUN cargo build --release --locked --bin image-converting-server \
+RUN ICS_BUILD_COMMIT="$COMMIT" cargo build --release --locked --bin image-converting-server \
  && install -D target/release/image-converting-server /out/image-converting-server
 
 # ---- SOURCE=prebuilt: take the binary from the build context (built on a bookworm host).

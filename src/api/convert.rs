@@ -35,7 +35,7 @@ pub struct ConvertBody {
 
 /// Converts one image now; `source` in the body.
 #[utoipa::path(post, path = "/api/convert", tag = "convert", security(("bearer" = [])),
-    request_body = ConvertBody, params(super::openapi::Resize), responses(super::openapi::ConvertAnswers))]
+    request_body = ConvertBody, params(super::schemas::Resize), responses(super::schemas::ConvertAnswers))]
 pub async fn convert_post(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -49,8 +49,8 @@ pub async fn convert_post(
 
 /// Converts one image now; `source` in the query.
 #[utoipa::path(get, path = "/api/convert", tag = "convert", security(("bearer" = [])),
-    params(("source" = String, Query, description = "As `source` of the POST body"), super::openapi::Resize),
-    responses(super::openapi::ConvertAnswers))]
+    params(("source" = String, Query, description = "As `source` of the POST body"), super::schemas::Resize),
+    responses(super::schemas::ConvertAnswers))]
 pub async fn convert_get(
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
@@ -227,7 +227,7 @@ pub struct WebhookBody {
 
 /// Sends a notification to `webhook.url` now.
 #[utoipa::path(post, path = "/api/webhook/send", tag = "webhooks", security(("bearer" = [])),
-    request_body = WebhookBody, responses(super::openapi::WebhookAnswers))]
+    request_body = WebhookBody, responses(super::schemas::WebhookAnswers))]
 pub async fn webhook_send(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -15,6 +15,7 @@ mod openapi;
 mod polling;
 mod ready;
 mod remote;
+mod schemas;
 
 use std::sync::Arc;
 
@@ -189,13 +190,13 @@ pub async fn record_request(
 }
 
 /// The Go server's greeting.
-#[utoipa::path(get, path = "/", tag = "meta", responses((status = 200, body = openapi::Greeting)))]
+#[utoipa::path(get, path = "/", tag = "meta", responses((status = 200, body = schemas::Greeting)))]
 async fn index() -> HttpResponse {
     HttpResponse::Ok().json(json!({"message": "Image Converting Server"}))
 }
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = openapi::Health)))]
+#[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = schemas::Health)))]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -232,9 +233,9 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// The run going on, the last run, the next one and the sources held back.
 #[utoipa::path(get, path = "/api/status", tag = "runs", security(("bearer" = [])), responses(
-    (status = 200, body = openapi::Status),
-    (status = 401, description = "`unauthorized`", body = openapi::ErrorBody),
-    (status = 503, description = "`unavailable`: the pipeline is stopping", body = openapi::ErrorBody),
+    (status = 200, body = schemas::Status),
+    (status = 401, description = "`unauthorized`", body = schemas::ErrorBody),
+    (status = 503, description = "`unavailable`: the pipeline is stopping", body = schemas::ErrorBody),
 ))]
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(body) = state.status.fresh() {
@@ -257,11 +258,11 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 /// Starts a run now.
 #[utoipa::path(post, path = "/api/runs", tag = "runs", security(("bearer" = [])), responses(
-    (status = 202, description = "Started (in bucket mode: queued for the cluster)", body = openapi::RunStarted),
-    (status = 401, description = "`unauthorized`", body = openapi::ErrorBody),
-    (status = 409, description = "`already_running`", body = openapi::ErrorBody),
-    (status = 500, description = "`run_failed`", body = openapi::ErrorBody),
-    (status = 503, description = "`unavailable`: the pipeline is stopping", body = openapi::ErrorBody),
+    (status = 202, description = "Started (in bucket mode: queued for the cluster)", body = schemas::RunStarted),
+    (status = 401, description = "`unauthorized`", body = schemas::ErrorBody),
+    (status = 409, description = "`already_running`", body = schemas::ErrorBody),
+    (status = 500, description = "`run_failed`", body = schemas::ErrorBody),
+    (status = 503, description = "`unavailable`: the pipeline is stopping", body = schemas::ErrorBody),
 ))]
 async fn start_run(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let started = state.pipeline.scheduler.send(RunNow { force: false }).await;

@@ -52,8 +52,8 @@ impl Readiness {
 
 /// `GET /ready`: 200 `{"status": "ready"}`, or 503 `{"status": "not_ready", "reason": …}`.
 #[utoipa::path(get, path = "/ready", tag = "meta", responses(
-    (status = 200, description = "Ready", body = super::openapi::Readiness),
-    (status = 503, description = "Not ready, with the reason and `Retry-After`", body = super::openapi::Readiness),
+    (status = 200, description = "Ready", body = super::schemas::Readiness),
+    (status = 503, description = "Not ready, with the reason and `Retry-After`", body = super::schemas::Readiness),
 ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let result = match state.pipeline.stopped_actor() {

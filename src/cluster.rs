@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ClusterConfig;
 use crate::lease::Held;
 use crate::scope::{Cover, RunScope};
-use crate::state::{PartRun, State, StateError, StateStore, Totals};
+use crate::state::{LockError, PartRun, State, StateError, StateStore, Totals};
 
 /// The lease object of `shard` under `prefix`.
 pub fn shard_key(prefix: &str, shard: u32) -> String {
@@ -332,6 +332,11 @@ pub fn shard_view(shard: u32, lease: &Held, state: &State) -> ShardView {
 pub struct ClusterStore(pub Arc<Cluster>);
 
 impl StateStore for ClusterStore {
+    /// None: the shards' leases and conditional writes fence the state.
+    fn lock_run(&self, _stale_after: std::time::Duration) -> Result<Option<crate::state::RunLock>, LockError> {
+        Ok(None)
+    }
+
     fn load(&self) -> Result<Option<State>, StateError> {
         let mut t = self.0.table();
         let states: Vec<&State> = t.in_scope().map(|(_, h)| &h.state).collect();

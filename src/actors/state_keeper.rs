@@ -357,15 +357,10 @@ impl Handler<BeginRun> for StateKeeper {
         if self.run.is_some() {
             return Err(BeginError::AlreadyRunning);
         }
-        let lock = match &self.config.state.cluster {
-            Some(_) => None,
-            None => Some(RunLock::acquire(&self.config.state.dir, self.config.state.lock_stale_after).map_err(
-                |e| match e {
-                    LockError::Held { .. } => BeginError::AlreadyRunning,
-                    e => BeginError::Lock(e),
-                },
-            )?),
-        };
+        let lock = self.store.lock_run(self.config.state.lock_stale_after).map_err(|e| match e {
+            LockError::Held { .. } => BeginError::AlreadyRunning,
+            e => BeginError::Lock(e),
+        })?;
         let now = Utc::now();
         self.store.clean_up();
         // Another process may have written the state since we last looked.

@@ -18,6 +18,10 @@ struct FillingDisk {
 }
 
 impl StateStore for FillingDisk {
+    fn lock_run(&self, stale_after: std::time::Duration) -> Result<Option<crate::state::RunLock>, LockError> {
+        self.file.lock_run(stale_after)
+    }
+
     fn load(&self) -> Result<Option<State>, StateError> {
         self.file.load()
     }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 
 use super::State;
+use super::lock::{LockError, RunLock, file_name, set_private};
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,11 @@ pub trait StateStore: Send + Sync {
     fn load(&self) -> Result<Option<State>, StateError>;
     /// Replaces the stored state atomically: a reader sees the old or the new state whole.
     fn save(&self, state: &State) -> Result<(), StateError>;
+    /// Takes the lock that keeps two processes from running on this state at once, when
+    /// the store needs one: the state file's OS lock beside it ([`RunLock`]). `None` for
+    /// a store whose writes are fenced otherwise (bucket mode: leases and conditional
+    /// writes). A lock older than `stale_after` with no live holder counts as free.
+    fn lock_run(&self, stale_after: std::time::Duration) -> Result<Option<RunLock>, LockError>;
     /// Removes what a writer killed mid-save left behind (call while holding the run lock).
     fn clean_up(&self) {}
     /// The part of the bucket `key` belongs to, when the store keeps parts apart (a
@@ -48,11 +54,6 @@ impl StateError {
             Self::Io { path, source } => format!("state file {}: {source}", file_name(path)),
         }
     }
-}
-
-/// A path's last component, as shown in answers.
-pub(super) fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The error a run ends with when its final save failed: such a run is not complete, and
@@ -87,6 +88,11 @@ impl FileStateStore {
 }
 
 impl StateStore for FileStateStore {
+    fn lock_run(&self, stale_after: std::time::Duration) -> Result<Option<RunLock>, LockError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        RunLock::acquire(dir, stale_after).map(Some)
+    }
+
     fn load(&self) -> Result<Option<State>, StateError> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
@@ -135,14 +141,4 @@ impl StateStore for FileStateStore {
         }
         Ok(())
     }
-}
-
-/// Owner read/write only (0600).
-pub(crate) fn set_private(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
 }

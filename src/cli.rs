@@ -1,5 +1,9 @@
 //! The command line: flags parsed here, commands dispatched to the library.
 //!
+//! The process's edges live here: `serve` binds its port and turns SIGTERM/SIGINT into
+//! the shutdown future the library's modes take ([`crate::daemon`]), and every exit
+//! code is chosen here.
+//!
 //! Exit codes: 0 success; 1 a fatal error (configuration, storage); 2 the image could
 //! not be converted (bad input, limits); 3 another run holds the lock; 64 bad usage.
 
@@ -159,14 +163,23 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 ExitCode::from(exit::FATAL)
             }
         },
-        Command::Serve => code(crate::daemon::serve(config)),
+        Command::Serve => serve(config),
         Command::RunOnce { json, dry_run: true, force } => {
             let _ = json;
-            code(crate::daemon::dry_run(config, force))
+            let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => code(rt.block_on(crate::daemon::dry_run(config, storage, force))),
+                Err(e) => {
+                    eprintln!("Error: cannot start the async runtime: {e}");
+                    ExitCode::from(exit::FATAL)
+                }
+            }
         }
         Command::RunOnce { json, dry_run: false, force } => {
             let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            code(crate::daemon::run_once(config, crate::daemon::RunOnceOptions { json, force, progress }))
+            let opts = crate::daemon::RunOnceOptions { json, force, progress };
+            let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
+            code(actix::System::new().block_on(crate::daemon::run_once(config, storage, opts, shutdown_signal())))
         }
         Command::Schedule { count, after } => print_schedule(&config, count, after.as_deref()),
         Command::Completions { shell } => {
@@ -225,6 +238,46 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             };
             rt.block_on(convert_one(&config, &source, resize, json))
         }
+    }
+}
+
+/// `serve`: binds `server.host:server.port` (port 0 picks a free one) and serves until
+/// SIGTERM or SIGINT.
+fn serve(config: Config) -> ExitCode {
+    if let Err(e) = config.check_serve() {
+        eprintln!("Error: {e}");
+        return ExitCode::from(exit::FATAL);
+    }
+    let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
+    let listener = match std::net::TcpListener::bind((config.server.host.as_str(), config.server.port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("Error: cannot listen on {}:{}: {e}", config.server.host, config.server.port);
+            return ExitCode::from(exit::FATAL);
+        }
+    };
+    match actix::System::new().block_on(crate::daemon::serve(config, storage, listener, shutdown_signal())) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(exit::FATAL)
+        }
+    }
+}
+
+/// The configured bucket; `None` (the error printed) when it cannot be opened.
+fn open_bucket(config: &Config) -> Option<Storage> {
+    Storage::open(&config.storage, &config.bucket_name()).map_err(|e| eprintln!("Error: {e}")).ok()
+}
+
+/// Resolves on SIGTERM or SIGINT: the shutdown of `serve` and `run-once`.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }
 

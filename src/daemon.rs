@@ -1,10 +1,17 @@
-//! The long-running modes: `serve` (the scheduler and pipeline until SIGTERM/SIGINT),
-//! `run-once` (one run now, then exit) and `run-once --dry-run` (the plan only).
+//! The long-running modes, embeddable: [`serve`] (the scheduler, the pipeline and the
+//! HTTP API on a listener it is handed, until a shutdown future resolves), [`run_once`]
+//! (one run now) and [`dry_run`] (the plan only). None of them binds a port, installs a
+//! signal handler or chooses an exit code: `cli` binds `server.host:server.port`, turns
+//! SIGTERM/SIGINT into the shutdown future and maps [`Exit`] and [`ServeError`] to exit
+//! codes. Tests run them in-process on an actix system with an in-memory bucket and a
+//! listener on port 0.
 //!
-//! Shutdown is graceful: on SIGTERM or SIGINT no new image starts, images in flight
-//! finish for up to `pipeline.shutdown_timeout_seconds`, the state is checkpointed with
-//! the run's position (so the next start resumes it) and the lock is released.
+//! Shutdown is graceful: once the shutdown future resolves no new image starts, images
+//! in flight finish for up to `pipeline.shutdown_timeout_seconds`, the state is
+//! checkpointed with the run's position (so the next start resumes it) and the lock is
+//! released.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +23,12 @@ use crate::actors::{
     StopRun, WholeRun,
 };
 use crate::api::AppState;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::model::RunSummary;
 use crate::planner::{Decision, PlanRules, Planner};
 use crate::state::{FileStateStore, StateStore};
 use crate::storage::Storage;
-use crate::webhook::Webhook;
+use crate::webhook::{DeliveryError, Webhook};
 
 /// How a mode ended; `cli` turns it into the process's exit code (the only place the
 /// numbers are chosen).
@@ -37,6 +44,23 @@ pub enum Exit {
     Locked,
 }
 
+/// Why [`serve`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration cannot be served as given (an open API on a public address).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state directory, or a Go state to adopt into it, cannot be used.
+    #[error("{0}")]
+    State(String),
+    /// `webhook.url` is set but its HTTP client cannot be made.
+    #[error(transparent)]
+    Webhook(#[from] DeliveryError),
+    /// The HTTP server cannot serve on the listener it was handed.
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
 /// Flags of `run-once`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOnceOptions {
@@ -45,41 +69,24 @@ pub struct RunOnceOptions {
     pub progress: bool,
 }
 
-/// Opens the bucket and the state store; on failure prints the error and gives the exit code.
-fn open(config: &Config) -> Result<(Storage, FileStateStore), Exit> {
-    let opened = Storage::open(&config.storage, &config.bucket_name())
-        .map_err(|e| e.to_string())
-        .and_then(|s| Ok((s, FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?)))
-        .and_then(|(s, store)| {
-            // A Go deployment's data/state.json, when we have no state of our own yet.
-            if config.state.cluster.is_none() {
-                let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
-                crate::state::go_state::adopt(&store, go_dir, &config.bucket_name()).map_err(|e| e.to_string())?;
-            }
-            Ok((s, store))
-        });
-    opened.map_err(|e| {
-        eprintln!("Error: {e}");
-        Exit::Fatal
-    })
+/// The state file's store (created if missing); a Go deployment's `data/state.json` is
+/// adopted into it when we have no state of our own yet. Unused in bucket mode, where
+/// the state lives in the bucket.
+fn open_state(config: &Config, bucket: &str) -> Result<FileStateStore, String> {
+    let store = FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?;
+    if config.state.cluster.is_none() {
+        let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
+        crate::state::go_state::adopt(&store, go_dir, bucket).map_err(|e| e.to_string())?;
+    }
+    Ok(store)
 }
 
-/// The state file, or (`state.backend: bucket`) the bucket shared with other instances.
+/// The state file, or (`state.backend: bucket`) the bucket shared with other instances:
+/// the one place the run scope is chosen.
 fn backend(config: &Config, store: FileStateStore) -> StateBackend {
     match &config.state.cluster {
         Some(c) => StateBackend::Bucket(crate::cluster::Cluster::new(c.clone())),
         None => StateBackend::Own(Box::new(store)),
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 
@@ -93,72 +100,76 @@ async fn stop(pipeline: &Pipeline, timeout: Duration) {
     }
 }
 
-/// `serve`: the scheduler, the pipeline and the HTTP API until a signal. Returns the exit code.
-pub fn serve(config: Config) -> Exit {
-    if let Err(e) = config.check_serve() {
-        eprintln!("Error: {e}");
-        return Exit::Fatal;
-    }
-    let system = actix::System::new();
-    system.block_on(async move {
-        let (storage, store) = match open(&config) {
-            Ok(x) => x,
-            Err(code) => return code,
-        };
-        let schedule = if config.cron.enabled {
-            Some(config.cron.schedule.clone())
-        } else {
-            tracing::info!("cron.enabled is false: runs start only on demand");
-            None
-        };
-        let timeout = config.pipeline.shutdown_timeout;
-        let run_on_start = config.cron.run_on_start;
-        let config = Arc::new(config);
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let webhook = match WebhookSender::new(&config.webhook, storage.bucket()) {
-            Ok(w) => w.map(actix::Actor::start),
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return Exit::Fatal;
-            }
-        };
+/// `serve`: the scheduler, the pipeline and the HTTP API on `listener`, until `shutdown`
+/// resolves; then a graceful stop (see the module doc). Must be called on an actix
+/// system (`actix::System::new().block_on`, `#[actix_web::test]`).
+///
+/// Refused before anything starts: an open API (no `api.token`) on a listener that is
+/// not a loopback address, unless `api.allow_unauthenticated`.
+pub async fn serve(
+    config: Config,
+    storage: Storage,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let local = listener.local_addr().map_err(|source| ServeError::Listen { addr: "?".into(), source })?;
+    config.check_listener(local.ip())?;
+    let store = open_state(&config, storage.bucket()).map_err(ServeError::State)?;
+    let schedule = if config.cron.enabled {
+        Some(config.cron.schedule.clone())
+    } else {
+        tracing::info!("cron.enabled is false: runs start only on demand");
+        None
+    };
+    let timeout = config.pipeline.shutdown_timeout;
+    let run_on_start = config.cron.run_on_start;
+    let config = Arc::new(config);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let webhook = WebhookSender::new(&config.webhook, storage.bucket())?.map(actix::Actor::start);
+    let server = {
         let listeners = webhook.iter().map(|w| w.clone().recipient()).collect();
+        let backend = backend(&config, store);
         let pipeline = Pipeline::start(
             config.clone(),
             storage.clone(),
-            backend(&config, store),
+            backend,
             schedule,
             run_on_start,
             metrics.clone(),
             listeners,
         );
         let state = AppState::new(config.clone(), storage, pipeline.clone(), metrics, webhook);
-        let server = match start_http(&config, state) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("Error: cannot listen on {}:{}: {e}", config.server.host, config.server.port);
-                return Exit::Fatal;
+        match http_server(&config, state, listener) {
+            Ok(server) => (server, pipeline),
+            Err(source) => {
+                leave_cluster(&pipeline).await;
+                return Err(ServeError::Listen { addr: local.to_string(), source });
             }
-        };
-        let handle = server.handle();
-        actix::spawn(server);
-        tracing::info!("Daemon started");
-        shutdown_signal().await;
-        handle.stop(true).await;
-        if let Some(c) = &pipeline.coordinator {
-            let _ = c.send(Quiesce).await;
         }
-        stop(&pipeline, timeout).await;
-        if let Some(c) = &pipeline.coordinator {
-            let _ = c.send(Leave).await;
-        }
-        tracing::info!("Daemon stopped");
-        Exit::Ok
-    })
+    };
+    let (server, pipeline) = server;
+    let handle = server.handle();
+    actix::spawn(server);
+    tracing::info!("Daemon started");
+    shutdown.await;
+    handle.stop(true).await;
+    if let Some(c) = &pipeline.coordinator {
+        let _ = c.send(Quiesce).await;
+    }
+    stop(&pipeline, timeout).await;
+    if let Some(c) = &pipeline.coordinator {
+        let _ = c.send(Leave).await;
+    }
+    tracing::info!("Daemon stopped");
+    Ok(())
 }
 
-/// Binds the API (port 0 picks a free port) and logs the address it listens on.
-fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::dev::Server> {
+/// The API on `listener`; logs the address it listens on.
+fn http_server(
+    config: &Config,
+    state: AppState,
+    listener: std::net::TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
     let timeout = std::time::Duration::from_secs(config.server.timeout_seconds);
     let remote = state.remote.clone();
     let server = actix_web::HttpServer::new(move || {
@@ -172,7 +183,7 @@ fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::de
     .client_disconnect_timeout(std::time::Duration::from_secs(5))
     .shutdown_timeout(timeout.as_secs())
     .disable_signals()
-    .bind((config.server.host.as_str(), config.server.port))?;
+    .listen(listener)?;
     for addr in server.addrs() {
         tracing::info!("Listening on http://{addr}");
     }
@@ -181,66 +192,74 @@ fn start_http(config: &Config, state: AppState) -> std::io::Result<actix_web::de
     Ok(server.run())
 }
 
-/// `run-once`: one run now. Exit 0 when every image converted or was skipped, 2 when some
-/// failed, 3 when another run holds the lock, 1 on a fatal error.
-pub fn run_once(config: Config, opts: RunOnceOptions) -> Exit {
-    let system = actix::System::new();
-    system.block_on(async move {
-        let (storage, store) = match open(&config) {
-            Ok(x) => x,
-            Err(code) => return code,
-        };
-        let timeout = config.pipeline.shutdown_timeout;
-        let backend = backend(&config, store);
-        let (listener, mut finished) = RunListener::channel();
-        let (config, bucket) = (Arc::new(config), storage.bucket().to_owned());
-        let pipeline =
-            Pipeline::start(config.clone(), storage, backend, None, false, Default::default(), vec![listener]);
-        if let (Some(cluster), Some(coordinator)) = (pipeline.cluster.clone(), pipeline.coordinator.clone()) {
-            let code = whole_run(&pipeline, &cluster, &coordinator, opts, timeout).await;
-            // Each instance announces its own runs (as `serve` does).
-            let mut any = false;
-            while let Ok(f) = finished.try_recv() {
-                announce(&config, &bucket, Some(f)).await;
-                any = true;
-            }
-            if !any {
-                announce(&config, &bucket, None).await;
-            }
-            return code;
-        }
-        let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
-            Ok(Ok(h)) => h,
-            Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
-                eprintln!("Error: cron job is already running");
-                return Exit::Locked;
-            }
-            Ok(Err(e)) => {
-                eprintln!("Error: {e}");
-                return Exit::Fatal;
-            }
-        };
-        let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
-        let mut done = handle.done;
-        let summary = tokio::select! {
-            s = &mut done => s.ok(),
-            _ = shutdown_signal() => {
-                stop(&pipeline, timeout).await;
-                done.await.ok()
-            }
-        };
-        if let Some(bar) = bar {
-            bar.abort();
-        }
-        let Some(summary) = summary else {
-            eprintln!("Error: the run ended without a summary");
+/// `run-once`: one run now, or (`state.backend: bucket`) one whole run of the bucket
+/// shared with other instances; `shutdown` resolving stops it gracefully (the next run
+/// resumes). [`Exit::Ok`] when every image converted or was skipped, [`Exit::Failed`]
+/// when some failed, [`Exit::Locked`] when another run holds the lock, [`Exit::Fatal`]
+/// on a fatal error (printed). Must be called on an actix system.
+pub async fn run_once(
+    config: Config,
+    storage: Storage,
+    opts: RunOnceOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Exit {
+    let store = match open_state(&config, storage.bucket()) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("Error: {e}");
             return Exit::Fatal;
-        };
-        let finished = tokio::time::timeout(Duration::from_secs(5), finished.recv()).await.ok().flatten();
-        announce(&config, &bucket, finished).await;
-        report(&summary, opts.json);
-        exit_code(&summary)
-    })
+        }
+    };
+    let timeout = config.pipeline.shutdown_timeout;
+    let backend = backend(&config, store);
+    let (listener, mut finished) = RunListener::channel();
+    let (config, bucket) = (Arc::new(config), storage.bucket().to_owned());
+    let pipeline = Pipeline::start(config.clone(), storage, backend, None, false, Default::default(), vec![listener]);
+    let shutdown = std::pin::pin!(shutdown);
+    if let (Some(cluster), Some(coordinator)) = (pipeline.cluster.clone(), pipeline.coordinator.clone()) {
+        let code = whole_run(&pipeline, &cluster, &coordinator, opts, timeout, shutdown).await;
+        // Each instance announces its own runs (as `serve` does).
+        let mut any = false;
+        while let Ok(f) = finished.try_recv() {
+            announce(&config, &bucket, Some(f)).await;
+            any = true;
+        }
+        if !any {
+            announce(&config, &bucket, None).await;
+        }
+        return code;
+    }
+    let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
+            eprintln!("Error: cron job is already running");
+            return Exit::Locked;
+        }
+        Ok(Err(e)) => {
+            eprintln!("Error: {e}");
+            return Exit::Fatal;
+        }
+    };
+    let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
+    let mut done = handle.done;
+    let summary = tokio::select! {
+        s = &mut done => s.ok(),
+        _ = shutdown => {
+            stop(&pipeline, timeout).await;
+            done.await.ok()
+        }
+    };
+    if let Some(bar) = bar {
+        bar.abort();
+    }
+    let Some(summary) = summary else {
+        eprintln!("Error: the run ended without a summary");
+        return Exit::Fatal;
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(5), finished.recv()).await.ok().flatten();
+    announce(&config, &bucket, finished).await;
+    report(&summary, opts.json);
+    exit_code(&summary)
 }
 
 /// `run-once`'s exit code for a run's summary.
@@ -263,6 +282,7 @@ async fn whole_run(
     coordinator: &actix::Addr<crate::actors::Coordinator>,
     opts: RunOnceOptions,
     timeout: Duration,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Exit {
     let began = std::time::Instant::now();
     join_cluster(cluster).await;
@@ -281,7 +301,6 @@ async fn whole_run(
     tracing::info!(at = %at.to_rfc3339(), "Waiting until every shard has answered the run request");
     let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
     let period = (cluster.config.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
-    let mut signal = std::pin::pin!(shutdown_signal());
     let mut interrupted = false;
     let whole = loop {
         let whole = match coordinator.send(FinishRun { at }).await {
@@ -296,7 +315,7 @@ async fn whole_run(
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = &mut signal => interrupted = true,
+            _ = &mut shutdown => interrupted = true,
         }
     };
     if let Some(bar) = bar {
@@ -438,62 +457,56 @@ fn progress_bar(pipeline: Pipeline) -> ProgressTask {
 }
 
 /// `run-once --dry-run`: prints the sources a run would convert, one a line.
-pub fn dry_run(config: Config, force: bool) -> Exit {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async move {
-        let (storage, store) = match open(&config) {
-            Ok(x) => x,
-            Err(code) => return code,
-        };
-        let loaded = match &config.state.cluster {
-            Some(c) => crate::cluster::read_all_states(&storage, c).await.map_err(|e| e.to_string()),
-            None => store.load().map(Option::unwrap_or_default).map_err(|e| e.to_string()),
-        };
-        let state = match loaded {
-            Ok(s) => s,
+pub async fn dry_run(config: Config, storage: Storage, force: bool) -> Exit {
+    let loaded = match &config.state.cluster {
+        Some(c) => crate::cluster::read_all_states(&storage, c).await.map_err(|e| e.to_string()),
+        None => open_state(&config, storage.bucket())
+            .and_then(|store| store.load().map(Option::unwrap_or_default).map_err(|e| e.to_string())),
+    };
+    let state = match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return Exit::Fatal;
+        }
+    };
+    let rules = PlanRules {
+        formats: config.formats.clone(),
+        ignore_before: state.ignore_before,
+        reprocess_from: state.reprocess_from,
+        force,
+        now: chrono::Utc::now(),
+        upto: None,
+    };
+    let mut planner = Planner::new(rules, Arc::new(state));
+    let mut listing = storage.list_ordered(None);
+    let mut decisions = Vec::new();
+    let (mut convert, mut skip) = (0u64, 0u64);
+    let mut print = |d: &Decision| match d {
+        Decision::Convert { source, output, .. } => {
+            convert += 1;
+            println!("{} -> {}", source.key, output);
+        }
+        Decision::Conflict { sources, output } => {
+            let keys: Vec<&str> = sources.iter().map(|s| s.key.as_str()).collect();
+            println!("conflict: {} claimed by {}", output, keys.join(", "));
+        }
+        Decision::Skip { .. } => skip += 1,
+    };
+    while let Some(item) = listing.next().await {
+        match item {
+            Ok(o) => planner.push(o, &mut decisions),
             Err(e) => {
                 eprintln!("Error: {e}");
                 return Exit::Fatal;
             }
-        };
-        let rules = PlanRules {
-            formats: config.formats.clone(),
-            ignore_before: state.ignore_before,
-            reprocess_from: state.reprocess_from,
-            force,
-            now: chrono::Utc::now(),
-            upto: None,
-        };
-        let mut planner = Planner::new(rules, Arc::new(state));
-        let mut listing = storage.list_ordered(None);
-        let mut decisions = Vec::new();
-        let (mut convert, mut skip) = (0u64, 0u64);
-        let mut print = |d: &Decision| match d {
-            Decision::Convert { source, output, .. } => {
-                convert += 1;
-                println!("{} -> {}", source.key, output);
-            }
-            Decision::Conflict { sources, output } => {
-                let keys: Vec<&str> = sources.iter().map(|s| s.key.as_str()).collect();
-                println!("conflict: {} claimed by {}", output, keys.join(", "));
-            }
-            Decision::Skip { .. } => skip += 1,
-        };
-        while let Some(item) = listing.next().await {
-            match item {
-                Ok(o) => planner.push(o, &mut decisions),
-                Err(e) => {
-                    eprintln!("Error: {e}");
-                    return Exit::Fatal;
-                }
-            }
-            decisions.drain(..).for_each(|d| print(&d));
         }
-        planner.finish(&mut decisions);
         decisions.drain(..).for_each(|d| print(&d));
-        eprintln!("{convert} would be converted, {skip} skipped");
-        Exit::Ok
-    })
+    }
+    planner.finish(&mut decisions);
+    decisions.drain(..).for_each(|d| print(&d));
+    eprintln!("{convert} would be converted, {skip} skipped");
+    Exit::Ok
 }
 
 /// The progress display's task.
@@ -515,3 +528,7 @@ fn scopeguard(bar: indicatif::ProgressBar) -> impl Drop {
     }
     Clear(bar)
 }
+
+#[cfg(test)]
+#[path = "daemon_tests.rs"]
+mod tests;

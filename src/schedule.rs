@@ -24,7 +24,9 @@ use croner::parser::{CronParser, Seconds, Year};
 pub enum ScheduleError {
     #[error("cron.schedule {expr:?} is not a valid schedule: {message}")]
     Expression { expr: String, message: String },
-    #[error("cron.timezone {0:?} is not a known time zone (e.g. UTC, Europe/Berlin, America/New_York)")]
+    #[error(
+        "the schedule's CRON_TZ=/TZ= zone {0:?} is not a known time zone (e.g. UTC, Europe/Berlin, America/New_York)"
+    )]
     TimeZone(String),
 }
 
@@ -79,22 +81,25 @@ const DESCRIPTORS: &[(&str, &str)] = &[
 ];
 
 impl Schedule {
-    /// Parses `expr` for time zone `tz` (an IANA name such as `Europe/Berlin`, or `UTC`),
-    /// unless `expr` names its own with a `CRON_TZ=` or `TZ=` prefix.
-    pub fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
+    /// Parses `expr` for time zone `tz` (`cron.timezone`, already parsed), unless `expr`
+    /// names its own with a `CRON_TZ=` or `TZ=` prefix (an IANA name, parsed here).
+    pub fn parse(expr: &str, tz: Tz) -> Result<Self, ScheduleError> {
         let bad = |message: String| ScheduleError::Expression { expr: expr.to_owned(), message };
         let mut body = expr.trim();
-        let mut zone = tz;
+        let mut zone = None;
         for prefix in ["CRON_TZ=", "TZ="] {
             if let Some(rest) = body.strip_prefix(prefix) {
                 let (name, after) =
                     rest.split_once(char::is_whitespace).ok_or_else(|| bad(format!("nothing after {prefix}<zone>")))?;
-                zone = name;
+                zone = Some(name);
                 body = after.trim();
                 break;
             }
         }
-        let tz: Tz = zone.parse().map_err(|_| ScheduleError::TimeZone(zone.to_owned()))?;
+        let tz: Tz = match zone {
+            Some(name) => name.parse().map_err(|_| ScheduleError::TimeZone(name.to_owned()))?,
+            None => tz,
+        };
         let kind = if let Some(period) = body.strip_prefix("@every") {
             Kind::Every(every(period.trim()).map_err(bad)?)
         } else {
@@ -204,7 +209,7 @@ mod tests {
     }
 
     fn next(expr: &str, after: &str, n: usize) -> Vec<String> {
-        let s = Schedule::parse(expr, "UTC").unwrap();
+        let s = Schedule::parse(expr, chrono_tz::Tz::UTC).unwrap();
         s.upcoming(at(after), n).iter().map(|t| t.format("%a %Y-%m-%d %H:%M").to_string()).collect()
     }
 
@@ -243,7 +248,7 @@ mod tests {
 
     #[test]
     fn time_zones_shift_fire_times() {
-        let s = Schedule::parse("0 2 * * *", "Europe/Berlin").unwrap();
+        let s = Schedule::parse("0 2 * * *", chrono_tz::Europe::Berlin).unwrap();
         assert_eq!(s.next_after(at("2024-01-15T00:00:00Z")), Some(at("2024-01-15T01:00:00Z")));
         // Summer time: 02:00 in Berlin is 00:00 UTC.
         assert_eq!(s.next_after(at("2024-07-15T00:00:00Z")), Some(at("2024-07-16T00:00:00Z")));
@@ -263,19 +268,19 @@ mod tests {
             next("@every 1h30m", "2024-01-15T10:10:30.700Z", 3),
             ["Mon 2024-01-15 11:40", "Mon 2024-01-15 13:10", "Mon 2024-01-15 14:40"]
         );
-        let s = Schedule::parse("@every 90s", "UTC").unwrap();
+        let s = Schedule::parse("@every 90s", chrono_tz::Tz::UTC).unwrap();
         assert_eq!(s.next_after(at("2024-01-15T10:00:00.5Z")), Some(at("2024-01-15T10:01:30Z")));
     }
 
     #[test]
     fn a_tz_prefix_overrides_the_configured_zone() {
         for expr in ["CRON_TZ=Asia/Seoul 0 13 * * *", "TZ=Asia/Seoul 0 13 * * *"] {
-            let s = Schedule::parse(expr, "UTC").unwrap();
+            let s = Schedule::parse(expr, chrono_tz::Tz::UTC).unwrap();
             // 13:00 in Seoul is 04:00 UTC.
             assert_eq!(s.next_after(at("2024-01-15T00:00:00Z")), Some(at("2024-01-15T04:00:00Z")), "{expr}");
             assert_eq!(s.timezone(), chrono_tz::Asia::Seoul);
         }
-        let s = Schedule::parse("CRON_TZ=Europe/Berlin @daily", "UTC").unwrap();
+        let s = Schedule::parse("CRON_TZ=Europe/Berlin @daily", chrono_tz::Tz::UTC).unwrap();
         assert_eq!(s.next_after(at("2024-01-15T12:00:00Z")), Some(at("2024-01-15T23:00:00Z")));
     }
 
@@ -290,19 +295,19 @@ mod tests {
             ("@every -5m", "Go duration"),
             ("CRON_TZ=Asia/Seoul", "nothing after"),
         ] {
-            let e = Schedule::parse(expr, "UTC").unwrap_err().to_string();
+            let e = Schedule::parse(expr, chrono_tz::Tz::UTC).unwrap_err().to_string();
             assert!(e.contains(why), "{expr}: {e}");
         }
         assert_eq!(
-            Schedule::parse("TZ=Mars/Olympus @daily", "UTC").unwrap_err(),
+            Schedule::parse("TZ=Mars/Olympus @daily", chrono_tz::Tz::UTC).unwrap_err(),
             ScheduleError::TimeZone("Mars/Olympus".into())
         );
     }
 
     #[test]
     fn bad_expressions_and_zones_are_clear_errors() {
-        assert!(matches!(Schedule::parse("0 0 2 * * *", "UTC"), Err(ScheduleError::Expression { .. })));
-        assert!(matches!(Schedule::parse("61 * * * *", "UTC"), Err(ScheduleError::Expression { .. })));
-        assert!(matches!(Schedule::parse("0 2 * * *", "Mars/Olympus"), Err(ScheduleError::TimeZone(_))));
+        assert!(matches!(Schedule::parse("0 0 2 * * *", chrono_tz::Tz::UTC), Err(ScheduleError::Expression { .. })));
+        assert!(matches!(Schedule::parse("61 * * * *", chrono_tz::Tz::UTC), Err(ScheduleError::Expression { .. })));
+        assert!(matches!(Schedule::parse("CRON_TZ=Mars/Olympus 0 2 * * *", Tz::UTC), Err(ScheduleError::TimeZone(_))));
     }
 }

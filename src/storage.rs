@@ -25,6 +25,8 @@ mod key;
 mod local;
 #[cfg(test)]
 mod local_tests;
+#[cfg(test)]
+pub(crate) mod probe;
 mod walk;
 
 use std::path::Path as FsPath;
@@ -141,6 +143,13 @@ impl Storage {
             bucket: bucket.to_owned(),
             kind: BackendKind::Memory,
         }
+    }
+
+    /// Any `object_store` as the bucket named `bucket` (a wrapped in-memory store in
+    /// tests: latency, pauses, counted writes). It must honour conditional PUTs
+    /// (`PutMode::Create` and `PutMode::Update`) for `state.backend: bucket`.
+    pub fn from_store(store: Arc<dyn ObjectStore>, bucket: &str) -> Self {
+        Self { backend: Backend::Store(store), bucket: bucket.to_owned(), kind: BackendKind::Memory }
     }
 
     /// The bucket's name (used in `r2://bucket/key` addresses).

@@ -45,7 +45,7 @@ impl Config {
             )
         })?;
         let expr = raw.cron.schedule.unwrap_or_else(|| "0 2 * * *".into());
-        let schedule = crate::schedule::Schedule::parse(&expr, timezone.name()).map_err(|e| match e {
+        let schedule = crate::schedule::Schedule::parse(&expr, timezone).map_err(|e| match e {
             crate::schedule::ScheduleError::TimeZone(tz) => ConfigError::invalid(
                 "cron.schedule",
                 format!("{expr:?} (its zone {tz:?} is not known)"),
@@ -207,6 +207,16 @@ impl Config {
     pub fn check_serve(&self) -> Result<(), ConfigError> {
         let host = &self.server.host;
         let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        self.check_open_api(host, loopback)
+    }
+
+    /// [`Config::check_serve`]'s rule for the address the API is actually served on
+    /// (`serve` is handed a bound listener).
+    pub fn check_listener(&self, ip: std::net::IpAddr) -> Result<(), ConfigError> {
+        self.check_open_api(&ip.to_string(), ip.is_loopback())
+    }
+
+    fn check_open_api(&self, host: &str, loopback: bool) -> Result<(), ConfigError> {
         if !loopback && self.api.token.is_empty() && !self.api.allow_unauthenticated {
             return Err(ConfigError::invalid(
                 "server.host",

@@ -142,3 +142,6 @@ impl Pipeline {
         Self { scheduler, state_keeper, lister, converter, uploader, memory, coordinator, cluster }
     }
 }
+
+#[cfg(test)]
+mod pipeline_tests;

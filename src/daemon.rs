@@ -304,7 +304,11 @@ async fn whole_run(
     let mut interrupted = false;
     let whole = loop {
         let whole = match coordinator.send(FinishRun { at }).await {
-            Ok(w) => w,
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                eprintln!("Error: the cluster coordinator has stopped");
+                return Exit::Fatal;
+            }
             Err(e) => {
                 eprintln!("Error: {e}");
                 return Exit::Fatal;

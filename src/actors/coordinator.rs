@@ -11,6 +11,12 @@
 //! trigger, it begins a run over the shards owed one. A refused write means another
 //! instance took the shard: it is dropped at once, and the Lister and Uploader stop
 //! acting for it.
+//!
+//! One task owns the loop's state (`Turn`) and makes every storage call of it; the
+//! actor's handlers only put a `Command` on its channel (and wait on a oneshot for the
+//! answer when there is one). No lock is held across a storage call: there is none to
+//! hold. A run request (`Trigger`, from `POST /api/runs` or a cron tick) is answered as
+//! soon as it is on the channel, so the API never waits for the bucket nor for a turn.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use super::lister::Lister;
 use super::runs::{RunHandle, begin};
@@ -56,8 +62,9 @@ pub struct RequestRun {
 /// `run-once`: where the whole run for the request `at` stands. Every shard still owed
 /// it that no live instance holds (released, expired, never created) is taken here,
 /// above the fair share, and run by this instance.
+/// `None` once the Coordinator has stopped.
 #[derive(Message)]
-#[rtype(result = "WholeRun")]
+#[rtype(result = "Option<WholeRun>")]
 pub struct FinishRun {
     pub at: DateTime<Utc>,
 }
@@ -87,11 +94,40 @@ pub struct Quiesce;
 #[rtype(result = "()")]
 pub struct Leave;
 
-/// The actor; its work is done by one task at a time through `inner`.
+/// The actor: a front for the loop's task, which it starts and feeds with [`Command`]s.
 pub struct Coordinator {
-    inner: Arc<Inner>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// The loop, until the actor starts it.
+    task: Option<Task>,
 }
 
+/// What the handlers ask of the loop's task; each is done between two turns.
+enum Command {
+    /// [`Trigger`]: record a run request, begin a run over the owed shards held here.
+    Trigger { force: bool, at: Option<DateTime<Utc>> },
+    /// [`RequestRun`].
+    RequestRun { force: bool, reply: oneshot::Sender<Result<DateTime<Utc>, BeginError>> },
+    /// [`FinishRun`].
+    FinishRun { at: DateTime<Utc>, reply: oneshot::Sender<WholeRun> },
+    /// [`Quiesce`].
+    Quiesce { reply: oneshot::Sender<()> },
+    /// [`Leave`].
+    Leave { reply: oneshot::Sender<()> },
+    /// A run begun here ended (its summary, if it sent one).
+    RunEnded(Option<Box<RunSummary>>),
+}
+
+/// The loop's task: owns what it remembers between turns, and does its storage calls.
+struct Task {
+    inner: Inner,
+    turn: Turn,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// For a run begun here to say it ended; weak, so the channel closes (and the task
+    /// ends) when the actor is gone.
+    me: mpsc::WeakUnboundedSender<Command>,
+}
+
+/// What the loop works with (fixed at start).
 struct Inner {
     cluster: Arc<Cluster>,
     storage: Storage,
@@ -101,9 +137,6 @@ struct Inner {
     lister: Addr<Lister>,
     metrics: Arc<crate::metrics::Metrics>,
     started_at: DateTime<Utc>,
-    /// Wakes the loop (a run ended).
-    kick: tokio::sync::Notify,
-    turn: Mutex<Turn>,
 }
 
 /// What the loop remembers between turns.
@@ -144,19 +177,23 @@ impl Coordinator {
             duration: c.lease,
             skew: c.max_clock_skew,
         };
-        let inner = Inner {
-            cluster,
-            storage,
-            leases,
-            config,
-            state_keeper,
-            lister,
-            metrics,
-            started_at: Utc::now(),
-            kick: tokio::sync::Notify::new(),
-            turn: Mutex::new(Turn::default()),
-        };
-        Self { inner: Arc::new(inner) }
+        let inner = Inner { cluster, storage, leases, config, state_keeper, lister, metrics, started_at: Utc::now() };
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let task = Task { inner, turn: Turn::default(), commands: receiver, me: commands.downgrade() };
+        Self { commands, task: Some(task) }
+    }
+
+    /// Hands `command` to the loop's task (dropped if the task has ended).
+    fn tell(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    /// Hands the loop a command that answers; the answer comes on the receiver (closed,
+    /// if the task has ended).
+    fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> oneshot::Receiver<T> {
+        let (reply, answer) = oneshot::channel();
+        self.tell(command(reply));
+        answer
     }
 }
 
@@ -164,51 +201,22 @@ impl Actor for Coordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
-        let inner = self.inner.clone();
-        tracing::info!(
-            instance = %inner.cluster.config.instance_id,
-            shards = inner.cluster.config.shards,
-            lease_s = inner.cluster.config.lease.as_secs(),
-            "Joining the cluster"
-        );
-        actix::spawn(async move {
-            // Often enough to see a run request within a second; heartbeats and leases
-            // are written only every third of a lease.
-            let period = (inner.cluster.config.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
-            let mut next_full = tokio::time::Instant::now() + period;
-            loop {
-                // Checkpoint wake-ups only write shards; they never put off the full turn.
-                let kicked = tokio::select! {
-                    _ = tokio::time::sleep_until(next_full) => false,
-                    _ = inner.kick.notified() => true,
-                    _ = inner.cluster.flush.notified() => false,
-                };
-                let full = kicked || tokio::time::Instant::now() >= next_full;
-                if full {
-                    next_full = tokio::time::Instant::now() + period;
-                }
-                if !inner.turn(full).await {
-                    break;
-                }
-            }
-        });
+        let Some(task) = self.task.take() else { return };
+        let c = &task.inner.cluster.config;
+        tracing::info!(instance = %c.instance_id, shards = c.shards, lease_s = c.lease.as_secs(), "Joining the cluster");
+        actix::spawn(task.run());
     }
 }
 
 impl Handler<Trigger> for Coordinator {
-    type Result = ResponseFuture<Result<RunHandle, BeginError>>;
+    type Result = Result<RunHandle, BeginError>;
 
     /// Answers at once, before any storage call (so `POST /api/runs` never waits for
-    /// the bucket nor for a turn of the loop); the request is written, and a run begun
-    /// over the owed shards held here, in the background.
+    /// the bucket nor for a turn of the loop): the loop's task writes the request, and
+    /// begins a run over the owed shards held here, when it comes to it.
     fn handle(&mut self, msg: Trigger, _: &mut Context<Self>) -> Self::Result {
-        let inner = self.inner.clone();
-        actix::spawn(async move {
-            if let Err(e) = inner.trigger(msg.force, msg.at).await {
-                tracing::error!(error = %e, "Cannot request a run of the cluster");
-            }
-        });
-        Box::pin(async { Err(BeginError::Queued) })
+        self.tell(Command::Trigger { force: msg.force, at: msg.at });
+        Err(BeginError::Queued)
     }
 }
 
@@ -216,17 +224,19 @@ impl Handler<RequestRun> for Coordinator {
     type Result = ResponseFuture<Result<DateTime<Utc>, BeginError>>;
 
     fn handle(&mut self, msg: RequestRun, _: &mut Context<Self>) -> Self::Result {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.request_run(msg.force).await })
+        let answer = self.ask(move |reply| Command::RequestRun { force: msg.force, reply });
+        Box::pin(async move {
+            answer.await.unwrap_or_else(|_| Err(BeginError::Cluster("the coordinator has stopped".into())))
+        })
     }
 }
 
 impl Handler<FinishRun> for Coordinator {
-    type Result = ResponseFuture<WholeRun>;
+    type Result = ResponseFuture<Option<WholeRun>>;
 
     fn handle(&mut self, msg: FinishRun, _: &mut Context<Self>) -> Self::Result {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.finish_run(msg.at).await })
+        let answer = self.ask(move |reply| Command::FinishRun { at: msg.at, reply });
+        Box::pin(async move { answer.await.ok() })
     }
 }
 
@@ -234,8 +244,10 @@ impl Handler<Quiesce> for Coordinator {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Quiesce, _: &mut Context<Self>) -> Self::Result {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.turn.lock().await.quiet = true })
+        let answer = self.ask(|reply| Command::Quiesce { reply });
+        Box::pin(async move {
+            let _ = answer.await;
+        })
     }
 }
 
@@ -243,8 +255,215 @@ impl Handler<Leave> for Coordinator {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Leave, _: &mut Context<Self>) -> Self::Result {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.leave().await })
+        let answer = self.ask(|reply| Command::Leave { reply });
+        Box::pin(async move {
+            let _ = answer.await;
+        })
+    }
+}
+
+/// What woke the loop.
+enum Wake {
+    /// A full turn is due.
+    Period,
+    /// A checkpoint was saved: write the shards.
+    Flush,
+    Command(Command),
+    /// The actor is gone.
+    Closed,
+}
+
+impl Task {
+    /// The loop: a turn every `lease / 6` (at most a second: a run request is seen
+    /// within a second; heartbeats and leases are written only every third of a lease),
+    /// shard writes whenever a checkpoint is saved, and the commands in between. Ends
+    /// when the actor is gone; after [`Leave`] it only answers.
+    async fn run(mut self) {
+        let period = (self.inner.cluster.config.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        let mut next_full = tokio::time::Instant::now() + period;
+        loop {
+            let active = !self.turn.left;
+            let wake = tokio::select! {
+                command = self.commands.recv() => command.map_or(Wake::Closed, Wake::Command),
+                _ = tokio::time::sleep_until(next_full), if active => Wake::Period,
+                _ = self.inner.cluster.flush.notified(), if active => Wake::Flush,
+            };
+            // Checkpoint wake-ups only write shards; they never put off the full turn.
+            let full = match wake {
+                Wake::Closed => break,
+                Wake::Command(command) => {
+                    if !self.command(command).await {
+                        continue;
+                    }
+                    true
+                }
+                Wake::Period => true,
+                Wake::Flush => tokio::time::Instant::now() >= next_full,
+            };
+            if full {
+                next_full = tokio::time::Instant::now() + period;
+            }
+            self.turn(full).await;
+        }
+    }
+
+    /// Does one command; true when a full turn should follow at once.
+    async fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Trigger { force, at } => {
+                if let Err(e) = self.trigger(force, at).await {
+                    tracing::error!(error = %e, "Cannot request a run of the cluster");
+                }
+                false
+            }
+            Command::RequestRun { force, reply } => {
+                let _ = reply.send(self.request_run(force).await);
+                // The turn begins a run over the owed shards held here.
+                true
+            }
+            Command::FinishRun { at, reply } => {
+                let (whole, took) = self.finish_run(at).await;
+                let _ = reply.send(whole);
+                took
+            }
+            Command::Quiesce { reply } => {
+                self.turn.quiet = true;
+                let _ = reply.send(());
+                false
+            }
+            Command::Leave { reply } => {
+                if !self.turn.left {
+                    self.inner.leave().await;
+                    self.turn.left = true;
+                }
+                let _ = reply.send(());
+                false
+            }
+            Command::RunEnded(summary) => {
+                self.turn.running = false;
+                if let (Some(s), true) = (summary, self.turn.finishing.is_some()) {
+                    self.turn.finished.push(*s);
+                }
+                true
+            }
+        }
+    }
+
+    /// One turn of the loop: writes dirty shards and renews leases; with `full`, also
+    /// reads the trigger and looks for owed shards, and every third of a lease beats the
+    /// heartbeat, reads the others' and rebalances. Nothing once the instance has left.
+    async fn turn(&mut self, full: bool) {
+        if self.turn.left {
+            return;
+        }
+        let inner = &self.inner;
+        let turn = &mut self.turn;
+        inner.write_held(Utc::now()).await;
+        if !full {
+            return;
+        }
+        let now = Utc::now();
+        let survey_due = turn.last_survey.is_none_or(|t| now - t >= inner.lease() / 3);
+        if survey_due {
+            match inner.survey(turn).await {
+                Ok(()) => {
+                    turn.surveys += 1;
+                    turn.last_survey = Some(now);
+                    // From the second survey on, when the others have had time to show up.
+                    if turn.surveys > 1 {
+                        inner.rebalance(turn).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Cluster survey failed; retrying"),
+            }
+        }
+        inner.read_trigger(turn).await;
+        self.maybe_run().await;
+        self.inner.publish(&self.turn);
+    }
+
+    /// Begins a run over the owed shards, if no run is going on here; its end comes back
+    /// as [`Command::RunEnded`].
+    async fn maybe_run(&mut self) -> Option<String> {
+        let turn = &mut self.turn;
+        if turn.running || turn.quiet {
+            return None;
+        }
+        let Some(trigger) = &turn.trigger else { return None };
+        let owed = self.inner.cluster.owed(trigger.at, Utc::now());
+        if owed.is_empty() {
+            return None;
+        }
+        let force = trigger.force;
+        self.inner.cluster.set_scope(&owed, Some(trigger.at));
+        tracing::info!(shards = ?owed, "Running the shards owed a run");
+        match begin(self.inner.state_keeper.clone(), self.inner.lister.clone(), force).await {
+            Ok(handle) => {
+                turn.running = true;
+                let me = self.me.clone();
+                actix::spawn(async move {
+                    let summary = handle.done.await.ok().map(Box::new);
+                    if let Some(me) = me.upgrade() {
+                        let _ = me.send(Command::RunEnded(summary));
+                    }
+                });
+                Some(handle.run_id)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot begin a run");
+                None
+            }
+        }
+    }
+
+    /// Records a run request (its time taken now, or the cron tick's) and begins a run
+    /// over the owed shards held here, if none is going on.
+    async fn trigger(&mut self, force: bool, tick: Option<DateTime<Utc>>) -> Result<(), StorageError> {
+        let at = tick.unwrap_or_else(Utc::now);
+        let record = TriggerRecord { at, by: self.inner.cluster.config.instance_id.clone(), force };
+        self.turn.trigger = Some(self.inner.write_trigger(record).await?);
+        self.maybe_run().await;
+        self.inner.publish(&self.turn);
+        Ok(())
+    }
+
+    /// `run-once`: records a run request and waits for its whole run ([`RequestRun`]).
+    async fn request_run(&mut self, force: bool) -> Result<DateTime<Utc>, BeginError> {
+        let record = TriggerRecord { at: Utc::now(), by: self.inner.cluster.config.instance_id.clone(), force };
+        let trigger = self.inner.write_trigger(record).await.map_err(|e| BeginError::Cluster(e.to_string()))?;
+        let at = trigger.at;
+        self.turn.trigger = Some(trigger);
+        self.turn.finishing = Some(at);
+        Ok(at)
+    }
+
+    /// `run-once`: where the whole run for `at` stands ([`FinishRun`]); takes the owed
+    /// shards that no live instance holds. Also says whether it took any.
+    async fn finish_run(&mut self, at: DateTime<Utc>) -> (WholeRun, bool) {
+        let inner = &self.inner;
+        let mut whole = WholeRun { own: self.turn.finished.clone(), ..WholeRun::default() };
+        let held = inner.cluster.held_runs(at);
+        let mut took = false;
+        for shard in 0..inner.cluster.config.shards {
+            let report = |run: crate::state::PartRun| ShardReport { shard, run };
+            match held.get(&shard) {
+                Some(Some(run)) => whole.done.push(report(run.clone())),
+                Some(None) => {
+                    whole.pending.insert(shard);
+                }
+                None => match inner.look_or_take(shard, at, self.turn.quiet).await {
+                    Look::Done(run) => whole.done.push(report(run)),
+                    Look::Pending { took: t } => {
+                        took |= t;
+                        whole.pending.insert(shard);
+                    }
+                    Look::Unreadable => {
+                        whole.unreadable.insert(shard);
+                    }
+                },
+            }
+        }
+        (whole, took)
     }
 }
 
@@ -255,39 +474,6 @@ impl Inner {
 
     fn lease(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.cluster.config.lease).unwrap_or_default()
-    }
-
-    /// One turn of the loop: writes dirty shards and renews leases; with `full`, also
-    /// reads the trigger and looks for owed shards, and every third of a lease beats the
-    /// heartbeat, reads the others' and rebalances. False once the instance has left.
-    async fn turn(self: &Arc<Self>, full: bool) -> bool {
-        let mut turn = self.turn.lock().await;
-        if turn.left {
-            return false;
-        }
-        self.write_held(Utc::now()).await;
-        if !full {
-            return true;
-        }
-        let now = Utc::now();
-        let survey_due = turn.last_survey.is_none_or(|t| now - t >= self.lease() / 3);
-        if survey_due {
-            match self.survey(&mut turn).await {
-                Ok(()) => {
-                    turn.surveys += 1;
-                    turn.last_survey = Some(now);
-                    // From the second survey on, when the others have had time to show up.
-                    if turn.surveys > 1 {
-                        self.rebalance(&turn).await;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "Cluster survey failed; retrying"),
-            }
-        }
-        self.read_trigger(&mut turn).await;
-        self.maybe_run(&mut turn).await;
-        self.publish(&turn);
-        true
     }
 
     /// Writes every held shard whose state changed or whose lease is a third used: a
@@ -510,101 +696,6 @@ impl Inner {
         });
     }
 
-    /// Begins a run over the owed shards, if no run is going on here.
-    async fn maybe_run(self: &Arc<Self>, turn: &mut Turn) -> Option<String> {
-        if turn.running || turn.quiet {
-            return None;
-        }
-        let Some(trigger) = &turn.trigger else { return None };
-        let owed = self.cluster.owed(trigger.at, Utc::now());
-        if owed.is_empty() {
-            return None;
-        }
-        let force = turn.trigger.as_ref().is_some_and(|t| t.force);
-        self.cluster.set_scope(&owed, turn.trigger.as_ref().map(|t| t.at));
-        tracing::info!(shards = ?owed, "Running the shards owed a run");
-        match begin(self.state_keeper.clone(), self.lister.clone(), force).await {
-            Ok(handle) => {
-                turn.running = true;
-                let inner = self.clone();
-                actix::spawn(async move {
-                    let summary = handle.done.await;
-                    let mut turn = inner.turn.lock().await;
-                    turn.running = false;
-                    if let (Ok(s), true) = (&summary, turn.finishing.is_some()) {
-                        turn.finished.push(s.clone());
-                    }
-                    drop(turn);
-                    inner.kick.notify_one();
-                });
-                Some(handle.run_id)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot begin a run");
-                None
-            }
-        }
-    }
-
-    /// Records a run request (its time taken now, or the cron tick's) and begins a run
-    /// over the owed shards held here, if none is going on.
-    async fn trigger(self: &Arc<Self>, force: bool, tick: Option<DateTime<Utc>>) -> Result<(), StorageError> {
-        let at = tick.unwrap_or_else(Utc::now);
-        let mut turn = self.turn.lock().await;
-        let record = TriggerRecord { at, by: self.cluster.config.instance_id.clone(), force };
-        turn.trigger = Some(self.write_trigger(record).await?);
-        self.maybe_run(&mut turn).await;
-        self.publish(&turn);
-        Ok(())
-    }
-
-    /// `run-once`: records a run request and waits for its whole run ([`RequestRun`]).
-    async fn request_run(self: &Arc<Self>, force: bool) -> Result<DateTime<Utc>, BeginError> {
-        let mut turn = self.turn.lock().await;
-        let record = TriggerRecord { at: Utc::now(), by: self.cluster.config.instance_id.clone(), force };
-        let trigger = self.write_trigger(record).await.map_err(|e| BeginError::Cluster(e.to_string()))?;
-        let at = trigger.at;
-        turn.trigger = Some(trigger);
-        turn.finishing = Some(at);
-        drop(turn);
-        // The loop's next turn begins a run over the owed shards held here.
-        self.kick.notify_one();
-        Ok(at)
-    }
-
-    /// `run-once`: where the whole run for `at` stands ([`FinishRun`]); takes the owed
-    /// shards that no live instance holds.
-    async fn finish_run(self: &Arc<Self>, at: DateTime<Utc>) -> WholeRun {
-        let turn = self.turn.lock().await;
-        let mut whole = WholeRun { own: turn.finished.clone(), ..WholeRun::default() };
-        let held = self.cluster.held_runs(at);
-        let mut took = false;
-        for shard in 0..self.cluster.config.shards {
-            let report = |run: crate::state::PartRun| ShardReport { shard, run };
-            match held.get(&shard) {
-                Some(Some(run)) => whole.done.push(report(run.clone())),
-                Some(None) => {
-                    whole.pending.insert(shard);
-                }
-                None => match self.look_or_take(shard, at, turn.quiet).await {
-                    Look::Done(run) => whole.done.push(report(run)),
-                    Look::Pending { took: t } => {
-                        took |= t;
-                        whole.pending.insert(shard);
-                    }
-                    Look::Unreadable => {
-                        whole.unreadable.insert(shard);
-                    }
-                },
-            }
-        }
-        drop(turn);
-        if took {
-            self.kick.notify_one();
-        }
-        whole
-    }
-
     /// A shard this instance does not hold: has it answered `at`? If not and it is free
     /// (released, expired, or never created), take it (unless `quiet`).
     async fn look_or_take(&self, shard: u32, at: DateTime<Utc>, quiet: bool) -> Look {
@@ -690,9 +781,8 @@ impl Inner {
         Err(StorageError::Changed { key })
     }
 
+    /// Releases every lease (with its state) and removes the heartbeat.
     async fn leave(&self) {
-        let mut turn = self.turn.lock().await;
-        turn.left = true;
         let now = Utc::now();
         // Each release writes the shard's latest state too.
         for shard in self.cluster.held_ids() {

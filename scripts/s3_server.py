@@ -15,6 +15,11 @@
 - GET /_ics/race?bucket=B&ms=N  sleeps N ms inside every later object write on bucket B,
   between moto's precondition check and its store: the window in which two unserialised
   conditional writes could both pass their check. A test widens it to prove they cannot.
+- POST /_ics/notify  {"bucket": B, "queue": Q, "visibility": S}  creates SQS queue Q (its
+  visibility timeout S seconds, default 30) and sends bucket B's ObjectCreated and
+  ObjectRemoved events to it, as `aws s3api put-bucket-notification-configuration` does;
+  answers {"queue_url": ...}. Setting it puts an s3:TestEvent message in the queue.
+- GET /_ics/queue?name=Q  {"visible": N, "in_flight": M}: the messages queue Q holds.
 
 Conditional writes are atomic, as on S3 and R2: moto checks `If-None-Match: *` and
 `If-Match` and then stores, in a threaded server, so two truly concurrent creates of one
@@ -160,6 +165,41 @@ def fill(environ, start_response):
     return reply(start_response, "200 OK", {"stored": len(req["objects"])})
 
 
+def aws(environ, service):
+    """A boto3 client of this very server (threaded: it may call itself)."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url="http://" + environ["HTTP_HOST"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def notify(environ, start_response):
+    size = int(environ.get("CONTENT_LENGTH") or 0)
+    req = json.loads(environ["wsgi.input"].read(size))
+    sqs = aws(environ, "sqs")
+    attrs = {"VisibilityTimeout": str(req.get("visibility", 30))}
+    url = sqs.create_queue(QueueName=req["queue"], Attributes=attrs)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    config = {"QueueConfigurations": [{"QueueArn": arn, "Events": events}]}
+    aws(environ, "s3").put_bucket_notification_configuration(Bucket=req["bucket"], NotificationConfiguration=config)
+    return reply(start_response, "200 OK", {"queue_url": url})
+
+
+def queue_depth(environ, start_response, name):
+    sqs = aws(environ, "sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    depth = {"visible": int(a[names[0]]), "in_flight": int(a[names[1]])}
+    return reply(start_response, "200 OK", depth)
+
+
 def make_app():
     moto = DomainDispatcherApplication(create_backend_app)
 
@@ -168,6 +208,10 @@ def make_app():
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         if path == "/_ics/fill" and environ["REQUEST_METHOD"] == "POST":
             return fill(environ, start_response)
+        if path == "/_ics/notify" and environ["REQUEST_METHOD"] == "POST":
+            return notify(environ, start_response)
+        if path == "/_ics/queue":
+            return queue_depth(environ, start_response, query.get("name", [""])[0])
         if path == "/_ics/latency":
             bucket = query.get("bucket", [""])[0]
             LATENCY[bucket] = int(query.get("ms", ["0"])[0]) / 1000.0

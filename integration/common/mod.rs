@@ -254,3 +254,21 @@ pub fn set_race_window(bucket: &str, ms: u64) {
     let (status, answer) = hook_request("GET", &format!("/_ics/race?bucket={bucket}&ms={ms}"), b"");
     assert_eq!(status, 200, "race: {answer}");
 }
+
+/// Creates SQS queue `queue` on the test server and has `bucket` notify it of every
+/// created and removed object (scripts/s3_server.py's /_ics/notify); returns its URL.
+pub fn notify_queue(bucket: &str, queue: &str, visibility_seconds: u64) -> String {
+    let body = serde_json::json!({"bucket": bucket, "queue": queue, "visibility": visibility_seconds});
+    let (status, answer) = hook_request("POST", "/_ics/notify", body.to_string().as_bytes());
+    assert_eq!(status, 200, "notify: {answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    v["queue_url"].as_str().unwrap().to_owned()
+}
+
+/// The messages queue `queue` holds: (visible, in flight).
+pub fn queue_depth(queue: &str) -> (u64, u64) {
+    let (status, answer) = hook_request("GET", &format!("/_ics/queue?name={queue}"), b"");
+    assert_eq!(status, 200, "queue: {answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    (v["visible"].as_u64().unwrap(), v["in_flight"].as_u64().unwrap())
+}

@@ -33,6 +33,11 @@ impl Server {
     /// Starts `serve` on port 0 against `bucket` (or a local root), with extra YAML (cron
     /// off unless it has a `cron:` of its own).
     pub fn start(bucket: Option<&str>, extra_yaml: &str) -> Self {
+        Self::start_env(bucket, extra_yaml, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (set last: they win).
+    pub fn start_env(bucket: Option<&str>, extra_yaml: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("c.yaml"),
@@ -60,6 +65,9 @@ impl Server {
                 .env("R2_ACCESS_KEY", &s3.access_key)
                 .env("R2_SECRET_KEY", &s3.secret_key)
                 .env("ICS__R2__REGION", &s3.region);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));

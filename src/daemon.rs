@@ -56,6 +56,9 @@ pub enum ServeError {
     /// `webhook.url` is set but its HTTP client cannot be made.
     #[error(transparent)]
     Webhook(#[from] DeliveryError),
+    /// An event source cannot start (`events:`).
+    #[error("{0}")]
+    Events(String),
     /// The HTTP server cannot serve on the listener it was handed.
     #[error("cannot serve HTTP on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
@@ -138,21 +141,31 @@ pub async fn serve(
             metrics.clone(),
             listeners,
         );
-        let state = AppState::new(config.clone(), storage, pipeline.clone(), metrics, webhook);
+        let events = match crate::events::Events::start(config.clone(), storage.clone(), &pipeline, metrics.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                leave_cluster(&pipeline).await;
+                return Err(ServeError::Events(e));
+            }
+        };
+        let mut state = AppState::new(config.clone(), storage, pipeline.clone(), metrics, webhook);
+        state.events = Some(events.api.clone());
         match http_server(&config, state, listener) {
-            Ok(server) => (server, pipeline),
+            Ok(server) => (server, pipeline, events),
             Err(source) => {
                 leave_cluster(&pipeline).await;
                 return Err(ServeError::Listen { addr: local.to_string(), source });
             }
         }
     };
-    let (server, pipeline) = server;
+    let (server, pipeline, events) = server;
     let handle = server.handle();
     actix::spawn(server);
     tracing::info!("Daemon started");
     shutdown.await;
     handle.stop(true).await;
+    // Event sources first: the messages in hand finish on the running pipeline.
+    events.stop(timeout).await;
     if let Some(c) = &pipeline.coordinator {
         let _ = c.send(Quiesce).await;
     }

@@ -19,6 +19,8 @@
 //!   API and the pipeline.
 //! - [`webhook`]: `batch.completed` and manual sends to `webhook.url`, signed, with
 //!   undelivered ones kept on disk in the Go server's format and retried.
+//! - [`events`]: bucket event notifications (SQS) converted within seconds of an upload,
+//!   through the same converter pool and uploader as runs.
 //! - [`cli`] and [`logging`]: the binary's edges; [`health`]: the `health` subcommand,
 //!   which asks a running daemon's `GET /ready`.
 
@@ -29,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod daemon;
+pub mod events;
 pub mod health;
 pub mod job;
 pub mod lease;

@@ -14,6 +14,9 @@ use prometheus::{
 };
 
 /// Upper bounds (seconds) of the conversion-duration histogram's buckets.
+/// The event sources, each present in `ics_events_received_total` from the start.
+const EVENT_SOURCES: [&str; 3] = ["sqs", "webhook", "cloudflare_queue"];
+const EVENT_LAG_BUCKETS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
 const CONVERSION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Upper bounds (seconds) of the HTTP request-duration histogram's buckets.
 const HTTP_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
@@ -68,6 +71,8 @@ pub struct Metrics {
     leases_lost: IntCounter,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    events_received: IntCounterVec,
+    event_lag: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -146,7 +151,31 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let events_received = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new("ics_events_received_total", "Bucket event messages received, by source."),
+                &["source"],
+            )
+            .expect("valid metric"),
+        );
+        for source in EVENT_SOURCES {
+            events_received.with_label_values(&[source]);
+        }
+        let event_lag = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "ics_event_lag_seconds",
+                    "Time from an upload (its event's time) to its WebP stored, for event-driven conversions.",
+                )
+                .buckets(EVENT_LAG_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+        );
         Self {
+            events_received,
+            event_lag,
             runs_started: counter(&r, "ics_runs_started_total", "Runs started."),
             runs_completed: counter(&r, "ics_runs_completed_total", "Runs that went through the whole bucket."),
             runs_interrupted: counter(&r, "ics_runs_interrupted_total", "Runs interrupted (shutdown, listing error)."),
@@ -223,6 +252,16 @@ impl Metrics {
 
     pub fn failed(&self, reason: &str) {
         self.failed.with_label_values(&[reason]).inc();
+    }
+
+    /// A bucket event message received from `source`.
+    pub fn event_received(&self, source: &str) {
+        self.events_received.with_label_values(&[source]).inc();
+    }
+
+    /// An event's upload-to-WebP time.
+    pub fn event_lag(&self, seconds: f64) {
+        self.event_lag.observe(seconds);
     }
 
     /// Bucket mode: an image left to another instance.

@@ -56,6 +56,24 @@ impl RunScope for Solo {
     }
 }
 
+/// Bucket events (`src/events/`): an event may name any key, whoever holds its shard, and
+/// other consumers of the queue, the webhook and cron runs may race for its WebP, so
+/// writes are always conditional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Events;
+
+impl RunScope for Events {
+    fn covers(&self, _key: &str, _now: DateTime<Utc>) -> Cover {
+        Cover::Yes
+    }
+
+    fn mark_skipped(&self, _key: &str) {}
+
+    fn conditional_writes(&self) -> bool {
+        true
+    }
+}
+
 /// Whether a stage may act for `key` now; an untrusted key is marked skipped (its part
 /// stays owed a run). The one call the stages make.
 pub fn admit(scope: &dyn RunScope, key: &str, now: DateTime<Utc>) -> bool {

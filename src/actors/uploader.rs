@@ -38,6 +38,17 @@ pub struct PutWebp {
     pub webp: Bytes,
 }
 
+/// Puts one WebP made for a bucket event (`src/events/`) by the runs' write path, always
+/// conditionally ([`crate::scope::Events`]): `If-None-Match: *` for a new WebP, `If-Match`
+/// over the one it replaces. Answers whether it was stored (`false`: another writer
+/// stored this WebP first).
+#[derive(Message)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct PutEventWebp {
+    pub candidate: Candidate,
+    pub webp: Bytes,
+}
+
 /// The actor.
 pub struct Uploader {
     storage: Storage,
@@ -127,6 +138,23 @@ impl Handler<PutWebp> for Uploader {
         Box::pin(async move {
             let _permit = uploads.acquire_owned().await.expect("never closed");
             storage.put(&msg.key, msg.webp, WEBP_CONTENT_TYPE).await.map(|_| ())
+        })
+    }
+}
+
+impl Handler<PutEventWebp> for Uploader {
+    type Result = ResponseFuture<Result<bool, StorageError>>;
+
+    fn handle(&mut self, msg: PutEventWebp, _: &mut Context<Self>) -> Self::Result {
+        let storage = self.storage.clone();
+        let uploads = self.uploads.clone();
+        Box::pin(async move {
+            let _permit = uploads.acquire_owned().await.expect("never closed");
+            match put_run_webp(&storage, &crate::scope::Events, &msg.candidate, msg.webp).await {
+                Ok(()) => Ok(true),
+                Err(Put::Superseded(_)) => Ok(false),
+                Err(Put::Failed(e)) => Err(e),
+            }
         })
     }
 }

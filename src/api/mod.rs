@@ -11,6 +11,7 @@ mod auth;
 mod convert;
 mod deadline;
 pub mod error;
+mod events;
 mod openapi;
 mod polling;
 mod ready;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
     /// `/ready`'s last storage probe.
     pub readiness: Arc<ready::Readiness>,
+    /// The bucket event sources' status (`serve` with `events:`).
+    pub events: Option<crate::events::EventsApi>,
 }
 
 impl AppState {
@@ -76,6 +79,7 @@ impl AppState {
             webhook,
             status: Default::default(),
             readiness: Default::default(),
+            events: None,
         }
     }
 }
@@ -93,6 +97,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/status"),
     ("POST", "/api/runs"),
     ("POST", "/api/webhook/send"),
+    ("POST", "/api/events"),
 ];
 
 /// Registers every route (each listed in [`ROUTES`]).
@@ -114,6 +119,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready::ready))
         .route("/metrics", web::get().to(metrics))
+        // Before the `/api` scope: it takes `events.webhook_token` as well as `api.token`.
+        .service(
+            web::resource("/api/events")
+                .route(web::post().to(events::post_events))
+                .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::method_not_allowed("POST")) })),
+        )
         // Before the `/api` scope, so that it needs no token.
         .service(
             web::resource("/api/openapi.json")
@@ -250,6 +261,9 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     body["schedule"] = json!(state.config.cron.enabled.then_some(&state.config.cron.schedule));
     if let Some(cluster) = &state.pipeline.cluster {
         body["cluster"] = serde_json::to_value(cluster.view()).expect("view serialises");
+    }
+    if let Some(events) = state.events.as_ref().map(|e| e.status.view()).filter(|v| !v.is_empty()) {
+        body["events"] = serde_json::to_value(events).expect("events serialise");
     }
     let body = Bytes::from(body.to_string());
     state.status.store(body.clone());

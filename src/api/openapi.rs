@@ -14,7 +14,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::schemas::{Converted, ErrorBody, WebhookSent};
+use super::schemas::{Converted, ErrorBody, EventsAccepted, WebhookSent};
 
 /// The document: every route `configure` registers (checked by the tests).
 #[derive(OpenApi)]
@@ -34,10 +34,11 @@ use super::schemas::{Converted, ErrorBody, WebhookSent};
         super::status,
         super::start_run,
         super::convert::webhook_send,
+        super::events::post_events,
         openapi_json,
     ),
     // The `IntoResponses` enums name these without registering them.
-    components(schemas(ErrorBody, Converted, WebhookSent)),
+    components(schemas(ErrorBody, Converted, WebhookSent, EventsAccepted)),
     modifiers(&BearerToken),
 )]
 pub struct ApiDoc;

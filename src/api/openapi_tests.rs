@@ -187,6 +187,7 @@ async fn every_route_answers_as_the_document_says() {
         ("POST", "/api/runs", "", None, 202, ""),
         ("POST", "/api/webhook/send", "", json_body(json!({"images": []})), 503, "webhook_not_configured"),
         ("POST", "/api/webhook/send", "", Some(("application/json", b"[".to_vec())), 400, "invalid_request"),
+        ("POST", "/api/events", "", json_body(json!({"Records": []})), 503, "events_off"),
     ];
     let mut called = BTreeSet::new();
     for (method, path, query, body, status, code) in cases {
@@ -267,4 +268,41 @@ async fn a_token_guards_api_routes_but_not_the_document_and_busy_is_documented()
     assert_eq!(got, 503);
     check(&doc, "GET", "/api/convert", got, &ct, &bytes);
     check_error(&doc, &bytes, "busy", "GET /api/convert with no slot");
+}
+
+#[actix_web::test]
+async fn posted_events_are_journaled_before_the_202_and_take_either_token() {
+    let doc = doc();
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = state(dir.path(), "sesame");
+    let mut config = (*state.config).clone();
+    config.events.webhook_token = Secret::new("minio-token");
+    state.config = Arc::new(config);
+    let journal = Arc::new(crate::events::journal::Journal::open(&dir.path().join("journal")).unwrap());
+    state.events = Some(crate::events::EventsApi { status: Default::default(), journal: Some(journal.clone()) });
+    let app = test::init_service(App::new().configure(|cfg| configure(cfg, state.clone()))).await;
+    let record = json!({"EventName": "s3:ObjectCreated:Put", "Key": "bucket/a b.jpg", "Records": [
+        {"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "bucket"}, "object": {"key": "a+b.jpg", "eTag": "e1"}}}]});
+    let post = |token: &str, body: Vec<u8>| {
+        test::TestRequest::post()
+            .uri("/api/events")
+            .insert_header(("authorization", token.to_owned()))
+            .set_payload(body)
+    };
+    let files = || std::fs::read_dir(journal.dir()).unwrap().count();
+    for token in ["Bearer sesame", "Bearer minio-token", "minio-token"] {
+        let (got, ct, _, bytes) = call!(app, post(token, record.to_string().into_bytes()));
+        assert_eq!(got, 202, "{token}: {}", String::from_utf8_lossy(&bytes));
+        check(&doc, "POST", "/api/events", got, &ct, &bytes);
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap()["events"], 1);
+    }
+    assert_eq!(files(), 3, "each accepted body is in the journal");
+    let (got, _, _, bytes) = call!(app, post("Bearer wrong", record.to_string().into_bytes()));
+    assert_eq!(got, 401);
+    check_error(&doc, &bytes, "unauthorized", "wrong token");
+    let (got, ct, _, bytes) = call!(app, post("Bearer sesame", b"{\"nope\": 1}".to_vec()));
+    assert_eq!(got, 400);
+    check(&doc, "POST", "/api/events", got, &ct, &bytes);
+    check_error(&doc, &bytes, "invalid_events", "not records");
+    assert_eq!(files(), 3, "a refused body is not journaled");
 }

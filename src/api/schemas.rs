@@ -135,6 +135,11 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     cluster: Option<serde_json::Value>,
+    /// Each bucket event source (`sqs`, …): connected, messages received, acked and
+    /// failed, images converted, messages in hand and the oldest one's age, last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    events: Option<serde_json::Value>,
 }
 
 /// The resize parameters of `/api/convert` (as the Go server reads them).
@@ -204,5 +209,33 @@ pub enum WebhookAnswers {
     #[response(status = 502, description = "`webhook_delivery_failed` (queued for retry when retries are on)")]
     Failed(ErrorBody),
     #[response(status = 503, description = "`webhook_not_configured`, `unavailable`")]
+    Unavailable(ErrorBody),
+}
+
+/// `POST /api/events`'s 202.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsAccepted {
+    success: bool,
+    /// Object events the body held (0 for a test event).
+    events: u64,
+}
+
+/// `POST /api/events`'s answers.
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub enum EventsAnswers {
+    #[response(status = 202, description = "Journaled durably; converted from there")]
+    Accepted(EventsAccepted),
+    #[response(status = 400, description = "`invalid_events`: not S3 event records")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "`unauthorized` (with `api.token` or `events.webhook_token` set)")]
+    Unauthorized(ErrorBody),
+    #[response(status = 413, description = "`payload_too_large`: the request body")]
+    TooLarge(ErrorBody),
+    #[response(status = 500, description = "`journal_failed`: not stored; post again")]
+    Failed(ErrorBody),
+    #[response(status = 503, description = "`events_off` (`events.webhook_enabled` is false), `unavailable`")]
     Unavailable(ErrorBody),
 }

@@ -9,6 +9,7 @@
 //! allowed when one is wrong. Secrets are [`Secret`]s throughout.
 
 pub mod dotenv;
+mod events;
 pub mod explain;
 pub mod go_env;
 mod keys;
@@ -19,6 +20,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use events::{CloudflareQueueConfig, EventsConfig, SqsConfig};
 pub use load::{Origin, Origins};
 pub use raw::RawConfig;
 
@@ -69,6 +71,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+    pub events: EventsConfig,
     /// Where each value came from (for `check-config`).
     pub origins: Origins,
     /// Things loading noticed that the operator should hear about (logged at WARN once

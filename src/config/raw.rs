@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub pipeline: RawPipeline,
     pub api: RawApi,
     pub log: RawLog,
+    pub events: RawEvents,
 }
 
 /// `api:` — the HTTP API's security and limits.
@@ -194,6 +195,45 @@ pub struct RawPipeline {
 pub struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
+}
+
+/// `events:` — conversion within seconds of an upload, from the bucket's event notifications.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawEvents {
+    pub sqs: RawSqs,
+    pub cloudflare_queue: RawCloudflareQueue,
+    pub webhook_enabled: Option<bool>,
+    pub webhook_token: Secret,
+    pub max_receives: Option<i64>,
+    pub concurrency: Option<i64>,
+    pub delete_webp_on_remove: Option<bool>,
+}
+
+/// `events.sqs:` — an SQS queue that the bucket notifies (AWS S3, moto).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawSqs {
+    pub queue_url: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub wait_seconds: Option<i64>,
+    pub visibility_timeout_seconds: Option<i64>,
+}
+
+/// `events.cloudflare_queue:` — a Cloudflare Queue that an R2 bucket notifies (HTTP pull).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCloudflareQueue {
+    pub account_id: Option<String>,
+    pub queue_id: Option<String>,
+    pub api_token: Secret,
+    pub api: Option<String>,
+    pub batch_size: Option<i64>,
+    pub visibility_timeout_seconds: Option<i64>,
+    pub poll_interval_ms: Option<i64>,
 }
 
 /// A list, or (from the environment) one comma-separated string.

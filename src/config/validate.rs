@@ -184,7 +184,9 @@ impl Config {
             other => return Err(ConfigError::invalid("log.format", other, "text or json")),
         };
         let log = LogConfig { level: log_level(raw.log.level.unwrap_or_else(|| "info".into()))?, format };
+        let events = super::events::events(raw.events, &storage)?;
         Ok(Config {
+            events,
             storage,
             formats,
             convert,

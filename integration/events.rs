@@ -1,0 +1,430 @@
+//! Bucket event notifications end to end, against the S3 test server's S3 and SQS (moto,
+//! on 127.0.0.1): the bucket notifies a queue of each upload, `serve` consumes it.
+//!
+//! - 200 uploads over 20 s, the daemon killed with SIGKILL half-way and started again:
+//!   every image gets its WebP, none is stored twice (successful PUTs counted at the
+//!   server), the daemon's own WebP uploads and the set-up's s3:TestEvent are consumed,
+//!   and the queue ends empty.
+//! - Two `serve` instances on one queue split the events (each converts some, none
+//!   twice), and a cron run afterwards finds nothing to do.
+//! - The handler's decisions, through the pipeline's own actors: an up-to-date source is
+//!   not even downloaded, an event older than the object is left to the newer one's, a
+//!   duplicate costs nothing, and removals delete the WebP only when configured to.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::server::*;
+use common::*;
+use ics::events::handle::{Done, Handled, Handler};
+use ics::events::record::{EventKind, ObjectEvent};
+
+/// Small images of several formats, cycled.
+const NAMES: [&str; 4] = ["png_rgb.png", "jpeg_icc.jpg", "gif_static.gif", "png_palette.png"];
+
+/// One test at a time: each starts daemons that compete for the two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn events_yaml(queue_url: &str) -> String {
+    format!(
+        "events: {{sqs: {{queue_url: \"{queue_url}\", wait_seconds: 2, visibility_timeout_seconds: 6}}}}\n\
+         pipeline: {{workers: 2}}\n"
+    )
+}
+
+fn key_of(i: usize) -> String {
+    let name = NAMES[i % NAMES.len()];
+    let ext = name.rsplit('.').next().unwrap();
+    // Spaces and '+' travel URL-encoded (quote_plus) in the records.
+    if i.is_multiple_of(10) { format!("up/a b+c {i:03}.{ext}") } else { format!("up/{i:03}.{ext}") }
+}
+
+fn webp_of(key: &str) -> String {
+    format!("{}.webp", key.rsplit_once('.').unwrap().0)
+}
+
+/// The WebPs in the bucket.
+fn webps(rt: &tokio::runtime::Runtime, storage: &ics::storage::Storage) -> BTreeSet<String> {
+    use futures::StreamExt;
+    rt.block_on(storage.list(None).filter_map(|o| async move { o.ok() }).collect::<Vec<_>>())
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".webp"))
+        .collect()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn upload(rt: &tokio::runtime::Runtime, storage: &ics::storage::Storage, i: usize) {
+    let data = bytes::Bytes::from(fixture(NAMES[i % NAMES.len()]));
+    rt.block_on(storage.put(&key_of(i), data, "application/octet-stream")).unwrap();
+}
+
+fn queue_empty(queue: &str, timeout: Duration) {
+    wait_for("the queue to drain", timeout, || (queue_depth(queue) == (0, 0)).then_some(()));
+}
+
+#[test]
+fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("events");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let queue = format!("q-{bucket}");
+    let url = notify_queue(&bucket, &queue, 6);
+    let mut server = Server::start(Some(&bucket), &events_yaml(&url));
+    let total = 200;
+    for i in 0..total {
+        if i == total / 2 {
+            // SIGKILL mid-way: messages in hand come back after their visibility timeout.
+            server.child.kill().unwrap();
+            server.child.wait().unwrap();
+            server = Server::start(Some(&bucket), &events_yaml(&url));
+        }
+        upload(&rt, &storage, i);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let expected: BTreeSet<String> = (0..total).map(|i| webp_of(&key_of(i))).collect();
+    wait_for("every WebP", Duration::from_secs(120), || {
+        let have = webps(&rt, &storage);
+        expected.is_subset(&have).then_some(())
+    });
+    queue_empty(&queue, Duration::from_secs(60));
+    let puts = successful_puts(&bucket);
+    let twice: Vec<_> = puts.iter().filter(|(k, n)| k.ends_with(".webp") && **n != 1).collect();
+    assert!(twice.is_empty(), "WebPs stored more than once: {twice:?}");
+    assert_eq!(puts.keys().filter(|k| k.ends_with(".webp")).count(), total);
+    let status = server.get("/api/status").json();
+    let sqs = &status["events"]["sqs"];
+    assert_eq!(sqs["connected"], true, "{status}");
+    assert!(sqs["converted"].as_u64().unwrap() > 0, "{status}");
+    assert!(sqs["acked"].as_u64().unwrap() >= sqs["converted"].as_u64().unwrap(), "{status}");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    assert!(metrics.contains("ics_events_received_total{source=\"sqs\"}"), "{metrics}");
+    assert!(metrics.contains("ics_event_lag_seconds_count"), "{metrics}");
+}
+
+#[test]
+fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("events2");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let queue = format!("q-{bucket}");
+    let url = notify_queue(&bucket, &queue, 6);
+    let a = Server::start(Some(&bucket), &events_yaml(&url));
+    let b = Server::start(Some(&bucket), &events_yaml(&url));
+    let total = 80;
+    for i in 0..total {
+        upload(&rt, &storage, i);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let expected: BTreeSet<String> = (0..total).map(|i| webp_of(&key_of(i))).collect();
+    wait_for("every WebP", Duration::from_secs(120), || expected.is_subset(&webps(&rt, &storage)).then_some(()));
+    queue_empty(&queue, Duration::from_secs(30));
+    let converted = |s: &Server| s.get("/api/status").json()["events"]["sqs"]["converted"].as_u64().unwrap();
+    let (ca, cb) = (converted(&a), converted(&b));
+    assert!(ca > 0 && cb > 0, "both instances convert: {ca} and {cb}");
+    assert_eq!(ca + cb, total as u64, "each image converted once: {ca} + {cb}");
+    let puts = successful_puts(&bucket);
+    assert!(puts.iter().filter(|(k, _)| k.ends_with(".webp")).all(|(_, n)| *n == 1), "{puts:?}");
+    drop((a, b));
+    // The safety net: a run of the whole bucket finds every WebP up to date.
+    let state = tempfile::tempdir().unwrap();
+    let out = binary_on_s3(&bucket, state.path()).args(["run-once", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["converted"], 0, "{summary}");
+    assert_eq!(summary["skipped"], total as u64, "{summary}");
+}
+
+/// The handler on the pipeline's own actors, against the S3 test server.
+struct Bench {
+    rt: actix::SystemRunner,
+    handler: Handler,
+    storage: ics::storage::Storage,
+    bucket: String,
+}
+
+fn bench(delete_webp_on_remove: bool) -> Bench {
+    let bucket = new_bucket("evhandle");
+    let mut config = s3_config(&bucket);
+    config.events.delete_webp_on_remove = delete_webp_on_remove;
+    let config = Arc::new(config);
+    let storage = ics::storage::Storage::open(&config.storage, &bucket).unwrap();
+    let rt = actix::System::new();
+    let state = tempfile::tempdir().unwrap();
+    let handler = rt.block_on(async {
+        let store = ics::state::FileStateStore::new(state.path()).unwrap();
+        let pipeline = ics::actors::Pipeline::start(
+            config.clone(),
+            storage.clone(),
+            ics::actors::StateBackend::Own(Box::new(store)),
+            None,
+            false,
+            Default::default(),
+            vec![],
+        );
+        Handler::new(
+            config,
+            storage.clone(),
+            pipeline.converter,
+            pipeline.uploader,
+            pipeline.memory,
+            Default::default(),
+        )
+    });
+    Bench { rt, handler, storage, bucket }
+}
+
+impl Bench {
+    fn put(&self, key: &str, name: &str) -> ics::storage::ObjectInfo {
+        self.rt.block_on(self.storage.put(key, fixture(name).into(), "image/png")).unwrap();
+        self.rt.block_on(self.storage.head(key)).unwrap()
+    }
+
+    fn handle(
+        &self,
+        kind: EventKind,
+        key: &str,
+        etag: Option<&str>,
+        time: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Handled {
+        let event = ObjectEvent {
+            kind,
+            bucket: self.bucket.clone(),
+            key: key.into(),
+            etag: etag.map(|e| e.trim_matches('"').to_owned()),
+            time,
+        };
+        self.rt.block_on(self.handler.handle(&event))
+    }
+}
+
+#[test]
+fn events_are_idempotent_and_never_go_back_in_time() {
+    let b = bench(false);
+    let v1 = b.put("p/x.png", "png_rgb.png");
+    let created = |etag: Option<&str>, at| b.handle(EventKind::Created, "p/x.png", etag, at);
+    assert_eq!(created(v1.etag.as_deref(), Some(v1.last_modified)), Handled::Done(Done::Converted));
+    request_counts(&b.bucket, true);
+    // A duplicate delivery: two HEADs, no download, no write.
+    assert_eq!(created(v1.etag.as_deref(), Some(v1.last_modified)), Handled::Done(Done::UpToDate));
+    let counts = request_counts(&b.bucket, true);
+    assert_eq!((counts.get("GET"), counts.get("PUT")), (None, None), "{counts:?}");
+    // A newer version, then the old event arrives late: nothing happens.
+    std::thread::sleep(Duration::from_millis(2100));
+    let v2 = b.put("p/x.png", "png_palette.png");
+    assert_ne!(v1.etag, v2.etag);
+    request_counts(&b.bucket, true);
+    assert_eq!(created(v1.etag.as_deref(), Some(v1.last_modified)), Handled::Done(Done::Stale));
+    assert_eq!(request_counts(&b.bucket, true).get("PUT"), None);
+    // The newer one's event converts it.
+    assert_eq!(created(v2.etag.as_deref(), Some(v2.last_modified)), Handled::Done(Done::Converted));
+    let webp = b.rt.block_on(b.storage.head("p/x.webp")).unwrap();
+    assert!(webp.last_modified >= v2.last_modified);
+    // The daemon's own WebP and other keys are no work; another bucket's neither.
+    assert_eq!(b.handle(EventKind::Created, "p/x.webp", None, None), Handled::Done(Done::NotASource));
+    assert_eq!(b.handle(EventKind::Created, "p/readme.txt", None, None), Handled::Done(Done::NotASource));
+    let other = ObjectEvent {
+        bucket: "elsewhere".into(),
+        ..ObjectEvent { kind: EventKind::Created, bucket: String::new(), key: "p/x.png".into(), etag: None, time: None }
+    };
+    assert_eq!(b.rt.block_on(b.handler.handle(&other)), Handled::Done(Done::OtherBucket));
+    // Gone before we came.
+    assert_eq!(b.handle(EventKind::Created, "p/never.png", Some("e"), None), Handled::Done(Done::Gone));
+    // A bad image is given up (the message may go), not retried forever.
+    b.rt.block_on(b.storage.put("p/bad.png", bytes::Bytes::from_static(b"not a png"), "image/png")).unwrap();
+    assert!(matches!(b.handle(EventKind::Created, "p/bad.png", None, None), Handled::Done(Done::GivenUp { .. })));
+    // Removal: the WebP stays unless configured otherwise.
+    b.rt.block_on(b.storage.delete("p/x.png")).unwrap();
+    assert_eq!(
+        b.handle(EventKind::Removed, "p/x.png", None, None),
+        Handled::Done(Done::Removed { webp_deleted: false })
+    );
+    assert!(b.rt.block_on(b.storage.head("p/x.webp")).is_ok());
+}
+
+#[test]
+fn concurrent_duplicates_convert_once_and_removals_delete_when_asked() {
+    let b = bench(true);
+    let v = b.put("d/y.jpg", "jpeg_icc.jpg");
+    let event = ObjectEvent {
+        kind: EventKind::Created,
+        bucket: b.bucket.clone(),
+        key: "d/y.jpg".into(),
+        etag: v.etag.clone(),
+        time: Some(v.last_modified),
+    };
+    let outcomes = b.rt.block_on(futures::future::join_all((0..4).map(|_| b.handler.handle(&event))));
+    let converted = outcomes.iter().filter(|o| **o == Handled::Done(Done::Converted)).count();
+    assert_eq!(converted, 1, "{outcomes:?}");
+    assert_eq!(successful_puts(&b.bucket).get("d/y.webp"), Some(&1));
+    // Re-uploaded since the removal: the WebP belongs to the new version and stays.
+    let removed = |b: &Bench| b.handle(EventKind::Removed, "d/y.jpg", None, None);
+    assert_eq!(removed(&b), Handled::Done(Done::Removed { webp_deleted: false }));
+    b.rt.block_on(b.storage.delete("d/y.jpg")).unwrap();
+    assert_eq!(removed(&b), Handled::Done(Done::Removed { webp_deleted: true }));
+    assert!(matches!(b.rt.block_on(b.storage.head("d/y.webp")), Err(ics::storage::StorageError::NotFound { .. })));
+}
+
+/// The stand-in Cloudflare Queue (scripts/cf_queue_server.py) on 127.0.0.1.
+struct CfQueue {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for CfQueue {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl CfQueue {
+    fn start(token: &str) -> Self {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cf_queue_server.py");
+        let mut child = std::process::Command::new("python3")
+            .args([script, token])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the stand-in queue");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Self { child, base: format!("http://127.0.0.1:{}", line.trim()) }
+    }
+
+    fn send(&self, queue: &str, body: serde_json::Value) {
+        let r = http(
+            "POST",
+            &format!("{}/_test/send?queue={queue}", self.base),
+            Some(serde_json::json!({ "body": body }).to_string().as_bytes()),
+            &[],
+        );
+        assert_eq!(r.status, 200);
+    }
+
+    fn stats(&self, queue: &str) -> serde_json::Value {
+        http("GET", &format!("{}/_test/stats?queue={queue}", self.base), None, &[]).json()
+    }
+}
+
+#[test]
+fn r2_notifications_from_a_cloudflare_queue_are_converted_and_acked() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("evcf");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let cf = CfQueue::start("cf-token");
+    let yaml = format!(
+        "events: {{cloudflare_queue: {{account_id: acc123, queue_id: q456, api_token: cf-token, \
+         api: \"{}/client/v4\", visibility_timeout_seconds: 30, poll_interval_ms: 50}}}}\n",
+        cf.base
+    );
+    let server = Server::start(Some(&bucket), &yaml);
+    let total = 30;
+    for i in 0..total {
+        upload(&rt, &storage, i);
+        let info = rt.block_on(storage.head(&key_of(i))).unwrap();
+        // R2's message: the key as it is (not URL-encoded).
+        let action = if i % 3 == 0 { "CompleteMultipartUpload" } else { "PutObject" };
+        cf.send(
+            "q456",
+            serde_json::json!({"account": "acc123", "action": action, "bucket": bucket,
+            "object": {"key": key_of(i), "size": info.size, "eTag": info.etag.unwrap().trim_matches('"')},
+            "eventTime": info.last_modified.to_rfc3339()}),
+        );
+    }
+    // A deletion (the WebP stays by default) and a message that is not R2's.
+    cf.send("q456", serde_json::json!({"action": "DeleteObject", "bucket": bucket, "object": {"key": "up/gone.png"}}));
+    let expected: BTreeSet<String> = (0..total).map(|i| webp_of(&key_of(i))).collect();
+    wait_for("every WebP", Duration::from_secs(60), || expected.is_subset(&webps(&rt, &storage)).then_some(()));
+    let stats = wait_for("every message acked", Duration::from_secs(30), || {
+        let s = cf.stats("q456");
+        (s["visible"] == 0 && s["leased"] == 0).then_some(s)
+    });
+    assert_eq!(stats["acked"], total as u64 + 1, "{stats}");
+    assert_eq!(stats["retried"], 0, "{stats}");
+    let puts = successful_puts(&bucket);
+    assert!(puts.iter().filter(|(k, _)| k.ends_with(".webp")).all(|(_, n)| *n == 1), "{puts:?}");
+    let status = server.get("/api/status").json();
+    let source = &status["events"]["cloudflare_queue"];
+    assert_eq!((source["connected"].clone(), source["converted"].clone()), (true.into(), total.into()), "{status}");
+    // A wrong token is an error the status shows, not a crash.
+    let bad = Server::start(Some(&bucket), &yaml.replace("api_token: cf-token", "api_token: wrong"));
+    let status = wait_for("the error to show", Duration::from_secs(20), || {
+        let s = bad.get("/api/status").json();
+        s["events"]["cloudflare_queue"]["last_error"].is_string().then_some(s)
+    });
+    let source = &status["events"]["cloudflare_queue"];
+    assert_eq!(source["connected"], false, "{status}");
+    assert!(source["last_error"].as_str().unwrap().contains("401"), "{status}");
+    assert!(!status.to_string().contains("wrong"), "the token is not shown: {status}");
+}
+
+#[test]
+fn posted_minio_records_survive_a_sigkill_after_the_202() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("evhook");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let env = [("ICS__STATE__DIR", state.path().to_string_lossy().into_owned())];
+    let yaml = "events: {webhook_enabled: true, webhook_token: minio-secret}\napi: {token: api-secret}\n";
+    let mut server = Server::start_env(Some(&bucket), yaml, &env);
+    let total = 24;
+    for i in 0..total {
+        upload(&rt, &storage, i);
+    }
+    // MinIO's webhook target: one record a POST, keys URL-encoded, its auth_token as a bearer.
+    let record = |i: usize| {
+        let key: String = key_of(i).replace('+', "%2B").replace(' ', "+").replace('/', "%2F");
+        serde_json::json!({"EventName": "s3:ObjectCreated:Put", "Key": format!("{bucket}/{}", key_of(i)),
+            "Records": [{"eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+                "eventTime": chrono::Utc::now().to_rfc3339(),
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]})
+    };
+    for i in 0..total {
+        let r = http(
+            "POST",
+            &format!("{}/api/events", server.base),
+            Some(record(i).to_string().as_bytes()),
+            &[("Authorization", "Bearer minio-secret"), ("Content-Type", "application/json")],
+        );
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // SIGKILL right after the last 202: what was accepted is in the journal.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    server = Server::start_env(Some(&bucket), yaml, &env);
+    let expected: BTreeSet<String> = (0..total).map(|i| webp_of(&key_of(i))).collect();
+    wait_for("every WebP", Duration::from_secs(60), || expected.is_subset(&webps(&rt, &storage)).then_some(()));
+    let journal = state.path().join("events");
+    wait_for("the journal to empty", Duration::from_secs(20), || {
+        (std::fs::read_dir(&journal)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .count()
+            == 0)
+            .then_some(())
+    });
+    let puts = successful_puts(&bucket);
+    assert!(puts.iter().filter(|(k, _)| k.ends_with(".webp")).all(|(_, n)| *n == 1), "{puts:?}");
+    // Without a token: refused, and nothing journaled.
+    let r = http("POST", &format!("{}/api/events", server.base), Some(record(0).to_string().as_bytes()), &[]);
+    assert_eq!(r.status, 401);
+    drop(server);
+}

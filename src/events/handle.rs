@@ -1,0 +1,267 @@
+//! What one object event does: the same decision a run makes for the object, taken from
+//! its HEAD instead of a listing, then download → Converter pool → Uploader.
+//!
+//! - A key that is not a source (the daemon's own `.webp` uploads come back as events)
+//!   is done at once, without a request.
+//! - An event older than the object (its ETag differs from the HEAD's and the object
+//!   changed after it) is done: the newer upload has an event of its own.
+//! - A source whose WebP is as new as it is done after two HEADs, without a download.
+//! - The WebP is written conditionally over the one seen before converting, and the
+//!   source is checked again after the write: when it changed meanwhile, it is converted
+//!   again, so an older version's WebP never stays over a newer source.
+//! - Events for one key are handled one at a time (a key lock), so duplicates that arrive
+//!   together cost one conversion.
+//!
+//! The answer is [`Handled::Done`] (the message may go) or [`Handled::Retry`] (a
+//! transient failure: leave the message to come back).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::Addr;
+use chrono::Utc;
+use tokio::sync::Semaphore;
+
+use super::record::{EventKind, ObjectEvent};
+use crate::actors::converter::{ConvertBytes, Converter};
+use crate::actors::uploader::{PutEventWebp, Uploader};
+use crate::config::Config;
+use crate::memory::MemoryBudget;
+use crate::metrics::Metrics;
+use crate::model::Candidate;
+use crate::naming;
+use crate::storage::{ObjectInfo, Storage, StorageError};
+
+/// How one event ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handled {
+    Done(Done),
+    /// Transient: the event should come back later.
+    Retry(String),
+}
+
+/// Why an event needs nothing more.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    Converted,
+    /// The WebP is as new as its source.
+    UpToDate,
+    /// Not a source: another extension, or our own WebP.
+    NotASource,
+    /// Another bucket's event.
+    OtherBucket,
+    /// A newer version of the object exists; its own event handles it.
+    Stale,
+    /// The object is gone (created, then deleted before we came).
+    Gone,
+    /// The WebP would be larger: the source stays alone.
+    Kept,
+    /// Another writer stored the WebP first.
+    Superseded,
+    /// Removed: the WebP was deleted (`events.delete_webp_on_remove`), or left.
+    Removed {
+        webp_deleted: bool,
+    },
+    /// Bad input or a limit: converting again cannot help.
+    GivenUp {
+        code: String,
+        reason: String,
+    },
+}
+
+/// What handling events needs; cheap to clone.
+#[derive(Clone)]
+pub struct Handler {
+    pub config: Arc<Config>,
+    pub storage: Storage,
+    pub converter: Addr<Converter>,
+    pub uploader: Addr<Uploader>,
+    pub memory: MemoryBudget,
+    pub metrics: Arc<Metrics>,
+    /// Admission of event conversions at the converter pool.
+    admitted: Arc<Semaphore>,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Conversions of one source in a row, when it keeps changing under us.
+const MAX_ROUNDS: usize = 3;
+
+fn same_etag(a: Option<&str>, b: Option<&str>) -> bool {
+    let norm = |e: &str| e.trim_matches('"').to_owned();
+    matches!((a, b), (Some(a), Some(b)) if norm(a) == norm(b))
+}
+
+impl Handler {
+    pub fn new(
+        config: Arc<Config>,
+        storage: Storage,
+        converter: Addr<Converter>,
+        uploader: Addr<Uploader>,
+        memory: MemoryBudget,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let admitted = Arc::new(Semaphore::new(config.events.concurrency));
+        Self { config, storage, converter, uploader, memory, metrics, admitted, locks: Default::default() }
+    }
+
+    /// Handles one event.
+    pub async fn handle(&self, event: &ObjectEvent) -> Handled {
+        if !event.bucket.is_empty() && event.bucket != self.storage.bucket() {
+            return Handled::Done(Done::OtherBucket);
+        }
+        if !naming::is_candidate(&event.key, &self.config.formats) {
+            return Handled::Done(Done::NotASource);
+        }
+        let lock = self.lock(&event.key);
+        let guard = lock.lock().await;
+        let handled = match event.kind {
+            EventKind::Created => self.created(event).await,
+            EventKind::Removed => self.removed(event).await,
+        };
+        drop(guard);
+        self.unlock(&event.key, lock);
+        handled
+    }
+
+    fn lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().expect("not poisoned").entry(key.to_owned()).or_default().clone()
+    }
+
+    fn unlock(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.locks.lock().expect("not poisoned");
+        // Ours and the map's: nobody else waits for it.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(key);
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, String> {
+        match self.storage.head(key).await {
+            Ok(o) => Ok(Some(o)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn removed(&self, event: &ObjectEvent) -> Handled {
+        if !self.config.events.delete_webp_on_remove {
+            return Handled::Done(Done::Removed { webp_deleted: false });
+        }
+        // Uploaded again since: the WebP belongs to the new version.
+        match self.head(&event.key).await {
+            Ok(Some(_)) => return Handled::Done(Done::Removed { webp_deleted: false }),
+            Ok(None) => {}
+            Err(e) => return Handled::Retry(e),
+        }
+        match self.storage.delete(&naming::webp_key(&event.key)).await {
+            Ok(()) => Handled::Done(Done::Removed { webp_deleted: true }),
+            Err(e) => Handled::Retry(e.to_string()),
+        }
+    }
+
+    async fn created(&self, event: &ObjectEvent) -> Handled {
+        let output = naming::webp_key(&event.key);
+        let mut force = false;
+        for _ in 0..MAX_ROUNDS {
+            let source = match self.head(&event.key).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Handled::Done(Done::Gone),
+                Err(e) => return Handled::Retry(e),
+            };
+            if !force
+                && event.etag.is_some()
+                && !same_etag(event.etag.as_deref(), source.etag.as_deref())
+                && event.time.is_none_or(|t| t < source.last_modified)
+            {
+                return Handled::Done(Done::Stale);
+            }
+            let webp = match self.head(&output).await {
+                Ok(w) => w,
+                Err(e) => return Handled::Retry(e),
+            };
+            if !force && webp.as_ref().is_some_and(|w| w.last_modified >= source.last_modified) {
+                return Handled::Done(Done::UpToDate);
+            }
+            let replaces = webp.and_then(|w| w.etag);
+            let converted_etag = source.etag.clone();
+            match self.convert(source, output.clone(), replaces).await {
+                Handled::Done(Done::Converted) => {}
+                other => return other,
+            }
+            // The source may have changed while we converted: then our WebP is of an
+            // older version, and its timestamp would hide the newer one from everyone.
+            match self.head(&event.key).await {
+                Ok(Some(now)) if !same_etag(now.etag.as_deref(), converted_etag.as_deref()) => force = true,
+                _ => return Handled::Done(Done::Converted),
+            }
+        }
+        Handled::Retry(format!("{} kept changing while it was converted", event.key))
+    }
+
+    /// Downloads, converts and stores one source's WebP.
+    async fn convert(&self, source: ObjectInfo, output: String, replaces: Option<String>) -> Handled {
+        let started = std::time::Instant::now();
+        let opts = &self.config.convert;
+        let file = self.memory.reserve_file(source.size).await;
+        let bytes = match self.storage.get(&source.key, opts.limits.max_input_bytes).await {
+            Ok((info, bytes)) if same_etag(info.etag.as_deref(), source.etag.as_deref()) || info.etag.is_none() => {
+                bytes
+            }
+            // Replaced between the HEAD and the GET: decide again.
+            Ok(_) => return Handled::Retry(format!("{} changed while it was downloaded", source.key)),
+            Err(StorageError::NotFound { .. }) => return Handled::Done(Done::Gone),
+            Err(e @ StorageError::TooLarge { .. }) => {
+                return self.give_up("too_large", e.to_string());
+            }
+            Err(e) if e.is_transient() => return Handled::Retry(e.to_string()),
+            Err(e) => return self.give_up("download_failed", e.to_string()),
+        };
+        let memory = match self.memory.reserve_work(Some(file), &bytes, None, opts).await {
+            Ok(m) => m,
+            Err(e) => return self.give_up(e.code(), e.to_string()),
+        };
+        let admitted = Arc::new(self.admitted.clone().acquire_owned().await.expect("never closed"));
+        let bytes_in = bytes.len() as u64;
+        let msg = ConvertBytes {
+            bytes,
+            resize: None,
+            memory,
+            admitted,
+            cancel: Arc::new(crate::convert::webp::Cancel::new(false)),
+        };
+        let converted = match self.converter.send(msg).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e @ crate::convert::ConvertError::Encode(_))) => return Handled::Retry(e.to_string()),
+            Ok(Err(e)) => return self.give_up(e.code(), e.to_string()),
+            Err(e) => return Handled::Retry(format!("the converter pool is stopping: {e}")),
+        };
+        let bytes_out = converted.webp.len() as u64;
+        if self.config.skip_if_larger && bytes_out >= bytes_in {
+            self.metrics.kept();
+            return Handled::Done(Done::Kept);
+        }
+        let candidate = Candidate { run_id: Arc::from("events"), source, output, replaces };
+        match self.uploader.send(PutEventWebp { candidate, webp: converted.webp.into() }).await {
+            Ok(Ok(true)) => {
+                self.metrics.converted(bytes_in, bytes_out, started.elapsed().as_secs_f64());
+                Handled::Done(Done::Converted)
+            }
+            Ok(Ok(false)) => {
+                self.metrics.superseded();
+                Handled::Done(Done::Superseded)
+            }
+            Ok(Err(e)) => Handled::Retry(format!("upload failed: {e}")),
+            Err(e) => Handled::Retry(format!("the uploader is stopping: {e}")),
+        }
+    }
+
+    fn give_up(&self, code: &str, reason: String) -> Handled {
+        self.metrics.failed(code);
+        Handled::Done(Done::GivenUp { code: code.to_owned(), reason })
+    }
+}
+
+/// Seconds from the upload (the event's time, else the source's) to now.
+pub fn lag_seconds(event: &ObjectEvent) -> Option<f64> {
+    event.time.map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+}

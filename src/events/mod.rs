@@ -1,0 +1,113 @@
+//! Bucket event notifications: conversion within seconds of an upload, with the cron run
+//! kept as the safety net for anything an event missed.
+//!
+//! ```text
+//!  SQS queue ─────────▶ sqs::consume ────────┐
+//!  Cloudflare Queue ──▶ cloudflare::consume ──┼─▶ handle::Handler ──HEADs, GET──▶ Converter pool ──▶ Uploader
+//!  POST /api/events ──▶ journal ─▶ replay ────┘   (up to date? stale?)           (ConvertBytes)    (PutEventWebp)
+//! ```
+//!
+//! - [`record`]: S3 event records (AWS, MinIO, moto) read into [`record::ObjectEvent`]s.
+//! - [`handle`]: what one event does; the same pipeline stages as runs (memory budget,
+//!   converter pool, the Uploader's conditional write).
+//! - [`sqs`] and [`sigv4`]: the SQS consumer and its request signing.
+//! - [`cloudflare`]: the Cloudflare Queues pull consumer (R2 event notifications).
+//! - [`journal`]: the `webhook` source's durable journal (`POST /api/events`) and its replay.
+//! - [`status`]: per-source counters for `/api/status`.
+//!
+//! `serve` starts the configured sources ([`Events::start`]) next to the scheduler and
+//! stops them before the pipeline ([`Events::stop`]).
+
+pub mod cloudflare;
+pub mod handle;
+pub mod journal;
+pub mod record;
+pub mod sigv4;
+pub mod sqs;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::actors::Pipeline;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+pub use status::EventsStatus;
+
+/// What the HTTP API needs of the event sources: their status, and the webhook
+/// source's journal when it is on.
+#[derive(Clone, Debug)]
+pub struct EventsApi {
+    pub status: Arc<EventsStatus>,
+    pub journal: Option<Arc<journal::Journal>>,
+}
+
+/// The running event sources.
+pub struct Events {
+    pub api: EventsApi,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Events {
+    /// Starts every source `events:` configures (none: nothing runs, status stays empty).
+    pub fn start(
+        config: Arc<Config>,
+        storage: Storage,
+        pipeline: &Pipeline,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let status = Arc::new(EventsStatus::default());
+        let (stop, stopped) = watch::channel(false);
+        let handler = handle::Handler::new(
+            config.clone(),
+            storage,
+            pipeline.converter.clone(),
+            pipeline.uploader.clone(),
+            pipeline.memory.clone(),
+            metrics,
+        );
+        let mut tasks = Vec::new();
+        let mut journal = None;
+        if config.events.webhook_enabled {
+            let j = Arc::new(journal::Journal::open(&config.state.dir.join("events")).map_err(|e| e.to_string())?);
+            tasks.push(actix::spawn(journal::replay(
+                j.clone(),
+                handler.clone(),
+                status.source("webhook"),
+                stopped.clone(),
+            )));
+            journal = Some(j);
+        }
+        if let Some(cf) = &config.events.cloudflare_queue {
+            let client = Arc::new(cloudflare::QueueClient::new(cf.clone())?);
+            let source = status.source("cloudflare_queue");
+            tasks.push(actix::spawn(cloudflare::consume(client, handler.clone(), source, stopped.clone())));
+        }
+        if let Some(sqs) = &config.events.sqs {
+            let client = Arc::new(sqs::SqsClient::new(sqs.clone())?);
+            let source = status.source("sqs");
+            tasks.push(actix::spawn(sqs::consume(
+                client,
+                handler.clone(),
+                source,
+                config.events.max_receives,
+                stopped.clone(),
+            )));
+        }
+        Ok(Self { api: EventsApi { status, journal }, stop, tasks })
+    }
+
+    /// Stops receiving, and waits up to `timeout` for the events in hand to finish.
+    pub async fn stop(self, timeout: Duration) {
+        let _ = self.stop.send(true);
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("Event sources did not stop in time: their messages come back after the visibility timeout");
+        }
+    }
+}

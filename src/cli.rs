@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::convert::ResizeSpec;
-use crate::job::{self, JobError, Outcome};
+use crate::job::{self, Outcome};
 use crate::naming;
 use crate::storage::Storage;
 
@@ -318,19 +318,21 @@ async fn convert_one(config: &Config, source: &str, resize: Option<ResizeSpec>, 
                         "Kept source: {} (WebP would be {} bytes, not smaller than the source's {}; conversion.skip_if_larger)",
                         r.source, r.converted_size, r.original_size
                     ),
+                    Outcome::Superseded(r) => println!(
+                        "Converted image: {} -> {}, but another writer stored that WebP first; theirs was kept",
+                        r.source, r.destination
+                    ),
                 }
             }
             ExitCode::from(exit::OK)
         }
         Err(e) => {
             eprintln!("Error: {e}");
-            ExitCode::from(match e {
-                JobError::Convert { .. } | JobError::Collision { .. } | JobError::NotCandidate { .. } => exit::FAILED,
-                JobError::Storage(crate::storage::StorageError::NotFound { .. })
-                | JobError::Storage(crate::storage::StorageError::TooLarge { .. })
-                | JobError::Storage(crate::storage::StorageError::UnsafeKey { .. }) => exit::FAILED,
-                JobError::Source(_) => exit::USAGE,
-                _ => exit::FATAL,
+            use crate::reason::Reason as R;
+            ExitCode::from(match e.reason() {
+                R::MissingSource | R::BucketMismatch | R::InvalidSource => exit::USAGE,
+                R::StorageError | R::DownloadFailed | R::UploadFailed | R::WorkerFailed => exit::FATAL,
+                _ => exit::FAILED,
             })
         }
     }

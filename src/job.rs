@@ -1,9 +1,13 @@
 //! Converting one object of the bucket: fetch, convert, upload — the unit of work that
 //! the CLI's `convert`, the API and the pipeline's stages all perform.
 //!
-//! The steps are separate functions ([`fetch`], [`convert_bytes`], [`upload`]) so the
-//! pipeline can run them on different actors; [`convert_object`] chains them for one
-//! image. Errors say which object and what went wrong.
+//! The steps are separate functions ([`check_source`], [`fetch`], [`convert_bytes`],
+//! [`write_webp`]) so the pipeline and the API can run them on different actors;
+//! [`convert_object`] chains them for one image. The checks and the write rule
+//! ([`WriteRule`]: plain with one writer, conditional when several may race) are the
+//! same on every path. Errors say which object and what went wrong; their
+//! [`crate::reason::Reason`] is the one classification of the ledger, the metrics and
+//! the API.
 
 use std::time::Instant;
 
@@ -12,6 +16,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::convert::{self, ConvertError, ConvertOptions, Converted, ResizeSpec};
 use crate::naming::{self, SourceError};
+use crate::reason::Reason;
 use crate::storage::{ObjectInfo, Storage, StorageError, WEBP_CONTENT_TYPE};
 
 /// Why one object was not converted.
@@ -32,19 +37,23 @@ pub enum JobError {
 }
 
 impl JobError {
-    /// A stable snake_case reason for ledgers and metrics.
-    pub fn code(&self) -> &'static str {
+    /// Why, as the ledger, the metrics and the API classify it.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Source(_) => "invalid_source",
-            Self::NotCandidate { .. } => "not_candidate",
-            Self::Storage(StorageError::NotFound { .. }) => "not_found",
-            Self::Storage(StorageError::TooLarge { .. }) => "too_large",
-            Self::Storage(StorageError::UnsafeKey { .. }) => "unsafe_key",
-            Self::Storage(_) => "storage_error",
-            Self::Convert { error, .. } => error.code(),
-            Self::Collision { .. } => "output_collision",
-            Self::Worker { .. } => "worker_failed",
+            Self::Source(SourceError::Empty) => Reason::MissingSource,
+            Self::Source(SourceError::OtherBucket { .. }) => Reason::BucketMismatch,
+            Self::Source(_) => Reason::InvalidSource,
+            Self::NotCandidate { .. } => Reason::NotCandidate,
+            Self::Storage(e) => e.reason(),
+            Self::Convert { error, .. } => error.reason(),
+            Self::Collision { .. } => Reason::OutputCollision,
+            Self::Worker { .. } => Reason::WorkerFailed,
         }
+    }
+
+    /// [`JobError::reason`]'s stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        self.reason().code()
     }
 }
 
@@ -56,6 +65,9 @@ pub enum Outcome {
     Converted(Report),
     /// The WebP came out larger than the source and `conversion.skip_if_larger` kept the source.
     KeptSource(Report),
+    /// Bucket mode: another writer stored this WebP between our look and our write;
+    /// theirs was kept, ours not stored.
+    Superseded(Report),
 }
 
 /// Figures of one conversion.
@@ -92,10 +104,76 @@ pub async fn convert_bytes(
         .map_err(|error| JobError::Convert { key: owned, error })
 }
 
-/// Writes the WebP beside its source with `Content-Type: image/webp`.
-pub async fn upload(storage: &Storage, output: &str, webp: Vec<u8>) -> Result<(), JobError> {
-    storage.put(output, Bytes::from(webp), WEBP_CONTENT_TYPE).await?;
-    Ok(())
+/// How a WebP is written: the one rule of runs, the API and the CLI's `convert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRule {
+    /// One writer owns the bucket (the state file): a plain PUT.
+    Plain,
+    /// Several writers may race (`state.backend: bucket`): `If-None-Match: *` when there
+    /// is no WebP yet, `If-Match` on the ETag of the one it replaces, so that each
+    /// version is stored once and none is overwritten unseen. `replaces`: the WebP's
+    /// ETag as the run listed it (`Some(None)`: none listed), or `None` to look now.
+    Conditional { replaces: Option<Option<String>> },
+}
+
+impl WriteRule {
+    /// The rule for a write not fenced by a listing (the API, `convert`): conditional,
+    /// on the WebP as it is now, when several writers may race.
+    pub fn current(conditional: bool) -> Self {
+        if conditional { Self::Conditional { replaces: None } } else { Self::Plain }
+    }
+}
+
+/// What a WebP write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Stored,
+    /// Another writer stored it first (a conditional write refused); ours was not stored.
+    Superseded,
+}
+
+/// Writes a WebP with `Content-Type: image/webp` by `rule`.
+pub async fn write_webp(storage: &Storage, key: &str, webp: Bytes, rule: WriteRule) -> Result<Written, StorageError> {
+    let replaces = match rule {
+        WriteRule::Plain => {
+            storage.put(key, webp, WEBP_CONTENT_TYPE).await?;
+            return Ok(Written::Stored);
+        }
+        WriteRule::Conditional { replaces: Some(listed) } => listed,
+        WriteRule::Conditional { replaces: None } => match storage.head(key).await {
+            Ok(info) => info.etag,
+            Err(StorageError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        },
+    };
+    let put = match &replaces {
+        None => storage.put_new(key, webp, WEBP_CONTENT_TYPE).await,
+        Some(etag) => storage.put_if_match(key, webp, WEBP_CONTENT_TYPE, etag).await,
+    };
+    match put {
+        Ok(_) => Ok(Written::Stored),
+        Err(StorageError::AlreadyExists { .. } | StorageError::Changed { .. }) => Ok(Written::Superseded),
+        Err(e) => Err(e),
+    }
+}
+
+/// The checks every path makes before converting one key of the bucket on request
+/// (the CLI's `convert`, the API; runs make the same ones in the planner, over the
+/// listing): a safe key, an extension in `conversion.formats`, and no other source in
+/// its folder claiming the same WebP. The source's bucket was matched when its address
+/// was parsed ([`naming::parse_source`]). Answers the WebP's key.
+pub async fn check_source(storage: &Storage, formats: &[String], key: &str) -> Result<String, JobError> {
+    crate::storage::check_key(key)?;
+    if !naming::is_candidate(key, formats) {
+        let ext = naming::extension(key).unwrap_or("").to_owned();
+        return Err(JobError::NotCandidate { key: key.to_owned(), ext });
+    }
+    let output = naming::webp_key(key);
+    let sources = colliding_sources(storage, key, formats).await?;
+    if sources.len() > 1 {
+        return Err(JobError::Collision { output, sources });
+    }
+    Ok(output)
 }
 
 /// Sources in the same folder that would write the same WebP as `key`.
@@ -110,7 +188,8 @@ pub async fn colliding_sources(storage: &Storage, key: &str, formats: &[String])
         .collect())
 }
 
-/// Converts one object of the configured bucket and uploads its WebP.
+/// Converts one object of the configured bucket and uploads its WebP: the CLI's
+/// `convert` ([`check_source`], then fetch, convert and [`write_webp`]).
 pub async fn convert_object(
     storage: &Storage,
     config: &Config,
@@ -118,16 +197,7 @@ pub async fn convert_object(
     resize: Option<ResizeSpec>,
 ) -> Result<Outcome, JobError> {
     let started = Instant::now();
-    crate::storage::check_key(key)?;
-    if !naming::is_candidate(key, &config.formats) {
-        let ext = naming::extension(key).unwrap_or("").to_owned();
-        return Err(JobError::NotCandidate { key: key.to_owned(), ext });
-    }
-    let output = naming::webp_key(key);
-    let sources = colliding_sources(storage, key, &config.formats).await?;
-    if sources.len() > 1 {
-        return Err(JobError::Collision { output, sources });
-    }
+    let output = check_source(storage, &config.formats, key).await?;
     let (info, data) = fetch(storage, key, &config.convert).await?;
     let converted = convert_bytes(key, data, config.convert.clone(), resize).await?;
     let report = Report {
@@ -145,8 +215,13 @@ pub async fn convert_object(
     if config.skip_if_larger && resize.is_none() && report.converted_size >= report.original_size {
         return Ok(Outcome::KeptSource(Report { duration_ms: elapsed_ms(started), ..report }));
     }
-    upload(storage, &output, converted.webp).await?;
-    Ok(Outcome::Converted(Report { duration_ms: elapsed_ms(started), ..report }))
+    let rule = WriteRule::current(config.state.cluster.is_some());
+    let written = write_webp(storage, &output, Bytes::from(converted.webp), rule).await?;
+    let report = Report { duration_ms: elapsed_ms(started), ..report };
+    Ok(match written {
+        Written::Stored => Outcome::Converted(report),
+        Written::Superseded => Outcome::Superseded(report),
+    })
 }
 
 fn elapsed_ms(t: Instant) -> u64 {

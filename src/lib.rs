@@ -14,6 +14,8 @@
 //!   downloaded and decoded.
 //! - [`lease`]: leases held in the bucket with conditional PUTs (for scale-out; not yet
 //!   wired into the daemon).
+//! - [`reason`]: why an image was not converted — one enum for the ledger, the metrics
+//!   and the API (which answers with the Go server's wire codes).
 //! - [`naming`]: which keys are candidates, where their WebP goes, `r2://` addresses.
 //! - [`job`]: fetch → convert → upload for one object, the unit of work of the CLI, the
 //!   API and the pipeline.
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod model;
 pub mod naming;
 pub mod planner;
+pub mod reason;
 pub mod schedule;
 pub mod scope;
 pub mod secret;

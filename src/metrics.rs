@@ -8,6 +8,7 @@
 //! present from the start (each failure reason at 0), `process_*` from the process
 //! collector (Linux), and `ics_build_info` naming the version, commit and libwebp.
 
+use crate::reason::Reason;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -20,33 +21,6 @@ const EVENT_LAG_BUCKETS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 
 const CONVERSION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Upper bounds (seconds) of the HTTP request-duration histogram's buckets.
 const HTTP_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
-
-/// Every reason an image can fail with (the ledger's and the API's codes:
-/// `ConvertError::code`, `JobError::code`, the pipeline's download/upload failures), so
-/// that each `ics_images_failed_total{reason}` series exists at 0 before its first failure.
-pub const FAILURE_REASONS: &[&str] = &[
-    "empty_file",
-    "too_large",
-    "not_an_image",
-    "unsupported_format",
-    "decode_failed",
-    "empty_image",
-    "too_many_pixels",
-    "too_wide",
-    "too_many_frames",
-    "limit_exceeded",
-    "invalid_resize",
-    "encode_failed",
-    "not_found",
-    "unsafe_key",
-    "download_failed",
-    "upload_failed",
-    "storage_error",
-    "output_collision",
-    "worker_failed",
-    "over_memory_budget",
-    "invalid_key",
-];
 
 /// The daemon's metrics.
 #[derive(Clone)]
@@ -123,8 +97,8 @@ impl Metrics {
             IntCounterVec::new(Opts::new("ics_images_failed_total", "Images that failed, by reason."), &["reason"])
                 .expect("valid metric"),
         );
-        for reason in FAILURE_REASONS {
-            failed.with_label_values(&[reason]);
+        for reason in Reason::ALL {
+            failed.with_label_values(&[reason.code()]);
         }
         let duration = register(
             &r,
@@ -250,8 +224,8 @@ impl Metrics {
         self.kept.inc();
     }
 
-    pub fn failed(&self, reason: &str) {
-        self.failed.with_label_values(&[reason]).inc();
+    pub fn failed(&self, reason: Reason) {
+        self.failed.with_label_values(&[reason.code()]).inc();
     }
 
     /// A bucket event message received from `source`.
@@ -312,8 +286,8 @@ mod tests {
         m.run_started();
         m.converted(100, 40, 0.2);
         m.converted(100, 40, 3.0);
-        m.failed("decode_failed");
-        m.failed("decode_failed");
+        m.failed(Reason::DecodeFailed);
+        m.failed(Reason::DecodeFailed);
         let text = m.render();
         assert!(text.contains("ics_runs_started_total 1\n"));
         assert!(text.contains("ics_images_converted_total 2\n"));
@@ -328,7 +302,7 @@ mod tests {
     #[test]
     fn every_series_exists_before_its_first_event() {
         let text = Metrics::default().render();
-        for reason in FAILURE_REASONS {
+        for reason in Reason::ALL {
             assert!(text.contains(&format!("ics_images_failed_total{{reason=\"{reason}\"}} 0\n")), "{reason}");
         }
         for name in ["ics_runs_started_total 0", "ics_cluster_shards_held 0", "ics_images_in_flight 0"] {

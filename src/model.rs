@@ -48,7 +48,7 @@ pub enum ItemOutcome {
     },
     /// Failed; `permanent` failures (bad input, limits) are not retried.
     Failed {
-        code: String,
+        code: crate::reason::Reason,
         reason: String,
         permanent: bool,
     },

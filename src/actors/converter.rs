@@ -21,6 +21,7 @@ use super::uploader::{UploadWebp, Uploader};
 use crate::convert::{self, ConvertError, ConvertOptions};
 use crate::memory::Reservation;
 use crate::model::{Candidate, ItemOutcome, Slot};
+use crate::reason::Reason;
 
 /// What converting one image yields: its WebP or its error.
 type Converted = Result<convert::Converted, ConvertError>;
@@ -116,8 +117,7 @@ impl Handler<ConvertImage> for Converter {
         let result = self.convert(&bytes, None, &convert::webp::Cancel::new(false));
         let bytes_in = bytes.len() as u64;
         drop((bytes, memory));
-        let fail =
-            |code: &str, reason: String, permanent: bool| ItemOutcome::Failed { code: code.into(), reason, permanent };
+        let fail = |code: Reason, reason: String, permanent: bool| ItemOutcome::Failed { code, reason, permanent };
         let outcome = match result {
             Ok(Ok(c)) if self.skip_if_larger && c.webp.len() as u64 >= bytes_in => {
                 ItemOutcome::Kept { bytes_in, bytes_out: c.webp.len() as u64 }
@@ -134,8 +134,8 @@ impl Handler<ConvertImage> for Converter {
                 });
                 return;
             }
-            Ok(Err(e)) => fail(e.code(), e.to_string(), is_permanent(&e)),
-            Err(_) => fail("converter_panicked", "the image decoder or encoder panicked".into(), true),
+            Ok(Err(e)) => fail(e.reason(), e.to_string(), is_permanent(&e)),
+            Err(_) => fail(Reason::WorkerFailed, "the image decoder or encoder panicked".into(), true),
         };
         self.state_keeper.do_send(RecordDone {
             key: candidate.source.key,

@@ -19,6 +19,7 @@ use crate::memory::MemoryBudget;
 use crate::model::{Candidate, ItemOutcome, Slot};
 use crate::naming;
 use crate::planner::{Decision, PlanRules, Planner};
+use crate::reason::Reason;
 use crate::scope::{RunScope, admit};
 use crate::state::LedgerSeen;
 use crate::storage::{ObjectInfo, Storage, StorageError};
@@ -129,7 +130,7 @@ impl ListingJob {
                     seen.saw(&start.state, &key);
                     if naming::is_candidate(&key, &self.config.formats) && self.mine(start, &key) {
                         let reason = format!("{key}: cannot be used as an object key: {reason}");
-                        skipped += self.give_up(start, key, None, "invalid_key", reason).await;
+                        skipped += self.give_up(start, key, None, Reason::InvalidKey, reason).await;
                     }
                     continue;
                 }
@@ -177,7 +178,7 @@ impl ListingJob {
                     let names: Vec<String> = sources.iter().map(|s| s.key.clone()).collect();
                     for source in sources {
                         let reason = format!("{output} is claimed by several sources ({})", names.join(", "));
-                        skipped += self.give_up(start, source.key, source.etag, "output_collision", reason).await;
+                        skipped += self.give_up(start, source.key, source.etag, Reason::OutputCollision, reason).await;
                     }
                 }
             }
@@ -187,11 +188,11 @@ impl ListingJob {
 
     /// Ledgers `key` as given up with `code` (unless the ledger already leaves this
     /// version alone: then it counts as skipped, and 1 is returned).
-    async fn give_up(&self, start: &RunStart, key: String, etag: Option<String>, code: &str, reason: String) -> u64 {
+    async fn give_up(&self, start: &RunStart, key: String, etag: Option<String>, code: Reason, reason: String) -> u64 {
         if start.state.decide(&key, etag.as_deref(), chrono::Utc::now()) == crate::state::LedgerDecision::Leave {
             return 1;
         }
-        let outcome = ItemOutcome::Failed { code: code.into(), reason, permanent: true };
+        let outcome = ItemOutcome::Failed { code, reason, permanent: true };
         let slot = self.slot().await;
         let output = naming::webp_key(&key);
         self.state_keeper.do_send(RecordQueued { key: key.clone() });
@@ -234,22 +235,21 @@ impl ListingJob {
                         key: candidate.source.key,
                         output: candidate.output,
                         etag: candidate.source.etag,
-                        outcome: ItemOutcome::Failed { code: e.code().into(), reason: e.to_string(), permanent: true },
+                        outcome: ItemOutcome::Failed { code: e.reason(), reason: e.to_string(), permanent: true },
                         slot,
                     }),
                 },
                 Err(e) => {
                     let permanent = !e.is_transient();
-                    let code = match &e {
-                        crate::storage::StorageError::TooLarge { .. } => "too_large",
-                        crate::storage::StorageError::NotFound { .. } => "not_found",
-                        _ => "download_failed",
+                    let code = match e.reason() {
+                        Reason::StorageError => Reason::DownloadFailed,
+                        reason => reason,
                     };
                     state_keeper.do_send(RecordDone {
                         key: candidate.source.key,
                         output: candidate.output,
                         etag: candidate.source.etag,
-                        outcome: ItemOutcome::Failed { code: code.into(), reason: e.to_string(), permanent },
+                        outcome: ItemOutcome::Failed { code, reason: e.to_string(), permanent },
                         slot,
                     });
                 }

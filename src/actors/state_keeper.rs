@@ -494,16 +494,20 @@ impl Handler<RecordDone> for StateKeeper {
             }
             ItemOutcome::Failed { code, reason, permanent } => {
                 run.counts.failed += 1;
-                self.metrics.failed(code);
+                self.metrics.failed(*code);
                 self.state.totals.failed += 1;
                 let kind = self.state.record_failure(
                     &msg.key,
                     msg.etag.clone(),
-                    Failure { code, reason, permanent: *permanent },
+                    Failure { code: code.code(), reason, permanent: *permanent },
                     &self.policy,
                     now,
                 );
-                run.failures.push(FailureReport { key: msg.key.clone(), code: code.clone(), reason: reason.clone() });
+                run.failures.push(FailureReport {
+                    key: msg.key.clone(),
+                    code: code.code().into(),
+                    reason: reason.clone(),
+                });
                 tracing::error!(code = %code, ledger = ?kind, "Failed to convert image: {} - {}", msg.key, reason);
             }
         }

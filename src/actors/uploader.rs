@@ -1,8 +1,9 @@
 //! Uploader: puts each WebP beside its source with `Content-Type: image/webp`, at most
 //! `pipeline.upload_concurrency` at once, and reports the result to the StateKeeper.
 //!
-//! In bucket mode a put happens only while this instance holds the source's shard, and
-//! it is conditional: `If-None-Match: *` for a new WebP, `If-Match` on the ETag of the
+//! Every write goes by the one write rule (`job::write_webp`), the API's too. In
+//! bucket mode a run's put happens only while this instance holds the source's shard,
+//! and it is conditional: `If-None-Match: *` for a new WebP, `If-Match` on the ETag of the
 //! one it replaces. Two instances that both converted an image (one of them paused past
 //! its lease) therefore store it once: the second put is refused and counted as
 //! superseded, not as a failure.
@@ -14,9 +15,11 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use super::state_keeper::{RecordDone, StateKeeper};
+use crate::job::{self, WriteRule, Written};
 use crate::model::{Candidate, ItemOutcome, Slot};
+use crate::reason::Reason;
 use crate::scope::{RunScope, admit};
-use crate::storage::{Storage, StorageError, WEBP_CONTENT_TYPE};
+use crate::storage::{Storage, StorageError};
 
 /// Uploads one converted image.
 #[derive(Message)]
@@ -30,9 +33,10 @@ pub struct UploadWebp {
     pub slot: Slot,
 }
 
-/// Puts one WebP for an on-demand request and answers with the result.
+/// Puts one WebP for an on-demand request (the API) by the same write rule as the runs,
+/// on the WebP as it is now; answers whether it was stored.
 #[derive(Message)]
-#[rtype(result = "Result<(), crate::storage::StorageError>")]
+#[rtype(result = "Result<Written, StorageError>")]
 pub struct PutWebp {
     pub key: String,
     pub webp: Bytes,
@@ -68,24 +72,21 @@ impl Uploader {
     }
 }
 
-/// Puts one run's WebP: plainly, or (when several writers may race: bucket mode) only
-/// while the scope admits its source, and conditionally.
+/// Puts one run's WebP by the one write rule ([`job::write_webp`]): plainly, or (when
+/// several writers may race: bucket mode) only while the scope admits its source, and
+/// conditionally on the WebP the listing saw.
 async fn put_run_webp(storage: &Storage, scope: &dyn RunScope, c: &Candidate, webp: Bytes) -> Result<(), Put> {
-    if !scope.conditional_writes() {
-        return storage.put(&c.output, webp, WEBP_CONTENT_TYPE).await.map(|_| ()).map_err(Put::Failed);
-    }
-    if !admit(scope, &c.source.key, chrono::Utc::now()) {
-        return Err(Put::Superseded("this instance no longer holds the shard's lease".into()));
-    }
-    let put = match &c.replaces {
-        None => storage.put_new(&c.output, webp, WEBP_CONTENT_TYPE).await,
-        Some(etag) => storage.put_if_match(&c.output, webp, WEBP_CONTENT_TYPE, etag).await,
-    };
-    match put {
-        Ok(_) => Ok(()),
-        Err(StorageError::AlreadyExists { .. } | StorageError::Changed { .. }) => {
-            Err(Put::Superseded(format!("{} was written by another instance first", c.output)))
+    let rule = if scope.conditional_writes() {
+        if !admit(scope, &c.source.key, chrono::Utc::now()) {
+            return Err(Put::Superseded("this instance no longer holds the shard's lease".into()));
         }
+        WriteRule::Conditional { replaces: Some(c.replaces.clone()) }
+    } else {
+        WriteRule::Plain
+    };
+    match job::write_webp(storage, &c.output, webp, rule).await {
+        Ok(Written::Stored) => Ok(()),
+        Ok(Written::Superseded) => Err(Put::Superseded(format!("{} was written by another instance first", c.output))),
         Err(e) => Err(Put::Failed(e)),
     }
 }
@@ -115,7 +116,7 @@ impl Handler<UploadWebp> for Uploader {
                 Ok(()) => ItemOutcome::Converted { bytes_in, bytes_out, megapixels, convert_ms },
                 Err(Put::Superseded(reason)) => ItemOutcome::Superseded { reason },
                 Err(Put::Failed(e)) => {
-                    ItemOutcome::Failed { code: "upload_failed".into(), reason: e.to_string(), permanent: false }
+                    ItemOutcome::Failed { code: Reason::UploadFailed, reason: e.to_string(), permanent: false }
                 }
             };
             state_keeper.do_send(RecordDone {
@@ -130,14 +131,15 @@ impl Handler<UploadWebp> for Uploader {
 }
 
 impl Handler<PutWebp> for Uploader {
-    type Result = ResponseFuture<Result<(), crate::storage::StorageError>>;
+    type Result = ResponseFuture<Result<Written, StorageError>>;
 
     fn handle(&mut self, msg: PutWebp, _: &mut Context<Self>) -> Self::Result {
         let storage = self.storage.clone();
         let uploads = self.uploads.clone();
+        let rule = WriteRule::current(self.scope.conditional_writes());
         Box::pin(async move {
             let _permit = uploads.acquire_owned().await.expect("never closed");
-            storage.put(&msg.key, msg.webp, WEBP_CONTENT_TYPE).await.map(|_| ())
+            job::write_webp(&storage, &msg.key, msg.webp, rule).await
         })
     }
 }

@@ -1,7 +1,8 @@
 //! `POST|GET /api/convert` and `POST /api/webhook/send`.
 //!
-//! An on-demand conversion goes through the same Converter pool and Uploader as the
-//! runs. At most `api.max_queued_conversions` are admitted at once (past that: 503
+//! An on-demand conversion makes the same checks as the CLI's `convert`
+//! (`job::check_source`) and goes through the same Converter pool and Uploader (and so
+//! the same write rule) as the runs. At most `api.max_queued_conversions` are admitted at once (past that: 503
 //! `busy`), and they queue in the pool's mailbox with the runs' images, so neither side
 //! can starve the other.
 
@@ -22,7 +23,9 @@ use crate::actors::converter::ConvertBytes;
 use crate::actors::uploader::PutWebp;
 use crate::actors::webhook::SendNow;
 use crate::convert::{ConvertError, ResizeSpec};
+use crate::job::{self, Written};
 use crate::naming;
+use crate::reason::Reason;
 use crate::webhook;
 
 /// `POST /api/convert` body.
@@ -166,13 +169,9 @@ async fn convert_inner(
         (key, state.remote.fetch(source).await?)
     } else {
         let key = naming::parse_source(source, &bucket)?;
-        crate::storage::check_key(&key).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-        if !naming::is_candidate(&key, &state.config.formats) {
-            return Err(ApiError::bad_request(
-                "invalid_source_format",
-                format!("{key}: extension {:?} is not in conversion.formats", naming::extension(&key).unwrap_or("")),
-            ));
-        }
+        // The same checks as the CLI's `convert` (and the runs' planner): a safe key, a
+        // candidate's extension, no other source claiming its WebP.
+        job::check_source(&state.storage, &state.config.formats, &key).await?;
         let (_, bytes) = state.storage.get(&key, state.config.convert.limits.max_input_bytes).await?;
         (key, bytes)
     };
@@ -193,18 +192,24 @@ async fn convert_inner(
         .map_err(with_source)?;
     let output = destination(&key, resize.map(|_| (converted.width, converted.height)));
     let converted_size = converted.webp.len() as u64;
-    state
+    let written = state
         .pipeline
         .uploader
         .send(PutWebp { key: output.clone(), webp: converted.webp.into() })
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the uploader is stopping"))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "upload_failed", e.to_string()))?;
+        .map_err(|e| ApiError::of(Reason::UploadFailed, e.to_string()))?;
     state.metrics.api_converted();
     tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "Converted image: {source} -> {output}");
+    let (superseded, message) = match written {
+        Written::Stored => (false, "Image converted successfully"),
+        // Bucket mode: another writer stored this WebP between our look and our write.
+        Written::Superseded => (true, "Image converted; another writer stored this WebP first, and it was kept"),
+    };
     Ok(HttpResponse::Ok().json(json!({
         "success": true,
-        "message": "Image converted successfully",
+        "message": message,
+        "superseded": superseded,
         "source": if is_url { source.to_owned() } else { naming::address(&bucket, &key) },
         "destination": naming::address(&bucket, &output),
         "original_size": original_size,

@@ -1,6 +1,8 @@
 //! API errors: the Go server's body `{"success": false, "error": CODE, "message": …}`, its
 //! codes and statuses, plus the ones it lacked (`payload_too_large`, `unsupported_image`,
-//! `bucket_mismatch`, `busy`, `unauthorized`, …).
+//! `bucket_mismatch`, `busy`, `unauthorized`, …). A failure of the image itself is
+//! classified once, as a [`Reason`] (shared with the ledger and the metrics), and
+//! answered with [`Reason::answer`]'s status and wire code.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -9,6 +11,7 @@ use serde::Serialize;
 use crate::convert::ConvertError;
 use crate::job::JobError;
 use crate::naming::SourceError;
+use crate::reason::Reason;
 use crate::storage::StorageError;
 
 /// An error answer.
@@ -68,65 +71,41 @@ impl ApiError {
 impl From<SourceError> for ApiError {
     fn from(e: SourceError) -> Self {
         match e {
-            SourceError::Empty => Self::bad_request("missing_source", "source is required"),
-            SourceError::OtherBucket { .. } => Self::bad_request("bucket_mismatch", e.to_string()),
-            // As the Go server: an unsupported scheme or an address without a key.
-            SourceError::NoKey(_) | SourceError::Scheme(_) => Self::bad_request("invalid_source_format", e.to_string()),
+            SourceError::Empty => Self::of(Reason::MissingSource, "source is required"),
+            e => JobError::Source(e).into(),
         }
+    }
+}
+
+impl ApiError {
+    /// The answer for `reason` (its status and the Go server's wire code), with `message`.
+    pub fn of(reason: Reason, message: impl Into<String>) -> Self {
+        let (status, code) = reason.answer();
+        Self::new(StatusCode::from_u16(status).expect("a valid status"), code, message)
     }
 }
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()),
-            StorageError::TooLarge { .. } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
-            }
-            StorageError::UnsafeKey { .. } => Self::bad_request("invalid_request", e.to_string()),
-            _ => Self::new(StatusCode::BAD_GATEWAY, "storage_error", e.to_string()),
-        }
+        Self::of(e.reason(), e.to_string())
     }
 }
 
 impl From<ConvertError> for ApiError {
     fn from(e: ConvertError) -> Self {
-        match &e {
-            ConvertError::TooLarge { .. }
-            | ConvertError::TooManyPixels { .. }
-            | ConvertError::OutputTooManyPixels { .. }
-            | ConvertError::CanvasTooLarge { .. }
-            | ConvertError::TooWide { .. }
-            | ConvertError::TooManyFrames { .. }
-            | ConvertError::LimitExceeded { .. } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
-            }
-            // Its own reason: the remedy is a setting (named in the message), not the file.
-            ConvertError::OverMemoryBudget { .. } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "over_memory_budget", e.to_string())
-            }
-            // Only a request that already timed out cancels its conversion.
-            ConvertError::Cancelled => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string()),
-            ConvertError::InvalidResize(_) => Self::bad_request("invalid_resize_params", e.to_string()),
-            ConvertError::Encode(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "conversion_failed", e.to_string()),
-            _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_image", e.to_string()),
-        }
+        Self::of(e.reason(), e.to_string())
     }
 }
 
 impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
         match e {
-            JobError::Source(s) => s.into(),
-            JobError::Storage(s) => s.into(),
             JobError::Convert { error, key } => {
                 let mut api: ApiError = error.into();
                 api.message = format!("{key}: {}", api.message);
                 api
             }
-            JobError::NotCandidate { .. } => Self::bad_request("invalid_source_format", e.to_string()),
-            JobError::Collision { .. } => Self::new(StatusCode::CONFLICT, "output_collision", e.to_string()),
-            JobError::Worker { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "conversion_failed", e.to_string()),
+            e => Self::of(e.reason(), e.to_string()),
         }
     }
 }

@@ -9,6 +9,8 @@
 mod address;
 mod auth;
 mod convert;
+#[cfg(test)]
+mod convert_path_tests;
 mod deadline;
 pub mod error;
 mod events;

@@ -60,6 +60,10 @@ pub struct Converted {
     source: String,
     /// `r2://bucket/key.webp` (`key_<W>x<H>.webp` when resized).
     destination: String,
+    /// `state.backend: bucket`: another writer stored this WebP between this request's
+    /// look and its write (a conditional write refused); theirs was kept. Always false
+    /// with one writer.
+    superseded: bool,
     original_size: u64,
     converted_size: u64,
     width: u32,

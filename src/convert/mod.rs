@@ -76,26 +76,32 @@ pub enum ConvertError {
 }
 
 impl ConvertError {
-    /// A stable snake_case reason, for the failure ledger, metrics and API errors.
-    pub fn code(&self) -> &'static str {
+    /// Why, as the ledger, the metrics and the API classify it.
+    pub fn reason(&self) -> crate::reason::Reason {
+        use crate::reason::Reason as R;
         match self {
-            Self::Empty => "empty_file",
-            Self::TooLarge { .. } => "too_large",
-            Self::NotAnImage { .. } => "not_an_image",
-            Self::UnsupportedFormat { .. } => "unsupported_format",
-            Self::Decode { .. } => "decode_failed",
-            Self::EmptyImage => "empty_image",
+            Self::Empty => R::EmptyFile,
+            Self::TooLarge { .. } => R::TooLarge,
+            Self::NotAnImage { .. } => R::NotAnImage,
+            Self::UnsupportedFormat { .. } => R::UnsupportedFormat,
+            Self::Decode { .. } => R::DecodeFailed,
+            Self::EmptyImage => R::EmptyImage,
             Self::TooManyPixels { .. } | Self::OutputTooManyPixels { .. } | Self::CanvasTooLarge { .. } => {
-                "too_many_pixels"
+                R::TooManyPixels
             }
-            Self::OverMemoryBudget { .. } => "over_memory_budget",
-            Self::TooWide { .. } => "too_wide",
-            Self::TooManyFrames { .. } => "too_many_frames",
-            Self::LimitExceeded { .. } => "limit_exceeded",
-            Self::InvalidResize(_) => "invalid_resize",
-            Self::Cancelled => "cancelled",
-            Self::Encode(_) => "encode_failed",
+            Self::OverMemoryBudget { .. } => R::OverMemoryBudget,
+            Self::TooWide { .. } => R::TooWide,
+            Self::TooManyFrames { .. } => R::TooManyFrames,
+            Self::LimitExceeded { .. } => R::LimitExceeded,
+            Self::InvalidResize(_) => R::InvalidResize,
+            Self::Cancelled => R::Cancelled,
+            Self::Encode(_) => R::EncodeFailed,
         }
+    }
+
+    /// [`ConvertError::reason`]'s stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        self.reason().code()
     }
 
     /// True when the bytes are no image we can read (as opposed to a limit or encoder failure).

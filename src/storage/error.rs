@@ -45,6 +45,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Why an image met this error, as the ledger, the metrics and the API classify it.
+    pub fn reason(&self) -> crate::reason::Reason {
+        use crate::reason::Reason as R;
+        match self {
+            Self::NotFound { .. } => R::NotFound,
+            Self::TooLarge { .. } => R::TooLarge,
+            Self::UnsafeKey { .. } => R::UnsafeKey,
+            _ => R::StorageError,
+        }
+    }
+
     pub(super) fn backend(op: &'static str, key: &str, source: object_store::Error) -> Self {
         match source {
             object_store::Error::NotFound { .. } => Self::NotFound { key: key.to_owned() },

@@ -30,6 +30,7 @@ use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::model::Candidate;
 use crate::naming;
+use crate::reason::Reason;
 use crate::storage::{ObjectInfo, Storage, StorageError};
 
 /// How one event ended.
@@ -211,14 +212,14 @@ impl Handler {
             Ok(_) => return Handled::Retry(format!("{} changed while it was downloaded", source.key)),
             Err(StorageError::NotFound { .. }) => return Handled::Done(Done::Gone),
             Err(e @ StorageError::TooLarge { .. }) => {
-                return self.give_up("too_large", e.to_string());
+                return self.give_up(e.reason(), e.to_string());
             }
             Err(e) if e.is_transient() => return Handled::Retry(e.to_string()),
-            Err(e) => return self.give_up("download_failed", e.to_string()),
+            Err(e) => return self.give_up(Reason::DownloadFailed, e.to_string()),
         };
         let memory = match self.memory.reserve_work(Some(file), &bytes, None, opts).await {
             Ok(m) => m,
-            Err(e) => return self.give_up(e.code(), e.to_string()),
+            Err(e) => return self.give_up(e.reason(), e.to_string()),
         };
         let admitted = Arc::new(self.admitted.clone().acquire_owned().await.expect("never closed"));
         let bytes_in = bytes.len() as u64;
@@ -232,7 +233,7 @@ impl Handler {
         let converted = match self.converter.send(msg).await {
             Ok(Ok(c)) => c,
             Ok(Err(e @ crate::convert::ConvertError::Encode(_))) => return Handled::Retry(e.to_string()),
-            Ok(Err(e)) => return self.give_up(e.code(), e.to_string()),
+            Ok(Err(e)) => return self.give_up(e.reason(), e.to_string()),
             Err(e) => return Handled::Retry(format!("the converter pool is stopping: {e}")),
         };
         let bytes_out = converted.webp.len() as u64;
@@ -255,9 +256,9 @@ impl Handler {
         }
     }
 
-    fn give_up(&self, code: &str, reason: String) -> Handled {
+    fn give_up(&self, code: Reason, reason: String) -> Handled {
         self.metrics.failed(code);
-        Handled::Done(Done::GivenUp { code: code.to_owned(), reason })
+        Handled::Done(Done::GivenUp { code: code.code().to_owned(), reason })
     }
 }
 

@@ -3,7 +3,7 @@
 //! status polls during a batch, webhooks (delivered, failed and retried, signed), and
 //! URL sources refused for internal addresses and redirects to them.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -42,6 +42,7 @@ fn assert_error(r: &Resp, status: u16, code: &str) {
 
 #[test]
 fn root_health_and_metrics() {
+    need_s3!();
     let server = Server::start(Some(&new_bucket("api-basic")), "");
     assert_eq!(server.get("/").json(), json!({"message": "Image Converting Server"}));
     assert_eq!(server.get("/health").json(), json!({"status": "ok"}));
@@ -79,6 +80,7 @@ fn root_health_and_metrics() {
 
 #[test]
 fn convert_succeeds_by_post_and_get_with_resizing() {
+    need_s3!();
     let bucket = new_bucket("api-convert");
     let storage = put(&bucket, "photos/cat.jpg", fixture("jpeg_baseline.jpg")); // 640x427
     put(&bucket, "photos/turned.jpg", fixture("jpeg_orient6.jpg"));
@@ -111,6 +113,7 @@ fn convert_succeeds_by_post_and_get_with_resizing() {
 
 #[test]
 fn every_error_code() {
+    need_s3!();
     let bucket = new_bucket("api-errors");
     put(&bucket, "p/text.jpg", fixture("bad/text.jpg"));
     put(&bucket, "p/bomb.png", fixture("bad/bomb.png"));
@@ -165,6 +168,7 @@ fn upload_failures_are_500_upload_failed() {
 
 #[test]
 fn the_token_guards_the_api_but_not_health() {
+    need_s3!();
     let server = Server::start(Some(&new_bucket("api-auth")), "api: {token: 's3cret-token'}\n");
     assert_error(&server.get("/api/status"), 401, "unauthorized");
     let wrong = http("GET", &format!("{}/api/status", server.base), None, &[("Authorization", "Bearer nope")]);
@@ -196,6 +200,7 @@ fn a_public_address_without_a_token_is_refused() {
 
 #[test]
 fn runs_start_on_demand_and_status_shows_them_progress() {
+    need_s3!();
     let bucket = new_bucket("api-runs");
     let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -239,6 +244,7 @@ fn runs_start_on_demand_and_status_shows_them_progress() {
 
 #[test]
 fn webhooks_are_signed_and_retried_until_delivered() {
+    need_s3!();
     // The receiver fails the first delivery, then accepts.
     let hook = TestHttp::start("127.0.0.1:0", vec![500, 200], HashMap::new());
     let bucket = new_bucket("api-hooks");
@@ -347,6 +353,7 @@ fn serve_delivers_the_pending_records_a_go_server_left_when_it_starts() {
 
 #[test]
 fn webhook_send_reports_502_and_gives_up_into_dead_letters() {
+    need_s3!();
     let hook = TestHttp::start("127.0.0.1:0", vec![503], HashMap::new());
     let pending = tempfile::tempdir().unwrap();
     let yaml = format!(
@@ -371,6 +378,7 @@ fn webhook_send_reports_502_and_gives_up_into_dead_letters() {
 
 #[test]
 fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
+    need_s3!();
     // An "external" image server on 127.0.0.2 (trusted in the config, as an operator
     // would trust an internal image host), serving an image and redirects inward.
     let origin = TestHttp::start("127.0.0.1:0", vec![200], HashMap::new());
@@ -443,6 +451,7 @@ fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
 
 #[test]
 fn more_concurrent_conversions_than_admitted_get_503_busy_and_the_rest_succeed() {
+    need_s3!();
     let bucket = new_bucket("api-busy");
     put(&bucket, "b/big.jpg", fixture("jpeg_progressive.jpg"));
     let server = Server::start(Some(&bucket), "pipeline: {workers: 1}\napi: {max_queued_conversions: 2}\n");
@@ -483,6 +492,7 @@ fn endless_gif(frames: usize) -> Vec<u8> {
 
 #[test]
 fn an_encoder_failure_is_500_conversion_failed() {
+    need_s3!();
     // 3,300 frames x 655.35 s is longer than libwebp's animation timestamps can count.
     let bucket = new_bucket("api-encode");
     put(&bucket, "e/endless.gif", endless_gif(3300));

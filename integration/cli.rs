@@ -1,7 +1,7 @@
 //! The binary end to end: `convert` on the local-directory backend and on the S3 test
 //! server, its exit codes and messages, and `check-config`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;
@@ -103,6 +103,7 @@ fn check_config_hides_secrets() {
 
 #[test]
 fn convert_through_the_s3_server_with_go_environment_variables() {
+    need_s3!();
     let env = s3_env();
     let bucket = new_bucket("cli");
     let dir = local_setup(&[]);

@@ -19,7 +19,7 @@
 //!
 //! The tests run one at a time (a lock), so the timing one is not disturbed.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -153,6 +153,7 @@ fn wait_idle(servers: &[&Server]) {
 
 #[test]
 fn three_instances_split_the_work_and_store_each_webp_once_in_half_the_time() {
+    need_s3!();
     let _serial = serial();
     let shards = 12;
     let yaml = cluster_yaml(shards, 9);
@@ -209,6 +210,7 @@ fn three_instances_split_the_work_and_store_each_webp_once_in_half_the_time() {
 
 #[test]
 fn a_killed_instances_shards_are_taken_over_and_the_bucket_completes_once() {
+    need_s3!();
     let _serial = serial();
     let bucket = new_bucket("cluster-kill");
     let expected = fill(&bucket, 300);
@@ -245,6 +247,7 @@ fn a_killed_instances_shards_are_taken_over_and_the_bucket_completes_once() {
 
 #[test]
 fn a_paused_holder_is_refused_its_next_write_after_a_takeover() {
+    need_s3!();
     let _serial = serial();
     let bucket = new_bucket("cluster-pause");
     let expected = fill(&bucket, 300);
@@ -277,6 +280,7 @@ fn a_paused_holder_is_refused_its_next_write_after_a_takeover() {
 
 #[test]
 fn a_stopped_instance_hands_its_shards_over_at_once() {
+    need_s3!();
     let _serial = serial();
     let bucket = new_bucket("cluster-term");
     let expected = fill(&bucket, 150);
@@ -440,6 +444,7 @@ fn corrupt_coordination_objects_are_reported_and_survived() {
 /// instance runs its own); its summary covers the whole run, shard by shard.
 #[test]
 fn run_once_joins_the_cluster_for_one_whole_run() {
+    need_s3!();
     let _serial = serial();
     let bucket = new_bucket("cluster-once");
     let expected = fill(&bucket, 60);
@@ -491,6 +496,7 @@ impl Rng {
 /// `ICS_CLUSTER_SEEDS` (default 3) sets how many orders are tried.
 #[test]
 fn run_once_processes_and_a_server_in_any_order_complete_the_bucket_once() {
+    need_s3!();
     let _serial = serial();
     let seeds: u64 = std::env::var("ICS_CLUSTER_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let shards = 8;
@@ -576,6 +582,7 @@ impl Drop for Once {
 /// and the request is still answered, 202 with the run left to the cluster.
 #[test]
 fn a_run_request_is_answered_however_slow_the_bucket() {
+    need_s3!();
     let _serial = serial();
     let bucket = new_bucket("cluster-slow");
     fill(&bucket, 6);

@@ -4,7 +4,7 @@
 //! at most the images in flight were converted again; at the end every source has
 //! exactly one valid WebP.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -38,6 +38,7 @@ fn webps(rt: &tokio::runtime::Runtime, s: &Storage) -> BTreeMap<String, ObjectIn
 
 #[test]
 fn twenty_random_kills_lose_nothing_and_redo_little() {
+    need_s3!();
     let bucket = new_bucket("crash");
     let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -11,7 +11,7 @@
 //!   not even downloaded, an event older than the object is left to the newer one's, a
 //!   duplicate costs nothing, and removals delete the WebP only when configured to.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! ends converted or ledgered for retry, and once the faults stop the bucket completes
 //! with every WebP whole — a short read never becomes a short WebP.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -170,6 +170,7 @@ fn run_once(proxy: &str, bucket: &str, state: &std::path::Path) -> (i32, Value) 
 
 #[test]
 fn a_run_under_twenty_percent_injected_errors_converts_or_accounts_for_everything() {
+    need_s3!();
     let s3 = s3_env();
     let bucket = new_bucket("faults");
     let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();

@@ -12,7 +12,7 @@
 // Named after the Go tests, in their CamelCase.
 #![allow(non_snake_case)]
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -56,6 +56,7 @@ fn error_code(r: &Resp) -> (u16, String) {
 
 #[test]
 fn go_TestHandleHealth() {
+    need_s3!();
     let (_, _, server) = go_server("go-health", &[], "");
     let r = server.get("/health");
     assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
@@ -63,6 +64,7 @@ fn go_TestHandleHealth() {
 
 #[test]
 fn go_TestHandleIndex() {
+    need_s3!();
     let (_, _, server) = go_server("go-index", &[], "");
     let r = server.get("/");
     assert_eq!((r.status, r.json()["message"].as_str()), (200, Some("Image Converting Server")));
@@ -70,6 +72,7 @@ fn go_TestHandleIndex() {
 
 #[test]
 fn go_TestHandleConvert_R2() {
+    need_s3!();
     let (bucket, storage, server) = go_server("go-r2", &[("test.png", one_pixel_png([255, 0, 0, 255]))], "");
     let r = post_untyped(&server, "/api/convert", json!({"source": format!("r2://{bucket}/test.png")}));
     let v = r.json();
@@ -82,6 +85,7 @@ fn go_TestHandleConvert_R2() {
 
 #[test]
 fn go_TestHandleConvert_InvalidSource() {
+    need_s3!();
     let (_, _, server) = go_server("go-invalid", &[], "");
     let r = post_untyped(&server, "/api/convert", json!({"source": "invalid-source"}));
     assert_eq!(error_code(&r), (400, "invalid_source_format".into()));
@@ -89,6 +93,7 @@ fn go_TestHandleConvert_InvalidSource() {
 
 #[test]
 fn go_TestHandleConvert_GET() {
+    need_s3!();
     let (bucket, _, server) = go_server("go-get", &[("test.png", one_pixel_png([255, 0, 0, 255]))], "");
     // A 1x1 image asked 50 wide: upscaled, as the Go server does.
     let r = server.get(&format!("/api/convert?source=r2://{bucket}/test.png&width=50"));
@@ -98,6 +103,7 @@ fn go_TestHandleConvert_GET() {
 
 #[test]
 fn go_TestHandleConvert_URL() {
+    need_s3!();
     // A mock image server (on 127.0.0.2, trusted in the config as an operator would
     // trust an internal image host: loopback sources are refused otherwise).
     let png = one_pixel_png([0, 255, 0, 255]);
@@ -123,6 +129,7 @@ fn go_TestHandleConvert_URL() {
 
 #[test]
 fn unsupported_schemes_and_addresses_without_a_key_are_invalid_source_format() {
+    need_s3!();
     let (bucket, _, server) = go_server("go-sources", &[], "");
     for source in
         ["ftp://host/x.png".to_owned(), format!("r2://{bucket}"), format!("r2://{bucket}/"), "s3://other".into()]
@@ -134,6 +141,7 @@ fn unsupported_schemes_and_addresses_without_a_key_are_invalid_source_format() {
 
 #[test]
 fn an_explicit_size_wins_over_a_preset_and_zero_keeps_a_side() {
+    need_s3!();
     let (_, _, server) = go_server("go-sizes", &[("cat.jpeg", fixture("jpeg_baseline.jpg"))], ""); // 640x427
     let size = |query: &str| {
         let r = server.get(&format!("/api/convert?source=cat.jpeg{query}"));

@@ -3,7 +3,7 @@
 //! `config/config.yaml`, its `data/state.json` — and the examples of the Go server's
 //! README and docs that concern configuration.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -121,6 +121,7 @@ impl Drop for Serve {
 
 #[test]
 fn a_dotenv_alone_configures_serve_against_s3_and_its_secrets_stay_out_of_the_log() {
+    need_s3!();
     let bucket = new_bucket("go-dotenv");
     let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -157,6 +158,7 @@ fn a_dotenv_alone_configures_serve_against_s3_and_its_secrets_stay_out_of_the_lo
 
 #[test]
 fn a_go_deployment_copied_as_is_runs_once_against_s3_and_says_what_it_migrated() {
+    need_s3!();
     let bucket = new_bucket("go-copied");
     let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -1,7 +1,7 @@
 //! Hostile images in one run: each fails (or converts) with its specific reason, the run
 //! goes on, nothing panics, and the run's peak memory stays bounded.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -41,6 +41,7 @@ fn tiff_with_huge_strip_count() -> Vec<u8> {
 
 #[test]
 fn a_hostile_corpus_fails_specifically_and_memory_stays_bounded() {
+    need_s3!();
     let bucket = new_bucket("hostile");
     let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

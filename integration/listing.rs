@@ -4,7 +4,7 @@
 //! counted at the server. The time of both is printed (medians of alternate runs),
 //! never asserted.
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 
@@ -21,6 +21,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 #[test]
 fn a_run_over_100000_objects_with_nothing_new_costs_a_bare_listing() {
+    need_s3!();
     let bucket = new_bucket("listing");
     let t = Instant::now();
     let sources: Vec<(String, usize)> = (0..SOURCES).map(|i| (format!("d{:02}/img{i:06}.jpg", i % 50), 0)).collect();

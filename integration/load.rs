@@ -7,7 +7,7 @@
 //! and prints medians (scripts/bench-status-load.sh); `ICS_LOAD_BATCH` sets the batch size.
 //! Timings are printed, never asserted.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -10,7 +10,7 @@
 //! `over_memory_budget`) or converted, the process's peak RSS within 100 MB + 64 MB.
 //! `ICS_PROPTEST_CASES` (default 6) and `ICS_PROPTEST_SEED` choose more or other cases.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! subcommand) that container health checks use. A check whose tool is missing on this
 //! machine says so and passes; the tools are on every Debian with systemd.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -138,6 +138,7 @@ impl Drop for Cleanup {
 
 #[test]
 fn container_converts_a_bucket_answers_health_and_stops_on_sigterm() {
+    need_s3!();
     if let Some(why) = podman_unusable() {
         eprintln!("SKIPPED: the container test needs podman with a local debian:bookworm-slim: {why}");
         return;

@@ -2,7 +2,7 @@
 //! S3-compatible test server: nothing missed, nothing converted twice, failures retried,
 //! a crash loses nothing, one run at a time.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -121,6 +121,7 @@ fn image_set(prefix: &str, count: usize) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn nothing_is_missed_even_when_uploaded_during_a_run() {
+    need_s3!();
     let env = Env::new("missed", "pipeline: {workers: 1, max_in_flight: 2}\n");
     // Enough work that the run is still going while we upload.
     env.put_many(image_set("m", 60));
@@ -145,6 +146,7 @@ fn nothing_is_missed_even_when_uploaded_during_a_run() {
 
 #[test]
 fn nothing_is_converted_twice() {
+    need_s3!();
     let env = Env::new("twice", "");
     env.put_many(image_set("t", 12));
     // --dry-run lists what would be converted and converts nothing.
@@ -183,6 +185,7 @@ fn nothing_is_converted_twice() {
 
 #[test]
 fn failures_are_recorded_retried_and_given_up_until_the_source_changes() {
+    need_s3!();
     let env = Env::new("failures", "state: {max_attempts: 2, retry_base_minutes: 0}\n");
     env.put("f/good.jpg", fixture("jpeg_baseline.jpg"));
     env.put("f/text.jpg", fixture("bad/text.jpg"));
@@ -255,6 +258,7 @@ fn kill9(child: &mut Child) {
 
 #[test]
 fn a_crash_loses_nothing_and_redoes_little() {
+    need_s3!();
     let env = Env::new("crash", "pipeline: {workers: 1, max_in_flight: 3}\nstate: {checkpoint_every: 5}\n");
     let total = 80;
     env.put_many(image_set("c", total));
@@ -294,6 +298,7 @@ fn a_crash_loses_nothing_and_redoes_little() {
 
 #[test]
 fn one_run_at_a_time() {
+    need_s3!();
     let env = Env::new("onerun", "pipeline: {workers: 1, max_in_flight: 1}\n");
     env.put_many(image_set("o", 40));
     let first = env.command(&["run-once", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
@@ -324,6 +329,7 @@ fn one_run_at_a_time() {
 
 #[test]
 fn sigterm_stops_serve_gracefully_and_the_next_run_resumes() {
+    need_s3!();
     let env = Env::new("sigterm", "pipeline: {workers: 1, max_in_flight: 2}\ncron: {run_on_start: true}\n");
     env.put_many(image_set("s", 60));
     let mut child = env.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
@@ -354,6 +360,7 @@ fn sigterm_stops_serve_gracefully_and_the_next_run_resumes() {
 
 #[test]
 fn schedule_prints_the_next_fire_times() {
+    need_s3!();
     let env = Env::new("schedule", "cron: {schedule: '0 9-17 * * 1-5', timezone: UTC}\n");
     let out = env.command(&["schedule", "--count", "3", "--after", "2024-01-19T16:30:00Z"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -367,6 +374,7 @@ fn schedule_prints_the_next_fire_times() {
 
 #[test]
 fn state_initial_now_ignores_what_is_already_there() {
+    need_s3!();
     let env = Env::new("initial", "state: {initial: now}\n");
     env.put_many(image_set("i", 3));
     std::thread::sleep(Duration::from_millis(1100)); // LastModified has 1 s resolution

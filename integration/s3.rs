@@ -2,7 +2,7 @@
 //! scripts/test.sh): every fixture converted through the bucket, the uploaded WebPs
 //! checked, the storage interface's listing, limits and refusals.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::*;
@@ -18,6 +18,7 @@ fn storage(bucket: &str) -> (Storage, ics::config::Config) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_converts_through_the_bucket() {
+    need_s3!();
     let bucket = new_bucket("fixtures");
     let (s, config) = storage(&bucket);
     let fixtures = good_fixtures();
@@ -48,6 +49,7 @@ async fn every_fixture_converts_through_the_bucket() {
 
 #[tokio::test]
 async fn listing_streams_pages_with_etags_and_times() {
+    need_s3!();
     let bucket = new_bucket("listing");
     let (s, _) = storage(&bucket);
     // More than one page (moto, like S3, returns at most 1000 keys a page).
@@ -77,6 +79,7 @@ async fn listing_streams_pages_with_etags_and_times() {
 
 #[tokio::test]
 async fn refusals_are_specific() {
+    need_s3!();
     let bucket = new_bucket("refusals");
     let (s, config) = storage(&bucket);
     s.put("p/cat.jpg", Bytes::from(fixture("jpeg_baseline.jpg")), "image/jpeg").await.unwrap();
@@ -124,6 +127,7 @@ async fn refusals_are_specific() {
 
 #[tokio::test]
 async fn conditional_create_refuses_an_existing_object() {
+    need_s3!();
     let bucket = new_bucket("conditional");
     let (s, _) = storage(&bucket);
     s.put_new("a.webp", Bytes::from_static(b"one"), "image/webp").await.unwrap();
@@ -134,6 +138,7 @@ async fn conditional_create_refuses_an_existing_object() {
 
 #[tokio::test]
 async fn conditional_update_is_a_compare_and_swap() {
+    need_s3!();
     // The building block of bucket-held state and leases (issue 7): If-Match on the ETag read.
     let bucket = new_bucket("cas");
     let (s, _) = storage(&bucket);
@@ -152,6 +157,7 @@ async fn conditional_update_is_a_compare_and_swap() {
 
 #[tokio::test]
 async fn wrong_credentials_or_bucket_are_errors_without_secrets() {
+    need_s3!();
     let (s, _) = storage("no-such-bucket-here");
     let err = s.head("x.jpg").await.unwrap_err().to_string();
     assert!(!err.contains("testing"), "{err}");
@@ -166,6 +172,7 @@ async fn wrong_credentials_or_bucket_are_errors_without_secrets() {
 /// the server's per-key lock this fails every time (4–11 winners of 32 were measured).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_conditional_writes_of_one_key_have_exactly_one_winner() {
+    need_s3!();
     const WRITERS: usize = 32;
     let bucket = new_bucket("race");
     let (s, _) = storage(&bucket);

@@ -7,7 +7,7 @@
 // Ported Go tests keep their Go names.
 #![allow(non_snake_case)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

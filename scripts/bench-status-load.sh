@@ -7,5 +7,5 @@
 # Release build; the pollers run on the same machine, so their CPU counts against the batch.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ICS_LOAD_BATCH="${ICS_LOAD_BATCH:-480}" ICS_LOAD_ROUNDS="${1:-5}" cargo test --release --test load status_polled -- --nocapture --test-threads=1 2>&1 |
+ICS_LOAD_BATCH="${ICS_LOAD_BATCH:-480}" ICS_LOAD_ROUNDS="${1:-5}" cargo test --release --test integration load::status_polled -- --nocapture --test-threads=1 2>&1 |
     grep -E '^(round|status load)' | tee target/bench-status-load.txt

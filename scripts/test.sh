@@ -31,6 +31,10 @@ else
     printf '    (ready after %ss)\n' "$((SECONDS - t0))" >&2
 fi
 
+# Every test that needs the S3 server runs: without this, a test with no server returns
+# at once (as under a plain `cargo test`); with it, that is a failure.
+export ICS_TEST_S3_REQUIRED=1
+
 # The container test (integration/packaging.rs) needs podman and a local
 # debian:bookworm-slim; ../shared/tools/container-base.sh makes both from Debian's
 # packages (no registry needed, ~3 min on a fresh machine). It runs in the background

@@ -34,6 +34,38 @@ pub fn good_fixtures() -> Vec<(String, u32, u32, u32)> {
         .collect()
 }
 
+/// The first statement of every test that needs the S3 test server: without one
+/// (`ICS_TEST_S3_ENDPOINT` unset, as under a plain `cargo test`) the test returns at once,
+/// and the first such test says, once, how to run them all. `scripts/test.sh` sets
+/// `ICS_TEST_S3_REQUIRED=1`, which turns a missing server into a failure instead.
+macro_rules! need_s3 {
+    () => {
+        if !$crate::common::s3_configured() {
+            return;
+        }
+    };
+}
+
+/// Whether the S3 test server is configured; see `need_s3!`.
+pub fn s3_configured() -> bool {
+    use std::io::Write;
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("ICS_TEST_S3_ENDPOINT").is_some() {
+        return true;
+    }
+    if std::env::var_os("ICS_TEST_S3_REQUIRED").is_some() {
+        panic!("ICS_TEST_S3_REQUIRED is set but ICS_TEST_S3_ENDPOINT is not: the S3 test server did not start");
+    }
+    // Straight to stderr: the test harness captures print! and eprint! of passing tests.
+    SAID.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nNOTE: the tests that need the S3 test server pass without running: ICS_TEST_S3_ENDPOINT is not set.\n      `bash scripts/test.sh` starts the server (moto, on 127.0.0.1) and runs every test.\n"
+        );
+    });
+    false
+}
+
 /// The S3 server's settings from `ICS_TEST_S3_*` (set by scripts/test.sh).
 pub struct S3Env {
     pub endpoint: String,
@@ -205,13 +237,32 @@ pub struct Measured {
     pub peak_rss_mb: f64,
 }
 
-/// Runs `cmd` to its end and measures its peak RSS (wait4's rusage).
+/// Runs `cmd` to its end and measures its peak RSS: the largest VmHWM read from
+/// `/proc/PID/status` while it runs, sampled every millisecond.
+///
+/// Not wait4's `ru_maxrss`: Linux carries the pre-exec image's high-water mark over
+/// `exec`, so a child of this (large, many-test) process would report at least the
+/// test process's own RSS. VmHWM belongs to the child's own address space.
 // The child is reaped by wait4, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
 pub fn run_with_peak_rss(mut cmd: std::process::Command) -> Measured {
     use std::process::Stdio;
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
+    let sampler = std::thread::spawn(move || {
+        let path = format!("/proc/{pid}/status");
+        let mut peak_kib = 0u64;
+        // Until the child has exited (a zombie's status has no VmHWM line) or is reaped.
+        while let Some(kib) = std::fs::read_to_string(&path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            peak_kib = peak_kib.max(kib);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        peak_kib
+    });
     let mut stderr_pipe = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
         let mut s = String::new();
@@ -220,15 +271,18 @@ pub fn run_with_peak_rss(mut cmd: std::process::Command) -> Measured {
     });
     let mut stdout = String::new();
     child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    // Reap the child ourselves to read its own peak RSS (ru_maxrss, in KiB on Linux).
+    // Wait for the exit without reaping (WNOWAIT), so that the pid cannot be reused
+    // while the sampler still reads /proc/PID; then let the sampler finish, then reap.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) }, 0);
+    let peak_kib = sampler.join().unwrap();
     let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     Measured {
         stdout,
         stderr: stderr.join().unwrap(),
         exit_code: libc::WEXITSTATUS(status),
-        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        peak_rss_mb: peak_kib as f64 / 1024.0,
     }
 }
 

@@ -78,6 +78,7 @@ fn queue_empty(queue: &str, timeout: Duration) {
 
 #[test]
 fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
+    need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let bucket = new_bucket("events");
@@ -118,6 +119,7 @@ fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
 
 #[test]
 fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
+    need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let bucket = new_bucket("events2");
@@ -215,6 +217,7 @@ impl Bench {
 
 #[test]
 fn events_are_idempotent_and_never_go_back_in_time() {
+    need_s3!();
     let b = bench(false);
     let v1 = b.put("p/x.png", "png_rgb.png");
     let created = |etag: Option<&str>, at| b.handle(EventKind::Created, "p/x.png", etag, at);
@@ -259,6 +262,7 @@ fn events_are_idempotent_and_never_go_back_in_time() {
 
 #[test]
 fn concurrent_duplicates_convert_once_and_removals_delete_when_asked() {
+    need_s3!();
     let b = bench(true);
     let v = b.put("d/y.jpg", "jpeg_icc.jpg");
     let event = ObjectEvent {
@@ -324,6 +328,7 @@ impl CfQueue {
 
 #[test]
 fn r2_notifications_from_a_cloudflare_queue_are_converted_and_acked() {
+    need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let bucket = new_bucket("evcf");
@@ -377,6 +382,7 @@ fn r2_notifications_from_a_cloudflare_queue_are_converted_and_acked() {
 
 #[test]
 fn posted_minio_records_survive_a_sigkill_after_the_202() {
+    need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let bucket = new_bucket("evhook");

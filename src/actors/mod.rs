@@ -16,7 +16,8 @@
 //! - [`uploader`]: puts WebPs with bounded concurrency.
 //! - [`state_keeper`]: the state file, the lock, checkpoints, the run's end.
 //! - [`coordinator`]: with `state.backend: bucket`, this instance's share of the shards
-//!   (leases in the bucket) and the cluster-wide run requests.
+//!   (leases in the bucket) and the cluster-wide run requests; one task owns its state
+//!   and takes commands on a channel.
 //!
 //! Every image holds a [`crate::model::Slot`] from the moment the Lister queues it until
 //! the StateKeeper records it, so at most `pipeline.max_in_flight` images are in flight

@@ -66,7 +66,11 @@ fn exit_codes_and_messages_say_what_went_wrong() {
         (&["convert", "a/trunc.png"], 2, "a/trunc.png: png decode failed"),
         (&["convert", "a/missing.jpg"], 2, "a/missing.jpg: object not found"),
         (&["convert", "a/../../etc/passwd.jpg"], 2, "unsafe object key"),
-        (&["convert", "r2://other/a/text.jpg"], 64, "names bucket \"other\", but the configured bucket is \"bucket\""),
+        (
+            &["convert", "r2://other/a/text.jpg"],
+            64,
+            "names bucket \"other\", which is not configured (configured: bucket)",
+        ),
         (&["convert", "a/readme.txt"], 2, "not a candidate"),
         (&["convert", "--preset", "nope", "a/text.jpg"], 64, "unknown preset \"nope\""),
         (&["frobnicate"], 64, "unrecognized subcommand"),

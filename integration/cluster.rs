@@ -138,9 +138,13 @@ fn assert_each_stored_once(bucket: &str, expected: &[String]) {
     );
 }
 
+/// A series' value, summed over its labels (the `bucket` label).
 fn metric(s: &Server, name: &str) -> u64 {
     let text = String::from_utf8(s.get("/metrics").body).unwrap();
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0) as u64
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
 }
 
 fn wait_idle(servers: &[&Server]) {
@@ -202,8 +206,8 @@ fn three_instances_split_the_work_and_store_each_webp_once_in_half_the_time() {
     }
     let text = String::from_utf8(servers[0].get("/metrics").body).unwrap();
     assert!(
-        text.contains(&format!("ics_cluster_shards_held {}\n", shards / 3))
-            && text.contains("ics_cluster_live_instances 3\n"),
+        text.contains(&format!("ics_cluster_shards_held{{bucket=\"{bucket}\"}} {}\n", shards / 3))
+            && text.contains(&format!("ics_cluster_live_instances{{bucket=\"{bucket}\"}} 3\n")),
         "{text}"
     );
 }

@@ -11,6 +11,7 @@
 mod common;
 
 mod api;
+mod buckets;
 mod cli;
 mod cluster;
 mod crash;

@@ -37,10 +37,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Convert one object of the configured bucket to WebP and upload it beside the source.
+    /// Convert one object of a configured bucket to WebP and upload it beside the source.
     Convert {
-        /// A key (`photos/cat.jpg`), `r2://bucket/key` or `s3://bucket/key`.
+        /// A key (`photos/cat.jpg`) of the primary bucket (or of --bucket's), or
+        /// `r2://bucket/key` / `s3://bucket/key` of any configured bucket.
         source: String,
+        /// The bucket a bare key belongs to (one of r2.buckets; default: the primary).
+        #[arg(long, value_name = "NAME")]
+        bucket: Option<String>,
         /// Resize to this width (keeps the aspect ratio unless --height is given too).
         #[arg(long)]
         width: Option<u32>,
@@ -67,6 +71,9 @@ pub enum Command {
         /// Re-convert every source, even those with an up-to-date WebP (e.g. after a quality change).
         #[arg(long)]
         force: bool,
+        /// Run only this bucket (one of r2.buckets; default: every configured bucket).
+        #[arg(long, value_name = "NAME")]
+        bucket: Option<String>,
     },
     /// Print the next fire times of the configured schedule, one RFC 3339 time a line.
     Schedule {
@@ -139,12 +146,14 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
         Command::CheckConfig { json } => match crate::config::explain::check_config(&config, json) {
             Ok(text) => {
                 // serve's last check: a Go state it would adopt must parse.
-                if config.state.cluster.is_none() {
+                let several = config.buckets().len() > 1;
+                for bucket in config.buckets().iter().filter(|_| config.state.cluster.is_none()) {
                     let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
-                    let ours = config.state.dir.join("state.json");
-                    match crate::state::go_state::pending(&ours, go_dir, &config.bucket_name()) {
+                    let one = config.for_bucket(bucket);
+                    let ours = one.state.dir.join(&one.state.file);
+                    match crate::state::go_state::pending(&ours, go_dir, bucket, several) {
                         Ok(Some((path, go))) => eprintln!(
-                            "Note: {} (the Go server's state) will be adopted at start; lower bound: {}",
+                            "Note: {} (the Go server's state) will be adopted at start for bucket {bucket}; lower bound: {}",
                             path.display(),
                             go.last_processed_time.map_or("none (every source)".into(), |t| t.to_rfc3339())
                         ),
@@ -164,20 +173,20 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             }
         },
         Command::Serve => serve(config),
-        Command::RunOnce { json, dry_run: true, force } => {
+        Command::RunOnce { json, dry_run: true, force, bucket } => {
             let _ = json;
             let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => code(rt.block_on(crate::daemon::dry_run(config, storage, force))),
+                Ok(rt) => code(rt.block_on(crate::daemon::dry_run(config, storage, force, bucket.as_deref()))),
                 Err(e) => {
                     eprintln!("Error: cannot start the async runtime: {e}");
                     ExitCode::from(exit::FATAL)
                 }
             }
         }
-        Command::RunOnce { json, dry_run: false, force } => {
+        Command::RunOnce { json, dry_run: false, force, bucket } => {
             let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let opts = crate::daemon::RunOnceOptions { json, force, progress };
+            let opts = crate::daemon::RunOnceOptions { json, force, progress, bucket };
             let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
             code(actix::System::new().block_on(crate::daemon::run_once(config, storage, opts, shutdown_signal())))
         }
@@ -216,7 +225,7 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 }
             }
         }
-        Command::Convert { source, width, height, preset, json } => {
+        Command::Convert { source, bucket, width, height, preset, json } => {
             let resize = match (preset, width, height) {
                 (Some(name), _, _) => match config.presets.get(&name) {
                     Some(spec) => Some(*spec),
@@ -236,7 +245,7 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                     return ExitCode::from(exit::FATAL);
                 }
             };
-            rt.block_on(convert_one(&config, &source, resize, json))
+            rt.block_on(convert_one(&config, &source, bucket.as_deref(), resize, json))
         }
     }
 }
@@ -281,19 +290,45 @@ async fn shutdown_signal() {
     }
 }
 
-async fn convert_one(config: &Config, source: &str, resize: Option<ResizeSpec>, json: bool) -> ExitCode {
+/// The bucket and key `source` names: `r2://<bucket>/<key>` of a configured bucket, or a
+/// bare key of `--bucket`'s bucket (default: the primary). An address naming another
+/// bucket than `--bucket` is refused rather than guessed.
+fn route(config: &Config, source: &str, only: Option<&str>) -> Result<(String, String), String> {
+    let buckets = crate::lanes::select(config, None).map_err(|e| e.to_string())?;
+    if let Some(b) = only {
+        crate::lanes::select(config, Some(b)).map_err(|e| e.to_string())?;
+    }
+    let (i, key) = naming::route_source(source, &buckets).map_err(|e| e.to_string())?;
+    let named = source.contains("://");
+    match only {
+        Some(b) if named && buckets[i] != b => {
+            Err(format!("source {source:?} names bucket {:?}, but --bucket is {b:?}", buckets[i]))
+        }
+        Some(b) => Ok((b.to_owned(), key)),
+        None => Ok((buckets[i].clone(), key)),
+    }
+}
+
+async fn convert_one(
+    config: &Config,
+    source: &str,
+    only: Option<&str>,
+    resize: Option<ResizeSpec>,
+    json: bool,
+) -> ExitCode {
+    let (bucket, key) = match route(config, source, only) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let config = &config.for_bucket(&bucket);
     let storage = match Storage::open(&config.storage, &config.bucket_name()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::from(exit::FATAL);
-        }
-    };
-    let key = match naming::parse_source(source, storage.bucket()) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return ExitCode::from(exit::USAGE);
         }
     };
     match job::convert_object(&storage, config, &key, resize).await {
@@ -330,7 +365,7 @@ async fn convert_one(config: &Config, source: &str, resize: Option<ResizeSpec>, 
             eprintln!("Error: {e}");
             use crate::reason::Reason as R;
             ExitCode::from(match e.reason() {
-                R::MissingSource | R::BucketMismatch | R::InvalidSource => exit::USAGE,
+                R::MissingSource | R::UnknownBucket | R::InvalidSource => exit::USAGE,
                 R::StorageError | R::DownloadFailed | R::UploadFailed | R::WorkerFailed => exit::FATAL,
                 _ => exit::FAILED,
             })

@@ -6,6 +6,9 @@
 //! codes. Tests run them in-process on an actix system with an in-memory bucket and a
 //! listener on port 0.
 //!
+//! Each keeps every configured bucket (`r2.buckets`: one pipeline per bucket,
+//! [`crate::lanes`]), or the one `--bucket` names; `storage` is the primary bucket's.
+//!
 //! Shutdown is graceful: once the shutdown future resolves no new image starts, images
 //! in flight finish for up to `pipeline.shutdown_timeout_seconds`, the state is
 //! checkpointed with the run's position (so the next start resumes it) and the lock is
@@ -24,9 +27,9 @@ use crate::actors::{
 };
 use crate::api::AppState;
 use crate::config::{Config, ConfigError};
+use crate::lanes::{self, Lane};
 use crate::model::RunSummary;
 use crate::planner::{Decision, PlanRules, Planner};
-use crate::state::{FileStateStore, StateStore};
 use crate::storage::Storage;
 use crate::webhook::{DeliveryError, Webhook};
 
@@ -50,7 +53,8 @@ pub enum ServeError {
     /// The configuration cannot be served as given (an open API on a public address).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The state directory, or a Go state to adopt into it, cannot be used.
+    /// A bucket other than the primary, the state directory, or a Go state to adopt
+    /// into it, cannot be used.
     #[error("{0}")]
     State(String),
     /// `webhook.url` is set but its HTTP client cannot be made.
@@ -65,32 +69,22 @@ pub enum ServeError {
 }
 
 /// Flags of `run-once`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOnceOptions {
     pub json: bool,
     pub force: bool,
     pub progress: bool,
+    /// Only this configured bucket (`--bucket`); every bucket when `None`.
+    pub bucket: Option<String>,
 }
 
-/// The state file's store (created if missing); a Go deployment's `data/state.json` is
-/// adopted into it when we have no state of our own yet. Unused in bucket mode, where
-/// the state lives in the bucket.
-fn open_state(config: &Config, bucket: &str) -> Result<FileStateStore, String> {
-    let store = FileStateStore::new(&config.state.dir).map_err(|e| e.to_string())?;
-    if config.state.cluster.is_none() {
-        let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
-        crate::state::go_state::adopt(&store, go_dir, bucket).map_err(|e| e.to_string())?;
-    }
-    Ok(store)
-}
-
-/// The state file, or (`state.backend: bucket`) the bucket shared with other instances:
-/// the one place the run scope is chosen.
-fn backend(config: &Config, store: FileStateStore) -> StateBackend {
-    match &config.state.cluster {
-        Some(c) => StateBackend::Bucket(crate::cluster::Cluster::new(c.clone())),
-        None => StateBackend::Own(Box::new(store)),
-    }
+/// Opens the buckets `only` selects (all when `None`; `storage` is the primary's): each
+/// its storage and state store, a Go deployment's state adopted when we have none of our
+/// own yet ([`lanes::open`]), and in bucket mode the cluster, the one place the run
+/// scope is chosen.
+fn open(config: &Config, storage: &Storage, only: Option<&str>) -> Result<Vec<lanes::Opened>, String> {
+    let buckets = lanes::select(config, only).map_err(|e| e.to_string())?;
+    lanes::open(config, storage, &buckets).map_err(|e| e.to_string())
 }
 
 /// Stops the current run gracefully, then forcibly after the timeout.
@@ -117,7 +111,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let local = listener.local_addr().map_err(|source| ServeError::Listen { addr: "?".into(), source })?;
     config.check_listener(local.ip())?;
-    let store = open_state(&config, storage.bucket()).map_err(ServeError::State)?;
+    let opened = open(&config, &storage, None).map_err(ServeError::State)?;
     let schedule = if config.cron.enabled {
         Some(config.cron.schedule.clone())
     } else {
@@ -126,55 +120,66 @@ pub async fn serve(
     };
     let timeout = config.pipeline.shutdown_timeout;
     let run_on_start = config.cron.run_on_start;
-    let config = Arc::new(config);
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let webhook = WebhookSender::new(&config.webhook, storage.bucket())?.map(actix::Actor::start);
-    let server = {
-        let listeners = webhook.iter().map(|w| w.clone().recipient()).collect();
-        let backend = backend(&config, store);
-        let pipeline = Pipeline::start(
-            config.clone(),
-            storage.clone(),
-            backend,
-            schedule,
-            run_on_start,
-            metrics.clone(),
-            listeners,
-        );
-        let events = match crate::events::Events::start(config.clone(), storage.clone(), &pipeline, metrics.clone()) {
-            Ok(e) => e,
-            Err(e) => {
-                leave_cluster(&pipeline).await;
-                return Err(ServeError::Events(e));
+    let webhook = WebhookSender::new(&config.webhook)?.map(actix::Actor::start);
+    let listeners = webhook.iter().map(|w| w.clone().recipient()).collect();
+    let lanes = lanes::start(&config, opened, schedule, run_on_start, &metrics, listeners);
+    let config = Arc::new(config);
+    // Bucket events drive the primary bucket's pipeline (events for other buckets are
+    // left to those buckets' runs).
+    let primary = &lanes[0];
+    let events_metrics = Arc::new(metrics.for_bucket(&primary.bucket));
+    let events = match crate::events::Events::start(
+        primary.config.clone(),
+        primary.storage.clone(),
+        &primary.pipeline,
+        events_metrics,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            for lane in &lanes {
+                leave_cluster(&lane.pipeline).await;
             }
-        };
-        let mut state = AppState::new(config.clone(), storage, pipeline.clone(), metrics, webhook);
-        state.events = Some(events.api.clone());
-        match http_server(&config, state, listener) {
-            Ok(server) => (server, pipeline, events),
-            Err(source) => {
-                leave_cluster(&pipeline).await;
-                return Err(ServeError::Listen { addr: local.to_string(), source });
-            }
+            return Err(ServeError::Events(e));
         }
     };
-    let (server, pipeline, events) = server;
+    let mut state = AppState::with_lanes(config.clone(), lanes.clone(), metrics, webhook);
+    state.events = Some(events.api.clone());
+    let server = match http_server(&config, state, listener) {
+        Ok(server) => server,
+        Err(source) => {
+            for lane in &lanes {
+                leave_cluster(&lane.pipeline).await;
+            }
+            return Err(ServeError::Listen { addr: local.to_string(), source });
+        }
+    };
     let handle = server.handle();
     actix::spawn(server);
-    tracing::info!("Daemon started");
+    tracing::info!(buckets = ?config.buckets(), "Daemon started");
     shutdown.await;
     handle.stop(true).await;
     // Event sources first: the messages in hand finish on the running pipeline.
     events.stop(timeout).await;
-    if let Some(c) = &pipeline.coordinator {
-        let _ = c.send(Quiesce).await;
-    }
-    stop(&pipeline, timeout).await;
-    if let Some(c) = &pipeline.coordinator {
-        let _ = c.send(Leave).await;
-    }
+    stop_lanes(&lanes, timeout).await;
     tracing::info!("Daemon stopped");
     Ok(())
+}
+
+/// Stops every bucket's runs at once (gracefully, then forcibly after `timeout`), each
+/// cluster's shards released.
+async fn stop_lanes(lanes: &[Lane], timeout: Duration) {
+    futures::future::join_all(lanes.iter().map(|lane| async move {
+        let pipeline = &lane.pipeline;
+        if let Some(c) = &pipeline.coordinator {
+            let _ = c.send(Quiesce).await;
+        }
+        stop(pipeline, timeout).await;
+        if let Some(c) = &pipeline.coordinator {
+            let _ = c.send(Leave).await;
+        }
+    }))
+    .await;
 }
 
 /// The API on `listener`; logs the address it listens on.
@@ -205,74 +210,136 @@ fn http_server(
     Ok(server.run())
 }
 
-/// `run-once`: one run now, or (`state.backend: bucket`) one whole run of the bucket
-/// shared with other instances; `shutdown` resolving stops it gracefully (the next run
+/// `run-once`: one run now of every configured bucket (or of `opts.bucket`'s), the
+/// buckets' runs side by side — in bucket mode, one whole run of each bucket shared with
+/// other instances, in turn; `shutdown` resolving stops them gracefully (the next run
 /// resumes). [`Exit::Ok`] when every image converted or was skipped, [`Exit::Failed`]
 /// when some failed, [`Exit::Locked`] when another run holds the lock, [`Exit::Fatal`]
-/// on a fatal error (printed). Must be called on an actix system.
+/// on a fatal error (printed); over several buckets the worst (fatal, failed, locked).
+/// Must be called on an actix system.
 pub async fn run_once(
     config: Config,
     storage: Storage,
     opts: RunOnceOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Exit {
-    let store = match open_state(&config, storage.bucket()) {
-        Ok(store) => store,
+    let opened = match open(&config, &storage, opts.bucket.as_deref()) {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("Error: {e}");
             return Exit::Fatal;
         }
     };
     let timeout = config.pipeline.shutdown_timeout;
-    let backend = backend(&config, store);
     let (listener, mut finished) = RunListener::channel();
-    let (config, bucket) = (Arc::new(config), storage.bucket().to_owned());
-    let pipeline = Pipeline::start(config.clone(), storage, backend, None, false, Default::default(), vec![listener]);
-    let shutdown = std::pin::pin!(shutdown);
-    if let (Some(cluster), Some(coordinator)) = (pipeline.cluster.clone(), pipeline.coordinator.clone()) {
-        let code = whole_run(&pipeline, &cluster, &coordinator, opts, timeout, shutdown).await;
-        // Each instance announces its own runs (as `serve` does).
-        let mut any = false;
-        while let Ok(f) = finished.try_recv() {
-            announce(&config, &bucket, Some(f)).await;
-            any = true;
-        }
-        if !any {
-            announce(&config, &bucket, None).await;
-        }
-        return code;
-    }
-    let handle = match pipeline.scheduler.send(RunNow { force: opts.force }).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
-            eprintln!("Error: cron job is already running");
-            return Exit::Locked;
-        }
-        Ok(Err(e)) => {
-            eprintln!("Error: {e}");
-            return Exit::Fatal;
-        }
+    let lanes = lanes::start(&config, opened, None, false, &Default::default(), vec![listener]);
+    let config = Arc::new(config);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let several = lanes.len() > 1;
+    let say = |bucket: &str, e: &dyn std::fmt::Display| {
+        if several { eprintln!("Error: bucket {bucket}: {e}") } else { eprintln!("Error: {e}") }
     };
-    let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
-    let mut done = handle.done;
-    let summary = tokio::select! {
-        s = &mut done => s.ok(),
+    // Each bucket's end: its run's summary, or why it had none.
+    let mut ends: Vec<(String, Result<RunSummary, Exit>)> = Vec::new();
+    let mut begun = Vec::new();
+    for lane in &lanes {
+        let pipeline = &lane.pipeline;
+        if let (Some(cluster), Some(coordinator)) = (pipeline.cluster.clone(), pipeline.coordinator.clone()) {
+            let end = whole_run(pipeline, &cluster, &coordinator, &opts, timeout, shutdown.as_mut()).await;
+            ends.push((lane.bucket.clone(), end));
+            continue;
+        }
+        match pipeline.scheduler.send(RunNow { force: opts.force }).await {
+            Ok(Ok(h)) => begun.push((lane, h.done)),
+            Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
+                say(&lane.bucket, &"cron job is already running");
+                ends.push((lane.bucket.clone(), Err(Exit::Locked)));
+            }
+            Ok(Err(e)) => {
+                say(&lane.bucket, &e);
+                ends.push((lane.bucket.clone(), Err(Exit::Fatal)));
+            }
+        }
+    }
+    let ran = begun.len();
+    let pipelines: Vec<Pipeline> = begun.iter().map(|(l, _)| l.pipeline.clone()).collect();
+    let bar = (opts.progress && ran > 0).then(|| progress_bar(pipelines));
+    let (running, dones): (Vec<&Lane>, Vec<_>) = begun.into_iter().unzip();
+    let mut all = futures::future::join_all(dones);
+    let summaries = tokio::select! {
+        s = &mut all => s,
         _ = shutdown => {
-            stop(&pipeline, timeout).await;
-            done.await.ok()
+            futures::future::join_all(running.iter().map(|l| stop(&l.pipeline, timeout))).await;
+            all.await
         }
     };
     if let Some(bar) = bar {
         bar.abort();
     }
-    let Some(summary) = summary else {
-        eprintln!("Error: the run ended without a summary");
-        return Exit::Fatal;
+    for (lane, summary) in running.iter().zip(summaries) {
+        let end = summary.map_err(|_| {
+            say(&lane.bucket, &"the run ended without a summary");
+            Exit::Fatal
+        });
+        ends.push((lane.bucket.clone(), end));
+    }
+    // Each finished run is announced (those of cluster runs are in the channel already).
+    let mut runs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while runs.len() < ran {
+        match tokio::time::timeout_at(deadline, finished.recv()).await {
+            Ok(Some(f)) => runs.push(f),
+            _ => break,
+        }
+    }
+    while let Ok(f) = finished.try_recv() {
+        runs.push(f);
+    }
+    announce(&config, runs).await;
+    ends.sort_by_key(|(b, _)| lanes.iter().position(|l| &l.bucket == b));
+    report_all(&ends, opts.json);
+    ends.iter().map(|(_, end)| end.as_ref().map_or_else(|e| *e, exit_code)).fold(Exit::Ok, worst)
+}
+
+/// The worse of two buckets' ends: fatal, then failed, then locked, then ok.
+fn worst(a: Exit, b: Exit) -> Exit {
+    let rank = |e: Exit| match e {
+        Exit::Fatal => 3,
+        Exit::Failed => 2,
+        Exit::Locked => 1,
+        Exit::Ok => 0,
     };
-    let finished = tokio::time::timeout(Duration::from_secs(5), finished.recv()).await.ok().flatten();
-    announce(&config, &bucket, finished).await;
-    report(&summary, opts.json);
-    exit_code(&summary)
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// Prints each bucket's summary: one bucket as a one-bucket daemon prints it; several
+/// each under its name (text) or as one JSON object `{"buckets": [{"bucket", …}]}`.
+fn report_all(ends: &[(String, Result<RunSummary, Exit>)], json: bool) {
+    if let [(_, Ok(summary))] = ends {
+        return report(summary, json);
+    }
+    if json {
+        let buckets: Vec<serde_json::Value> = ends
+            .iter()
+            .map(|(bucket, end)| {
+                let mut v = match end {
+                    Ok(s) => serde_json::to_value(s).expect("summary serialises"),
+                    Err(e) => serde_json::json!({"complete": false, "error": format!("{e:?}").to_lowercase()}),
+                };
+                v["bucket"] = serde_json::json!(bucket);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "buckets": buckets }));
+        return;
+    }
+    for (bucket, end) in ends {
+        println!("Bucket {bucket}:");
+        match end {
+            Ok(s) => report(s, false),
+            Err(e) => println!("  no run ({})", format!("{e:?}").to_lowercase()),
+        }
+    }
 }
 
 /// `run-once`'s exit code for a run's summary.
@@ -293,10 +360,10 @@ async fn whole_run(
     pipeline: &Pipeline,
     cluster: &crate::cluster::Cluster,
     coordinator: &actix::Addr<crate::actors::Coordinator>,
-    opts: RunOnceOptions,
+    opts: &RunOnceOptions,
     timeout: Duration,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Exit {
+) -> Result<RunSummary, Exit> {
     let began = std::time::Instant::now();
     join_cluster(cluster).await;
     let at = match coordinator.send(RequestRun { force: opts.force }).await {
@@ -304,15 +371,15 @@ async fn whole_run(
         Ok(Err(e)) => {
             eprintln!("Error: {e}");
             leave_cluster(pipeline).await;
-            return Exit::Fatal;
+            return Err(Exit::Fatal);
         }
         Err(e) => {
             eprintln!("Error: {e}");
-            return Exit::Fatal;
+            return Err(Exit::Fatal);
         }
     };
     tracing::info!(at = %at.to_rfc3339(), "Waiting until every shard has answered the run request");
-    let bar = opts.progress.then(|| progress_bar(pipeline.clone()));
+    let bar = opts.progress.then(|| progress_bar(vec![pipeline.clone()]));
     let period = (cluster.config.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
     let mut interrupted = false;
     let whole = loop {
@@ -320,11 +387,11 @@ async fn whole_run(
             Ok(Some(w)) => w,
             Ok(None) => {
                 eprintln!("Error: the cluster coordinator has stopped");
-                return Exit::Fatal;
+                return Err(Exit::Fatal);
             }
             Err(e) => {
                 eprintln!("Error: {e}");
-                return Exit::Fatal;
+                return Err(Exit::Fatal);
             }
         };
         if whole.pending.is_empty() || interrupted {
@@ -343,9 +410,7 @@ async fn whole_run(
     let _ = coordinator.send(Quiesce).await;
     stop(pipeline, timeout).await;
     let _ = coordinator.send(Leave).await;
-    let summary = whole_summary(at, &whole, began.elapsed());
-    report(&summary, opts.json);
-    exit_code(&summary)
+    Ok(whole_summary(at, &whole, began.elapsed()))
 }
 
 /// The whole run's summary: the shards' counts summed, this instance's listing counts
@@ -381,9 +446,9 @@ fn whole_summary(at: chrono::DateTime<chrono::Utc>, whole: &WholeRun, took: Dura
 }
 
 /// `run-once` with `webhook.url`: tries the deliveries earlier processes left pending,
-/// then announces this run as `serve` would; a delivery that fails stays pending for the
-/// next process (`serve` or `run-once`).
-async fn announce(config: &Config, bucket: &str, finished: Option<RunFinished>) {
+/// then announces each bucket's finished run as `serve` would; a delivery that fails
+/// stays pending for the next process (`serve` or `run-once`).
+async fn announce(config: &Config, finished: Vec<RunFinished>) {
     let webhook = match Webhook::from_config(&config.webhook) {
         Ok(Some(w)) => w,
         Ok(None) => return,
@@ -395,8 +460,8 @@ async fn announce(config: &Config, bucket: &str, finished: Option<RunFinished>) 
     if config.webhook.retry_enabled {
         webhook.retry_pending().await;
     }
-    if let Some(f) = finished {
-        let _ = webhook.deliver(crate::webhook::payload::batch_completed(bucket, &f.summary, &f.images)).await;
+    for f in finished {
+        let _ = webhook.deliver(crate::webhook::payload::batch_completed(&f.bucket, &f.summary, &f.images)).await;
     }
 }
 
@@ -452,76 +517,93 @@ fn report(s: &RunSummary, json: bool) {
     }
 }
 
-/// A spinner with live counts on stderr, while a run goes on.
-fn progress_bar(pipeline: Pipeline) -> ProgressTask {
+/// A spinner with live counts on stderr (summed over the buckets), while runs go on.
+fn progress_bar(pipelines: Vec<Pipeline>) -> ProgressTask {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
     let task = actix::spawn(async move {
         let _clear = scopeguard(bar.clone());
         loop {
-            if let Ok(p) = pipeline.state_keeper.send(GetProgress).await {
-                let c = p.counts;
-                bar.set_message(format!(
-                    "listed {} · converted {} · skipped {} · failed {} · in flight {}",
-                    c.listed, c.converted, c.skipped, c.failed, p.in_flight
-                ));
-                bar.tick();
+            let (mut listed, mut converted, mut skipped, mut failed, mut in_flight) = (0, 0, 0, 0, 0);
+            for pipeline in &pipelines {
+                if let Ok(p) = pipeline.state_keeper.send(GetProgress).await {
+                    let c = p.counts;
+                    (listed, converted, skipped, failed) =
+                        (listed + c.listed, converted + c.converted, skipped + c.skipped, failed + c.failed);
+                    in_flight += p.in_flight;
+                }
             }
+            bar.set_message(format!(
+                "listed {listed} · converted {converted} · skipped {skipped} · failed {failed} · in flight {in_flight}"
+            ));
+            bar.tick();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
     ProgressTask(task)
 }
 
-/// `run-once --dry-run`: prints the sources a run would convert, one a line.
-pub async fn dry_run(config: Config, storage: Storage, force: bool) -> Exit {
-    let loaded = match &config.state.cluster {
-        Some(c) => crate::cluster::read_all_states(&storage, c).await.map_err(|e| e.to_string()),
-        None => open_state(&config, storage.bucket())
-            .and_then(|store| store.load().map(Option::unwrap_or_default).map_err(|e| e.to_string())),
-    };
-    let state = match loaded {
-        Ok(s) => s,
+/// `run-once --dry-run`: prints the sources a run would convert, one a line (with
+/// several buckets as `r2://<bucket>/<key>` addresses); `only` selects one bucket.
+pub async fn dry_run(config: Config, storage: Storage, force: bool, only: Option<&str>) -> Exit {
+    let opened = match open(&config, &storage, only) {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("Error: {e}");
             return Exit::Fatal;
         }
     };
-    let rules = PlanRules {
-        formats: config.formats.clone(),
-        ignore_before: state.ignore_before,
-        reprocess_from: state.reprocess_from,
-        force,
-        now: chrono::Utc::now(),
-        upto: None,
-    };
-    let mut planner = Planner::new(rules, Arc::new(state));
-    let mut listing = storage.list_ordered(None);
-    let mut decisions = Vec::new();
+    let several = opened.len() > 1;
     let (mut convert, mut skip) = (0u64, 0u64);
-    let mut print = |d: &Decision| match d {
-        Decision::Convert { source, output, .. } => {
-            convert += 1;
-            println!("{} -> {}", source.key, output);
-        }
-        Decision::Conflict { sources, output } => {
-            let keys: Vec<&str> = sources.iter().map(|s| s.key.as_str()).collect();
-            println!("conflict: {} claimed by {}", output, keys.join(", "));
-        }
-        Decision::Skip { .. } => skip += 1,
-    };
-    while let Some(item) = listing.next().await {
-        match item {
-            Ok(o) => planner.push(o, &mut decisions),
+    for lanes::Opened { config, storage, backend } in opened {
+        let name = |key: &str| if several { crate::naming::address(storage.bucket(), key) } else { key.to_owned() };
+        let loaded = match (&config.state.cluster, backend) {
+            (Some(c), _) => crate::cluster::read_all_states(&storage, c).await.map_err(|e| e.to_string()),
+            (None, StateBackend::Own(store)) => store.load().map(Option::unwrap_or_default).map_err(|e| e.to_string()),
+            (None, StateBackend::Bucket(_)) => Ok(Default::default()),
+        };
+        let state = match loaded {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("Error: {e}");
                 return Exit::Fatal;
             }
+        };
+        let rules = PlanRules {
+            formats: config.formats.clone(),
+            ignore_before: state.ignore_before,
+            reprocess_from: state.reprocess_from,
+            force,
+            now: chrono::Utc::now(),
+            upto: None,
+        };
+        let mut planner = Planner::new(rules, Arc::new(state));
+        let mut listing = storage.list_ordered(None);
+        let mut decisions = Vec::new();
+        let mut print = |d: &Decision| match d {
+            Decision::Convert { source, output, .. } => {
+                convert += 1;
+                println!("{} -> {}", name(&source.key), name(output));
+            }
+            Decision::Conflict { sources, output } => {
+                let keys: Vec<String> = sources.iter().map(|s| name(&s.key)).collect();
+                println!("conflict: {} claimed by {}", name(output), keys.join(", "));
+            }
+            Decision::Skip { .. } => skip += 1,
+        };
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok(o) => planner.push(o, &mut decisions),
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    return Exit::Fatal;
+                }
+            }
+            decisions.drain(..).for_each(|d| print(&d));
         }
+        planner.finish(&mut decisions);
         decisions.drain(..).for_each(|d| print(&d));
     }
-    planner.finish(&mut decisions);
-    decisions.drain(..).for_each(|d| print(&d));
     eprintln!("{convert} would be converted, {skip} skipped");
     Exit::Ok
 }

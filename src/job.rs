@@ -41,7 +41,7 @@ impl JobError {
     pub fn reason(&self) -> Reason {
         match self {
             Self::Source(SourceError::Empty) => Reason::MissingSource,
-            Self::Source(SourceError::OtherBucket { .. }) => Reason::BucketMismatch,
+            Self::Source(SourceError::UnknownBucket { .. }) => Reason::UnknownBucket,
             Self::Source(_) => Reason::InvalidSource,
             Self::NotCandidate { .. } => Reason::NotCandidate,
             Self::Storage(e) => e.reason(),

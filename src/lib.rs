@@ -16,6 +16,8 @@
 //!   wired into the daemon).
 //! - [`reason`]: why an image was not converted — one enum for the ledger, the metrics
 //!   and the API (which answers with the Go server's wire codes).
+//! - [`lanes`]: several buckets (`r2.buckets`) — one pipeline per bucket, sharing the
+//!   converter pool and the memory budget.
 //! - [`naming`]: which keys are candidates, where their WebP goes, `r2://` addresses.
 //! - [`job`]: fetch → convert → upload for one object, the unit of work of the CLI, the
 //!   API and the pipeline.
@@ -36,6 +38,7 @@ pub mod daemon;
 pub mod events;
 pub mod health;
 pub mod job;
+pub mod lanes;
 pub mod lease;
 pub mod logging;
 pub mod memory;

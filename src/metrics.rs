@@ -7,10 +7,14 @@
 //! run down. Conventions: units in names (`_bytes_total`, `_seconds`), every series
 //! present from the start (each failure reason at 0), `process_*` from the process
 //! collector (Linux), and `ics_build_info` naming the version, commit and libwebp.
+//!
+//! Runs and their images are counted per bucket (a `bucket` label; one daemon may keep
+//! several buckets, `r2.buckets`): each bucket's pipeline holds a [`Metrics::for_bucket`]
+//! handle on the one registry, so `/metrics` shows every bucket's series side by side.
 
 use crate::reason::Reason;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -26,23 +30,25 @@ const HTTP_BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    runs_started: IntCounter,
-    runs_completed: IntCounter,
-    runs_interrupted: IntCounter,
-    converted: IntCounter,
-    skipped: IntCounter,
-    kept: IntCounter,
+    /// The bucket this handle records runs for (the `bucket` label).
+    bucket: String,
+    runs_started: IntCounterVec,
+    runs_completed: IntCounterVec,
+    runs_interrupted: IntCounterVec,
+    converted: IntCounterVec,
+    skipped: IntCounterVec,
+    kept: IntCounterVec,
     failed: IntCounterVec,
-    input_bytes: IntCounter,
-    output_bytes: IntCounter,
-    in_flight: IntGauge,
-    last_success: IntGauge,
+    input_bytes: IntCounterVec,
+    output_bytes: IntCounterVec,
+    in_flight: IntGaugeVec,
+    last_success: IntGaugeVec,
     api_conversions: IntCounter,
-    duration: Histogram,
-    superseded: IntCounter,
-    shards_held: IntGauge,
-    live_instances: IntGauge,
-    leases_lost: IntCounter,
+    duration: HistogramVec,
+    superseded: IntCounterVec,
+    shards_held: IntGaugeVec,
+    live_instances: IntGaugeVec,
+    leases_lost: IntCounterVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     events_received: IntCounterVec,
@@ -71,11 +77,19 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     register(registry, IntCounter::new(name, help).expect("valid metric"))
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    register(registry, IntGauge::new(name, help).expect("valid metric"))
+/// A counter with a `bucket` label.
+fn counters(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), &["bucket"]).expect("valid metric"))
+}
+
+/// A gauge with a `bucket` label.
+fn gauges(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), &["bucket"]).expect("valid metric"))
 }
 
 impl Metrics {
+    /// The registry, with no bucket's series yet: a pipeline records through
+    /// [`Metrics::for_bucket`] (this handle itself records under `bucket=""`).
     pub fn new() -> Self {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
@@ -94,17 +108,18 @@ impl Metrics {
             .set(1);
         let failed = register(
             &r,
-            IntCounterVec::new(Opts::new("ics_images_failed_total", "Images that failed, by reason."), &["reason"])
-                .expect("valid metric"),
+            IntCounterVec::new(
+                Opts::new("ics_images_failed_total", "Images that failed, by bucket and reason."),
+                &["bucket", "reason"],
+            )
+            .expect("valid metric"),
         );
-        for reason in Reason::ALL {
-            failed.with_label_values(&[reason.code()]);
-        }
         let duration = register(
             &r,
-            Histogram::with_opts(
+            HistogramVec::new(
                 HistogramOpts::new("ics_conversion_duration_seconds", "Download-to-upload time of one image.")
                     .buckets(CONVERSION_BUCKETS.to_vec()),
+                &["bucket"],
             )
             .expect("valid metric"),
         );
@@ -148,35 +163,36 @@ impl Metrics {
             .expect("valid metric"),
         );
         Self {
+            bucket: String::new(),
             events_received,
             event_lag,
-            runs_started: counter(&r, "ics_runs_started_total", "Runs started."),
-            runs_completed: counter(&r, "ics_runs_completed_total", "Runs that went through the whole bucket."),
-            runs_interrupted: counter(&r, "ics_runs_interrupted_total", "Runs interrupted (shutdown, listing error)."),
-            converted: counter(&r, "ics_images_converted_total", "Images converted and uploaded by runs."),
-            skipped: counter(
+            runs_started: counters(&r, "ics_runs_started_total", "Runs started."),
+            runs_completed: counters(&r, "ics_runs_completed_total", "Runs that went through the whole bucket."),
+            runs_interrupted: counters(&r, "ics_runs_interrupted_total", "Runs interrupted (shutdown, listing error)."),
+            converted: counters(&r, "ics_images_converted_total", "Images converted and uploaded by runs."),
+            skipped: counters(
                 &r,
                 "ics_images_skipped_total",
                 "Sources skipped (WebP up to date, or left by the ledger).",
             ),
-            kept: counter(&r, "ics_images_kept_total", "Sources kept because their WebP would be larger."),
+            kept: counters(&r, "ics_images_kept_total", "Sources kept because their WebP would be larger."),
             api_conversions: counter(&r, "ics_api_conversions_total", "Images converted through the API."),
-            input_bytes: counter(&r, "ics_input_bytes_total", "Source bytes converted."),
-            output_bytes: counter(&r, "ics_output_bytes_total", "WebP bytes written."),
-            in_flight: gauge(&r, "ics_images_in_flight", "Images between listing and record."),
-            last_success: gauge(
+            input_bytes: counters(&r, "ics_input_bytes_total", "Source bytes converted."),
+            output_bytes: counters(&r, "ics_output_bytes_total", "WebP bytes written."),
+            in_flight: gauges(&r, "ics_images_in_flight", "Images between listing and record."),
+            last_success: gauges(
                 &r,
                 "ics_last_success_timestamp_seconds",
                 "End of the last complete run without failures (Unix time; 0: none yet).",
             ),
-            superseded: counter(
+            superseded: counters(
                 &r,
                 "ics_images_superseded_total",
                 "Images left to another instance (shard lost, or its WebP written first).",
             ),
-            shards_held: gauge(&r, "ics_cluster_shards_held", "Shards this instance holds (state.backend: bucket)."),
-            live_instances: gauge(&r, "ics_cluster_live_instances", "Live instances seen through their heartbeats."),
-            leases_lost: counter(
+            shards_held: gauges(&r, "ics_cluster_shards_held", "Shards this instance holds (state.backend: bucket)."),
+            live_instances: gauges(&r, "ics_cluster_live_instances", "Live instances seen through their heartbeats."),
+            leases_lost: counters(
                 &r,
                 "ics_cluster_leases_lost_total",
                 "Leases lost to another instance (a write refused).",
@@ -189,27 +205,53 @@ impl Metrics {
         }
     }
 
+    /// A handle recording runs and images for `bucket` (its series exist from now on, at 0).
+    pub fn for_bucket(&self, bucket: &str) -> Self {
+        let m = Self { bucket: bucket.to_owned(), ..self.clone() };
+        m.touch();
+        m
+    }
+
+    /// Creates this bucket's series, so each is present before its first event.
+    fn touch(&self) {
+        let b: &[&str] = &[&self.bucket];
+        for v in [&self.runs_started, &self.runs_completed, &self.runs_interrupted, &self.converted] {
+            v.with_label_values(b);
+        }
+        for v in [&self.skipped, &self.kept, &self.input_bytes, &self.output_bytes, &self.superseded, &self.leases_lost]
+        {
+            v.with_label_values(b);
+        }
+        for v in [&self.in_flight, &self.last_success, &self.shards_held, &self.live_instances] {
+            v.with_label_values(b);
+        }
+        self.duration.with_label_values(b);
+        for reason in Reason::ALL {
+            self.failed.with_label_values(&[self.bucket.as_str(), reason.code()]);
+        }
+    }
+
     pub fn run_started(&self) {
-        self.runs_started.inc();
+        self.runs_started.with_label_values(&[&self.bucket]).inc();
     }
 
     /// A run ended; `complete` runs set the last-success time.
     pub fn run_finished(&self, complete: bool, failed: bool) {
         if complete {
-            self.runs_completed.inc();
+            self.runs_completed.with_label_values(&[&self.bucket]).inc();
             if !failed {
-                self.last_success.set(chrono::Utc::now().timestamp());
+                self.last_success.with_label_values(&[&self.bucket]).set(chrono::Utc::now().timestamp());
             }
         } else {
-            self.runs_interrupted.inc();
+            self.runs_interrupted.with_label_values(&[&self.bucket]).inc();
         }
     }
 
     pub fn converted(&self, bytes_in: u64, bytes_out: u64, seconds: f64) {
-        self.converted.inc();
-        self.input_bytes.inc_by(bytes_in);
-        self.output_bytes.inc_by(bytes_out);
-        self.duration.observe(seconds);
+        self.converted.with_label_values(&[&self.bucket]).inc();
+        self.input_bytes.with_label_values(&[&self.bucket]).inc_by(bytes_in);
+        self.output_bytes.with_label_values(&[&self.bucket]).inc_by(bytes_out);
+        self.duration.with_label_values(&[&self.bucket]).observe(seconds);
     }
 
     pub fn api_converted(&self) {
@@ -217,15 +259,15 @@ impl Metrics {
     }
 
     pub fn skipped(&self, n: u64) {
-        self.skipped.inc_by(n);
+        self.skipped.with_label_values(&[&self.bucket]).inc_by(n);
     }
 
     pub fn kept(&self) {
-        self.kept.inc();
+        self.kept.with_label_values(&[&self.bucket]).inc();
     }
 
     pub fn failed(&self, reason: Reason) {
-        self.failed.with_label_values(&[reason.code()]).inc();
+        self.failed.with_label_values(&[self.bucket.as_str(), reason.code()]).inc();
     }
 
     /// A bucket event message received from `source`.
@@ -240,22 +282,22 @@ impl Metrics {
 
     /// Bucket mode: an image left to another instance.
     pub fn superseded(&self) {
-        self.superseded.inc();
+        self.superseded.with_label_values(&[&self.bucket]).inc();
     }
 
     /// Bucket mode: a lease lost to another instance.
     pub fn lease_lost(&self) {
-        self.leases_lost.inc();
+        self.leases_lost.with_label_values(&[&self.bucket]).inc();
     }
 
     /// Bucket mode: shards held here and live instances seen.
     pub fn set_cluster(&self, held: usize, live: usize) {
-        self.shards_held.set(held as i64);
-        self.live_instances.set(live as i64);
+        self.shards_held.with_label_values(&[&self.bucket]).set(held as i64);
+        self.live_instances.with_label_values(&[&self.bucket]).set(live as i64);
     }
 
     pub fn set_in_flight(&self, n: usize) {
-        self.in_flight.set(n as i64);
+        self.in_flight.with_label_values(&[&self.bucket]).set(n as i64);
     }
 
     /// An HTTP request answered: `route` is the matched pattern (`/api/convert`), or
@@ -282,30 +324,37 @@ mod tests {
 
     #[test]
     fn renders_counters_labels_and_a_cumulative_histogram() {
-        let m = Metrics::default();
+        let m = Metrics::default().for_bucket("b");
         m.run_started();
         m.converted(100, 40, 0.2);
         m.converted(100, 40, 3.0);
         m.failed(Reason::DecodeFailed);
         m.failed(Reason::DecodeFailed);
         let text = m.render();
-        assert!(text.contains("ics_runs_started_total 1\n"));
-        assert!(text.contains("ics_images_converted_total 2\n"));
-        assert!(text.contains("ics_images_failed_total{reason=\"decode_failed\"} 2\n"));
-        assert!(text.contains("ics_conversion_duration_seconds_bucket{le=\"0.25\"} 1\n"));
-        assert!(text.contains("ics_conversion_duration_seconds_bucket{le=\"5\"} 2\n"));
-        assert!(text.contains("ics_conversion_duration_seconds_count 2\n"));
-        assert!(text.contains("ics_output_bytes_total 80\n"));
-        assert!(text.contains("ics_input_bytes_total 200\n"));
+        assert!(text.contains("ics_runs_started_total{bucket=\"b\"} 1\n"));
+        assert!(text.contains("ics_images_converted_total{bucket=\"b\"} 2\n"));
+        assert!(text.contains("ics_images_failed_total{bucket=\"b\",reason=\"decode_failed\"} 2\n"));
+        assert!(text.contains("ics_conversion_duration_seconds_bucket{bucket=\"b\",le=\"0.25\"} 1\n"));
+        assert!(text.contains("ics_conversion_duration_seconds_bucket{bucket=\"b\",le=\"5\"} 2\n"));
+        assert!(text.contains("ics_conversion_duration_seconds_count{bucket=\"b\"} 2\n"));
+        assert!(text.contains("ics_output_bytes_total{bucket=\"b\"} 80\n"));
+        assert!(text.contains("ics_input_bytes_total{bucket=\"b\"} 200\n"));
     }
 
     #[test]
     fn every_series_exists_before_its_first_event() {
-        let text = Metrics::default().render();
+        let text = Metrics::default().for_bucket("b").render();
         for reason in Reason::ALL {
-            assert!(text.contains(&format!("ics_images_failed_total{{reason=\"{reason}\"}} 0\n")), "{reason}");
+            assert!(
+                text.contains(&format!("ics_images_failed_total{{bucket=\"b\",reason=\"{reason}\"}} 0\n")),
+                "{reason}"
+            );
         }
-        for name in ["ics_runs_started_total 0", "ics_cluster_shards_held 0", "ics_images_in_flight 0"] {
+        for name in [
+            "ics_runs_started_total{bucket=\"b\"} 0",
+            "ics_cluster_shards_held{bucket=\"b\"} 0",
+            "ics_images_in_flight{bucket=\"b\"} 0",
+        ] {
             assert!(text.contains(name), "{name}");
         }
         assert!(text.contains("ics_build_info{commit=\""), "{text}");
@@ -318,6 +367,22 @@ mod tests {
         ] {
             assert!(text.contains(&format!("\n{name} ")), "{name} missing");
         }
+    }
+
+    #[test]
+    fn each_bucket_has_its_own_series_on_one_registry() {
+        let registry = Metrics::new();
+        let (a, b) = (registry.for_bucket("images-a"), registry.for_bucket("images-b"));
+        a.converted(10, 5, 0.1);
+        b.converted(10, 5, 0.1);
+        b.converted(10, 5, 0.1);
+        b.failed(Reason::DecodeFailed);
+        let text = registry.render();
+        assert!(text.contains("ics_images_converted_total{bucket=\"images-a\"} 1\n"), "{text}");
+        assert!(text.contains("ics_images_converted_total{bucket=\"images-b\"} 2\n"), "{text}");
+        assert!(text.contains("ics_images_failed_total{bucket=\"images-a\",reason=\"decode_failed\"} 0\n"));
+        assert!(text.contains("ics_images_failed_total{bucket=\"images-b\",reason=\"decode_failed\"} 1\n"));
+        assert!(!text.contains("bucket=\"\""), "no series of an unnamed bucket: {text}");
     }
 
     #[test]

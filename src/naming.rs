@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 pub enum SourceError {
     #[error("source is empty")]
     Empty,
-    #[error("source {address:?} names bucket {bucket:?}, but the configured bucket is {configured:?}")]
-    OtherBucket { address: String, bucket: String, configured: String },
+    #[error("source {address:?} names bucket {bucket:?}, which is not configured (configured: {})", configured.join(", "))]
+    UnknownBucket { address: String, bucket: String, configured: Vec<String> },
     #[error("source {0:?} has no object key after the bucket")]
     NoKey(String),
     #[error("source {0:?} uses an unsupported scheme (use a key, r2://bucket/key or s3://bucket/key)")]
@@ -58,12 +58,19 @@ pub fn collisions<'a>(sources: impl IntoIterator<Item = &'a str>) -> BTreeMap<St
 
 /// Turns `key`, `r2://bucket/key` or `s3://bucket/key` into a key of `bucket`.
 pub fn parse_source(source: &str, bucket: &str) -> Result<String, SourceError> {
+    route_source(source, &[bucket.to_owned()]).map(|(_, key)| key)
+}
+
+/// Routes `source` to one of `buckets` (the primary first): `r2://b/key` and `s3://b/key`
+/// to bucket `b` when it is configured, a bare key to the primary. Returns the bucket's
+/// index in `buckets` and the key.
+pub fn route_source(source: &str, buckets: &[String]) -> Result<(usize, String), SourceError> {
     let source = source.trim();
     if source.is_empty() {
         return Err(SourceError::Empty);
     }
     let Some((scheme, rest)) = source.split_once("://") else {
-        return Ok(source.to_owned());
+        return Ok((0, source.to_owned()));
     };
     if !matches!(scheme.to_ascii_lowercase().as_str(), "r2" | "s3") {
         return Err(SourceError::Scheme(source.to_owned()));
@@ -73,14 +80,14 @@ pub fn parse_source(source: &str, bucket: &str) -> Result<String, SourceError> {
     if key.is_empty() {
         return Err(SourceError::NoKey(source.to_owned()));
     }
-    if named != bucket {
-        return Err(SourceError::OtherBucket {
+    match buckets.iter().position(|b| b == named) {
+        Some(i) => Ok((i, key.to_owned())),
+        None => Err(SourceError::UnknownBucket {
             address: source.to_owned(),
             bucket: named.to_owned(),
-            configured: bucket.to_owned(),
-        });
+            configured: buckets.to_vec(),
+        }),
     }
-    Ok(key.to_owned())
 }
 
 /// The address of `key` in `bucket`, as the Go server writes it.
@@ -121,9 +128,20 @@ mod tests {
         assert_eq!(parse_source("r2://b/x/y.jpg", "b").unwrap(), "x/y.jpg");
         assert_eq!(parse_source("s3://b/y.jpg", "b").unwrap(), "y.jpg");
         assert_eq!(parse_source("x/y.jpg", "b").unwrap(), "x/y.jpg");
-        assert!(matches!(parse_source("r2://other/y.jpg", "b"), Err(SourceError::OtherBucket { .. })));
+        assert!(matches!(parse_source("r2://other/y.jpg", "b"), Err(SourceError::UnknownBucket { .. })));
         assert!(matches!(parse_source("r2://b/", "b"), Err(SourceError::NoKey(_))));
         assert!(matches!(parse_source("r2://other", "b"), Err(SourceError::NoKey(_))));
         assert!(matches!(parse_source("ftp://b/y.jpg", "b"), Err(SourceError::Scheme(_))));
+    }
+
+    #[test]
+    fn sources_are_routed_to_the_bucket_they_name_and_bare_keys_to_the_primary() {
+        let buckets = vec!["images-a".to_owned(), "images-b".to_owned()];
+        assert_eq!(route_source("r2://images-b/p/x.png", &buckets).unwrap(), (1, "p/x.png".into()));
+        assert_eq!(route_source("s3://images-a/x.png", &buckets).unwrap(), (0, "x.png".into()));
+        assert_eq!(route_source("p/x.png", &buckets).unwrap(), (0, "p/x.png".into()));
+        let err = route_source("r2://images-c/x.png", &buckets).unwrap_err();
+        assert!(matches!(err, SourceError::UnknownBucket { .. }));
+        assert!(err.to_string().contains("images-a, images-b"), "{err}");
     }
 }

@@ -39,7 +39,7 @@ pub enum Reason {
     OutputCollision,
     NotCandidate,
     MissingSource,
-    BucketMismatch,
+    UnknownBucket,
     InvalidSource,
 }
 
@@ -70,7 +70,7 @@ impl Reason {
         Self::OutputCollision,
         Self::NotCandidate,
         Self::MissingSource,
-        Self::BucketMismatch,
+        Self::UnknownBucket,
         Self::InvalidSource,
     ];
 
@@ -101,13 +101,13 @@ impl Reason {
             Self::OutputCollision => "output_collision",
             Self::NotCandidate => "not_candidate",
             Self::MissingSource => "missing_source",
-            Self::BucketMismatch => "bucket_mismatch",
+            Self::UnknownBucket => "unknown_bucket",
             Self::InvalidSource => "invalid_source",
         }
     }
 
     /// The API's answer: HTTP status and error code (the Go server's codes where it had
-    /// one; ours, such as `bucket_mismatch` or `over_memory_budget`, where it had none).
+    /// one; ours, such as `unknown_bucket` or `over_memory_budget`, where it had none).
     pub fn answer(self) -> (u16, &'static str) {
         match self {
             Self::EmptyFile | Self::NotAnImage | Self::UnsupportedFormat | Self::DecodeFailed | Self::EmptyImage => {
@@ -131,7 +131,7 @@ impl Reason {
             // extension not in conversion.formats.
             Self::NotCandidate | Self::InvalidSource => (400, "invalid_source_format"),
             Self::MissingSource => (400, "missing_source"),
-            Self::BucketMismatch => (400, "bucket_mismatch"),
+            Self::UnknownBucket => (400, "unknown_bucket"),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! worker per core by default), never on the async threads.
 //!
 //! A worker converts one image at a time and passes the WebP on to the Uploader, or the
-//! failure (or a "kept source") straight to the StateKeeper. A panic in the codecs is
+//! failure (or a "kept source") straight to the StateKeeper — of the bucket the image
+//! came from ([`Route`]): one pool serves every bucket's pipeline and the API. A panic in the codecs is
 //! caught and reported as that image's failure; the worker lives on. A worker that
 //! starts an image while every other worker is idle (an API request on an idle daemon,
 //! the last image of a run) lets libwebp use a second thread for it.
@@ -26,6 +27,14 @@ use crate::reason::Reason;
 /// What converting one image yields: its WebP or its error.
 type Converted = Result<convert::Converted, ConvertError>;
 
+/// Where a run's image goes after the pool: its bucket's Uploader (a WebP), or its
+/// StateKeeper (a failure, a kept source).
+#[derive(Clone)]
+pub struct Route {
+    pub uploader: Addr<Uploader>,
+    pub state_keeper: Addr<StateKeeper>,
+}
+
 /// Converts one downloaded source.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -35,6 +44,8 @@ pub struct ConvertImage {
     pub slot: Slot,
     /// Released as soon as the WebP is made (decoded pixels freed).
     pub memory: Reservation,
+    /// The pipeline (bucket) the image belongs to.
+    pub route: Route,
 }
 
 /// Converts bytes for an on-demand request (the API) and answers with the result.
@@ -62,19 +73,11 @@ pub struct Converter {
     busy: Arc<AtomicUsize>,
     workers: usize,
     skip_if_larger: bool,
-    uploader: Addr<Uploader>,
-    state_keeper: Addr<StateKeeper>,
 }
 
 impl Converter {
-    pub fn new(
-        opts: ConvertOptions,
-        pool: (Arc<AtomicUsize>, usize),
-        skip_if_larger: bool,
-        uploader: Addr<Uploader>,
-        state_keeper: Addr<StateKeeper>,
-    ) -> Self {
-        Self { opts, busy: pool.0, workers: pool.1, skip_if_larger, uploader, state_keeper }
+    pub fn new(opts: ConvertOptions, pool: (Arc<AtomicUsize>, usize), skip_if_larger: bool) -> Self {
+        Self { opts, busy: pool.0, workers: pool.1, skip_if_larger }
     }
 
     /// Converts (a panic caught as `Err`), with libwebp's second thread when no other
@@ -112,7 +115,7 @@ impl Handler<ConvertImage> for Converter {
     type Result = ();
 
     fn handle(&mut self, msg: ConvertImage, _: &mut SyncContext<Self>) {
-        let ConvertImage { candidate, bytes, slot, memory } = msg;
+        let ConvertImage { candidate, bytes, slot, memory, route } = msg;
         let started = Instant::now();
         let result = self.convert(&bytes, None, &convert::webp::Cancel::new(false));
         let bytes_in = bytes.len() as u64;
@@ -124,7 +127,7 @@ impl Handler<ConvertImage> for Converter {
             }
             Ok(Ok(c)) => {
                 let convert_ms = started.elapsed().as_millis() as u64;
-                self.uploader.do_send(UploadWebp {
+                route.uploader.do_send(UploadWebp {
                     candidate,
                     webp: c.webp.into(),
                     bytes_in,
@@ -137,7 +140,7 @@ impl Handler<ConvertImage> for Converter {
             Ok(Err(e)) => fail(e.reason(), e.to_string(), is_permanent(&e)),
             Err(_) => fail(Reason::WorkerFailed, "the image decoder or encoder panicked".into(), true),
         };
-        self.state_keeper.do_send(RecordDone {
+        route.state_keeper.do_send(RecordDone {
             key: candidate.source.key,
             output: candidate.output,
             etag: candidate.source.etag,

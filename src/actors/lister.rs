@@ -12,7 +12,7 @@ use actix::prelude::*;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use super::converter::{ConvertImage, Converter};
+use super::converter::{ConvertImage, Converter, Route};
 use super::state_keeper::{ListingFinished, RecordDone, RecordListed, RecordQueued, RunStart, StateKeeper};
 use crate::config::Config;
 use crate::memory::MemoryBudget;
@@ -37,16 +37,18 @@ pub struct Lister {
 }
 
 impl Lister {
+    /// `route` names this pipeline's Uploader and StateKeeper (the pool is shared).
     pub fn new(
         config: Arc<Config>,
         storage: Storage,
-        state_keeper: Addr<StateKeeper>,
+        route: Route,
         converter: Addr<Converter>,
         memory: MemoryBudget,
         scope: Arc<dyn RunScope>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.pipeline.max_in_flight));
-        Self { job: ListingJob { config, storage, state_keeper, converter, slots, memory, scope } }
+        let state_keeper = route.state_keeper.clone();
+        Self { job: ListingJob { config, storage, state_keeper, route, converter, slots, memory, scope } }
     }
 }
 
@@ -68,6 +70,7 @@ struct ListingJob {
     config: Arc<Config>,
     storage: Storage,
     state_keeper: Addr<StateKeeper>,
+    route: Route,
     converter: Addr<Converter>,
     slots: Arc<Semaphore>,
     memory: MemoryBudget,
@@ -223,13 +226,14 @@ impl ListingJob {
         let storage = self.storage.clone();
         let converter = self.converter.clone();
         let state_keeper = self.state_keeper.clone();
+        let route = self.route.clone();
         let opts = self.config.convert.clone();
         let budget = self.memory.clone();
         actix::spawn(async move {
             let file = budget.reserve_file(candidate.source.size).await;
             match storage.get(&candidate.source.key, opts.limits.max_input_bytes).await {
                 Ok((_, bytes)) => match budget.reserve_work(Some(file), &bytes, None, &opts).await {
-                    Ok(memory) => converter.do_send(ConvertImage { candidate, bytes, slot, memory }),
+                    Ok(memory) => converter.do_send(ConvertImage { candidate, bytes, slot, memory, route }),
                     // A limit its header breaks (pixels, frames, the memory budget).
                     Err(e) => state_keeper.do_send(RecordDone {
                         key: candidate.source.key,

@@ -94,10 +94,47 @@ pub enum StateBackend {
     Bucket(Arc<Cluster>),
 }
 
+/// What every bucket's pipeline shares: the Converter pool (its workers are the
+/// process's CPU) and the memory budget (the process's memory).
+#[derive(Clone)]
+pub struct Pool {
+    pub converter: Addr<Converter>,
+    pub memory: MemoryBudget,
+}
+
+impl Pool {
+    /// Starts `pipeline.workers` converter threads and the budget of `pipeline.memory_budget_mb`.
+    pub fn start(config: &Config) -> Self {
+        let (opts, skip) = (config.convert.clone(), config.skip_if_larger);
+        let pool = (Arc::new(AtomicUsize::new(0)), config.pipeline.workers);
+        let converter =
+            SyncArbiter::start(config.pipeline.workers, move || Converter::new(opts.clone(), pool.clone(), skip));
+        Self { converter, memory: MemoryBudget::new(config.pipeline.memory_budget_mb) }
+    }
+}
+
 impl Pipeline {
-    /// Starts every actor on the current actix system. With `schedule`, runs also fire
-    /// on the cron schedule; without, only on [`RunNow`] (and at once with `run_on_start`).
+    /// Starts every actor on the current actix system, with a pool of its own. With
+    /// `schedule`, runs also fire on the cron schedule; without, only on [`RunNow`] (and
+    /// at once with `run_on_start`).
     pub fn start(
+        config: Arc<Config>,
+        storage: Storage,
+        backend: StateBackend,
+        schedule: Option<Schedule>,
+        run_on_start: bool,
+        metrics: Arc<Metrics>,
+        listeners: Vec<Recipient<RunFinished>>,
+    ) -> Self {
+        let pool = Pool::start(&config);
+        Self::start_in(&pool, config, storage, backend, schedule, run_on_start, metrics, listeners)
+    }
+
+    /// Starts one bucket's actors, converting in `pool` (shared with the other buckets'
+    /// pipelines and the API). `config` is that bucket's ([`Config::for_bucket`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_in(
+        pool: &Pool,
         config: Arc<Config>,
         storage: Storage,
         backend: StateBackend,
@@ -118,22 +155,10 @@ impl Pipeline {
             None => Arc::new(Solo),
         };
         let uploader = Uploader::new(storage.clone(), state_keeper.clone(), concurrency, scope.clone()).start();
-        let (opts, skip, up, sk) =
-            (config.convert.clone(), config.skip_if_larger, uploader.clone(), state_keeper.clone());
-        let pool = (Arc::new(AtomicUsize::new(0)), config.pipeline.workers);
-        let converter = SyncArbiter::start(config.pipeline.workers, move || {
-            Converter::new(opts.clone(), pool.clone(), skip, up.clone(), sk.clone())
-        });
-        let memory = MemoryBudget::new(config.pipeline.memory_budget_mb);
-        let lister = Lister::new(
-            config.clone(),
-            storage.clone(),
-            state_keeper.clone(),
-            converter.clone(),
-            memory.clone(),
-            scope,
-        )
-        .start();
+        let (converter, memory) = (pool.converter.clone(), pool.memory.clone());
+        let route = converter::Route { uploader: uploader.clone(), state_keeper: state_keeper.clone() };
+        let lister =
+            Lister::new(config.clone(), storage.clone(), route, converter.clone(), memory.clone(), scope).start();
         let coordinator = cluster.clone().map(|c| {
             Coordinator::new(c, storage, config.clone(), state_keeper.clone(), lister.clone(), metrics).start()
         });

@@ -161,6 +161,8 @@ pub const MAX_LISTED_IMAGES: usize = 10_000;
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct RunFinished {
+    /// The bucket the run kept (each bucket's runs are announced on their own).
+    pub bucket: String,
     pub summary: RunSummary,
     /// (source key, WebP key) of converted images, at most [`MAX_LISTED_IMAGES`].
     pub images: Vec<(String, String)>,
@@ -320,7 +322,11 @@ impl StateKeeper {
         self.metrics.run_finished(complete, counts.failed > 0);
         self.metrics.set_in_flight(0);
         for l in &self.listeners {
-            l.do_send(RunFinished { summary: summary.clone(), images: std::mem::take(&mut run.images) });
+            l.do_send(RunFinished {
+                bucket: self.config.bucket_name(),
+                summary: summary.clone(),
+                images: std::mem::take(&mut run.images),
+            });
         }
         if let Some(tx) = run.done.take() {
             let _ = tx.send(summary);

@@ -1,5 +1,5 @@
 //! WebhookSender: in `serve`, announces each finished run to `webhook.url` with the Go
-//! server's `batch.completed` payload, sends the API's manual sends, and retries the
+//! server's `batch.completed` payload (one per bucket's run, naming its bucket), sends the API's manual sends, and retries the
 //! pending deliveries — once at start (what an earlier process left) and every
 //! `webhook.retry_interval_minutes`. The delivery itself is [`crate::webhook`]'s.
 //!
@@ -28,7 +28,6 @@ pub struct RetryPending;
 /// The actor.
 pub struct WebhookSender {
     webhook: Webhook,
-    bucket: String,
     retry_enabled: bool,
     retry_interval: std::time::Duration,
     retrying: bool,
@@ -36,10 +35,9 @@ pub struct WebhookSender {
 
 impl WebhookSender {
     /// `Ok(None)` when no `webhook.url` is configured.
-    pub fn new(config: &crate::config::WebhookConfig, bucket: &str) -> Result<Option<Self>, DeliveryError> {
+    pub fn new(config: &crate::config::WebhookConfig) -> Result<Option<Self>, DeliveryError> {
         Ok(Webhook::from_config(config)?.map(|webhook| Self {
             webhook,
-            bucket: bucket.to_owned(),
             retry_enabled: config.retry_enabled,
             retry_interval: config.retry_interval,
             retrying: false,
@@ -63,7 +61,7 @@ impl Handler<RunFinished> for WebhookSender {
     type Result = ();
 
     fn handle(&mut self, msg: RunFinished, ctx: &mut Context<Self>) {
-        let body = payload::batch_completed(&self.bucket, &msg.summary, &msg.images);
+        let body = payload::batch_completed(&msg.bucket, &msg.summary, &msg.images);
         let webhook = self.webhook.clone();
         ctx.spawn(
             async move {

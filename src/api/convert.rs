@@ -2,7 +2,9 @@
 //!
 //! An on-demand conversion makes the same checks as the CLI's `convert`
 //! (`job::check_source`) and goes through the same Converter pool and Uploader (and so
-//! the same write rule) as the runs. At most `api.max_queued_conversions` are admitted at once (past that: 503
+//! the same write rule) as the runs: `r2://<bucket>/<key>` (or `s3://`) through that
+//! bucket's Uploader when the bucket is configured (400 `unknown_bucket` otherwise), a
+//! bare key or a URL through the primary bucket's. At most `api.max_queued_conversions` are admitted at once (past that: 503
 //! `busy`), and they queue in the pool's mailbox with the runs' images, so neither side
 //! can starve the other.
 
@@ -24,6 +26,7 @@ use crate::actors::uploader::PutWebp;
 use crate::actors::webhook::SendNow;
 use crate::convert::{ConvertError, ResizeSpec};
 use crate::job::{self, Written};
+use crate::lanes::Lane;
 use crate::naming;
 use crate::reason::Reason;
 use crate::webhook;
@@ -156,9 +159,9 @@ async fn convert_inner(
     cancel: Arc<crate::convert::webp::Cancel>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let bucket = state.storage.bucket().to_owned();
     let is_url = source.starts_with("http://") || source.starts_with("https://");
-    let (key, bytes): (String, Bytes) = if is_url {
+    // `r2://<bucket>/<key>` goes to that bucket's lane; a bare key or a URL to the primary.
+    let (lane, key, bytes): (&Lane, String, Bytes) = if is_url {
         if state.remote.is_off() {
             return Err(ApiError::bad_request(
                 "url_not_allowed",
@@ -166,15 +169,18 @@ async fn convert_inner(
             ));
         }
         let key = remote_key(source)?;
-        (key, state.remote.fetch(source).await?)
+        (&state.lanes[0], key, state.remote.fetch(source).await?)
     } else {
-        let key = naming::parse_source(source, &bucket)?;
+        let names: Vec<String> = state.lanes.iter().map(|l| l.bucket.clone()).collect();
+        let (i, key) = naming::route_source(source, &names)?;
+        let lane = &state.lanes[i];
         // The same checks as the CLI's `convert` (and the runs' planner): a safe key, a
         // candidate's extension, no other source claiming its WebP.
-        job::check_source(&state.storage, &state.config.formats, &key).await?;
-        let (_, bytes) = state.storage.get(&key, state.config.convert.limits.max_input_bytes).await?;
-        (key, bytes)
+        job::check_source(&lane.storage, &state.config.formats, &key).await?;
+        let (_, bytes) = lane.storage.get(&key, state.config.convert.limits.max_input_bytes).await?;
+        (lane, key, bytes)
     };
+    let bucket = lane.bucket.clone();
     let original_size = bytes.len() as u64;
     let with_source = |e: ConvertError| {
         let mut api: ApiError = e.into();
@@ -192,7 +198,7 @@ async fn convert_inner(
         .map_err(with_source)?;
     let output = destination(&key, resize.map(|_| (converted.width, converted.height)));
     let converted_size = converted.webp.len() as u64;
-    let written = state
+    let written = lane
         .pipeline
         .uploader
         .send(PutWebp { key: output.clone(), webp: converted.webp.into() })

@@ -75,7 +75,7 @@ async fn the_api_and_convert_refuse_the_same_sources_for_the_same_reason() {
     let cases = [
         ("p/cat.jpg", Reason::OutputCollision, 409, "output_collision"),
         ("p/missing.jpg", Reason::NotFound, 404, "image_not_found"),
-        ("r2://other-bucket/p/dog.jpg", Reason::BucketMismatch, 400, "bucket_mismatch"),
+        ("r2://other-bucket/p/dog.jpg", Reason::UnknownBucket, 400, "unknown_bucket"),
         ("p/notes.txt", Reason::NotCandidate, 400, "invalid_source_format"),
         ("p/broken.png", Reason::NotAnImage, 422, "unsupported_image"),
     ];

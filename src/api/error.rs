@@ -1,6 +1,6 @@
 //! API errors: the Go server's body `{"success": false, "error": CODE, "message": …}`, its
 //! codes and statuses, plus the ones it lacked (`payload_too_large`, `unsupported_image`,
-//! `bucket_mismatch`, `busy`, `unauthorized`, …). A failure of the image itself is
+//! `unknown_bucket`, `busy`, `unauthorized`, …). A failure of the image itself is
 //! classified once, as a [`Reason`] (shared with the ledger and the metrics), and
 //! answered with [`Reason::answer`]'s status and wire code.
 

@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::{BeginError, GetProgress, NextRun, Pipeline, RunNow};
 use crate::config::Config;
+use crate::lanes::Lane;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -42,8 +43,11 @@ pub use remote::RemotePolicy;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The primary bucket's storage and pipeline (the first of [`AppState::lanes`]).
     pub storage: Storage,
     pub pipeline: Pipeline,
+    /// Every bucket's pipeline, the primary first (`r2.buckets`); one without it.
+    pub lanes: Arc<Vec<Lane>>,
     pub metrics: Arc<Metrics>,
     /// On-demand conversions admitted at once (waiting or running).
     pub api_slots: Arc<Semaphore>,
@@ -57,6 +61,7 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of a daemon keeping one bucket.
     pub fn new(
         config: Arc<Config>,
         storage: Storage,
@@ -64,6 +69,19 @@ impl AppState {
         metrics: Arc<Metrics>,
         webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
     ) -> Self {
+        let lane = Lane { bucket: storage.bucket().to_owned(), config: config.clone(), storage, pipeline };
+        Self::with_lanes(config, vec![lane], metrics, webhook)
+    }
+
+    /// The state of a daemon keeping every bucket of `lanes` (the primary first; at least one).
+    pub fn with_lanes(
+        config: Arc<Config>,
+        lanes: Vec<Lane>,
+        metrics: Arc<Metrics>,
+        webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
+    ) -> Self {
+        let primary = lanes.first().expect("at least one bucket").clone();
+        let (storage, pipeline) = (primary.storage, primary.pipeline);
         let remote = RemotePolicy::new(
             config.api.allowed_url_hosts.clone(),
             config.api.trusted_url_addresses.clone(),
@@ -75,6 +93,7 @@ impl AppState {
             config,
             storage,
             pipeline,
+            lanes: Arc::new(lanes),
             metrics,
             api_slots,
             remote,
@@ -256,14 +275,23 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     }
     let unavailable =
         |_| ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the pipeline is stopping");
-    let progress = state.pipeline.state_keeper.send(GetProgress).await.map_err(unavailable)?;
-    let next_run = state.pipeline.scheduler.send(NextRun).await.map_err(unavailable)?;
-    let mut body = serde_json::to_value(&progress).expect("progress serialises");
-    body["next_run"] = json!(next_run);
-    body["schedule"] = json!(state.config.cron.enabled.then_some(&state.config.cron.schedule));
-    if let Some(cluster) = &state.pipeline.cluster {
-        body["cluster"] = serde_json::to_value(cluster.view()).expect("view serialises");
+    // One line per bucket; the primary's also at the top level, as a one-bucket daemon
+    // answers (and the Go-era clients read).
+    let mut lines = Vec::with_capacity(state.lanes.len());
+    for lane in state.lanes.iter() {
+        let progress = lane.pipeline.state_keeper.send(GetProgress).await.map_err(unavailable)?;
+        let next_run = lane.pipeline.scheduler.send(NextRun).await.map_err(unavailable)?;
+        let mut line = serde_json::to_value(&progress).expect("progress serialises");
+        line["bucket"] = json!(lane.bucket);
+        line["next_run"] = json!(next_run);
+        if let Some(cluster) = &lane.pipeline.cluster {
+            line["cluster"] = serde_json::to_value(cluster.view()).expect("view serialises");
+        }
+        lines.push(line);
     }
+    let mut body = lines[0].clone();
+    body["schedule"] = json!(state.config.cron.enabled.then_some(&state.config.cron.schedule));
+    body["buckets"] = json!(lines);
     if let Some(events) = state.events.as_ref().map(|e| e.status.view()).filter(|v| !v.is_empty()) {
         body["events"] = serde_json::to_value(events).expect("events serialise");
     }
@@ -272,24 +300,79 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
-/// Starts a run now.
-#[utoipa::path(post, path = "/api/runs", tag = "runs", security(("bearer" = [])), responses(
+/// Starts a run now: of every configured bucket, or of the one `bucket` names.
+#[utoipa::path(post, path = "/api/runs", tag = "runs", security(("bearer" = [])),
+    params(("bucket" = Option<String>, Query, description = "Run only this configured bucket (default: every bucket)")),
+    responses(
     (status = 202, description = "Started (in bucket mode: queued for the cluster)", body = schemas::RunStarted),
+    (status = 400, description = "`unknown_bucket`", body = schemas::ErrorBody),
     (status = 401, description = "`unauthorized`", body = schemas::ErrorBody),
     (status = 409, description = "`already_running`", body = schemas::ErrorBody),
     (status = 500, description = "`run_failed`", body = schemas::ErrorBody),
     (status = 503, description = "`unavailable`: the pipeline is stopping", body = schemas::ErrorBody),
 ))]
-async fn start_run(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let started = state.pipeline.scheduler.send(RunNow { force: false }).await;
-    // The next poll must see the run (a snapshot taken meanwhile would not).
+async fn start_run(
+    state: web::Data<AppState>,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let lanes: Vec<&Lane> = match query.get("bucket") {
+        None => state.lanes.iter().collect(),
+        Some(b) => match state.lanes.iter().find(|l| &l.bucket == b) {
+            Some(lane) => vec![lane],
+            None => {
+                let names: Vec<&str> = state.lanes.iter().map(|l| l.bucket.as_str()).collect();
+                return Err(ApiError::bad_request(
+                    "unknown_bucket",
+                    format!("bucket {b:?} is not configured (configured: {})", names.join(", ")),
+                ));
+            }
+        },
+    };
+    let mut answers = Vec::with_capacity(lanes.len());
+    for lane in &lanes {
+        answers.push((lane.bucket.clone(), lane.pipeline.scheduler.send(RunNow { force: false }).await));
+    }
+    // The next poll must see the runs (a snapshot taken meanwhile would not).
     state.status.invalidate();
-    match started {
-        Ok(Ok(handle)) => Ok(HttpResponse::Accepted().json(json!({"success": true, "run_id": handle.run_id}))),
-        // Bucket mode: recorded for the cluster; the shards' holders run them.
-        Ok(Err(e @ BeginError::Queued)) => {
-            Ok(HttpResponse::Accepted().json(json!({"success": true, "run_id": null, "message": e.to_string()})))
+    if let [(_, started)] = answers.as_slice() {
+        // One bucket: the answer of a one-bucket daemon.
+        return run_answer(started).map(|body| HttpResponse::Accepted().json(body));
+    }
+    // Several: each bucket's answer; accepted when any run began or was queued.
+    let mut runs = Vec::new();
+    let mut first_error = None;
+    for (bucket, started) in &answers {
+        match run_answer(started) {
+            Ok(mut body) => {
+                body["bucket"] = json!(bucket);
+                runs.push(body);
+            }
+            Err(e) => {
+                runs.push(json!({"bucket": bucket, "success": false, "error": e.code, "message": e.message}));
+                first_error.get_or_insert(e);
+            }
         }
+    }
+    let begun: Vec<&serde_json::Value> = runs.iter().filter(|r| r["success"] == json!(true)).collect();
+    match (begun.first(), first_error) {
+        (None, Some(e)) => Err(e),
+        (first, _) => Ok(HttpResponse::Accepted().json(json!({
+            "success": true,
+            "run_id": first.map(|r| r["run_id"].clone()),
+            "runs": runs,
+        }))),
+    }
+}
+
+/// One bucket's answer to `POST /api/runs`: the body when its run began (or, in bucket
+/// mode, was queued for the cluster), else the error.
+fn run_answer(
+    started: &Result<Result<crate::actors::RunHandle, BeginError>, actix::MailboxError>,
+) -> Result<serde_json::Value, ApiError> {
+    match started {
+        Ok(Ok(handle)) => Ok(json!({"success": true, "run_id": handle.run_id})),
+        // Bucket mode: recorded for the cluster; the shards' holders run them.
+        Ok(Err(e @ BeginError::Queued)) => Ok(json!({"success": true, "run_id": null, "message": e.to_string()})),
         Ok(Err(BeginError::AlreadyRunning)) => {
             Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "already_running", "cron job is already running"))
         }

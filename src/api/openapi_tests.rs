@@ -177,7 +177,7 @@ async fn every_route_answers_as_the_document_says() {
         ("GET", "/api/convert", "?source=photos/cat.png&width=abc", None, 400, "invalid_resize_params"),
         ("GET", "/api/convert", "?source=photos/cat.png&preset=nope", None, 400, "invalid_preset"),
         ("GET", "/api/convert", "?source=photos/notes.txt", None, 400, "invalid_source_format"),
-        ("GET", "/api/convert", "?source=r2://other/photos/cat.png", None, 400, "bucket_mismatch"),
+        ("GET", "/api/convert", "?source=r2://other/photos/cat.png", None, 400, "unknown_bucket"),
         ("GET", "/api/convert", "?source=https://example.com/a.png", None, 400, "url_not_allowed"),
         ("POST", "/api/convert", "", Some(("application/json", b"{".to_vec())), 400, "invalid_request"),
         ("POST", "/api/convert", "", Some(("text/plain", b"{}".to_vec())), 400, "invalid_request"),

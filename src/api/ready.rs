@@ -56,8 +56,9 @@ impl Readiness {
     (status = 503, description = "Not ready, with the reason and `Retry-After`", body = super::schemas::Readiness),
 ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let result = match state.pipeline.stopped_actor() {
-        Some(actor) => Err(format!("the {actor} actor has stopped")),
+    let stopped = state.lanes.iter().find_map(|l| l.pipeline.stopped_actor().map(|a| (a, &l.bucket)));
+    let result = match stopped {
+        Some((actor, bucket)) => Err(format!("the {actor} actor of bucket {bucket} has stopped")),
         None => state.readiness.storage(&state.storage).await,
     };
     match result {

@@ -81,6 +81,11 @@ pub struct RunStarted {
     /// Bucket mode only.
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// Several buckets (and no `bucket` asked): each bucket's answer, `{bucket, success,
+    /// run_id}` or `{bucket, success: false, error, message}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    runs: Option<Vec<serde_json::Value>>,
 }
 
 /// `POST /api/webhook/send` delivered.
@@ -110,6 +115,8 @@ pub struct Counts {
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
 pub struct Status {
+    /// The primary bucket; the fields that follow are its run's (as a one-bucket daemon answers).
+    bucket: String,
     running: bool,
     run_id: Option<String>,
     started_at: Option<String>,
@@ -144,6 +151,10 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     events: Option<serde_json::Value>,
+    /// One line per configured bucket, the primary first: `bucket` and the fields above
+    /// (but `schedule`) for that bucket's runs.
+    #[schema(value_type = Vec<Object>)]
+    buckets: Vec<serde_json::Value>,
 }
 
 /// The resize parameters of `/api/convert` (as the Go server reads them).
@@ -168,7 +179,7 @@ pub enum ConvertAnswers {
     #[response(
         status = 400,
         description = "`invalid_request`, `missing_source`, `invalid_resize_params`, `invalid_preset`, \
-                       `invalid_source_format`, `bucket_mismatch`, `url_not_allowed`"
+                       `invalid_source_format`, `unknown_bucket`, `url_not_allowed`"
     )]
     BadRequest(ErrorBody),
     #[response(status = 401, description = "`unauthorized` (with `api.token` set)")]

@@ -169,19 +169,28 @@ fn go_TestLoadConfigWithMultipleBuckets() {
     let read = go_env::read(&env(&[("R2_BUCKETS", "images-a, images-b,images-a, images-c")])).unwrap();
     assert_eq!(read["r2.bucket"].0, go_env::GoValue::Text("images-a".into()));
     let expected = ["images-a", "images-b", "images-c"].map(String::from).to_vec();
-    assert_eq!(read["r2.buckets"].0, go_env::GoValue::List(expected));
-    // ...and, until one process serves several buckets, refused loudly rather than
-    // half-served (MIGRATING.md).
+    assert_eq!(read["r2.buckets"].0, go_env::GoValue::List(expected.clone()));
+    // ...and served, each bucket with its own state file and lock (the multi-bucket Go
+    // server's data/state-<bucket>.json names) and its own storage.
     let mut vars = R2_ENV[..3].to_vec();
     vars.push(("R2_BUCKETS", "images-a, images-b,images-a, images-c"));
-    let err = load(None, "", &vars).unwrap_err().to_string();
-    assert!(err.contains("r2.buckets") && err.contains("[\"images-a\", \"images-b\", \"images-c\"]"), "{err}");
-    assert!(err.contains("one bucket per process"), "{err}");
+    let c = load(None, "", &vars).unwrap();
+    assert_eq!(c.buckets(), expected);
+    assert_eq!(s3(&c).bucket, "images-a");
+    for b in &expected {
+        let one = c.for_bucket(b);
+        assert_eq!((s3(&one).bucket.as_str(), one.bucket_name()), (b.as_str(), b.clone()));
+        assert_eq!((one.state.file.clone(), one.state.lock.clone()), (format!("state-{b}.json"), format!(".lock-{b}")));
+        assert_eq!(one.state.dir, c.state.dir);
+    }
     // One bucket through R2_BUCKETS is fine.
     vars.pop();
     vars.push(("R2_BUCKETS", " images-a ,images-a"));
     let c = load(None, "", &vars).unwrap();
     assert_eq!((s3(&c).bucket.as_str(), s3(&c).buckets.clone()), ("images-a", vec!["images-a".to_owned()]));
+    // ...and keeps the one-bucket names, state.json and .lock (as the Go server does).
+    let one = c.for_bucket("images-a");
+    assert_eq!((one.state.file.as_str(), one.state.lock.as_str()), ("state.json", ".lock"));
 }
 
 #[test]

@@ -181,6 +181,12 @@ pub struct WebhookConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateConfig {
     pub dir: PathBuf,
+    /// The state file's name in `dir`: `state.json`; with several buckets each has its
+    /// own, `state-<bucket>.json` (the multi-bucket Go server's names; [`Config::for_bucket`]).
+    pub file: String,
+    /// The run lock's name in `dir`: `.lock`; with several buckets `.lock-<bucket>`, so
+    /// that a run of one bucket never blocks another's.
+    pub lock: String,
     /// Where a bucket never seen before starts (`state.initial`).
     pub initial: Initial,
     pub checkpoint_every: u32,
@@ -312,6 +318,32 @@ impl Config {
         Ok(config)
     }
 
+    /// Every bucket this daemon keeps WebP-complete, the primary first (`r2.buckets`;
+    /// one for the local and memory backends).
+    pub fn buckets(&self) -> Vec<String> {
+        match &self.storage {
+            StorageConfig::S3(s3) if !s3.buckets.is_empty() => s3.buckets.clone(),
+            _ => vec![self.bucket_name()],
+        }
+    }
+
+    /// The configuration of `bucket`'s pipeline: its storage names that bucket and, when
+    /// the daemon keeps several, its state file and run lock are its own
+    /// (`state-<bucket>.json`, `.lock-<bucket>` in `state.dir`). One bucket keeps
+    /// `state.json` and `.lock`, as before.
+    pub fn for_bucket(&self, bucket: &str) -> Config {
+        let mut c = self.clone();
+        if let StorageConfig::S3(s3) = &mut c.storage {
+            s3.bucket = bucket.to_owned();
+        }
+        if self.buckets().len() > 1 {
+            let safe = bucket_file_name(bucket);
+            c.state.file = format!("state-{safe}.json");
+            c.state.lock = format!(".lock-{safe}");
+        }
+        c
+    }
+
     /// The bucket's name: the S3 bucket, or the local root's last component.
     pub fn bucket_name(&self) -> String {
         match &self.storage {
@@ -322,6 +354,12 @@ impl Config {
             }
         }
     }
+}
+
+/// A bucket's name as it appears in file names: `\\`, `/` and `:` become `_` (as the
+/// multi-bucket Go server names its `state-<bucket>.json`).
+pub fn bucket_file_name(bucket: &str) -> String {
+    bucket.chars().map(|c| if matches!(c, '\\' | '/' | ':') { '_' } else { c }).collect()
 }
 
 /// `v` as an `f32` when within `lo..=hi`, else an error naming `key`.

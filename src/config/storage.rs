@@ -1,4 +1,5 @@
-//! `storage` and `r2` validated: which backend holds the images, and the bucket list.
+//! `storage` and `r2` validated: which backend holds the images, and the bucket list
+//! (`r2.buckets`, the primary first; the daemon keeps every one, `crate::lanes`).
 //!
 //! A bucket selects the `r2` backend; R2 credentials without any bucket, or an explicit
 //! `local` backend beside a bucket, are refused rather than read one way or the other.
@@ -31,14 +32,6 @@ fn buckets(r2: &RawR2, origins: &Origins) -> Result<Vec<String>, ConfigError> {
                 "the first of r2.buckets (the primary bucket), or unset",
             ));
         }
-    }
-    if list.len() > 1 {
-        return Err(ConfigError::invalid(
-            "r2.buckets",
-            format!("{list:?} ({})", origins.of("r2.buckets")),
-            "one bucket: this version serves one bucket per process (serving several is planned); \
-             run one instance per bucket, each with its own R2_BUCKET and state.dir",
-        ));
     }
     Ok(list)
 }

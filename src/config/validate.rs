@@ -110,6 +110,8 @@ impl Config {
         };
         let state = StateConfig {
             dir: PathBuf::from(raw.state.dir.unwrap_or_else(|| "state".into())),
+            file: "state.json".into(),
+            lock: ".lock".into(),
             initial,
             checkpoint_every: int_in(
                 "state.checkpoint_every",

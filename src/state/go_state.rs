@@ -64,19 +64,36 @@ impl GoState {
 const GO_ZERO_TIME: i64 = -62_135_596_800;
 
 /// The files the Go server would have kept for `bucket` in `dir`, most specific first:
-/// `state-<bucket>.json` (several buckets; `\`, `/` and `:` become `_`), `state.json`.
-pub fn candidates(dir: &Path, bucket: &str) -> [PathBuf; 2] {
-    let safe: String = bucket.chars().map(|c| if matches!(c, '\\' | '/' | ':') { '_' } else { c }).collect();
-    [dir.join(format!("state-{safe}.json")), dir.join("state.json")]
+/// `state-<bucket>.json` (several buckets; `\`, `/` and `:` become `_`), then — when this
+/// daemon keeps one bucket (`several` false) — `state.json`. With several buckets the Go
+/// server reads only the per-bucket files (its `state.json` is not any one bucket's
+/// lower bound), and neither do we: adopting it would convert less than Go would.
+pub fn candidates(dir: &Path, bucket: &str, several: bool) -> Vec<PathBuf> {
+    let safe = crate::config::bucket_file_name(bucket);
+    let mut files = vec![dir.join(format!("state-{safe}.json"))];
+    if !several {
+        files.push(dir.join("state.json"));
+    }
+    files
 }
 
 /// The Go state file that would be adopted for `bucket` when `ours` (our `state.json`)
 /// does not exist, read and parsed — without writing anything (`check-config`).
-pub fn pending(ours: &Path, go_dir: &Path, bucket: &str) -> Result<Option<(PathBuf, GoState)>, GoStateError> {
+pub fn pending(
+    ours: &Path,
+    go_dir: &Path,
+    bucket: &str,
+    several: bool,
+) -> Result<Option<(PathBuf, GoState)>, GoStateError> {
     if ours.exists() {
         return Ok(None);
     }
-    let Some(path) = candidates(go_dir, bucket).into_iter().find(|p| p.is_file()) else { return Ok(None) };
+    find(go_dir, bucket, several)
+}
+
+/// The Go state file the Go server would read for `bucket` in `go_dir`, read and parsed.
+pub fn find(go_dir: &Path, bucket: &str, several: bool) -> Result<Option<(PathBuf, GoState)>, GoStateError> {
+    let Some(path) = candidates(go_dir, bucket, several).into_iter().find(|p| p.is_file()) else { return Ok(None) };
     let unreadable = |message: String| GoStateError::Unreadable { path: path.clone(), message };
     let bytes = std::fs::read(&path).map_err(|e| unreadable(e.to_string()))?;
     let go = GoState::parse(&bytes).map_err(|e| unreadable(e.to_string()))?;
@@ -85,14 +102,20 @@ pub fn pending(ours: &Path, go_dir: &Path, bucket: &str) -> Result<Option<(PathB
 
 /// When `store` has no state yet and the Go server left one for `bucket` in `go_dir`,
 /// saves it as ours and says so in one INFO line. Returns the Go file adopted.
-pub fn adopt(store: &FileStateStore, go_dir: &Path, bucket: &str) -> Result<Option<PathBuf>, GoStateError> {
-    let Some((path, go)) = pending(store.path(), go_dir, bucket)? else { return Ok(None) };
+pub fn adopt(
+    store: &FileStateStore,
+    go_dir: &Path,
+    bucket: &str,
+    several: bool,
+) -> Result<Option<PathBuf>, GoStateError> {
+    let Some((path, go)) = pending(store.path(), go_dir, bucket, several)? else { return Ok(None) };
     let since = go.last_processed_time;
     store.save(&go.into_state())?;
     match since {
         Some(t) => tracing::info!(
             from = %path.display(),
             to = %store.path().display(),
+            bucket,
             "Migrated the Go server's state: its last_processed_time {} is kept as the lower bound \
              (sources modified before it are left as the Go server left them; state.initial semantics)",
             t.to_rfc3339()
@@ -100,6 +123,7 @@ pub fn adopt(store: &FileStateStore, go_dir: &Path, bucket: &str) -> Result<Opti
         None => tracing::info!(
             from = %path.display(),
             to = %store.path().display(),
+            bucket,
             "Migrated the Go server's state: it had not completed a run, so every source is considered"
         ),
     }
@@ -170,12 +194,12 @@ mod tests {
         std::fs::create_dir_all(&go_dir).unwrap();
         std::fs::write(go_dir.join("state.json"), GO_FILE).unwrap();
         let store = FileStateStore::new(&dir.path().join("state")).unwrap();
-        assert_eq!(adopt(&store, &go_dir, "images").unwrap(), Some(go_dir.join("state.json")));
+        assert_eq!(adopt(&store, &go_dir, "images", false).unwrap(), Some(go_dir.join("state.json")));
         assert_eq!(store.load().unwrap().unwrap().ignore_before, Some(at("2024-01-15T02:00:00.123456789Z")));
         assert!(go_dir.join("state.json").is_file(), "the Go file is left for a roll-back");
         // Ours exists now: not adopted again, even if the Go file changes.
         std::fs::write(go_dir.join("state.json"), "{}").unwrap();
-        assert_eq!(adopt(&store, &go_dir, "images").unwrap(), None);
+        assert_eq!(adopt(&store, &go_dir, "images", false).unwrap(), None);
     }
 
     #[test]
@@ -185,8 +209,42 @@ mod tests {
         std::fs::write(dir.path().join("state-my_bucket.json"), "{\"last_processed_time\":\"2024-06-01T00:00:00Z\"}")
             .unwrap();
         let store = FileStateStore::new(&dir.path().join("ours")).unwrap();
-        assert_eq!(adopt(&store, dir.path(), "my/bucket").unwrap(), Some(dir.path().join("state-my_bucket.json")));
+        assert_eq!(
+            adopt(&store, dir.path(), "my/bucket", false).unwrap(),
+            Some(dir.path().join("state-my_bucket.json"))
+        );
         assert_eq!(store.load().unwrap().unwrap().ignore_before, Some(at("2024-06-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn go_TestProcessImages_MultipleBuckets_state_files_are_adopted_per_bucket() {
+        // The multi-bucket Go server (cron/job.go, statePathForBucket) keeps
+        // data/state-<bucket>.json for each bucket when it has several; its test
+        // TestProcessImages_MultipleBuckets expects state-images-a.json and
+        // state-images-b.json. Each bucket of ours adopts its own, into its own file.
+        let dir = tempfile::tempdir().unwrap();
+        let go_dir = dir.path().join("data");
+        std::fs::create_dir_all(&go_dir).unwrap();
+        std::fs::write(go_dir.join("state-images-a.json"), "{\"last_processed_time\":\"2024-03-01T00:00:00Z\"}")
+            .unwrap();
+        std::fs::write(go_dir.join("state-images-b.json"), "{\"last_processed_time\":\"2024-04-01T00:00:00Z\"}")
+            .unwrap();
+        // A single-bucket Go deployment's file is no bucket's lower bound here.
+        std::fs::write(go_dir.join("state.json"), "{\"last_processed_time\":\"2025-01-01T00:00:00Z\"}").unwrap();
+        let ours = dir.path().join("state");
+        for (bucket, since) in [("images-a", "2024-03-01T00:00:00Z"), ("images-b", "2024-04-01T00:00:00Z")] {
+            let store =
+                FileStateStore::named(&ours, &format!("state-{bucket}.json"), &format!(".lock-{bucket}")).unwrap();
+            assert_eq!(
+                adopt(&store, &go_dir, bucket, true).unwrap(),
+                Some(go_dir.join(format!("state-{bucket}.json")))
+            );
+            assert_eq!(store.load().unwrap().unwrap().ignore_before, Some(at(since)), "{bucket}");
+        }
+        // A third bucket the Go server never kept starts from nothing (a full scan), as Go's would.
+        let store = FileStateStore::named(&ours, "state-images-c.json", ".lock-images-c").unwrap();
+        assert_eq!(adopt(&store, &go_dir, "images-c", true).unwrap(), None);
+        assert!(!store.path().exists());
     }
 
     #[test]
@@ -194,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("state.json"), "{not json").unwrap();
         let store = FileStateStore::new(&dir.path().join("ours")).unwrap();
-        let err = adopt(&store, dir.path(), "b").unwrap_err().to_string();
+        let err = adopt(&store, dir.path(), "b", false).unwrap_err().to_string();
         assert!(err.contains("state.json") && err.contains("fix or remove it"), "{err}");
         assert!(!store.path().exists());
     }

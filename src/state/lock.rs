@@ -1,4 +1,5 @@
-//! One run at a time: `state/.lock`, held with an OS advisory lock for the whole run.
+//! One run at a time (of each bucket): `state/.lock` (`.lock-<bucket>` with several
+//! buckets), held with an OS advisory lock for the whole run.
 //!
 //! The kernel releases an advisory lock when its holder dies, so a lock left by a
 //! crashed process is taken over at once (logged at WARN with the dead holder's pid and
@@ -46,7 +47,12 @@ pub struct RunLock {
 impl RunLock {
     /// Takes `dir/.lock`, or fails with [`LockError::Held`] if a live run has it.
     pub fn acquire(dir: &Path, stale_after: Duration) -> Result<Self, LockError> {
-        let path = dir.join(".lock");
+        Self::acquire_named(dir, ".lock", stale_after)
+    }
+
+    /// Takes `dir/<name>` (with several buckets, each bucket's `.lock-<bucket>`).
+    pub fn acquire_named(dir: &Path, name: &str, stale_after: Duration) -> Result<Self, LockError> {
+        let path = dir.join(name);
         let io = |source| LockError::Io { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut file =

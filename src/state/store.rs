@@ -65,17 +65,31 @@ pub fn unsaved_run_error(e: &StateError) -> String {
     )
 }
 
-/// `state.json` in a directory.
+/// `state.json` in a directory, and its run lock `.lock` beside it.
 #[derive(Debug, Clone)]
 pub struct FileStateStore {
     path: PathBuf,
+    /// The run lock's file name in the same directory.
+    lock: String,
 }
 
 impl FileStateStore {
     /// The store for `dir/state.json`; the directory is created (0700) if missing.
     pub fn new(dir: &Path) -> Result<Self, StateError> {
+        Self::named(dir, "state.json", ".lock")
+    }
+
+    /// The store for `dir/<file>` locked by `dir/<lock>` (with several buckets,
+    /// `state-<bucket>.json` and `.lock-<bucket>`: each bucket's own).
+    pub fn named(dir: &Path, file: &str, lock: &str) -> Result<Self, StateError> {
         fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_owned(), source })?;
-        Ok(Self { path: dir.join("state.json") })
+        Ok(Self { path: dir.join(file), lock: lock.to_owned() })
+    }
+
+    /// The temp files of this store's saves: `.<file>.…` (each bucket's own, so one
+    /// bucket's clean-up never removes another's save in progress).
+    fn temp_prefix(&self) -> String {
+        format!(".{}.", file_name(&self.path))
     }
 
     pub fn path(&self) -> &Path {
@@ -90,7 +104,7 @@ impl FileStateStore {
 impl StateStore for FileStateStore {
     fn lock_run(&self, stale_after: std::time::Duration) -> Result<Option<RunLock>, LockError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        RunLock::acquire(dir, stale_after).map(Some)
+        RunLock::acquire_named(dir, &self.lock, stale_after).map(Some)
     }
 
     fn load(&self) -> Result<Option<State>, StateError> {
@@ -102,8 +116,11 @@ impl StateStore for FileStateStore {
         match serde_json::from_slice::<State>(&bytes) {
             Ok(state) => Ok(Some(state)),
             Err(parse) => {
-                let aside =
-                    self.path.with_file_name(format!("state.json.corrupt-{}", Utc::now().format("%Y%m%dT%H%M%SZ")));
+                let aside = self.path.with_file_name(format!(
+                    "{}.corrupt-{}",
+                    file_name(&self.path),
+                    Utc::now().format("%Y%m%dT%H%M%SZ")
+                ));
                 fs::rename(&self.path, &aside).map_err(|e| self.io(e))?;
                 tracing::warn!(
                     path = %self.path.display(),
@@ -120,7 +137,7 @@ impl StateStore for FileStateStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let Ok(entries) = fs::read_dir(dir) else { return };
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".state.json.") {
+            if e.file_name().to_string_lossy().starts_with(&self.temp_prefix()) {
                 tracing::warn!(path = %e.path().display(), "Removing a state temp file left by a killed process");
                 let _ = fs::remove_file(e.path());
             }
@@ -129,7 +146,7 @@ impl StateStore for FileStateStore {
 
     fn save(&self, state: &State) -> Result<(), StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::Builder::new().prefix(".state.json.").tempfile_in(dir).map_err(|e| self.io(e))?;
+        let mut tmp = tempfile::Builder::new().prefix(&self.temp_prefix()).tempfile_in(dir).map_err(|e| self.io(e))?;
         let json = serde_json::to_vec_pretty(state).expect("state serialises");
         tmp.write_all(&json).and_then(|_| tmp.write_all(b"\n")).map_err(|e| self.io(e))?;
         set_private(tmp.path()).map_err(|e| self.io(e))?;

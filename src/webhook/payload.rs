@@ -2,7 +2,8 @@
 //!
 //! Go's `BatchPayload` is `{event, processed_count, failed_count, images: [{source,
 //! destination}]}`, where `source` and `destination` are object keys (`photos/a.jpg` →
-//! `photos/a.webp`). We send exactly that, and add fields a Go receiver ignores: `bucket`,
+//! `photos/a.webp`). We send exactly that, and add fields a Go receiver ignores: `bucket`
+//! (as the multi-bucket Go server's `ImageEntry` carries it),
 //! `source_address`/`destination_address` (`r2://bucket/key`) in each image, and
 //! `run_id`, `complete`, `timestamp` for a finished run.
 //!
@@ -73,6 +74,7 @@ pub fn batch_completed(bucket: &str, summary: &RunSummary, images: &[(String, St
         .iter()
         .map(|(s, d)| {
             json!({
+                "bucket": bucket,
                 "source": s,
                 "destination": d,
                 "source_address": naming::address(bucket, s),

@@ -434,3 +434,39 @@ fn posted_minio_records_survive_a_sigkill_after_the_202() {
     assert_eq!(r.status, 401);
     drop(server);
 }
+
+#[test]
+fn event_conversions_are_announced_in_summaries_not_per_event() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("evsum");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let queue = format!("q-{bucket}");
+    let url = notify_queue(&bucket, &queue, 6);
+    let hook = common::http::TestHttp::start("127.0.0.1:0", vec![200], std::collections::HashMap::new());
+    let yaml = format!(
+        "events: {{webhook_every_seconds: 1, sqs: {{queue_url: \"{url}\", wait_seconds: 2}}}}\n\
+         webhook: {{url: \"http://{}/hook\"}}\n",
+        hook.addr
+    );
+    let server = Server::start(Some(&bucket), &yaml);
+    let total = 12;
+    for i in 0..total {
+        upload(&rt, &storage, i);
+    }
+    let expected: BTreeSet<String> = (0..total).map(|i| webp_of(&key_of(i))).collect();
+    wait_for("every WebP", Duration::from_secs(60), || expected.is_subset(&webps(&rt, &storage)).then_some(()));
+    let announced = wait_for("the summaries", Duration::from_secs(10), || {
+        let bodies: Vec<serde_json::Value> =
+            hook.requests.lock().unwrap().iter().map(|(_, _, b)| serde_json::from_slice(b).unwrap()).collect();
+        let images: usize = bodies.iter().map(|b| b["images"].as_array().unwrap().len()).sum();
+        (images == total).then_some(bodies)
+    });
+    assert!(announced.iter().all(|b| b["event"] == "events.completed"), "{announced:?}");
+    assert!(announced.len() < total, "summaries, not one webhook per event: {}", announced.len());
+    let sources: BTreeSet<&str> =
+        announced.iter().flat_map(|b| b["images"].as_array().unwrap()).map(|i| i["source"].as_str().unwrap()).collect();
+    assert_eq!(sources.len(), total);
+    drop(server);
+}

@@ -134,6 +134,7 @@ pub async fn serve(
         primary.storage.clone(),
         &primary.pipeline,
         events_metrics,
+        webhook.clone(),
     ) {
         Ok(e) => e,
         Err(e) => {

@@ -24,6 +24,8 @@ pub struct EventsConfig {
     pub delete_webp_on_remove: bool,
     /// A bearer token that `POST /api/events` accepts besides `api.token`.
     pub webhook_token: Secret,
+    /// At most one `events.completed` webhook this often (with `webhook.url`).
+    pub webhook_every: std::time::Duration,
 }
 
 /// `events.cloudflare_queue:` validated.
@@ -67,6 +69,12 @@ pub(super) fn events(raw: RawEvents, storage: &StorageConfig) -> Result<EventsCo
         concurrency,
         delete_webp_on_remove: raw.delete_webp_on_remove.unwrap_or(false),
         webhook_token: raw.webhook_token,
+        webhook_every: secs(int_in(
+            "events.webhook_every_seconds",
+            raw.webhook_every_seconds.unwrap_or(300),
+            1,
+            86_400,
+        )?),
     })
 }
 

@@ -208,6 +208,7 @@ pub struct RawEvents {
     pub max_receives: Option<i64>,
     pub concurrency: Option<i64>,
     pub delete_webp_on_remove: Option<bool>,
+    pub webhook_every_seconds: Option<i64>,
 }
 
 /// `events.sqs:` — an SQS queue that the bucket notifies (AWS S3, moto).

@@ -81,6 +81,8 @@ pub struct Handler {
     pub metrics: Arc<Metrics>,
     /// Admission of event conversions at the converter pool.
     admitted: Arc<Semaphore>,
+    /// What the next `events.completed` webhook reports.
+    pub summary: Arc<super::summary::Summary>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
@@ -102,7 +104,17 @@ impl Handler {
         metrics: Arc<Metrics>,
     ) -> Self {
         let admitted = Arc::new(Semaphore::new(config.events.concurrency));
-        Self { config, storage, converter, uploader, memory, metrics, admitted, locks: Default::default() }
+        Self {
+            config,
+            storage,
+            converter,
+            uploader,
+            memory,
+            metrics,
+            admitted,
+            summary: Default::default(),
+            locks: Default::default(),
+        }
     }
 
     /// Handles one event.
@@ -121,6 +133,11 @@ impl Handler {
         };
         drop(guard);
         self.unlock(&event.key, lock);
+        match &handled {
+            Handled::Done(Done::Converted) => self.summary.converted(&event.key, &naming::webp_key(&event.key)),
+            Handled::Done(Done::GivenUp { .. }) => self.summary.failed(),
+            _ => {}
+        }
         handled
     }
 

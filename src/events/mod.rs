@@ -14,6 +14,7 @@
 //! - [`cloudflare`]: the Cloudflare Queues pull consumer (R2 event notifications).
 //! - [`journal`]: the `webhook` source's durable journal (`POST /api/events`) and its replay.
 //! - [`status`]: per-source counters for `/api/status`.
+//! - [`summary`]: the `events.completed` webhook, at most one every `events.webhook_every_seconds`.
 //!
 //! `serve` starts the configured sources ([`Events::start`]) next to the scheduler and
 //! stops them before the pipeline ([`Events::stop`]).
@@ -25,6 +26,7 @@ pub mod record;
 pub mod sigv4;
 pub mod sqs;
 pub mod status;
+pub mod summary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +62,7 @@ impl Events {
         storage: Storage,
         pipeline: &Pipeline,
         metrics: Arc<Metrics>,
+        webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
     ) -> Result<Self, String> {
         let status = Arc::new(EventsStatus::default());
         let (stop, stopped) = watch::channel(false);
@@ -72,6 +75,19 @@ impl Events {
             metrics,
         );
         let mut tasks = Vec::new();
+        let any =
+            config.events.sqs.is_some() || config.events.cloudflare_queue.is_some() || config.events.webhook_enabled;
+        if let (Some(webhook), true) = (webhook, any) {
+            let every = config.events.webhook_every;
+            let bucket = handler.storage.bucket().to_owned();
+            tasks.push(actix::spawn(summary::announce(
+                handler.summary.clone(),
+                webhook,
+                bucket,
+                every,
+                stopped.clone(),
+            )));
+        }
         let mut journal = None;
         if config.events.webhook_enabled {
             let j = Arc::new(journal::Journal::open(&config.state.dir.join("events")).map_err(|e| e.to_string())?);

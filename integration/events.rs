@@ -470,3 +470,30 @@ fn event_conversions_are_announced_in_summaries_not_per_event() {
     assert_eq!(sources.len(), total);
     drop(server);
 }
+
+#[test]
+fn a_long_conversion_keeps_its_message_invisible() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("evslow");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let queue = format!("q-{bucket}");
+    let url = notify_queue(&bucket, &queue, 5);
+    let yaml = format!("events: {{sqs: {{queue_url: \"{url}\", wait_seconds: 1, visibility_timeout_seconds: 5}}}}\n");
+    let server = Server::start(Some(&bucket), &yaml);
+    upload(&rt, &storage, 1);
+    // Every bucket request now takes 2.5 s: HEAD, HEAD, GET, PUT, HEAD take 12.5 s, more
+    // than twice the visibility timeout. Extended every 2.5 s, the message never reappears.
+    set_latency(&bucket, 2500);
+    wait_for("the WebP", Duration::from_secs(60), || webps(&rt, &storage).contains(&webp_of(&key_of(1))).then_some(()));
+    set_latency(&bucket, 0);
+    queue_empty(&queue, Duration::from_secs(20));
+    let status = server.get("/api/status").json();
+    let sqs = &status["events"]["sqs"];
+    // The set-up's s3:TestEvent, the upload's event, the WebP's own event: each received once.
+    assert_eq!(sqs["received"], 3, "{status}");
+    assert_eq!(sqs["acked"], 3, "{status}");
+    assert_eq!(sqs["converted"], 1, "{status}");
+    assert_eq!(successful_puts(&bucket).get(&webp_of(&key_of(1))), Some(&1));
+}

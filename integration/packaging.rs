@@ -354,3 +354,47 @@ fn grafana_dashboard_is_json_and_names_only_exported_series() {
         assert!(seen.contains(needed), "no panel shows {needed}");
     }
 }
+
+#[test]
+fn compose_files_run_the_daemon_with_the_go_servers_variables() {
+    if !have("podman-compose") {
+        eprintln!("SKIPPED: the compose check needs podman-compose (apt-get install podman-compose)");
+        return;
+    }
+    // What `up -d` would run, without running it (podman-compose has no `config`); the
+    // dry run still makes the project's network and volumes, removed at the end.
+    struct RemoveProject;
+    impl Drop for RemoveProject {
+        fn drop(&mut self) {
+            for volume in ["ics-data", "ics-state", "minio-data"] {
+                let _ = podman(&["volume", "rm", "-f", &format!("ics-compose-check_{volume}")]);
+            }
+            let _ = podman(&["network", "rm", "-f", "ics-compose-check_default"]);
+        }
+    }
+    let _remove = RemoveProject;
+    for (file, endpoint) in [("compose.yaml", "http://minio:9000"), ("compose.offline.yaml", "http://s3:9000")] {
+        let out = Command::new("podman-compose")
+            .args(["--dry-run", "-p", "ics-compose-check", "-f", file, "up", "-d"])
+            .current_dir(repo("."))
+            .output()
+            .expect("podman-compose runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{file}: {text}");
+        let daemon = text
+            .lines()
+            .find(|l| l.starts_with("podman run") && l.contains("image-converting-server:latest"))
+            .unwrap_or_else(|| panic!("{file}: no `podman run` of the daemon in:\n{text}"));
+        for expected in [
+            format!("-e R2_ENDPOINT={endpoint}"),
+            "-e R2_BUCKET=images".into(),
+            "-e R2_ACCESS_KEY=".into(),
+            "-e CRON_SCHEDULE=".into(),
+            "-e ICS__API__TOKEN=".into(),
+            "--stop-signal SIGTERM".into(),
+            "-p 127.0.0.1:4000:4000".into(),
+        ] {
+            assert!(daemon.contains(&expected), "{file}: the daemon's `podman run` lacks {expected}: {daemon}");
+        }
+    }
+}

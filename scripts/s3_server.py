@@ -268,7 +268,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("--bucket", action="append", default=[], help="create this bucket before serving (repeatable)")
     args = parser.parse_args()
+    for name in args.bucket:
+        backend().create_bucket(name, "us-east-1")
     run_simple(args.host, args.port, make_app(), threaded=True, request_handler=MotoRequestHandler)
 
 

@@ -323,7 +323,9 @@ fn grafana_dashboard_is_json_and_names_only_exported_series() {
     let text = std::fs::read_to_string(repo("packaging/grafana-dashboard.json")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
     let metrics = ics::metrics::Metrics::default();
-    // Per-route series exist once a route has answered.
+    // Per-bucket series exist once the daemon has registered its bucket, as serve does at
+    // start; per-route series once a route has answered.
+    let _bucket = metrics.for_bucket("images");
     metrics.http_request("/health", "GET", 200, 0.001);
     let exported = metrics.render();
     let panels = dash["panels"].as_array().expect("panels");

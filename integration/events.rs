@@ -497,3 +497,28 @@ fn a_long_conversion_keeps_its_message_invisible() {
     assert_eq!(sqs["converted"], 1, "{status}");
     assert_eq!(successful_puts(&bucket).get(&webp_of(&key_of(1))), Some(&1));
 }
+
+#[test]
+fn a_message_that_is_no_event_is_left_for_the_dead_letter_policy_after_max_receives() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bucket = new_bucket("evbad");
+    let queue = format!("q-{bucket}");
+    let url = notify_queue(&bucket, &queue, 5);
+    let yaml = format!(
+        "events: {{max_receives: 2, sqs: {{queue_url: \"{url}\", wait_seconds: 1, visibility_timeout_seconds: 5}}}}\n"
+    );
+    let server = Server::start(Some(&bucket), &yaml);
+    queue_send(&queue, "this is not an S3 event notification");
+    // Received at once, again after 5 s, and a third time after 10 s: then past
+    // max_receives, left alone (neither handled nor deleted) and said so.
+    let status = wait_for("the third receive", Duration::from_secs(40), || {
+        let s = server.get("/api/status").json();
+        (s["events"]["sqs"]["failed"] == 3).then_some(s)
+    });
+    let sqs = &status["events"]["sqs"];
+    assert_eq!(sqs["acked"], 1, "only the s3:TestEvent: {status}");
+    assert!(sqs["last_error"].as_str().unwrap().contains("events.max_receives"), "{status}");
+    assert_ne!(queue_depth(&queue), (0, 0), "the message stays for the dead-letter policy");
+    assert!(server.log.lock().unwrap().iter().any(|l| l.contains("not an S3 event notification")));
+}

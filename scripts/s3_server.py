@@ -20,6 +20,8 @@
   ObjectRemoved events to it, as `aws s3api put-bucket-notification-configuration` does;
   answers {"queue_url": ...}. Setting it puts an s3:TestEvent message in the queue.
 - GET /_ics/queue?name=Q  {"visible": N, "in_flight": M}: the messages queue Q holds.
+- POST /_ics/send?name=Q  puts the request body in queue Q as one message (a message no
+  bucket would send, for the tests of bad input).
 
 Conditional writes are atomic, as on S3 and R2: moto checks `If-None-Match: *` and
 `If-Match` and then stores, in a threaded server, so two truly concurrent creates of one
@@ -200,6 +202,14 @@ def queue_depth(environ, start_response, name):
     return reply(start_response, "200 OK", depth)
 
 
+def send(environ, start_response, name):
+    size = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(size).decode()
+    sqs = aws(environ, "sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return reply(start_response, "200 OK", {"id": sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"]})
+
+
 def make_app():
     moto = DomainDispatcherApplication(create_backend_app)
 
@@ -210,6 +220,8 @@ def make_app():
             return fill(environ, start_response)
         if path == "/_ics/notify" and environ["REQUEST_METHOD"] == "POST":
             return notify(environ, start_response)
+        if path == "/_ics/send" and environ["REQUEST_METHOD"] == "POST":
+            return send(environ, start_response, query.get("name", [""])[0])
         if path == "/_ics/queue":
             return queue_depth(environ, start_response, query.get("name", [""])[0])
         if path == "/_ics/latency":

@@ -326,3 +326,9 @@ pub fn queue_depth(queue: &str) -> (u64, u64) {
     let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
     (v["visible"].as_u64().unwrap(), v["in_flight"].as_u64().unwrap())
 }
+
+/// Puts `body` in SQS queue `queue` as one message (scripts/s3_server.py's /_ics/send).
+pub fn queue_send(queue: &str, body: &str) {
+    let (status, answer) = hook_request("POST", &format!("/_ics/send?name={queue}"), body.as_bytes());
+    assert_eq!(status, 200, "send: {answer}");
+}

@@ -239,6 +239,14 @@ fn run_once_runs_every_bucket_or_the_one_named_and_convert_takes_a_bucket() {
     let config: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(config["r2"]["buckets"], json!([a, b]));
 
+    // --dry-run names each bucket's sources by address, converts nothing.
+    let o = run(dir.path(), &["run-once", "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(plan.contains(&format!("r2://{a}/p/a.jpg -> r2://{a}/p/a.webp")), "{plan}");
+    assert!(plan.contains(&format!("r2://{b}/p/b.png -> r2://{b}/p/b.webp")), "{plan}");
+    assert!(!exists(&rt, &sa, "p/a.webp"));
+
     // --bucket: that bucket alone, reported as a one-bucket run.
     let o = run(dir.path(), &["run-once", "--json", "--bucket", &a]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -3,6 +3,10 @@
 //! `500 InternalError`, a connection reset, or a truncated body. Runs go on; every image
 //! ends converted or ledgered for retry, and once the faults stop the bucket completes
 //! with every WebP whole — a short read never becomes a short WebP.
+//!
+//! A throttling store (the proxy answering a share of requests `503 SlowDown`, nothing
+//! else) makes the daemon halve its request window (AIMD, `storage/limit.rs`), and the
+//! run still converts every image.
 
 use crate::common;
 
@@ -28,6 +32,15 @@ struct FaultProxy {
     addr: String,
     on: Arc<AtomicBool>,
     tally: Arc<Tally>,
+}
+
+/// Which faults the proxy injects.
+#[derive(Clone, Copy, PartialEq)]
+enum Faults {
+    /// 503 SlowDown, 500, connection resets and truncated bodies, in turn.
+    Mixed,
+    /// Only 503 SlowDown: a store throttling its clients.
+    SlowDown,
 }
 
 /// xorshift: a deterministic, seedable sequence.
@@ -64,7 +77,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<String
 }
 
 impl FaultProxy {
-    fn start(upstream: String, rate_percent: u64, seed: u64) -> Self {
+    fn start(upstream: String, rate_percent: u64, seed: u64, faults: Faults) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let on = Arc::new(AtomicBool::new(true));
@@ -75,7 +88,7 @@ impl FaultProxy {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
                 let (upstream, on, tally, rng) = (upstream.clone(), on2.clone(), tally2.clone(), rng.clone());
-                std::thread::spawn(move || serve(client, &upstream, &on, &tally, &rng, rate_percent));
+                std::thread::spawn(move || serve(client, &upstream, &on, &tally, &rng, rate_percent, faults));
             }
         });
         Self { addr, on, tally }
@@ -83,7 +96,15 @@ impl FaultProxy {
 }
 
 /// Serves one client connection, request by request.
-fn serve(client: TcpStream, upstream: &str, on: &AtomicBool, tally: &Tally, rng: &std::sync::Mutex<u64>, rate: u64) {
+fn serve(
+    client: TcpStream,
+    upstream: &str,
+    on: &AtomicBool,
+    tally: &Tally,
+    rng: &std::sync::Mutex<u64>,
+    rate: u64,
+    faults: Faults,
+) {
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let mut client = client;
     while let Some((first, headers, body)) = read_request(&mut reader) {
@@ -99,7 +120,7 @@ fn serve(client: TcpStream, upstream: &str, on: &AtomicBool, tally: &Tally, rng:
                     body.len()
                 )
             };
-            match roll % 4 {
+            match if faults == Faults::SlowDown { 0 } else { roll % 4 } {
                 0 => {
                     let _ = client.write_all(msg(503, "SlowDown").as_bytes());
                     continue;
@@ -186,7 +207,7 @@ fn a_run_under_twenty_percent_injected_errors_converts_or_accounts_for_everythin
     let total = 30;
     fill_cycled(&rt, &storage, "f", total, &images);
     let upstream = s3.endpoint.trim_start_matches("http://").to_owned();
-    let proxy = FaultProxy::start(upstream, 20, 0x5eed);
+    let proxy = FaultProxy::start(upstream, 20, 0x5eed, Faults::Mixed);
     let state = tempfile::tempdir().unwrap();
     let (code, first) = run_once(&proxy.addr, &bucket, state.path());
     let faults = proxy.tally.faults.load(Ordering::SeqCst);
@@ -221,4 +242,58 @@ fn a_run_under_twenty_percent_injected_errors_converts_or_accounts_for_everythin
             assert!(ics::convert::decode_webp(&body).is_some(), "{} does not decode", w.key);
         }
     }
+}
+
+#[test]
+fn a_throttling_store_lowers_the_request_window_and_every_image_is_still_converted() {
+    let s3 = s3_env();
+    let bucket = new_bucket("throttle");
+    let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let total = 40;
+    fill_cycled(&rt, &storage, "t", total, &["jpeg_baseline.jpg", "png_rgb.png", "jpeg_progressive.jpg"]);
+    let upstream = s3.endpoint.trim_start_matches("http://").to_owned();
+    // A quarter of the requests throttled: object_store retries each (up to 10 times), so
+    // every request goes through in the end — but the window must narrow meanwhile.
+    let proxy = FaultProxy::start(upstream, 25, 0x7407, Faults::SlowDown);
+    let state = tempfile::tempdir().unwrap();
+    let out = binary_on_s3(&bucket, state.path())
+        .args(["run-once", "--json"])
+        .env("R2_ENDPOINT", format!("http://{}", proxy.addr))
+        .env("ICS__STORAGE__MAX_RETRIES", "10")
+        .env("ICS__STORAGE__INITIAL_BACKOFF_MS", "10")
+        .env("ICS__STORAGE__REQUEST_TIMEOUT_SECONDS", "10")
+        .env("ICS__PIPELINE__MAX_REQUESTS", "16")
+        .env("ICS__LOG__LEVEL", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no summary: {}{stderr}", String::from_utf8_lossy(&out.stdout)));
+    let throttled = proxy.tally.faults.load(Ordering::SeqCst);
+    assert!(throttled >= 5, "the proxy throttled too few requests ({throttled}) to test anything");
+    // The window was halved from its ceiling, and said so.
+    let lowered: Vec<(u64, u64)> = stderr
+        .lines()
+        .filter(|l| l.contains("Storage throttled: request concurrency lowered"))
+        .map(|l| {
+            let field = |name: &str| -> u64 {
+                let at = l.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in {l}"));
+                l[at + name.len() + 1..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+            };
+            (field("from"), field("to"))
+        })
+        .collect();
+    assert!(!lowered.is_empty(), "no throttle logged after {throttled} SlowDowns:\n{stderr}");
+    assert_eq!(lowered[0], (16, 8), "the first throttle halves the ceiling");
+    assert!(lowered.iter().all(|(from, to)| to < from && *to >= 1), "{lowered:?}");
+    // And the run finished every image.
+    assert_eq!(out.status.code(), Some(0), "{summary}\n{stderr}");
+    assert_eq!(
+        (summary["converted"].as_u64(), summary["failed"].as_u64(), summary["complete"].as_bool()),
+        (Some(total as u64), Some(0), Some(true)),
+        "{summary}"
+    );
+    let objects: Vec<_> = rt.block_on(storage.list(Some("t")).map(|r| r.unwrap()).collect());
+    assert_eq!(objects.iter().filter(|o| o.key.ends_with(".webp")).count(), total, "every source has its WebP");
 }

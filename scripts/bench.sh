@@ -16,6 +16,14 @@
 # the throughput ratios daemon/limit, daemon/cwebp, daemon/vips. Everything printed on
 # stdout is also written to target/bench.txt; per-file SSIM goes to target/bench-ssim.tsv.
 #
+# Then the latency scenario (issue 14): `run-once` through the S3 test server while it adds
+# 0, 40 and 80 ms to every request (scripts/s3_server.py's per-bucket latency hook, a sleep
+# as a remote R2 or S3 round trip would be), on two sets — small images (every file of the
+# set made 320, 288, ... 48 px wide by `vips thumbnail`, never enlarged) and the set itself
+# (the photo corpus) — latencies in rotating order each round. It prints each latency's
+# throughput as a ratio of the same set's 0 ms throughput in the same round (median of the
+# per-round ratios) and the peak RSS (GNU time -v).
+#
 # Settings are the same for every tool as far as they can be: lossy always (the daemon's
 # conversion.lossless=never), quality Q, method/effort M, alpha quality 100, no metadata
 # (the daemon's keep_icc=false; keep_exif/keep_xmp are off by default), one worker per
@@ -34,6 +42,9 @@
 #   ICS_BENCH_CORES    threads, workers and xargs -P (default: nproc)
 #   ICS_BENCH_KEEP=1   keep the work directory (outputs, logs) instead of deleting it
 #   ICS_BENCH_FEATURES cargo features to build with (e.g. `simd`: libwebp's SSE4.1/AVX2 paths)
+#   ICS_BENCH_LATENCIES  latencies of the latency scenario, ms, space-separated (default
+#                      "0 40 80"; the first is the baseline; empty skips the scenario)
+#   ICS_BENCH_TABLE=0  skip the tools table (limit, daemon, cwebp, vips): latency scenario only
 #
 # Installs, when missing (apt-get, as root or with sudo): Debian packages `webp` (cwebp),
 # `libvips-tools` (vips) and `time` (GNU /usr/bin/time); and, through scripts/s3-server.sh,
@@ -53,6 +64,9 @@ LIMIT="${ICS_BENCH_LIMIT:-0}"
 CORES="${ICS_BENCH_CORES:-$(nproc)}"
 OUT_TXT="$ROOT/target/bench.txt"
 TOOLS=(limit daemon-local daemon-s3 cwebp vips)
+read -r -a LATENCIES <<<"${ICS_BENCH_LATENCIES-0 40 80}"
+TABLE="${ICS_BENCH_TABLE:-1}"
+SMALL_SIZES=(320 288 256 224 192 160 128 112 96 80 64 48)
 BIN="$ROOT/target/release/image-converting-server"
 LIMIT_BIN="$ROOT/target/release/examples/limit"
 QUALITY_BIN="$ROOT/target/release/examples/quality"
@@ -62,6 +76,7 @@ export ICS_S3_STATE_DIR="$ROOT/target/bench-s3-server"
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
+for v in "${LATENCIES[@]}"; do [[ "$v" =~ ^[0-9]+$ ]] || die "ICS_BENCH_LATENCIES: '$v' is not a whole number of ms"; done
 for v in Q M ROUNDS LIMIT CORES; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
@@ -289,6 +304,76 @@ moto_cpu() { # the S3 server's CPU time so far, in clock ticks (0 when there is 
     fi
 }
 
+# ---------------------------------------------------- latency scenario ---
+
+# make_small_set: every file of the set at each of SMALL_SIZES px wide (never enlarged),
+# the 320 px one from the source and the others from it; lists them in $W/small.list.
+make_small_set() {
+    mkdir -p "$W/small"
+    log "making the small-image set: each file at ${SMALL_SIZES[*]} px wide (vips thumbnail --size down)"
+    local f s ext px
+    while IFS= read -r f; do
+        s="$(stem "$f")" ext="${f##*.}"
+        printf '%s\0%s\0%s\0' "$f" "$W/small/${s}_320.$ext[strip]" 320
+    done <"$W/files.list" | xargs -0 -n3 -P"$CORES" vips thumbnail --size down
+    while IFS= read -r f; do
+        s="$(stem "$f")" ext="${f##*.}"
+        for px in "${SMALL_SIZES[@]:1}"; do
+            printf '%s\0%s\0%s\0' "$W/small/${s}_320.$ext" "$W/small/${s}_$px.$ext[strip]" "$px"
+        done
+    done <"$W/files.list" | xargs -0 -n3 -P"$CORES" vips thumbnail --size down
+    find "$W/small" -maxdepth 1 -type f | sort >"$W/small.list"
+}
+
+# run_latency ROUND SET LIST MS: run-once through the S3 test server, MS added to every
+# request on the round's bucket (after it is filled, before it is emptied).
+run_latency() {
+    local r="$1" set="$2" list="$3" ms="$4" d="$W/lat-r$1-$2-$4" tf="$W/time.$1.lat-$2-$4" rc=0
+    local N bucket="ics-bench-$$-l$1-$2-$4" cpu0 cpu1 converted bytes_out dms
+    N="$(wc -l <"$list")"
+    mkdir -p "$d/state"
+    "${REPORT[@]}" s3-mkbucket "$ICS_TEST_S3_ENDPOINT" "$bucket"
+    "${REPORT[@]}" s3-put "$ICS_TEST_S3_ENDPOINT" "$bucket" "$list"
+    "${REPORT[@]}" s3-latency "$ICS_TEST_S3_ENDPOINT" "$bucket" "$ms"
+    cpu0="$(moto_cpu)"
+    timed "$tf" "${DAEMON_ENV[@]}" -C "$d" "${DAEMON_SETTINGS[@]}" ICS__STORAGE__BACKEND=r2 \
+        R2_ENDPOINT="$ICS_TEST_S3_ENDPOINT" R2_BUCKET="$bucket" R2_ACCESS_KEY="$ICS_TEST_S3_ACCESS_KEY" \
+        R2_SECRET_KEY="$ICS_TEST_S3_SECRET_KEY" ICS__R2__REGION="$ICS_TEST_S3_REGION" ICS__STATE__DIR="$d/state" \
+        ICS__WEBHOOK__PENDING_DIR="$d/pending" "$BIN" run-once --json >"$d/summary.json" 2>"$d/stderr.txt" || rc=$?
+    cpu1="$(moto_cpu)"
+    "${REPORT[@]}" s3-latency "$ICS_TEST_S3_ENDPOINT" "$bucket" 0
+    [ "$rc" = 0 ] || { tail -n 20 "$d/stderr.txt" >&2; cat "$d/summary.json" >&2; die "run-once ($set, $ms ms) exit $rc"; }
+    read -r converted bytes_out dms < <(daemon_check "$d/summary.json" "$d/stderr.txt")
+    "${REPORT[@]}" s3-rmbucket "$ICS_TEST_S3_ENDPOINT" "$bucket"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$set" "$N" "$ms" "$WALL" "$tf" \
+        "duration_ms=$dms moto_cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / t }')" \
+        >>"$W/latency.tsv"
+    rm -rf "$d"
+}
+
+latency_scenario() {
+    [ "${#LATENCIES[@]}" -gt 0 ] || return 0
+    make_small_set
+    echo "latency scenario: ${LATENCIES[*]} ms per request; sets: small = $(wc -l <"$W/small.list") images of at most 320 px ($(du -sm "$W/small" | cut -f1) MB), photos = the $N files above"
+    : >"$W/latency.tsv"
+    local r k set list ms summary
+    for ((r = 1; r <= ROUNDS; r++)); do
+        summary="latency round $r/$ROUNDS:"
+        for set in small photos; do
+            list="$W/files.list"
+            [ "$set" = small ] && list="$W/small.list"
+            for ((k = 0; k < ${#LATENCIES[@]}; k++)); do
+                ms="${LATENCIES[$(((k + r - 1) % ${#LATENCIES[@]}))]}"
+                log "latency round $r/$ROUNDS: $set, $ms ms"
+                run_latency "$r" "$set" "$list" "$ms"
+                summary+=" $set@${ms}ms $(tail -n1 "$W/latency.tsv" | cut -f5 | xargs printf '%.2f')s"
+            done
+        done
+        echo "$summary"
+    done
+    "${REPORT[@]}" latency "$W"
+}
+
 run_peer() { # ROUND LAST TOOL
     local r="$1" last="$2" tool="$3" o="$W/r$1/$3" tf="$W/time.$1.$3"
     [ "$last" = 1 ] && o="$W/out/$tool"
@@ -343,6 +428,11 @@ main() {
 
     mkdir -p "$W/out"
     : >"$W/runs.tsv"
+    if [ "$TABLE" = 0 ]; then
+        latency_scenario
+        echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        return
+    fi
     local r i k tool last
     for ((r = 1; r <= ROUNDS; r++)); do
         last=0
@@ -391,6 +481,8 @@ main() {
     echo
     echo "quality of the last round's outputs (examples/quality.rs: SSIM of BT.601 luma over white, 11x11 Gaussian):"
     cat "$W/quality.txt"
+    latency_scenario
+    echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     echo "per-file SSIM: target/bench-ssim.tsv; this report: target/bench.txt"
 }

@@ -6,7 +6,10 @@
                                                        line) as its base name
   bench_report.py s3-get ENDPOINT BUCKET SUFFIX DIR    download every key ending in SUFFIX
   bench_report.py s3-rmbucket ENDPOINT BUCKET          delete every object, then the bucket
+  bench_report.py s3-latency ENDPOINT BUCKET MS        delay every later request on BUCKET
+                                                       by MS (scripts/s3_server.py's hook)
   bench_report.py report WORKDIR                       print the summary table
+  bench_report.py latency WORKDIR                      print the latency scenario's table
 
 The S3 requests are path-style and not really signed: the test server (moto, see
 scripts/s3-server.sh and scripts/s3-smoke.py) accepts any signature but wants an
@@ -74,6 +77,8 @@ def cmd_s3(args):
             for path in filter(None, (line.rstrip("\n") for line in f)):
                 with open(path, "rb") as src:
                     s3_request(endpoint, "PUT", f"/{bucket}/{os.path.basename(path)}", body=src.read())
+    elif op == "s3-latency":
+        s3_request(endpoint, "GET", "/_ics/latency", query={"bucket": bucket, "ms": args[3]})
     elif op == "s3-rmbucket":
         for key in s3_keys(endpoint, bucket):
             s3_request(endpoint, "DELETE", f"/{bucket}/{key}")
@@ -196,6 +201,40 @@ def report(work):
             print(f"  {line}")
 
 
+def latency(work):
+    """WORKDIR/latency.tsv: round, set, images, latency ms, wall s, time file, extra."""
+    runs = {}
+    for line in open(os.path.join(work, "latency.tsv")):
+        rnd, name, n, ms, wall, timefile, extra = line.rstrip("\n").split("\t")
+        _, _, rss = parse_time(timefile)
+        runs.setdefault(name, {}).setdefault(int(ms), []).append(
+            {"round": int(rnd), "n": int(n), "wall": float(wall), "rss": rss, "extra": extra})
+    print()
+    print("== latency: run-once through the S3 test server, N ms added to every request; medians over rounds ==")
+    head = (f"{'set':<8} {'images':>6} {'latency':>8} {'images/s':>9} {'wall s':>8} {'peak RSS':>10}   "
+            f"{'vs 0 ms':>8}   per round")
+    print(head)
+    print("-" * len(head))
+    for name, by_ms in runs.items():
+        base = {r["round"]: r["wall"] for r in by_ms.get(0, [])}
+        for ms in sorted(by_ms):
+            rs = by_ms[ms]
+            wall = median([r["wall"] for r in rs])
+            rss = max(r["rss"] for r in rs)
+            per = [base[r["round"]] / r["wall"] for r in rs if r["round"] in base]
+            shown = " ".join(f"{v:.3f}" for v in per)
+            print(f"{name:<8} {rs[0]['n']:>6} {ms:>5} ms {rs[0]['n'] / wall:>9.2f} {wall:>8.2f} "
+                  f"{rss / 1024:>7.0f} MiB   {median(per):>7.3f}x   {shown}")
+    print()
+    print("  vs 0 ms: throughput at that latency over the same set's at 0 ms in the same round (median of")
+    print("  per-round ratios; 1 = latency hidden). Wall time is the whole run-once process; peak RSS is the")
+    print("  max over rounds (GNU time -v). Per run [duration_ms, moto CPU s]:")
+    for name, by_ms in runs.items():
+        for ms in sorted(by_ms):
+            cells = "; ".join(f"r{r['round']} {r['wall']:.2f}s [{r['extra']}]" for r in by_ms[ms])
+            print(f"    {name} {ms} ms: {cells}")
+
+
 def main():
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
@@ -204,6 +243,8 @@ def main():
         cmd_s3(sys.argv[1:])
     elif cmd == "report":
         report(sys.argv[2])
+    elif cmd == "latency":
+        latency(sys.argv[2])
     else:
         raise SystemExit(__doc__)
 

@@ -4,7 +4,8 @@
 //! A count of images in flight bounds nothing when one 100 MP photo needs the memory of
 //! a thousand thumbnails; reserving by pixels does. The budget has two pools, so that
 //! waiting in one never blocks the other (no deadlock):
-//! - **files** (a quarter): a source's listed size, reserved before it is downloaded;
+//! - **files** (a quarter): a source's listed size, reserved before it is downloaded and
+//!   held until its WebP is uploaded;
 //! - **work** (the rest): its decode, resize and encode ([`crate::convert::cost`]), read
 //!   from the header once downloaded and reserved before decoding.
 //!
@@ -69,6 +70,15 @@ pub struct FileReservation {
 pub struct Reservation {
     _file: Option<FileReservation>,
     _work: OwnedSemaphorePermit,
+}
+
+impl Reservation {
+    /// The image is encoded: its working memory goes back to the pool, and the file's
+    /// share stays with the WebP until it is uploaded (a WebP is about as large as its
+    /// source or smaller, so the files pool also bounds the WebPs waiting for a PUT).
+    pub fn into_file(self) -> Option<FileReservation> {
+        self._file
+    }
 }
 
 impl MemoryBudget {

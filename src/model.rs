@@ -22,8 +22,9 @@ pub struct Candidate {
 
 /// A slot of the bounded pipeline. It travels with its image from the Lister through
 /// the Converter pool and the Uploader to the StateKeeper, and frees the slot when the
-/// StateKeeper has recorded the image — so at most `pipeline.max_in_flight` images are
-/// between listing and record at any time, and a slow stage holds the Lister back.
+/// StateKeeper has recorded the image — so the images between listing and record are
+/// bounded (`PipelineConfig::max_in_flight`, derived from the request and queue limits),
+/// and a slow stage holds the Lister back.
 #[derive(Debug)]
 pub struct Slot(#[allow(dead_code)] pub OwnedSemaphorePermit);
 

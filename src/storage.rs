@@ -13,7 +13,9 @@
 //! - `key` — the check of untrusted keys, [`check_key`];
 //! - `local` — the local-directory backend, with `beneath` (paths resolved beneath the
 //!   root), `cas` (its conditional writes and deletes), `walk` (its listing in key
-//!   order) and `files` (errors, ETags and temporary files they share).
+//!   order) and `files` (errors, ETags and temporary files they share);
+//! - `limit` — the S3 request window: at most `pipeline.max_requests` open, halved when
+//!   the store throttles and grown back gradually (AIMD), [`RequestLimiter`].
 
 mod beneath;
 mod cas;
@@ -22,6 +24,7 @@ mod cas_tests;
 mod error;
 mod files;
 mod key;
+mod limit;
 mod local;
 #[cfg(test)]
 mod local_tests;
@@ -42,6 +45,7 @@ use object_store::{
 
 pub use self::error::{ObjectInfo, StorageError};
 pub use self::key::check_key;
+pub use self::limit::{LimitSnapshot, RequestLimiter};
 use self::local::LocalBucket;
 use crate::config::{S3Config, StorageConfig};
 
@@ -62,6 +66,8 @@ pub struct Storage {
     backend: Backend,
     bucket: String,
     kind: BackendKind,
+    /// S3: the window of open requests (AIMD); none for local and memory buckets.
+    limiter: Option<RequestLimiter>,
 }
 
 /// Where the objects are: a local directory (our own code, for its listing order,
@@ -95,7 +101,7 @@ impl Storage {
             .map_err(|e| StorageError::Setup(format!("cannot create {}: {e}", root.display())))?;
         let bucket = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let root = root.canonicalize().map_err(|e| StorageError::Setup(format!("{}: {e}", root.display())))?;
-        Ok(Self { backend: Backend::Local(LocalBucket::new(root)), bucket, kind: BackendKind::Local })
+        Ok(Self { backend: Backend::Local(LocalBucket::new(root)), bucket, kind: BackendKind::Local, limiter: None })
     }
 
     /// The same local bucket, resolving paths with `resolver` (tests run both ways).
@@ -108,7 +114,9 @@ impl Storage {
     }
 
     /// An S3-compatible bucket, path-style by default, SigV4-signed.
+    /// Every request goes through a window of `c.retry.max_requests` (see `limit`).
     pub fn s3(c: &S3Config) -> Result<Self, StorageError> {
+        let limiter = RequestLimiter::new(c.retry.max_requests);
         let store = AmazonS3Builder::new()
             .with_endpoint(&c.endpoint)
             .with_region(&c.region)
@@ -129,11 +137,20 @@ impl Storage {
             .with_client_options(
                 object_store::ClientOptions::new()
                     .with_timeout(c.retry.request_timeout)
-                    .with_allow_http(c.endpoint.starts_with("http://")),
+                    .with_allow_http(c.endpoint.starts_with("http://"))
+                    // The window, not the pool, bounds what is open; keep enough idle
+                    // connections to reuse them all.
+                    .with_pool_max_idle_per_host(c.retry.max_requests.max(1)),
             )
+            .with_http_connector(limit::LimitedConnector { limiter: limiter.clone() })
             .build()
             .map_err(|e| StorageError::Setup(format!("S3 bucket {} at {}: {e}", c.bucket, c.endpoint)))?;
-        Ok(Self { backend: Backend::Store(Arc::new(store)), bucket: c.bucket.clone(), kind: BackendKind::S3 })
+        Ok(Self {
+            backend: Backend::Store(Arc::new(store)),
+            bucket: c.bucket.clone(),
+            kind: BackendKind::S3,
+            limiter: Some(limiter),
+        })
     }
 
     /// A bucket held in memory, for tests.
@@ -142,6 +159,7 @@ impl Storage {
             backend: Backend::Store(Arc::new(InMemory::new())),
             bucket: bucket.to_owned(),
             kind: BackendKind::Memory,
+            limiter: None,
         }
     }
 
@@ -149,7 +167,7 @@ impl Storage {
     /// tests: latency, pauses, counted writes). It must honour conditional PUTs
     /// (`PutMode::Create` and `PutMode::Update`) for `state.backend: bucket`.
     pub fn from_store(store: Arc<dyn ObjectStore>, bucket: &str) -> Self {
-        Self { backend: Backend::Store(store), bucket: bucket.to_owned(), kind: BackendKind::Memory }
+        Self { backend: Backend::Store(store), bucket: bucket.to_owned(), kind: BackendKind::Memory, limiter: None }
     }
 
     /// The bucket's name (used in `r2://bucket/key` addresses).
@@ -159,6 +177,11 @@ impl Storage {
 
     pub fn kind(&self) -> BackendKind {
         self.kind
+    }
+
+    /// The S3 request window now (none for a local or in-memory bucket).
+    pub fn request_limit(&self) -> Option<LimitSnapshot> {
+        self.limiter.as_ref().map(RequestLimiter::snapshot)
     }
 
     /// Streams every object under `prefix` (a `/`-separated key prefix, or the whole

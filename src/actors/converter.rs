@@ -42,10 +42,14 @@ pub struct ConvertImage {
     pub candidate: Candidate,
     pub bytes: Bytes,
     pub slot: Slot,
-    /// Released as soon as the WebP is made (decoded pixels freed).
+    /// Its working memory is released as soon as the WebP is made (decoded pixels
+    /// freed); the file's share goes on with the WebP to the Uploader.
     pub memory: Reservation,
     /// The pipeline (bucket) the image belongs to.
     pub route: Route,
+    /// Its place among the downloaded images waiting for a converter
+    /// (`pipeline.max_queued`), given up when a worker takes it.
+    pub queued: OwnedSemaphorePermit,
 }
 
 /// Converts bytes for an on-demand request (the API) and answers with the result.
@@ -115,11 +119,14 @@ impl Handler<ConvertImage> for Converter {
     type Result = ();
 
     fn handle(&mut self, msg: ConvertImage, _: &mut SyncContext<Self>) {
-        let ConvertImage { candidate, bytes, slot, memory, route } = msg;
+        let ConvertImage { candidate, bytes, slot, memory, route, queued } = msg;
+        // Taken off the queue: the Lister may ready the next image.
+        drop(queued);
         let started = Instant::now();
         let result = self.convert(&bytes, None, &convert::webp::Cancel::new(false));
         let bytes_in = bytes.len() as u64;
-        drop((bytes, memory));
+        drop(bytes);
+        let file = memory.into_file();
         let fail = |code: Reason, reason: String, permanent: bool| ItemOutcome::Failed { code, reason, permanent };
         let outcome = match result {
             Ok(Ok(c)) if self.skip_if_larger && c.webp.len() as u64 >= bytes_in => {
@@ -134,6 +141,7 @@ impl Handler<ConvertImage> for Converter {
                     megapixels: c.source_megapixels,
                     convert_ms,
                     slot,
+                    file,
                 });
                 return;
             }

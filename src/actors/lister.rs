@@ -1,15 +1,20 @@
 //! Lister: streams the bucket listing in key order, asks the [`Planner`] which sources
 //! need a WebP, and feeds them to the Converter pool — one bounded slot per image.
 //!
-//! The listing is never held whole: it is consumed page by page as slots free up, so
-//! a slow converter or uploader slows the listing down (backpressure). Each source is
-//! downloaded here (async I/O) and handed to the pool with its bytes.
+//! The listing is never held whole: it is read one page ahead of the planner (the next
+//! page's request overlaps the current page's work) and consumed as slots free up, so a
+//! slow converter or uploader slows the listing down (backpressure). Each source is
+//! downloaded here (async I/O, at most `pipeline.max_requests` at once) and handed to the
+//! pool with its bytes once the pool's queue (`pipeline.max_queued`) has room: the
+//! converters always find their next image ready, and a slow download never holds up
+//! the others.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::Semaphore;
 
 use super::converter::{ConvertImage, Converter, Route};
@@ -46,9 +51,14 @@ impl Lister {
         memory: MemoryBudget,
         scope: Arc<dyn RunScope>,
     ) -> Self {
-        let slots = Arc::new(Semaphore::new(config.pipeline.max_in_flight));
+        let p = &config.pipeline;
+        let slots = Arc::new(Semaphore::new(p.max_in_flight));
+        let downloads = Arc::new(Semaphore::new(p.max_requests));
+        let queued = Arc::new(Semaphore::new(p.max_queued));
         let state_keeper = route.state_keeper.clone();
-        Self { job: ListingJob { config, storage, state_keeper, route, converter, slots, memory, scope } }
+        let job =
+            ListingJob { config, storage, state_keeper, route, converter, slots, downloads, queued, memory, scope };
+        Self { job }
     }
 }
 
@@ -73,8 +83,35 @@ struct ListingJob {
     route: Route,
     converter: Addr<Converter>,
     slots: Arc<Semaphore>,
+    /// Downloads at once (`pipeline.max_requests`; on S3 the storage's window bounds
+    /// them too, with every other request).
+    downloads: Arc<Semaphore>,
+    /// Downloaded images waiting for a converter (`pipeline.max_queued`).
+    queued: Arc<Semaphore>,
     memory: MemoryBudget,
     scope: Arc<dyn RunScope>,
+}
+
+/// Listing entries read ahead of the planner: one page of S3's (1,000 keys).
+const LIST_AHEAD: usize = 1000;
+
+/// `listing` read up to `ahead` entries ahead in a task of its own, so the next page is
+/// requested while this one is planned and dispatched. Dropping the stream ends the task.
+fn read_ahead<T: Send + 'static>(mut listing: BoxStream<'static, T>, ahead: usize) -> BoxStream<'static, T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(ahead);
+    tokio::spawn(async move {
+        while let Some(item) = listing.next().await {
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    receiver_stream(rx)
+}
+
+/// An mpsc receiver as a stream.
+fn receiver_stream<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> BoxStream<'static, T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
 }
 
 /// How often (in listed objects) progress is reported.
@@ -116,7 +153,7 @@ impl ListingJob {
             upto: upto.clone(),
         };
         let mut planner = Planner::new(rules, start.state.clone());
-        let mut listing = self.storage.list_ordered(offset);
+        let mut listing = read_ahead(self.storage.list_ordered(offset), LIST_AHEAD);
         let (mut listed, mut skipped) = (0u64, 0u64);
         let mut decisions = Vec::new();
         let mut error = None;
@@ -229,11 +266,19 @@ impl ListingJob {
         let route = self.route.clone();
         let opts = self.config.convert.clone();
         let budget = self.memory.clone();
+        let (downloads, queue) = (self.downloads.clone(), self.queued.clone());
         actix::spawn(async move {
             let file = budget.reserve_file(candidate.source.size).await;
-            match storage.get(&candidate.source.key, opts.limits.max_input_bytes).await {
+            let fetched = {
+                let _request = downloads.acquire_owned().await.expect("never closed");
+                storage.get(&candidate.source.key, opts.limits.max_input_bytes).await
+            };
+            match fetched {
                 Ok((_, bytes)) => match budget.reserve_work(Some(file), &bytes, None, &opts).await {
-                    Ok(memory) => converter.do_send(ConvertImage { candidate, bytes, slot, memory, route }),
+                    Ok(memory) => {
+                        let queued = queue.acquire_owned().await.expect("never closed");
+                        converter.do_send(ConvertImage { candidate, bytes, slot, memory, route, queued })
+                    }
                     // A limit its header breaks (pixels, frames, the memory budget).
                     Err(e) => state_keeper.do_send(RecordDone {
                         key: candidate.source.key,

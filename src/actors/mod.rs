@@ -20,8 +20,13 @@
 //!   and takes commands on a channel.
 //!
 //! Every image holds a [`crate::model::Slot`] from the moment the Lister queues it until
-//! the StateKeeper records it, so at most `pipeline.max_in_flight` images are in flight
-//! and memory stays flat however large the bucket is.
+//! the StateKeeper records it, so the images in flight are bounded however large the
+//! bucket is; their bytes are bounded by the memory budget ([`crate::memory`]): a source
+//! reserves its size before it is downloaded (until its WebP is uploaded) and its working
+//! set before it is decoded. Between the stages, downloads and uploads each run up to
+//! `pipeline.max_requests` at once (on S3 inside one AIMD request window that the
+//! store's throttling narrows, `crate::storage`), and at most `pipeline.max_queued`
+//! downloaded images wait for a converter.
 
 pub mod converter;
 pub mod coordinator;

@@ -1,5 +1,7 @@
 //! Uploader: puts each WebP beside its source with `Content-Type: image/webp`, at most
-//! `pipeline.upload_concurrency` at once, and reports the result to the StateKeeper.
+//! `pipeline.upload_concurrency` at once (default `pipeline.max_requests`: uploads run
+//! concurrently with the downloads, inside the storage's request window), and reports the
+//! result to the StateKeeper.
 //!
 //! Every write goes by the one write rule (`job::write_webp`), the API's too. In
 //! bucket mode a run's put happens only while this instance holds the source's shard,
@@ -16,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::state_keeper::{RecordDone, StateKeeper};
 use crate::job::{self, WriteRule, Written};
+use crate::memory::FileReservation;
 use crate::model::{Candidate, ItemOutcome, Slot};
 use crate::reason::Reason;
 use crate::scope::{RunScope, admit};
@@ -31,6 +34,8 @@ pub struct UploadWebp {
     pub megapixels: f64,
     pub convert_ms: u64,
     pub slot: Slot,
+    /// The source's share of the files pool, standing for the WebP until it is put.
+    pub file: Option<FileReservation>,
 }
 
 /// Puts one WebP for an on-demand request (the API) by the same write rule as the runs,
@@ -110,9 +115,11 @@ impl Handler<UploadWebp> for Uploader {
         let scope = self.scope.clone();
         actix::spawn(async move {
             let _permit = uploads.acquire_owned().await.expect("never closed");
-            let UploadWebp { candidate, webp, bytes_in, megapixels, convert_ms, slot } = msg;
+            let UploadWebp { candidate, webp, bytes_in, megapixels, convert_ms, slot, file } = msg;
             let bytes_out = webp.len() as u64;
-            let outcome = match put_run_webp(&storage, scope.as_ref(), &candidate, webp).await {
+            let put = put_run_webp(&storage, scope.as_ref(), &candidate, webp).await;
+            drop(file);
+            let outcome = match put {
                 Ok(()) => ItemOutcome::Converted { bytes_in, bytes_out, megapixels, convert_ms },
                 Err(Put::Superseded(reason)) => ItemOutcome::Superseded { reason },
                 Err(Put::Failed(e)) => {

@@ -260,6 +260,27 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
          # TYPE ics_api_conversions_admitted gauge\n\
          ics_api_conversions_admitted {admitted}\n"
     );
+    // The storage's request window (S3; a local bucket has none: all 0).
+    let w = state.storage.request_limit().unwrap_or_default();
+    let _ = write!(
+        body,
+        "# HELP ics_storage_concurrency_limit Storage requests allowed open at once now (AIMD: halved when the store throttles, grown back by one per window of requests).\n\
+         # TYPE ics_storage_concurrency_limit gauge\n\
+         ics_storage_concurrency_limit {}\n\
+         # HELP ics_storage_concurrency_max The ceiling of the request window (pipeline.max_requests).\n\
+         # TYPE ics_storage_concurrency_max gauge\n\
+         ics_storage_concurrency_max {}\n\
+         # HELP ics_storage_requests_open Storage requests open now (a GET until its body is read).\n\
+         # TYPE ics_storage_requests_open gauge\n\
+         ics_storage_requests_open {}\n\
+         # HELP ics_storage_throttled_total Answers in which the store asked to slow down (503 SlowDown, 429).\n\
+         # TYPE ics_storage_throttled_total counter\n\
+         ics_storage_throttled_total {}\n\
+         # HELP ics_storage_concurrency_decreases_total Times the request window was halved.\n\
+         # TYPE ics_storage_concurrency_decreases_total counter\n\
+         ics_storage_concurrency_decreases_total {}\n",
+        w.limit, w.max, w.open, w.throttled, w.decreases
+    );
     HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(body)
 }
 

@@ -222,6 +222,7 @@ fn sections(c: &Config) -> Value {
         "pipeline": {
             "workers": c.pipeline.workers,
             "max_in_flight": c.pipeline.max_in_flight,
+            "max_requests": c.pipeline.max_requests,
             "upload_concurrency": c.pipeline.upload_concurrency,
             "shutdown_timeout_seconds": c.pipeline.shutdown_timeout.as_secs(),
             "memory_budget_mb": c.pipeline.memory_budget_mb,

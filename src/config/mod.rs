@@ -132,6 +132,9 @@ pub struct RetrySettings {
     pub retry_timeout: std::time::Duration,
     pub initial_backoff: std::time::Duration,
     pub request_timeout: std::time::Duration,
+    /// Requests open at once, at most (`pipeline.max_requests`); the store's throttling
+    /// lowers the window below it for a while.
+    pub max_requests: usize,
 }
 
 impl Default for RetrySettings {
@@ -141,6 +144,7 @@ impl Default for RetrySettings {
             retry_timeout: std::time::Duration::from_secs(180),
             initial_backoff: std::time::Duration::from_millis(100),
             request_timeout: std::time::Duration::from_secs(60),
+            max_requests: DEFAULT_MAX_REQUESTS,
         }
     }
 }
@@ -239,13 +243,23 @@ pub struct ClusterConfig {
     pub instance_id: String,
 }
 
+/// `pipeline.max_requests` unless set: enough round trips in flight to keep two cores
+/// encoding thumbnails against a store 80 ms away.
+pub const DEFAULT_MAX_REQUESTS: usize = 64;
+
 /// `pipeline:` validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
     /// Converter threads (default: one per core).
     pub workers: usize,
-    /// Images between listing and the state record at once (backpressure bound).
+    /// Images between listing and the state record at once. Derived from the limits
+    /// below unless `pipeline.max_in_flight` (deprecated) sets it; memory is bounded by
+    /// `memory_budget_mb` either way.
     pub max_in_flight: usize,
+    /// Storage requests open at once (downloads, uploads, listing, state), at most.
+    pub max_requests: usize,
+    /// Downloaded images waiting for a converter, at most (so the next image is ready).
+    pub max_queued: usize,
     /// Concurrent uploads.
     pub upload_concurrency: usize,
     /// How long SIGTERM waits for in-flight images.

@@ -184,6 +184,7 @@ pub struct RawState {
 pub struct RawPipeline {
     pub workers: Option<i64>,
     pub max_in_flight: Option<i64>,
+    pub max_requests: Option<i64>,
     pub upload_concurrency: Option<i64>,
     pub shutdown_timeout_seconds: Option<i64>,
     pub memory_budget_mb: Option<i64>,

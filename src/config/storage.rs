@@ -149,6 +149,8 @@ pub(super) fn storage(s: &RawStorage, r2: &RawR2, origins: &Origins) -> Result<S
                         1,
                         3600,
                     )?),
+                    // `pipeline.max_requests`, set once the pipeline is validated.
+                    max_requests: crate::config::DEFAULT_MAX_REQUESTS,
                 },
             }))
         }

@@ -317,3 +317,29 @@ fn the_time_zone_comes_from_the_prefix_the_key_tz_or_the_host() {
     let err = load_yaml("", &[("TZ", "Mars/Olympus")]).unwrap_err().to_string();
     assert!(err.contains("cron.timezone") && err.contains("environment TZ"), "{err}");
 }
+
+#[test]
+fn max_in_flight_still_caps_but_warns_and_max_requests_sizes_the_s3_window() {
+    // Unset: derived from the request and queue limits, no warning.
+    let c = load_yaml("pipeline: {workers: 2}\n", &[]).unwrap();
+    let p = &c.pipeline;
+    assert_eq!((p.max_requests, p.upload_concurrency, p.max_queued), (64, 64, 8));
+    assert_eq!(p.max_in_flight, 64 + 8 + 2 + 64);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // Set: honoured, and deprecated loudly.
+    let c = load_yaml("pipeline: {workers: 2, max_in_flight: 6}\n", &[]).unwrap();
+    assert_eq!(c.pipeline.max_in_flight, 6);
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with("pipeline.max_in_flight is deprecated") && w.contains("max_requests")),
+        "{:?}",
+        c.warnings
+    );
+    // The S3 request window is pipeline.max_requests.
+    let vars =
+        [("R2_ENDPOINT", "http://127.0.0.1:9"), ("R2_BUCKET", "b"), ("R2_ACCESS_KEY", "a"), ("R2_SECRET_KEY", "s")];
+    let c = load_yaml("storage: {backend: r2}\npipeline: {max_requests: 16}\n", &vars).unwrap();
+    let StorageConfig::S3(s3) = &c.storage else { panic!("{:?}", c.storage) };
+    assert_eq!((s3.retry.max_requests, c.pipeline.upload_concurrency), (16, 16));
+    let e = load_yaml("pipeline: {max_requests: 0}\n", &[]).unwrap_err().to_string();
+    assert!(e.contains("pipeline.max_requests"), "{e}");
+}

@@ -18,7 +18,8 @@ impl Config {
 
     /// [`Config::validate`], with the values' origins for the messages.
     pub fn validate_with(raw: RawConfig, origins: &Origins) -> Result<Self, ConfigError> {
-        let storage = super::storage::storage(&raw.storage, &raw.r2, origins)?;
+        let mut storage = super::storage::storage(&raw.storage, &raw.r2, origins)?;
+        let mut warnings = Vec::new();
         let (formats, mut convert, skip_if_larger) = conversion(&raw.conversion)?;
         let mut presets = BTreeMap::new();
         let raw_presets = raw.resize.presets.unwrap_or_else(default_presets);
@@ -137,15 +138,37 @@ impl Config {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let p = raw.pipeline;
         let workers: usize = int_in("pipeline.workers", p.workers.unwrap_or(cores as i64), 1, 256)?;
+        let max_requests: usize =
+            int_in("pipeline.max_requests", p.max_requests.unwrap_or(super::DEFAULT_MAX_REQUESTS as i64), 1, 1024)?;
+        let upload_concurrency: usize =
+            int_in("pipeline.upload_concurrency", p.upload_concurrency.unwrap_or(max_requests as i64), 1, 1024)?;
+        // Enough converted images waiting that a converter never idles between two.
+        let max_queued = 4 * workers;
+        // Images in flight: downloading, queued, converting, uploading. The memory
+        // budget, not this count, bounds their bytes.
+        let derived = max_requests + max_queued + workers + upload_concurrency;
+        let max_in_flight = match p.max_in_flight {
+            None => derived,
+            Some(n) => {
+                let n = int_in("pipeline.max_in_flight", n, 1, 10_000)?;
+                warnings.push(format!(
+                    "pipeline.max_in_flight is deprecated: it caps images in flight at {n}, which limits \
+                     throughput against a remote store (each image waits a GET and a PUT round trip); \
+                     leave it unset: memory (pipeline.memory_budget_mb) and pipeline.max_requests bound \
+                     the pipeline now ({derived} images in flight with these settings)"
+                ));
+                n
+            }
+        };
+        if let super::StorageConfig::S3(s3) = &mut storage {
+            s3.retry.max_requests = max_requests;
+        }
         let pipeline = PipelineConfig {
             workers,
-            max_in_flight: int_in(
-                "pipeline.max_in_flight",
-                p.max_in_flight.unwrap_or(2 * workers as i64 + 2),
-                1,
-                10_000,
-            )?,
-            upload_concurrency: int_in("pipeline.upload_concurrency", p.upload_concurrency.unwrap_or(8), 1, 256)?,
+            max_in_flight,
+            max_requests,
+            max_queued,
+            upload_concurrency,
             shutdown_timeout: secs(int_in(
                 "pipeline.shutdown_timeout_seconds",
                 p.shutdown_timeout_seconds.unwrap_or(30),
@@ -202,7 +225,7 @@ impl Config {
             api,
             log,
             origins: Origins::default(),
-            warnings: Vec::new(),
+            warnings,
         })
     }
 

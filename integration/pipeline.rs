@@ -277,7 +277,17 @@ fn a_crash_loses_nothing_and_redoes_little() {
     // The state file is valid JSON after the kill, and records the unfinished run.
     let state = env.state();
     assert!(state["run"]["cursor"].is_string(), "{state}");
-    let survived = env.webps();
+    // A PUT whose body was sent before the kill may still land at the server: wait until
+    // the bucket's WebPs are the same twice, 300 ms apart.
+    let mut survived = env.webps();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let again = env.webps();
+        if again == survived {
+            break;
+        }
+        survived = again;
+    }
     assert!(survived.len() < total, "killed too late to test anything");
     // The lock is free at once; the next run resumes and finishes the bucket.
     let (code, second) = env.run_once();

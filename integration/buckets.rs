@@ -427,3 +427,25 @@ fn in_bucket_mode_each_bucket_holds_its_own_shards() {
     }
     assert!(!dir.path().join("state").join(format!("state-{a}.json")).exists(), "no local state in bucket mode");
 }
+
+#[test]
+fn ready_probes_every_buckets_storage_and_names_the_one_that_does_not_answer() {
+    need_s3!();
+    let (a, b) = (new_bucket("ready-a"), new_bucket("ready-b"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), dotenv(&[&a, &b], "CRON_ENABLED=false\n")).unwrap();
+    let serve = Serve::start(dir.path());
+    let r = serve.get("/ready");
+    assert_eq!(r.status, 200, "{}", r.json());
+    // The second bucket's requests now take longer than the probe may wait (3 s); the
+    // cached answers are 10 s fresh, so a new daemon probes at once.
+    set_latency(&b, 4000);
+    drop(serve);
+    let serve = Serve::start(dir.path());
+    let r = serve.get("/ready");
+    set_latency(&b, 0);
+    assert_eq!(r.status, 503, "{}", r.json());
+    let reason = r.json()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("did not answer") && reason.contains(&format!("bucket {b}")), "{reason}");
+    assert!(!reason.contains(&format!("bucket {a}")), "{reason}");
+}

@@ -1,5 +1,6 @@
-//! `GET /ready`: whether this instance can do its work now — the storage answered a
-//! cheap request within the last few seconds and the pipeline's actors are running.
+//! `GET /ready`: whether this instance can do its work now — every bucket's storage
+//! answered a cheap request within the last few seconds and the pipelines' actors are
+//! running.
 //!
 //! `/health` stays a liveness answer (the process serves HTTP). Readiness is for load
 //! balancers and container health checks: a daemon whose bucket is unreachable is alive
@@ -7,6 +8,8 @@
 //! than [`FRESH_FOR`] (one `HEAD` of a key that need not exist), at most one at a time,
 //! bounded by [`PROBE_TIMEOUT`]; polls in between are answered from the cached result.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, web};
@@ -22,16 +25,19 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The key the probe asks about; that it does not exist is a fine answer.
 const PROBE_KEY: &str = ".image-converting-server/ready-probe";
 
-/// The last storage probe's result.
+/// The last storage probe's result, per bucket.
 #[derive(Default)]
 pub struct Readiness {
-    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    last: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<LastProbe>>>>,
 }
 
+type LastProbe = Option<(Instant, Result<(), String>)>;
+
 impl Readiness {
-    /// `Ok` when the storage answered within [`FRESH_FOR`] (probing it now if needed).
-    async fn storage(&self, storage: &Storage) -> Result<(), String> {
-        let mut last = self.last.lock().await;
+    /// `Ok` when `bucket`'s storage answered within [`FRESH_FOR`] (probing it now if needed).
+    async fn storage(&self, bucket: &str, storage: &Storage) -> Result<(), String> {
+        let slot = self.last.lock().unwrap_or_else(|e| e.into_inner()).entry(bucket.to_owned()).or_default().clone();
+        let mut last = slot.lock().await;
         if let Some((at, result)) = &*last
             && at.elapsed() < FRESH_FOR
         {
@@ -39,8 +45,8 @@ impl Readiness {
         }
         let result = match tokio::time::timeout(PROBE_TIMEOUT, storage.head(PROBE_KEY)).await {
             Ok(Ok(_)) | Ok(Err(StorageError::NotFound { .. })) => Ok(()),
-            Ok(Err(e)) => Err(format!("storage did not answer: {e}")),
-            Err(_) => Err(format!("storage did not answer within {} s", PROBE_TIMEOUT.as_secs())),
+            Ok(Err(e)) => Err(format!("storage did not answer (bucket {bucket}): {e}")),
+            Err(_) => Err(format!("storage did not answer within {} s (bucket {bucket})", PROBE_TIMEOUT.as_secs())),
         };
         if let Err(e) = &result {
             tracing::warn!(reason = %e, "Not ready");
@@ -59,7 +65,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let stopped = state.lanes.iter().find_map(|l| l.pipeline.stopped_actor().map(|a| (a, &l.bucket)));
     let result = match stopped {
         Some((actor, bucket)) => Err(format!("the {actor} actor of bucket {bucket} has stopped")),
-        None => state.readiness.storage(&state.storage).await,
+        // Every bucket's storage, probed side by side; the first that fails is the reason.
+        None => futures::future::join_all(state.lanes.iter().map(|l| state.readiness.storage(&l.bucket, &l.storage)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, String>>()
+            .map(|_| ()),
     };
     match result {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),

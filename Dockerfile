@@ -2,9 +2,9 @@
 # The image-converting-server container: a non-root daemon with CA certificates (R2 and
 # S3 are https) and nothing else.
 #
-#   podman build -t image-converting-server .                      # compiles from source
+#   podman build --format docker -t image-converting-server .      # compiles from source
 #   cargo build --release && \
-#   podman build --build-arg SOURCE=prebuilt -t image-converting-server .
+#   podman build --format docker --build-arg SOURCE=prebuilt -t image-converting-server .
 #                                  # takes target/release/image-converting-server instead
 #
 # Configuration comes from the environment: the Go server's variables (R2_ENDPOINT,

@@ -7,6 +7,9 @@
 //!   and the queue ends empty.
 //! - Two `serve` instances on one queue split the events (each converts some, none
 //!   twice), and a cron run afterwards finds nothing to do.
+//! - Two configured buckets (and one that is not) notifying one queue: each upload is
+//!   converted in its own bucket, once; the unconfigured bucket's events are deleted
+//!   without work and counted.
 //! - The handler's decisions, through the pipeline's own actors: an up-to-date source is
 //!   not even downloaded, an event older than the object is left to the newer one's, a
 //!   duplicate costs nothing, and removals delete the WebP only when configured to.
@@ -150,6 +153,66 @@ fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["converted"], 0, "{summary}");
     assert_eq!(summary["skipped"], total as u64, "{summary}");
+}
+
+#[test]
+fn two_buckets_notifying_one_queue_are_each_converted_in_their_own_bucket() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b, stranger) = (new_bucket("evba"), new_bucket("evbb"), new_bucket("evbx"));
+    let open = |bucket: &str| ics::storage::Storage::open(&s3_config(bucket).storage, bucket).unwrap();
+    let (sa, sb, sx) = (open(&a), open(&b), open(&stranger));
+    // One queue carries all three buckets' notifications; the daemon keeps a and b.
+    let queue = format!("q-{a}");
+    let url = notify_queue(&a, &queue, 6);
+    assert_eq!(notify_queue(&b, &queue, 6), url);
+    assert_eq!(notify_queue(&stranger, &queue, 6), url);
+    let server = Server::start_env(Some(&a), &events_yaml(&url), &[("R2_BUCKETS", format!("{a},{b}"))]);
+    // Keys 0..12 into a, 6..18 into b: 6..12 in both, each bucket's own WebP.
+    let (in_a, in_b) = (0..12, 6..18);
+    for i in 0..18 {
+        if in_a.contains(&i) {
+            upload(&rt, &sa, i);
+        }
+        if in_b.contains(&i) {
+            upload(&rt, &sb, i);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    for i in 0..2 {
+        upload(&rt, &sx, i);
+    }
+    let expect = |r: std::ops::Range<usize>| r.map(|i| webp_of(&key_of(i))).collect::<BTreeSet<String>>();
+    let (want_a, want_b) = (expect(in_a.clone()), expect(in_b.clone()));
+    wait_for("every WebP of both buckets", Duration::from_secs(90), || {
+        (want_a.is_subset(&webps(&rt, &sa)) && want_b.is_subset(&webps(&rt, &sb))).then_some(())
+    });
+    // Drained: the unconfigured bucket's events were deleted too, not left to come back.
+    queue_empty(&queue, Duration::from_secs(30));
+    assert_eq!(webps(&rt, &sa), want_a, "only a's own uploads have WebPs in a");
+    assert_eq!(webps(&rt, &sb), want_b, "only b's own uploads have WebPs in b");
+    assert!(webps(&rt, &sx).is_empty(), "nothing written to a bucket that is not configured");
+    for (bucket, want) in [(&a, &want_a), (&b, &want_b)] {
+        let puts = successful_puts(bucket);
+        let stored: BTreeSet<String> = puts.keys().filter(|k| k.ends_with(".webp")).cloned().collect();
+        assert_eq!(&stored, want, "{bucket}");
+        assert!(puts.iter().filter(|(k, _)| k.ends_with(".webp")).all(|(_, n)| *n == 1), "{bucket}: {puts:?}");
+    }
+    assert_eq!(successful_puts(&stranger).len(), 2, "the stranger's two sources, nothing else");
+    let status = server.get("/api/status").json();
+    let sqs = &status["events"]["sqs"];
+    assert_eq!(sqs["converted"], 24, "{status}");
+    assert_eq!(sqs["unconfigured_bucket"], 2, "{status}");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    for (bucket, n) in [(&a, 12), (&b, 12)] {
+        let line = format!("ics_images_converted_total{{bucket=\"{bucket}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    assert!(
+        server.log.lock().unwrap().iter().any(|l| l.contains("not configured") && l.contains(&stranger)),
+        "the unconfigured bucket is named at INFO"
+    );
 }
 
 /// The handler on the pipeline's own actors, against the S3 test server.

@@ -125,17 +125,9 @@ pub async fn serve(
     let listeners = webhook.iter().map(|w| w.clone().recipient()).collect();
     let lanes = lanes::start(&config, opened, schedule, run_on_start, &metrics, listeners);
     let config = Arc::new(config);
-    // Bucket events drive the primary bucket's pipeline (events for other buckets are
-    // left to those buckets' runs).
-    let primary = &lanes[0];
-    let events_metrics = Arc::new(metrics.for_bucket(&primary.bucket));
-    let events = match crate::events::Events::start(
-        primary.config.clone(),
-        primary.storage.clone(),
-        &primary.pipeline,
-        events_metrics,
-        webhook.clone(),
-    ) {
+    // Bucket events: one source of each configured kind, each event handled in the
+    // bucket it names (its lane), those of buckets not configured ignored.
+    let events = match crate::events::Events::start(&lanes, &metrics, webhook.clone()) {
         Ok(e) => e,
         Err(e) => {
             for lane in &lanes {

@@ -1,5 +1,6 @@
 //! The `cloudflare_queue` event source: a Cloudflare Queues HTTP pull consumer reading R2
-//! event notifications.
+//! event notifications, each handled in the bucket it names (`bucket`) by the [`Router`]:
+//! one queue can carry every configured bucket's notifications.
 //!
 //! `POST {api}/accounts/{account}/queues/{queue}/messages/pull` with `batch_size` and
 //! `visibility_timeout_ms` leases a batch; each message is handled in its own task (up to
@@ -18,8 +19,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use super::handle::{Done, Handled, Handler};
+use super::handle::Handled;
 use super::record::{EventKind, ObjectEvent, RecordError};
+use super::route::Router;
 use super::status::SourceStatus;
 use crate::config::CloudflareQueueConfig;
 
@@ -166,11 +168,11 @@ pub fn parse(body: &Value) -> Result<Option<ObjectEvent>, RecordError> {
 /// The consumer loop, until `stop`; then the messages in hand finish.
 pub async fn consume(
     client: Arc<QueueClient>,
-    handler: Handler,
+    router: Router,
     status: Arc<SourceStatus>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let concurrency = handler.config.events.concurrency;
+    let concurrency = router.primary().config.events.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut backoff = Duration::from_millis(500);
     let idle = client.config.poll_interval;
@@ -218,9 +220,9 @@ pub async fn consume(
             continue;
         }
         for (m, permit) in messages.into_iter().zip(permits.drain(..)) {
-            let (client, handler, status) = (client.clone(), handler.clone(), status.clone());
+            let (client, router, status) = (client.clone(), router.clone(), status.clone());
             actix::spawn(async move {
-                handle_message(&client, &handler, &status, m).await;
+                handle_message(&client, &router, &status, m).await;
                 drop(permit);
             });
         }
@@ -229,21 +231,13 @@ pub async fn consume(
     tracing::info!("Stopped consuming R2 event notifications");
 }
 
-async fn handle_message(client: &QueueClient, handler: &Handler, status: &SourceStatus, m: Leased) {
+async fn handle_message(client: &QueueClient, router: &Router, status: &SourceStatus, m: Leased) {
     status.received(&m.id, m.sent);
-    handler.metrics.event_received("cloudflare_queue");
+    router.primary().metrics.event_received("cloudflare_queue");
     let retry = match parse(&m.body) {
         Ok(None) => None,
-        Ok(Some(ev)) => match handler.handle(&ev).await {
-            Handled::Done(done) => {
-                if done == Done::Converted {
-                    status.converted();
-                    if let Some(lag) = super::handle::lag_seconds(&ev) {
-                        handler.metrics.event_lag(lag);
-                    }
-                }
-                None
-            }
+        Ok(Some(ev)) => match router.handle(&ev, status).await {
+            Handled::Done(_) => None,
             Handled::Retry(e) => Some(format!("{}: {e}", ev.key)),
         },
         Err(e) => Some(format!("message {}: {e}", m.id)),

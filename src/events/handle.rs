@@ -49,7 +49,7 @@ pub enum Done {
     UpToDate,
     /// Not a source: another extension, or our own WebP.
     NotASource,
-    /// Another bucket's event.
+    /// An event of a bucket that is not this handler's (routed: one not configured).
     OtherBucket,
     /// A newer version of the object exists; its own event handles it.
     Stale,
@@ -79,8 +79,9 @@ pub struct Handler {
     pub uploader: Addr<Uploader>,
     pub memory: MemoryBudget,
     pub metrics: Arc<Metrics>,
-    /// Admission of event conversions at the converter pool.
-    admitted: Arc<Semaphore>,
+    /// Admission of event conversions at the converter pool (one for every bucket's
+    /// handler: [`super::route::Router::new`]).
+    pub(super) admitted: Arc<Semaphore>,
     /// What the next `events.completed` webhook reports.
     pub summary: Arc<super::summary::Summary>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,

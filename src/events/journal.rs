@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::handle::{Done, Handled, Handler};
+use super::handle::Handled;
 use super::record::{self, Parsed};
+use super::route::Router;
 use super::status::SourceStatus;
 
 /// The journal directory and the consumer's wake-up.
@@ -86,19 +87,14 @@ impl Journal {
 }
 
 /// Handles the journal's files until `stop`.
-pub async fn replay(
-    journal: Arc<Journal>,
-    handler: Handler,
-    status: Arc<SourceStatus>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn replay(journal: Arc<Journal>, router: Router, status: Arc<SourceStatus>, mut stop: watch::Receiver<bool>) {
     status.connected(true);
     loop {
         for path in journal.files() {
             if *stop.borrow() {
                 return;
             }
-            handle_file(&path, &handler, &status).await;
+            handle_file(&path, &router, &status).await;
         }
         tokio::select! {
             _ = journal.wake.notified() => {}
@@ -108,7 +104,7 @@ pub async fn replay(
     }
 }
 
-async fn handle_file(path: &Path, handler: &Handler, status: &SourceStatus) {
+async fn handle_file(path: &Path, router: &Router, status: &SourceStatus) {
     let id = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let body = match tokio::fs::read_to_string(path).await {
         Ok(b) => b,
@@ -118,7 +114,7 @@ async fn handle_file(path: &Path, handler: &Handler, status: &SourceStatus) {
         }
     };
     status.received(&id, chrono::Utc::now());
-    handler.metrics.event_received("webhook");
+    router.primary().metrics.event_received("webhook");
     let events = match record::parse(&body) {
         Ok(Parsed::Events(e)) => e,
         Ok(Parsed::Test) => Vec::new(),
@@ -132,20 +128,10 @@ async fn handle_file(path: &Path, handler: &Handler, status: &SourceStatus) {
         }
     };
     for ev in &events {
-        match handler.handle(ev).await {
-            Handled::Done(done) => {
-                if done == Done::Converted {
-                    status.converted();
-                    if let Some(lag) = super::handle::lag_seconds(ev) {
-                        handler.metrics.event_lag(lag);
-                    }
-                }
-            }
-            Handled::Retry(e) => {
-                status.error(format!("{}: {e}", ev.key));
-                status.finished(&id, false);
-                return;
-            }
+        if let Handled::Retry(e) = router.handle(ev, status).await {
+            status.error(format!("{}: {e}", ev.key));
+            status.finished(&id, false);
+            return;
         }
     }
     match std::fs::remove_file(path) {

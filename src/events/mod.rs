@@ -2,12 +2,20 @@
 //! kept as the safety net for anything an event missed.
 //!
 //! ```text
-//!  SQS queue ─────────▶ sqs::consume ────────┐
-//!  Cloudflare Queue ──▶ cloudflare::consume ──┼─▶ handle::Handler ──HEADs, GET──▶ Converter pool ──▶ Uploader
-//!  POST /api/events ──▶ journal ─▶ replay ────┘   (up to date? stale?)           (ConvertBytes)    (PutEventWebp)
+//!  SQS queue ─────────▶ sqs::consume ────────┐                  event's bucket
+//!  Cloudflare Queue ──▶ cloudflare::consume ──┼─▶ route::Router ───────────────▶ handle::Handler (one per bucket)
+//!  POST /api/events ──▶ journal ─▶ replay ────┘
+//!
+//!  handle::Handler ──HEADs, GET──▶ Converter pool ──▶ that bucket's Uploader
+//!  (up to date? stale?)           (ConvertBytes)     (PutEventWebp)
 //! ```
 //!
+//! One source of each kind serves every configured bucket (`r2.buckets`): the router
+//! sends each event to the handler of the bucket it names — that bucket's storage,
+//! Uploader and metrics — and ignores (and deletes) those of buckets not configured.
+//!
 //! - [`record`]: S3 event records (AWS, MinIO, moto) read into [`record::ObjectEvent`]s.
+//! - [`route`]: each event to its bucket's handler.
 //! - [`handle`]: what one event does; the same pipeline stages as runs (memory budget,
 //!   converter pool, the Uploader's conditional write).
 //! - [`sqs`] and [`sigv4`]: the SQS consumer and its request signing.
@@ -23,6 +31,7 @@ pub mod cloudflare;
 pub mod handle;
 pub mod journal;
 pub mod record;
+pub mod route;
 pub mod sigv4;
 pub mod sqs;
 pub mod status;
@@ -33,10 +42,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::actors::Pipeline;
-use crate::config::Config;
+use crate::lanes::Lane;
 use crate::metrics::Metrics;
-use crate::storage::Storage;
 
 pub use status::EventsStatus;
 
@@ -56,44 +63,52 @@ pub struct Events {
 }
 
 impl Events {
-    /// Starts every source `events:` configures (none: nothing runs, status stays empty).
+    /// Starts every source `events:` configures (none: nothing runs, status stays empty),
+    /// each handing its events to the bucket they name among `lanes` (the primary first;
+    /// `metrics` the registry, recorded under each bucket's label).
     pub fn start(
-        config: Arc<Config>,
-        storage: Storage,
-        pipeline: &Pipeline,
-        metrics: Arc<Metrics>,
+        lanes: &[Lane],
+        metrics: &Metrics,
         webhook: Option<actix::Addr<crate::actors::webhook::WebhookSender>>,
     ) -> Result<Self, String> {
         let status = Arc::new(EventsStatus::default());
         let (stop, stopped) = watch::channel(false);
-        let handler = handle::Handler::new(
-            config.clone(),
-            storage,
-            pipeline.converter.clone(),
-            pipeline.uploader.clone(),
-            pipeline.memory.clone(),
-            metrics,
-        );
+        let handlers = lanes
+            .iter()
+            .map(|lane| {
+                handle::Handler::new(
+                    lane.config.clone(),
+                    lane.storage.clone(),
+                    lane.pipeline.converter.clone(),
+                    lane.pipeline.uploader.clone(),
+                    lane.pipeline.memory.clone(),
+                    Arc::new(metrics.for_bucket(&lane.bucket)),
+                )
+            })
+            .collect();
+        let router = route::Router::new(handlers);
+        let config = router.primary().config.clone();
         let mut tasks = Vec::new();
         let any =
             config.events.sqs.is_some() || config.events.cloudflare_queue.is_some() || config.events.webhook_enabled;
         if let (Some(webhook), true) = (webhook, any) {
-            let every = config.events.webhook_every;
-            let bucket = handler.storage.bucket().to_owned();
-            tasks.push(actix::spawn(summary::announce(
-                handler.summary.clone(),
-                webhook,
-                bucket,
-                every,
-                stopped.clone(),
-            )));
+            // Each bucket's summary, as each bucket's runs send their own batch.completed.
+            for handler in router.handlers() {
+                tasks.push(actix::spawn(summary::announce(
+                    handler.summary.clone(),
+                    webhook.clone(),
+                    handler.storage.bucket().to_owned(),
+                    config.events.webhook_every,
+                    stopped.clone(),
+                )));
+            }
         }
         let mut journal = None;
         if config.events.webhook_enabled {
             let j = Arc::new(journal::Journal::open(&config.state.dir.join("events")).map_err(|e| e.to_string())?);
             tasks.push(actix::spawn(journal::replay(
                 j.clone(),
-                handler.clone(),
+                router.clone(),
                 status.source("webhook"),
                 stopped.clone(),
             )));
@@ -102,14 +117,14 @@ impl Events {
         if let Some(cf) = &config.events.cloudflare_queue {
             let client = Arc::new(cloudflare::QueueClient::new(cf.clone())?);
             let source = status.source("cloudflare_queue");
-            tasks.push(actix::spawn(cloudflare::consume(client, handler.clone(), source, stopped.clone())));
+            tasks.push(actix::spawn(cloudflare::consume(client, router.clone(), source, stopped.clone())));
         }
         if let Some(sqs) = &config.events.sqs {
             let client = Arc::new(sqs::SqsClient::new(sqs.clone())?);
             let source = status.source("sqs");
             tasks.push(actix::spawn(sqs::consume(
                 client,
-                handler.clone(),
+                router.clone(),
                 source,
                 config.events.max_receives,
                 stopped.clone(),

@@ -1,5 +1,6 @@
-//! The `sqs` event source: long-polls an SQS queue that the bucket notifies, and hands
-//! each S3 event record to the [`Handler`].
+//! The `sqs` event source: long-polls an SQS queue that the buckets notify, and hands
+//! each S3 event record to the [`Router`], which handles it in the bucket it names
+//! (`s3.bucket.name`): one queue can carry every configured bucket's notifications.
 //!
 //! SQS's JSON protocol (`application/x-amz-json-1.0`, `X-Amz-Target: AmazonSQS.*`, what
 //! the AWS SDKs speak today), signed with SigV4 by [`super::sigv4`]. Up to 10 messages a
@@ -16,8 +17,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use super::handle::{Done, Handled, Handler};
+use super::handle::Handled;
 use super::record::{self, Parsed};
+use super::route::Router;
 use super::sigv4::{Request, Signer};
 use super::status::SourceStatus;
 use crate::config::SqsConfig;
@@ -160,12 +162,13 @@ impl SqsClient {
 /// The consumer loop: runs until `stop` says so, then lets the messages in hand finish.
 pub async fn consume(
     client: Arc<SqsClient>,
-    handler: Handler,
+    router: Router,
     status: Arc<SourceStatus>,
     max_receives: u32,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(handler.config.events.concurrency));
+    let concurrency = router.primary().config.events.concurrency;
+    let slots = Arc::new(Semaphore::new(concurrency));
     let mut backoff = Duration::from_millis(500);
     tracing::info!(queue = %client.config.queue_url, region = %client.config.region, "Consuming bucket events from SQS");
     loop {
@@ -210,21 +213,21 @@ pub async fn consume(
             break;
         }
         for (m, permit) in messages.into_iter().zip(permits.drain(..)) {
-            let (client, handler, status) = (client.clone(), handler.clone(), status.clone());
+            let (client, router, status) = (client.clone(), router.clone(), status.clone());
             actix::spawn(async move {
-                handle_message(&client, &handler, &status, max_receives, m).await;
+                handle_message(&client, &router, &status, max_receives, m).await;
                 drop(permit);
             });
         }
     }
     // Wait for the messages in hand (their images finish, their messages are deleted).
-    let _ = slots.acquire_many(handler.config.events.concurrency as u32).await;
+    let _ = slots.acquire_many(concurrency as u32).await;
     tracing::info!("Stopped consuming bucket events from SQS");
 }
 
-async fn handle_message(client: &SqsClient, handler: &Handler, status: &SourceStatus, max_receives: u32, m: Message) {
+async fn handle_message(client: &SqsClient, router: &Router, status: &SourceStatus, max_receives: u32, m: Message) {
     status.received(&m.id, m.sent);
-    handler.metrics.event_received("sqs");
+    router.primary().metrics.event_received("sqs");
     if m.receive_count > max_receives {
         let e = format!(
             "message {} was received {} times (events.max_receives {max_receives}): left for the queue's dead-letter policy",
@@ -252,23 +255,9 @@ async fn handle_message(client: &SqsClient, handler: &Handler, status: &SourceSt
     {
         let work = async {
             for ev in &events {
-                match handler.handle(ev).await {
-                    Handled::Done(done) => {
-                        if done == Done::Converted {
-                            status.converted();
-                            if let Some(lag) = super::handle::lag_seconds(ev) {
-                                handler.metrics.event_lag(lag);
-                            }
-                        }
-                        if let Done::GivenUp { code, reason } = &done {
-                            tracing::warn!(key = %ev.key, code = %code, "Event's image given up: {reason}");
-                        }
-                        tracing::debug!(key = %ev.key, outcome = ?done, "Bucket event handled");
-                    }
-                    Handled::Retry(e) => {
-                        retry = Some(format!("{}: {e}", ev.key));
-                        break;
-                    }
+                if let Handled::Retry(e) = router.handle(ev, status).await {
+                    retry = Some(format!("{}: {e}", ev.key));
+                    break;
                 }
             }
         };

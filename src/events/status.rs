@@ -1,5 +1,6 @@
 //! What each event source has done, for `/api/status` (`events`): connected or not, messages
-//! received, acknowledged and failed, the age of the oldest message in hand and the last error.
+//! received, acknowledged and failed, images converted, events of buckets not configured,
+//! the age of the oldest message in hand and the last error.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -20,6 +21,7 @@ struct Inner {
     acked: u64,
     failed: u64,
     converted: u64,
+    unconfigured_bucket: u64,
     last_error: Option<String>,
     last_error_at: Option<DateTime<Utc>>,
     /// Messages in hand: id → when the queue got it.
@@ -34,6 +36,8 @@ pub struct SourceView {
     pub acked: u64,
     pub failed: u64,
     pub converted: u64,
+    /// Events of a bucket this daemon does not keep: ignored, their messages deleted.
+    pub unconfigured_bucket: u64,
     pub in_hand: usize,
     /// Seconds since the oldest message in hand reached the queue.
     pub oldest_message_age_seconds: Option<f64>,
@@ -73,6 +77,11 @@ impl SourceStatus {
         self.with(|i| i.converted += 1);
     }
 
+    /// An event of a bucket that is not configured was ignored.
+    pub fn unconfigured_bucket(&self) {
+        self.with(|i| i.unconfigured_bucket += 1);
+    }
+
     pub fn error(&self, e: impl Into<String>) {
         self.with(|i| {
             i.last_error = Some(e.into());
@@ -87,6 +96,7 @@ impl SourceStatus {
             acked: i.acked,
             failed: i.failed,
             converted: i.converted,
+            unconfigured_bucket: i.unconfigured_bucket,
             in_hand: i.in_hand.len(),
             oldest_message_age_seconds: i
                 .in_hand

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use super::handle::Handled;
+use super::poll::{Backoff, batch_permits};
 use super::record::{EventKind, ObjectEvent, RecordError};
 use super::route::Router;
 use super::status::SourceStatus;
@@ -174,39 +175,21 @@ pub async fn consume(
 ) {
     let concurrency = router.primary().config.events.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::default();
     let idle = client.config.poll_interval;
     tracing::info!(queue = %client.config.queue_id, "Consuming R2 event notifications from a Cloudflare Queue");
     loop {
         if *stop.borrow() {
             break;
         }
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("never closed"),
-            _ = stop.changed() => break,
-        };
-        let mut permits = vec![first];
-        while permits.len() < client.config.batch_size {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
+        let Some(mut permits) = batch_permits(&slots, client.config.batch_size, &mut stop).await else { break };
         let messages = match client.pull(permits.len()).await {
             Ok(m) => {
-                status.connected(true);
-                backoff = Duration::from_millis(500);
+                backoff.succeeded(&status);
                 m
             }
             Err(e) => {
-                status.connected(false);
-                status.error(e.to_string());
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Cannot pull R2 event notifications");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.failed(&status, &e, "Cannot pull R2 event notifications", &mut stop).await;
                 continue;
             }
         };

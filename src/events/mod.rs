@@ -30,6 +30,7 @@
 pub mod cloudflare;
 pub mod handle;
 pub mod journal;
+pub mod poll;
 pub mod record;
 pub mod route;
 pub mod sigv4;

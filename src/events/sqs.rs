@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use super::handle::Handled;
+use super::poll::{Backoff, batch_permits};
 use super::record::{self, Parsed};
 use super::route::Router;
 use super::sigv4::{Request, Signer};
@@ -169,39 +170,21 @@ pub async fn consume(
 ) {
     let concurrency = router.primary().config.events.concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::default();
     tracing::info!(queue = %client.config.queue_url, region = %client.config.region, "Consuming bucket events from SQS");
     loop {
         if *stop.borrow() {
             break;
         }
         // At least one free slot, then as many more as are free (at most 10 a receive).
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("never closed"),
-            _ = stop.changed() => break,
-        };
-        let mut permits = vec![first];
-        while permits.len() < 10 {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
+        let Some(mut permits) = batch_permits(&slots, 10, &mut stop).await else { break };
         let messages = match client.receive(permits.len()).await {
             Ok(m) => {
-                status.connected(true);
-                backoff = Duration::from_millis(500);
+                backoff.succeeded(&status);
                 m
             }
             Err(e) => {
-                status.connected(false);
-                status.error(e.to_string());
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Cannot receive bucket events");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.failed(&status, &e, "Cannot receive bucket events", &mut stop).await;
                 continue;
             }
         };

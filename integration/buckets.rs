@@ -8,14 +8,13 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::http::TestHttp;
-use common::server::{Resp, http};
+use common::server::{Resp, http, spawn_serve};
 use common::*;
 use ics::storage::Storage;
 use serde_json::{Value, json};
@@ -71,22 +70,10 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path) -> Self {
-        let mut child = command(dir, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (sink, stderr) = (log.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("Listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("serve did not start: {:#?}", log.lock().unwrap()));
-        Self { child, base: format!("http://{addr}"), log }
+        let mut cmd = command(dir, &[]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let (child, base, log) = spawn_serve(cmd);
+        Self { child, base, log }
     }
 
     fn get(&self, path: &str) -> Resp {

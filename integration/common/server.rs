@@ -69,23 +69,8 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("Listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("serve did not start: {:?}", log.lock().unwrap()));
-        Self { child, base: format!("http://{addr}"), log, dir }
+        let (child, base, log) = spawn_serve(cmd);
+        Self { child, base, log, dir }
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -100,6 +85,28 @@ impl Server {
             &[("Content-Type", "application/json")],
         )
     }
+}
+
+/// Spawns `cmd` (a `serve`, with stderr piped), collects its log lines and waits (30 s at
+/// most) for its "Listening on" line: the child, its base URL and its log.
+pub fn spawn_serve(mut cmd: std::process::Command) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+    let mut child = cmd.spawn().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("Listening on http://").nth(1) {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("serve did not start: {:#?}", log.lock().unwrap()));
+    (child, format!("http://{addr}"), log)
 }
 
 /// A response: status, lower-case headers, body.

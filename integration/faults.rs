@@ -246,6 +246,7 @@ fn a_run_under_twenty_percent_injected_errors_converts_or_accounts_for_everythin
 
 #[test]
 fn a_throttling_store_lowers_the_request_window_and_every_image_is_still_converted() {
+    need_s3!();
     let s3 = s3_env();
     let bucket = new_bucket("throttle");
     let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();

@@ -77,7 +77,10 @@ pub struct S3Env {
 pub fn s3_env() -> S3Env {
     let var = |k: &str| {
         std::env::var(k).unwrap_or_else(|_| {
-            panic!("{k} is not set: run the integration tests through scripts/test.sh, which starts the S3 server")
+            panic!(
+                "{k} is not set: run the integration tests through scripts/test.sh, which starts the S3 server \
+                 (a test that needs it starts with need_s3!(), so that a plain cargo test skips it)"
+            )
         })
     };
     S3Env {

@@ -45,6 +45,11 @@
 #   ICS_BENCH_LATENCIES  latencies of the latency scenario, ms, space-separated (default
 #                      "0 40 80"; the first is the baseline; empty skips the scenario)
 #   ICS_BENCH_TABLE=0  skip the tools table (limit, daemon, cwebp, vips): latency scenario only
+#   ICS_BENCH_BASE_BIN another build of the daemon (a baseline: an earlier commit's binary) timed
+#                      in the same rounds as `base-local`, so the table shows daemon-local/base-local
+#                      and both /limit ratios from one run. Build one with:
+#                        git worktree add /tmp/base REV && (cd /tmp/base && cargo build --release)
+#                        ICS_BENCH_BASE_BIN=/tmp/base/target/release/image-converting-server bash scripts/bench.sh
 #
 # Installs, when missing (apt-get, as root or with sudo): Debian packages `webp` (cwebp),
 # `libvips-tools` (vips) and `time` (GNU /usr/bin/time); and, through scripts/s3-server.sh,
@@ -66,6 +71,7 @@ OUT_TXT="$ROOT/target/bench.txt"
 TOOLS=(limit daemon-local daemon-s3 cwebp vips)
 read -r -a LATENCIES <<<"${ICS_BENCH_LATENCIES-0 40 80}"
 TABLE="${ICS_BENCH_TABLE:-1}"
+BASE_BIN="${ICS_BENCH_BASE_BIN:-}"
 SMALL_SIZES=(320 288 256 224 192 160 128 112 96 80 64 48)
 BIN="$ROOT/target/release/image-converting-server"
 LIMIT_BIN="$ROOT/target/release/examples/limit"
@@ -76,6 +82,11 @@ export ICS_S3_STATE_DIR="$ROOT/target/bench-s3-server"
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
+if [ -n "$BASE_BIN" ]; then
+    [ -x "$BASE_BIN" ] || die "ICS_BENCH_BASE_BIN: $BASE_BIN is not an executable"
+    BASE_BIN="$(realpath "$BASE_BIN")"
+    TOOLS+=(base-local)
+fi
 for v in "${LATENCIES[@]}"; do [[ "$v" =~ ^[0-9]+$ ]] || die "ICS_BENCH_LATENCIES: '$v' is not a whole number of ms"; done
 for v in Q M ROUNDS LIMIT CORES; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
@@ -251,8 +262,9 @@ print(s["converted"], s["bytes_out"], s["duration_ms"])
 EOF
 }
 
-run_daemon() { # ROUND LAST BACKEND(local|s3)
-    local r="$1" last="$2" backend="$3" d="$W/r$1/$3" tf="$W/time.$1.daemon-$3" rc=0 storage=()
+run_daemon() { # ROUND LAST BACKEND(local|s3) [TOOL BINARY]: TOOL defaults to daemon-BACKEND, BINARY to ours
+    local r="$1" last="$2" backend="$3" tool="${4:-daemon-$3}" bin="${5:-$BIN}"
+    local d="$W/r$1/$tool" tf="$W/time.$1.$tool" rc=0 storage=()
     mkdir -p "$d/state"
     if [ "$backend" = local ]; then
         mkdir -p "$d/bucket"
@@ -270,7 +282,7 @@ run_daemon() { # ROUND LAST BACKEND(local|s3)
     cpu0="$(moto_cpu)"
     # -C: run in the round's directory, so no config/config.yaml is picked up.
     timed "$tf" "${DAEMON_ENV[@]}" -C "$d" "${DAEMON_SETTINGS[@]}" "${storage[@]}" ICS__STATE__DIR="$d/state" \
-        ICS__WEBHOOK__PENDING_DIR="$d/pending" "$BIN" run-once --json >"$d/summary.json" 2>"$d/stderr.txt" || rc=$?
+        ICS__WEBHOOK__PENDING_DIR="$d/pending" "$bin" run-once --json >"$d/summary.json" 2>"$d/stderr.txt" || rc=$?
     local cpu1
     cpu1="$(moto_cpu)"
     [ "$rc" = 0 ] || { tail -n 20 "$d/stderr.txt" >&2; cat "$d/summary.json" >&2; die "run-once ($backend) exit $rc"; }
@@ -279,7 +291,7 @@ run_daemon() { # ROUND LAST BACKEND(local|s3)
     extra="duration_ms=$ms"
     if [ "$backend" = local ]; then
         bytes="$(sum_webp_bytes "$d/bucket")"
-        if [ "$last" = 1 ]; then mv "$d/bucket" "$W/out/daemon-local"; fi
+        if [ "$last" = 1 ]; then mv "$d/bucket" "$W/out/$tool"; fi
     else
         bytes="$bytes_out"
         extra="$extra moto_cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / t }')"
@@ -290,7 +302,7 @@ run_daemon() { # ROUND LAST BACKEND(local|s3)
         # Every round starts from the same server state: an empty server plus its bucket.
         "${REPORT[@]}" s3-rmbucket "$ICS_TEST_S3_ENDPOINT" "$bucket"
     fi
-    record "$r" "daemon-$backend" "$WALL" "$tf" "$bytes" "$extra"
+    record "$r" "$tool" "$WALL" "$tf" "$bytes" "$extra"
     rm -rf "$d"
 }
 
@@ -425,6 +437,9 @@ main() {
     echo "versions: ours libwebp $("$LIMIT_BIN" --version) (vendored, libwebp-sys); cwebp $(cwebp -version | head -n1); $(vips --version) (libwebp $(dpkg-query -W -f='${Version}' 'libwebp7' 2>/dev/null || echo '?'))"
     echo "commands: cwebp -q $Q -m $M -quiet -o OUT IN | vips copy IN 'OUT.webp[Q=$Q,effort=$M,$VIPS_META]' (each: xargs -P$CORES, one process per file)"
     echo "          image-converting-server run-once --json with ${DAEMON_SETTINGS[*]}"
+    if [ -n "$BASE_BIN" ]; then
+        echo "baseline: base-local is $BASE_BIN ($("$BASE_BIN" --version 2>/dev/null | head -n1)), run as daemon-local is"
+    fi
 
     mkdir -p "$W/out"
     : >"$W/runs.tsv"
@@ -446,6 +461,7 @@ main() {
                 limit) run_limit "$r" "$last" ;;
                 daemon-local) run_daemon "$r" "$last" local ;;
                 daemon-s3) run_daemon "$r" "$last" s3 ;;
+                base-local) run_daemon "$r" "$last" local base-local "$BASE_BIN" ;;
                 *) run_peer "$r" "$last" "$tool" ;;
             esac
             summary+=" $tool $(tail -n1 "$W/runs.tsv" | cut -f3 | xargs printf '%.2f')s"

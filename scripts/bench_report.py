@@ -29,7 +29,7 @@ import xml.etree.ElementTree as ET
 DUMMY_AUTH = ("AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/s3/aws4_request, "
               "SignedHeaders=host, Signature=" + "0" * 64)
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-TOOLS = ["limit", "daemon-local", "daemon-s3", "cwebp", "vips"]
+TOOLS = ["limit", "daemon-local", "daemon-s3", "cwebp", "vips", "base-local"]
 
 
 # ------------------------------------------------------------------- S3 ---
@@ -179,8 +179,10 @@ def report(work):
 
     print()
     print("throughput ratios (median of per-round ratios; > 1 = the first is faster):")
-    for daemon in ("daemon-local", "daemon-s3"):
-        for peer in ("limit", "cwebp", "vips"):
+    for daemon in ("daemon-local", "daemon-s3", "base-local"):
+        for peer in ("limit", "cwebp", "vips", "base-local"):
+            if peer == daemon:
+                continue
             if runs[daemon] and runs[peer]:
                 m, per = ratio(daemon, peer)
                 shown = " ".join(f"{v:.3f}" for v in per)

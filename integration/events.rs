@@ -13,6 +13,9 @@
 //! - The handler's decisions, through the pipeline's own actors: an up-to-date source is
 //!   not even downloaded, an event older than the object is left to the newer one's, a
 //!   duplicate costs nothing, and removals delete the WebP only when configured to.
+//! - What became of an event's image is in the ledger before its message goes: a kept
+//!   source (its WebP would be larger) and a given-up one are recorded, a duplicate of
+//!   either is not downloaded again, and a run afterwards leaves both alone.
 
 use crate::common;
 
@@ -221,16 +224,19 @@ struct Bench {
     handler: Handler,
     storage: ics::storage::Storage,
     bucket: String,
+    /// The state directory (its ledger).
+    state: tempfile::TempDir,
 }
 
 fn bench(delete_webp_on_remove: bool) -> Bench {
     let bucket = new_bucket("evhandle");
+    let state = tempfile::tempdir().unwrap();
     let mut config = s3_config(&bucket);
     config.events.delete_webp_on_remove = delete_webp_on_remove;
+    config.state.dir = state.path().to_owned();
     let config = Arc::new(config);
     let storage = ics::storage::Storage::open(&config.storage, &bucket).unwrap();
     let rt = actix::System::new();
-    let state = tempfile::tempdir().unwrap();
     let handler = rt.block_on(async {
         let store = ics::state::FileStateStore::new(state.path()).unwrap();
         let pipeline = ics::actors::Pipeline::start(
@@ -242,16 +248,9 @@ fn bench(delete_webp_on_remove: bool) -> Bench {
             Default::default(),
             vec![],
         );
-        Handler::new(
-            config,
-            storage.clone(),
-            pipeline.converter,
-            pipeline.uploader,
-            pipeline.memory,
-            Default::default(),
-        )
+        Handler::new(config, storage.clone(), &pipeline, Default::default())
     });
-    Bench { rt, handler, storage, bucket }
+    Bench { rt, handler, storage, bucket, state }
 }
 
 impl Bench {
@@ -584,4 +583,50 @@ fn a_message_that_is_no_event_is_left_for_the_dead_letter_policy_after_max_recei
     assert!(sqs["last_error"].as_str().unwrap().contains("events.max_receives"), "{status}");
     assert_ne!(queue_depth(&queue), (0, 0), "the message stays for the dead-letter policy");
     assert!(server.log.lock().unwrap().iter().any(|l| l.contains("not an S3 event notification")));
+}
+
+#[test]
+fn kept_and_given_up_events_are_in_the_ledger_and_neither_is_converted_again() {
+    need_s3!();
+    let b = bench(false);
+    // A 126-byte PNG: its WebP is larger, so conversion.skip_if_larger keeps the source.
+    let tiny = b.put("l/tiny.png", "png_graya.png");
+    b.rt.block_on(b.storage.put("l/bad.png", bytes::Bytes::from_static(b"not a png"), "image/png")).unwrap();
+    let bad = b.rt.block_on(b.storage.head("l/bad.png")).unwrap();
+    let created = |key: &str, o: &ics::storage::ObjectInfo| {
+        b.handle(EventKind::Created, key, o.etag.as_deref(), Some(o.last_modified))
+    };
+    assert_eq!(created("l/tiny.png", &tiny), Handled::Done(Done::Kept));
+    assert!(matches!(created("l/bad.png", &bad), Handled::Done(Done::GivenUp { .. })));
+    // In the state file before the answer.
+    let state = ics::state::FileStateStore::new(b.state.path()).unwrap();
+    use ics::state::StateStore;
+    let ledger = state.load().unwrap().unwrap().ledger;
+    assert_eq!(ledger["l/tiny.png"].kind, ics::state::LedgerKind::Kept, "{ledger:?}");
+    assert_eq!(ledger["l/tiny.png"].etag, tiny.etag);
+    assert_eq!(ledger["l/bad.png"].kind, ics::state::LedgerKind::GivenUp, "{ledger:?}");
+    assert_eq!(ledger["l/bad.png"].code, "not_an_image");
+    // Duplicate deliveries: decided by the ledger, nothing downloaded.
+    request_counts(&b.bucket, true);
+    assert_eq!(created("l/tiny.png", &tiny), Handled::Done(Done::Ledgered));
+    assert_eq!(created("l/bad.png", &bad), Handled::Done(Done::Ledgered));
+    let counts = request_counts(&b.bucket, true);
+    assert_eq!((counts.get("GET"), counts.get("PUT")), (None, None), "{counts:?}");
+    // A run afterwards, on the same state, leaves both alone.
+    let out = binary_on_s3(&b.bucket, b.state.path()).args(["run-once", "--json"]).output().unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        (summary["converted"].as_u64(), summary["kept"].as_u64(), summary["failed"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{summary}"
+    );
+    assert_eq!(summary["skipped"].as_u64(), Some(2), "{summary}");
+    assert_eq!(request_counts(&b.bucket, true).get("GET"), None, "nothing downloaded");
+    // A new version of the kept source is converted again.
+    std::thread::sleep(Duration::from_millis(1100));
+    let v2 = b.put("l/tiny.png", "png_rgb.png");
+    assert_eq!(created("l/tiny.png", &v2), Handled::Done(Done::Converted));
+    let ledger = state.load().unwrap().unwrap().ledger;
+    assert!(!ledger.contains_key("l/tiny.png"), "{ledger:?}");
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ClusterConfig;
 use crate::lease::Held;
 use crate::scope::{Cover, RunScope};
-use crate::state::{LockError, PartRun, State, StateError, StateStore, Totals};
+use crate::state::{LedgerDecision, LockError, PartRun, State, StateError, StateStore, Totals, UpdateError, Updated};
 
 /// The lease object of `shard` under `prefix`.
 pub fn shard_key(prefix: &str, shard: u32) -> String {
@@ -410,6 +410,36 @@ impl StateStore for ClusterStore {
     fn record_parts(&self, run_id: &str, parts: &BTreeMap<u32, PartRun>) {
         self.0.table().completed = Some((run_id.to_owned(), parts.clone()));
     }
+
+    /// The key's shard, when this instance holds it: its state changed in place and
+    /// written with its lease at the Coordinator's next turn (woken now).
+    fn update(
+        &self,
+        key: &str,
+        _stale_after: std::time::Duration,
+        _initial: State,
+        change: &mut dyn FnMut(&mut State) -> bool,
+    ) -> Result<Updated, UpdateError> {
+        let shard = shard_of(key, self.0.config.shards);
+        let mut t = self.0.table();
+        let Some(held) = t.held.get_mut(&shard) else { return Ok(Updated::NotHeld) };
+        if change(&mut held.state) {
+            held.dirty = true;
+            drop(t);
+            self.0.flush.notify_one();
+        }
+        Ok(Updated::Part)
+    }
+
+    fn decide_stored(&self, key: &str, etag: Option<&str>, now: DateTime<Utc>) -> Option<LedgerDecision> {
+        let t = self.0.table();
+        t.held.get(&shard_of(key, self.0.config.shards)).map(|h| h.state.decide(key, etag, now))
+    }
+
+    fn in_run_scope(&self, key: &str) -> bool {
+        let shard = shard_of(key, self.0.config.shards);
+        self.0.table().in_scope().any(|(s, _)| s == shard)
+    }
 }
 
 /// One state over several shards: their ledgers together, totals summed, the rest
@@ -526,6 +556,40 @@ mod tests {
     /// A key of `shard` (of 4).
     fn key_in(shard: u32) -> String {
         (0..).map(|i| format!("k{i}.jpg")).find(|k| shard_of(k, 4) == shard).unwrap()
+    }
+
+    #[test]
+    fn an_event_outside_the_run_changes_its_held_shard_only() {
+        let cluster = test_cluster(4);
+        hold(&cluster, 0, 1);
+        hold(&cluster, 1, 1);
+        cluster.set_scope(&[0].into(), None);
+        let store = ClusterStore(cluster.clone());
+        let (k0, k1, k2) = (key_in(0), key_in(1), key_in(2));
+        assert!(store.in_run_scope(&k0) && !store.in_run_scope(&k1) && !store.in_run_scope(&k2));
+        let keep = |key: &str| {
+            let key = key.to_owned();
+            move |s: &mut State| {
+                s.record_kept(&key, Some("e".into()), "webp_larger", "larger", Utc::now());
+                true
+            }
+        };
+        let stale = std::time::Duration::from_secs(60);
+        let updated = store.update(&k1, stale, State::default(), &mut keep(&k1)).unwrap();
+        assert!(matches!(updated, Updated::Part), "{updated:?}");
+        let held = cluster.held(1).unwrap();
+        assert!(held.dirty && held.state.ledger.contains_key(&k1));
+        assert_eq!(store.decide_stored(&k1, Some("e"), Utc::now()), Some(LedgerDecision::Leave));
+        assert_eq!(store.decide_stored(&k1, Some("other"), Utc::now()), Some(LedgerDecision::Convert));
+        // A shard another instance holds is its runs' to decide.
+        let updated = store.update(&k2, stale, State::default(), &mut keep(&k2)).unwrap();
+        assert!(matches!(updated, Updated::NotHeld), "{updated:?}");
+        assert_eq!(store.decide_stored(&k2, Some("e"), Utc::now()), None);
+        // Nothing changed: the shard is not written again.
+        hold(&cluster, 3, 1);
+        let k3 = key_in(3);
+        store.update(&k3, stale, State::default(), &mut |_| false).unwrap();
+        assert!(!cluster.held(3).unwrap().dirty);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! reports here ([`RecordQueued`], [`RecordListed`], [`RecordDone`], [`ListingFinished`]),
 //! and the run ends here when the listing is over and nothing is in flight: the state
 //! is saved, the lock released and the summary sent to whoever waits for it.
+//!
+//! Bucket events ask the ledger here before converting ([`DecideEvent`]) and record what
+//! became of their image here too ([`RecordEvent`]), answered once it is stored: inside a
+//! run, with the run's state; outside one, through the store under the run lock.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -18,7 +22,10 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{FailureReport, ItemOutcome, RunCounts, RunSummary, Slot};
-use crate::state::{Failure, LockError, PartRun, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore};
+use crate::state::{
+    Failure, LedgerDecision, LockError, PartRun, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore,
+    Updated,
+};
 
 /// Starts a run: takes the lock, loads the state. Answers what the Lister needs.
 #[derive(Message)]
@@ -71,6 +78,36 @@ pub struct ListingFinished {
 #[rtype(result = "()")]
 pub struct StopRun {
     pub now: bool,
+}
+
+/// What the ledger says of a source a bucket event announced (asked before downloading
+/// it): `Leave` when this version was given up or kept.
+#[derive(Message)]
+#[rtype(result = "LedgerDecision")]
+pub struct DecideEvent {
+    pub key: String,
+    pub etag: Option<String>,
+}
+
+/// What became of a source a bucket event announced, recorded as a run records it
+/// (converted: its ledger entry dropped; kept; failed for good: given up). Answered once
+/// stored, so the event's message may go; an error leaves the message to come back.
+/// Superseded and transient failures record nothing.
+#[derive(Message)]
+#[rtype(result = "Result<EventRecorded, String>")]
+pub struct RecordEvent {
+    pub key: String,
+    pub etag: Option<String>,
+    pub outcome: ItemOutcome,
+}
+
+/// Where [`RecordEvent`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRecorded {
+    /// In the ledger (or nothing to record there).
+    Stored,
+    /// Bucket mode: the key's shard is another instance's; its runs decide the key.
+    NotHeld,
 }
 
 /// A snapshot for progress displays and the status endpoint.
@@ -235,14 +272,14 @@ impl StateKeeper {
         Self { config, metrics, listeners, store, state, policy, run: None, last_summary: None, save_error: None }
     }
 
-    fn save(&mut self) {
+    fn save(&mut self) -> Result<(), StateError> {
         if let Some(run) = &self.run {
             let progress = self.state.run.get_or_insert_with(RunProgress::default);
             progress.cursor = run.cursor();
             progress.converted = run.counts.converted;
             progress.failed = run.counts.failed;
         }
-        let _ = self.save_state();
+        self.save_state()
     }
 
     /// Writes the state, remembering (and logging) a failure for the status.
@@ -338,6 +375,32 @@ impl StateKeeper {
     }
 }
 
+/// Why a source keeps no WebP (`conversion.skip_if_larger`).
+fn kept_reason(bytes_in: u64, bytes_out: u64) -> String {
+    format!("WebP would be {bytes_out} bytes, not smaller than the source's {bytes_in}")
+}
+
+/// Applies a bucket event's outcome to `state`'s ledger; whether anything changed.
+fn ledger_event(state: &mut State, msg: &RecordEvent, policy: &RetryPolicy, now: DateTime<Utc>) -> bool {
+    match &msg.outcome {
+        ItemOutcome::Converted { .. } => state.ledger.remove(&msg.key).is_some(),
+        ItemOutcome::Kept { bytes_in, bytes_out } => {
+            let known = state.ledger.get(&msg.key);
+            if known.is_some_and(|e| e.kind == crate::state::LedgerKind::Kept && e.etag == msg.etag) {
+                return false;
+            }
+            state.record_kept(&msg.key, msg.etag.clone(), "webp_larger", &kept_reason(*bytes_in, *bytes_out), now);
+            true
+        }
+        ItemOutcome::Failed { code, reason, permanent } => {
+            let failure = Failure { code: code.code(), reason, permanent: *permanent };
+            state.record_failure(&msg.key, msg.etag.clone(), failure, policy, now);
+            true
+        }
+        ItemOutcome::Superseded { .. } => false,
+    }
+}
+
 /// Adds one outcome to a part's counts.
 fn count_part(part: &mut PartRun, outcome: &ItemOutcome) {
     match outcome {
@@ -418,7 +481,7 @@ impl Handler<BeginRun> for StateKeeper {
             parts: BTreeMap::new(),
         });
         self.metrics.run_started();
-        self.save();
+        let _ = self.save();
         Ok(RunStart {
             id,
             started_at,
@@ -494,7 +557,7 @@ impl Handler<RecordDone> for StateKeeper {
             ItemOutcome::Kept { bytes_in, bytes_out } => {
                 run.counts.kept += 1;
                 self.metrics.kept();
-                let reason = format!("WebP would be {bytes_out} bytes, not smaller than the source's {bytes_in}");
+                let reason = kept_reason(*bytes_in, *bytes_out);
                 self.state.record_kept(&msg.key, msg.etag.clone(), "webp_larger", &reason, now);
                 tracing::info!(key = %msg.key, "Kept source: {reason}");
             }
@@ -522,7 +585,7 @@ impl Handler<RecordDone> for StateKeeper {
         run.since_checkpoint += 1;
         if run.since_checkpoint >= self.config.state.checkpoint_every {
             run.since_checkpoint = 0;
-            self.save();
+            let _ = self.save();
         }
         self.maybe_finish(false);
     }
@@ -556,6 +619,57 @@ impl Handler<StopRun> for StateKeeper {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+impl Handler<DecideEvent> for StateKeeper {
+    type Result = MessageResult<DecideEvent>;
+
+    fn handle(&mut self, msg: DecideEvent, _: &mut Context<Self>) -> Self::Result {
+        let now = Utc::now();
+        let etag = msg.etag.as_deref();
+        // Bucket mode: the held shard's ledger may know more than the last run's state.
+        if self.store.decide_stored(&msg.key, etag, now) == Some(LedgerDecision::Leave) {
+            return MessageResult(LedgerDecision::Leave);
+        }
+        MessageResult(self.state.decide(&msg.key, etag, now))
+    }
+}
+
+impl Handler<RecordEvent> for StateKeeper {
+    type Result = Result<EventRecorded, String>;
+
+    fn handle(&mut self, msg: RecordEvent, _: &mut Context<Self>) -> Self::Result {
+        let now = Utc::now();
+        let policy = self.policy;
+        // In a run that writes the key's part, the run's state is the one to change: its
+        // saves would overwrite a change made beside it.
+        if self.run.is_some() && self.store.in_run_scope(&msg.key) {
+            if ledger_event(&mut self.state, &msg, &policy, now) {
+                self.save().map_err(|e| e.reason())?;
+            }
+            return Ok(EventRecorded::Stored);
+        }
+        let initial = State::initial(&self.config.state.initial, now);
+        let stale_after = self.config.state.lock_stale_after;
+        let updated = self
+            .store
+            .update(&msg.key, stale_after, initial, &mut |state| ledger_event(state, &msg, &policy, now))
+            .map_err(|e| e.reason())?;
+        match updated {
+            Updated::Whole(state) => {
+                if self.run.is_none() {
+                    self.state = state;
+                }
+                Ok(EventRecorded::Stored)
+            }
+            Updated::Part => {
+                // The keeper's copy too, for the status's failures.
+                ledger_event(&mut self.state, &msg, &policy, now);
+                Ok(EventRecorded::Stored)
+            }
+            Updated::NotHeld => Ok(EventRecorded::NotHeld),
+        }
     }
 }
 

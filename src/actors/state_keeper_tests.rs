@@ -79,3 +79,68 @@ fn a_run_whose_state_cannot_be_saved_is_not_complete_and_the_next_resumes_from_t
         assert_eq!(keeper.send(GetProgress).await.unwrap().state_save_error, None);
     });
 }
+
+fn stored(dir: &std::path::Path) -> State {
+    FileStateStore::new(dir).unwrap().load().unwrap().unwrap_or_default()
+}
+
+#[test]
+fn bucket_events_are_recorded_in_the_ledger_inside_and_outside_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::validate(Default::default()).unwrap();
+    config.state.dir = dir.path().join("state");
+    let state_dir = config.state.dir.clone();
+    let store = FileStateStore::new(&state_dir).unwrap();
+    actix::System::new().block_on(async {
+        let keeper =
+            StateKeeper::new(Arc::new(config), Box::new(store.clone()), Default::default(), Vec::new()).start();
+        let record =
+            |key: &str, outcome: ItemOutcome| RecordEvent { key: key.into(), etag: Some("\"e1\"".into()), outcome };
+        let kept = || ItemOutcome::Kept { bytes_in: 100, bytes_out: 120 };
+        let bad =
+            || ItemOutcome::Failed { code: crate::reason::Reason::DecodeFailed, reason: "bad".into(), permanent: true };
+        let decide = |key: &str, etag: &str| DecideEvent { key: key.into(), etag: Some(etag.into()) };
+
+        // Outside a run: stored at once, under the run lock.
+        assert_eq!(keeper.send(record("k.png", kept())).await.unwrap(), Ok(EventRecorded::Stored));
+        assert_eq!(keeper.send(record("bad.png", bad())).await.unwrap(), Ok(EventRecorded::Stored));
+        let on_disk = stored(&state_dir);
+        assert_eq!(on_disk.ledger["k.png"].kind, crate::state::LedgerKind::Kept);
+        assert_eq!(on_disk.ledger["k.png"].code, "webp_larger");
+        assert_eq!(on_disk.ledger["bad.png"].kind, crate::state::LedgerKind::GivenUp);
+        assert_eq!(keeper.send(decide("k.png", "\"e1\"")).await.unwrap(), LedgerDecision::Leave);
+        assert_eq!(keeper.send(decide("bad.png", "\"e1\"")).await.unwrap(), LedgerDecision::Leave);
+        assert_eq!(keeper.send(decide("k.png", "\"e2\"")).await.unwrap(), LedgerDecision::Convert, "a new version");
+
+        // What another process wrote meanwhile is kept: the state is read again under the lock.
+        let mut theirs = stored(&state_dir);
+        theirs.record_kept("theirs.png", None, "webp_larger", "larger", Utc::now());
+        store.save(&theirs).unwrap();
+        assert_eq!(keeper.send(record("k2.png", kept())).await.unwrap(), Ok(EventRecorded::Stored));
+        let on_disk = stored(&state_dir);
+        assert!(["k.png", "bad.png", "theirs.png", "k2.png"].iter().all(|k| on_disk.ledger.contains_key(*k)));
+
+        // Another process's run holds the lock: nothing is stored, and the event comes back.
+        let held = store.lock_run(std::time::Duration::from_secs(3600)).unwrap();
+        let refused = keeper.send(record("k3.png", kept())).await.unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+        assert!(!stored(&state_dir).ledger.contains_key("k3.png"));
+        drop(held);
+
+        // A conversion drops the entry of an earlier failure.
+        let converted = ItemOutcome::Converted { bytes_in: 10, bytes_out: 5, megapixels: 0.1, convert_ms: 1 };
+        assert_eq!(keeper.send(record("bad.png", converted)).await.unwrap(), Ok(EventRecorded::Stored));
+        assert!(!stored(&state_dir).ledger.contains_key("bad.png"));
+
+        // Inside a run: with the run's state, saved before the answer, and kept by the run's end.
+        let mut run = keeper.send(BeginRun { force: false }).await.unwrap().unwrap();
+        assert_eq!(keeper.send(record("in-run.png", kept())).await.unwrap(), Ok(EventRecorded::Stored));
+        let on_disk = stored(&state_dir);
+        assert!(on_disk.run.is_some() && on_disk.ledger.contains_key("in-run.png"));
+        keeper.send(ListingFinished { error: None, unseen: Some(Vec::new()) }).await.unwrap();
+        assert!(run.done.take().unwrap().await.unwrap().complete);
+        let on_disk = stored(&state_dir);
+        assert!(on_disk.run.is_none());
+        assert!(["k.png", "theirs.png", "k2.png", "in-run.png"].iter().all(|k| on_disk.ledger.contains_key(*k)));
+    });
+}

@@ -5,15 +5,22 @@
 //!   is done at once, without a request.
 //! - An event older than the object (its ETag differs from the HEAD's and the object
 //!   changed after it) is done: the newer upload has an event of its own.
-//! - A source whose WebP is as new as it is done after two HEADs, without a download.
+//! - A source whose WebP is as new as it is done after two HEADs, without a download;
+//!   so is one the ledger leaves alone (this version given up, or kept as smaller than
+//!   its WebP would be).
 //! - The WebP is written conditionally over the one seen before converting, and the
 //!   source is checked again after the write: when it changed meanwhile, it is converted
 //!   again, so an older version's WebP never stays over a newer source.
 //! - Events for one key are handled one at a time (a key lock), so duplicates that arrive
 //!   together cost one conversion.
 //!
+//! - What became of the image is recorded in the bucket's ledger as a run records it
+//!   (kept, given up; a converted source's old entry dropped) before the answer is
+//!   [`Handled::Done`], so the next run does not do it again.
+//!
 //! The answer is [`Handled::Done`] (the message may go) or [`Handled::Retry`] (a
-//! transient failure: leave the message to come back).
+//! transient failure, or an outcome the ledger could not store: leave the message to
+//! come back).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,14 +30,17 @@ use chrono::Utc;
 use tokio::sync::Semaphore;
 
 use super::record::{EventKind, ObjectEvent};
+use crate::actors::Pipeline;
 use crate::actors::converter::{ConvertBytes, Converter};
+use crate::actors::state_keeper::{DecideEvent, EventRecorded, RecordEvent, StateKeeper};
 use crate::actors::uploader::{PutEventWebp, Uploader};
 use crate::config::Config;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
-use crate::model::Candidate;
+use crate::model::{Candidate, ItemOutcome};
 use crate::naming;
 use crate::reason::Reason;
+use crate::state::LedgerDecision;
 use crate::storage::{ObjectInfo, Storage, StorageError};
 
 /// How one event ended.
@@ -57,6 +67,8 @@ pub enum Done {
     Gone,
     /// The WebP would be larger: the source stays alone.
     Kept,
+    /// The ledger leaves this version of the source alone (given up, or kept before).
+    Ledgered,
     /// Another writer stored the WebP first.
     Superseded,
     /// Removed: the WebP was deleted (`events.delete_webp_on_remove`), or left.
@@ -77,6 +89,8 @@ pub struct Handler {
     pub storage: Storage,
     pub converter: Addr<Converter>,
     pub uploader: Addr<Uploader>,
+    /// The bucket's ledger: asked before converting, told what became of the image.
+    pub state_keeper: Addr<StateKeeper>,
     pub memory: MemoryBudget,
     pub metrics: Arc<Metrics>,
     /// Admission of event conversions at the converter pool (one for every bucket's
@@ -96,21 +110,16 @@ fn same_etag(a: Option<&str>, b: Option<&str>) -> bool {
 }
 
 impl Handler {
-    pub fn new(
-        config: Arc<Config>,
-        storage: Storage,
-        converter: Addr<Converter>,
-        uploader: Addr<Uploader>,
-        memory: MemoryBudget,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// The handler of `storage`'s bucket, converting through `pipeline` (that bucket's).
+    pub fn new(config: Arc<Config>, storage: Storage, pipeline: &Pipeline, metrics: Arc<Metrics>) -> Self {
         let admitted = Arc::new(Semaphore::new(config.events.concurrency));
         Self {
             config,
             storage,
-            converter,
-            uploader,
-            memory,
+            converter: pipeline.converter.clone(),
+            uploader: pipeline.uploader.clone(),
+            state_keeper: pipeline.state_keeper.clone(),
+            memory: pipeline.memory.clone(),
             metrics,
             admitted,
             summary: Default::default(),
@@ -201,6 +210,9 @@ impl Handler {
             if !force && webp.as_ref().is_some_and(|w| w.last_modified >= source.last_modified) {
                 return Handled::Done(Done::UpToDate);
             }
+            if !force && self.ledger_leaves(&source).await {
+                return Handled::Done(Done::Ledgered);
+            }
             let replaces = webp.and_then(|w| w.etag);
             let converted_etag = source.etag.clone();
             match self.convert(source, output.clone(), replaces).await {
@@ -230,14 +242,14 @@ impl Handler {
             Ok(_) => return Handled::Retry(format!("{} changed while it was downloaded", source.key)),
             Err(StorageError::NotFound { .. }) => return Handled::Done(Done::Gone),
             Err(e @ StorageError::TooLarge { .. }) => {
-                return self.give_up(e.reason(), e.to_string());
+                return self.give_up(&source, e.reason(), e.to_string()).await;
             }
             Err(e) if e.is_transient() => return Handled::Retry(e.to_string()),
-            Err(e) => return self.give_up(Reason::DownloadFailed, e.to_string()),
+            Err(e) => return self.give_up(&source, Reason::DownloadFailed, e.to_string()).await,
         };
         let memory = match self.memory.reserve_work(Some(file), &bytes, None, opts).await {
             Ok(m) => m,
-            Err(e) => return self.give_up(e.reason(), e.to_string()),
+            Err(e) => return self.give_up(&source, e.reason(), e.to_string()).await,
         };
         let admitted = Arc::new(self.admitted.clone().acquire_owned().await.expect("never closed"));
         let bytes_in = bytes.len() as u64;
@@ -251,18 +263,35 @@ impl Handler {
         let converted = match self.converter.send(msg).await {
             Ok(Ok(c)) => c,
             Ok(Err(e @ crate::convert::ConvertError::Encode(_))) => return Handled::Retry(e.to_string()),
-            Ok(Err(e)) => return self.give_up(e.reason(), e.to_string()),
+            Ok(Err(e)) => return self.give_up(&source, e.reason(), e.to_string()).await,
             Err(e) => return Handled::Retry(format!("the converter pool is stopping: {e}")),
         };
         let bytes_out = converted.webp.len() as u64;
         if self.config.skip_if_larger && bytes_out >= bytes_in {
-            self.metrics.kept();
-            return Handled::Done(Done::Kept);
+            let handled = self.record(&source, ItemOutcome::Kept { bytes_in, bytes_out }, Done::Kept).await;
+            if handled == Handled::Done(Done::Kept) {
+                self.metrics.kept();
+            }
+            return handled;
         }
+        let recorded = (source.key.clone(), source.etag.clone());
         let candidate = Candidate { run_id: Arc::from("events"), source, output, replaces };
         match self.uploader.send(PutEventWebp { candidate, webp: converted.webp.into() }).await {
             Ok(Ok(true)) => {
-                self.metrics.converted(bytes_in, bytes_out, started.elapsed().as_secs_f64());
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics.converted(bytes_in, bytes_out, seconds);
+                // Drops a ledger entry of an earlier failure. The WebP is stored, so a
+                // failure here only leaves the entry for the next complete run to see.
+                let outcome = ItemOutcome::Converted {
+                    bytes_in,
+                    bytes_out,
+                    megapixels: 0.0,
+                    convert_ms: (seconds * 1000.0) as u64,
+                };
+                let (key, etag) = recorded;
+                if let Ok(Err(e)) = self.state_keeper.send(RecordEvent { key: key.clone(), etag, outcome }).await {
+                    tracing::warn!(%key, "A converted source's ledger entry was not dropped: {e}");
+                }
                 Handled::Done(Done::Converted)
             }
             Ok(Ok(false)) => {
@@ -274,9 +303,36 @@ impl Handler {
         }
     }
 
-    fn give_up(&self, code: Reason, reason: String) -> Handled {
-        self.metrics.failed(code);
-        Handled::Done(Done::GivenUp { code: code.code().to_owned(), reason })
+    /// Whether the ledger leaves this version of `source` alone.
+    async fn ledger_leaves(&self, source: &ObjectInfo) -> bool {
+        let ask = DecideEvent { key: source.key.clone(), etag: source.etag.clone() };
+        matches!(self.state_keeper.send(ask).await, Ok(LedgerDecision::Leave))
+    }
+
+    /// Records `outcome` in the ledger and answers `done`; when it cannot be stored, the
+    /// event is left to come back.
+    async fn record(&self, source: &ObjectInfo, outcome: ItemOutcome, done: Done) -> Handled {
+        let msg = RecordEvent { key: source.key.clone(), etag: source.etag.clone(), outcome };
+        match self.state_keeper.send(msg).await {
+            Ok(Ok(EventRecorded::Stored)) => Handled::Done(done),
+            Ok(Ok(EventRecorded::NotHeld)) => {
+                tracing::debug!(key = %source.key, "Not recorded here: the key's shard is another instance's");
+                Handled::Done(done)
+            }
+            Ok(Err(e)) => Handled::Retry(format!("{} could not be recorded in the ledger: {e}", source.key)),
+            Err(e) => Handled::Retry(format!("the state keeper is stopping: {e}")),
+        }
+    }
+
+    /// Gives `source` up for this version: bad input or a limit, which converting again
+    /// cannot help. Recorded in the ledger as a run's permanent failure is.
+    async fn give_up(&self, source: &ObjectInfo, code: Reason, reason: String) -> Handled {
+        let outcome = ItemOutcome::Failed { code, reason: reason.clone(), permanent: true };
+        let handled = self.record(source, outcome, Done::GivenUp { code: code.code().to_owned(), reason }).await;
+        if matches!(handled, Handled::Done(_)) {
+            self.metrics.failed(code);
+        }
+        handled
     }
 }
 

@@ -80,9 +80,7 @@ impl Events {
                 handle::Handler::new(
                     lane.config.clone(),
                     lane.storage.clone(),
-                    lane.pipeline.converter.clone(),
-                    lane.pipeline.uploader.clone(),
-                    lane.pipeline.memory.clone(),
+                    &lane.pipeline,
                     Arc::new(metrics.for_bucket(&lane.bucket)),
                 )
             })

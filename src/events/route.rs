@@ -140,7 +140,7 @@ mod tests {
             Default::default(),
             vec![],
         );
-        Handler::new(config, storage, p.converter, p.uploader, p.memory, Default::default())
+        Handler::new(config, storage, &p, Default::default())
     }
 
     fn created(bucket: &str, key: &str) -> ObjectEvent {

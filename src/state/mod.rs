@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use lock::{LockError, RunLock};
 pub use prune::LedgerSeen;
-pub use store::{FileStateStore, StateError, StateStore, unsaved_run_error};
+pub use store::{FileStateStore, StateError, StateStore, UpdateError, Updated, unsaved_run_error};
 
 /// The whole state file. The first four fields are the Go server's, unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,72 @@ pub trait StateStore: Send + Sync {
     /// What the run now completing did in each part, recorded with the next
     /// [`StateStore::save`] (the run's last).
     fn record_parts(&self, _run_id: &str, _parts: &std::collections::BTreeMap<u32, super::PartRun>) {}
+    /// Outside a run (bucket events): applies `change` to the stored state of `key`'s
+    /// part and stores it when `change` says it changed something. A store with one
+    /// state does so under the run lock, so no other process's run writes in between,
+    /// starting from `initial` when nothing is stored yet.
+    fn update(
+        &self,
+        key: &str,
+        stale_after: std::time::Duration,
+        initial: State,
+        change: &mut dyn FnMut(&mut State) -> bool,
+    ) -> Result<Updated, UpdateError> {
+        let _ = key;
+        let _lock = self.lock_run(stale_after)?;
+        let mut state = self.load()?.unwrap_or(initial);
+        if change(&mut state) {
+            self.save(&state)?;
+        }
+        Ok(Updated::Whole(state))
+    }
+    /// What the stored state of `key`'s part says of it, when the store keeps parts
+    /// apart (bucket mode: the held shard's ledger); `None` otherwise.
+    fn decide_stored(
+        &self,
+        _key: &str,
+        _etag: Option<&str>,
+        _now: chrono::DateTime<Utc>,
+    ) -> Option<super::LedgerDecision> {
+        None
+    }
+    /// Whether a save of the run in progress writes `key`'s part (a store with one state:
+    /// always; bucket mode: when the run covers the key's shard).
+    fn in_run_scope(&self, _key: &str) -> bool {
+        true
+    }
+}
+
+/// What [`StateStore::update`] stored.
+#[derive(Debug)]
+pub enum Updated {
+    /// The whole state, as now stored.
+    Whole(State),
+    /// The part of the state `key` belongs to (bucket mode: its shard, written with the
+    /// shard's lease).
+    Part,
+    /// Nothing: the part is another's (bucket mode: a shard held by another instance,
+    /// whose runs decide the key).
+    NotHeld,
+}
+
+/// Why [`StateStore::update`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl UpdateError {
+    /// The failure without the state directory's path.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Lock(e) => e.reason(),
+            Self::State(e) => e.reason(),
+        }
+    }
 }
 
 impl StateError {

@@ -5,8 +5,8 @@
 //! with every WebP whole — a short read never becomes a short WebP.
 //!
 //! A throttling store (the proxy answering a share of requests `503 SlowDown`, nothing
-//! else) makes the daemon halve its request window (AIMD, `storage/limit.rs`), and the
-//! run still converts every image.
+//! else) makes the daemon halve its request window (AIMD, `storage/limit.rs`), says so
+//! in its log and in `/metrics`, and the run still converts every image.
 
 use crate::common;
 
@@ -15,6 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use common::server::Server;
 use common::*;
 use futures::StreamExt;
 use ics::storage::Storage;
@@ -297,4 +298,68 @@ fn a_throttling_store_lowers_the_request_window_and_every_image_is_still_convert
     );
     let objects: Vec<_> = rt.block_on(storage.list(Some("t")).map(|r| r.unwrap()).collect());
     assert_eq!(objects.iter().filter(|o| o.key.ends_with(".webp")).count(), total, "every source has its WebP");
+}
+
+/// One sample's value in a Prometheus text body (`name` with no labels).
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_throttled_window_is_in_metrics_as_serve_runs() {
+    need_s3!();
+    let s3 = s3_env();
+    let bucket = new_bucket("throttlem");
+    let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let total = 30;
+    fill_cycled(&rt, &storage, "m", total, &["jpeg_baseline.jpg", "png_rgb.png"]);
+    let proxy = FaultProxy::start(s3.endpoint.trim_start_matches("http://").to_owned(), 25, 0x3e7, Faults::SlowDown);
+    let env = [
+        ("R2_ENDPOINT", format!("http://{}", proxy.addr)),
+        ("ICS__STORAGE__MAX_RETRIES", "10".to_owned()),
+        ("ICS__STORAGE__INITIAL_BACKOFF_MS", "10".to_owned()),
+        ("ICS__PIPELINE__MAX_REQUESTS", "16".to_owned()),
+    ];
+    // The store throttles only once the run is asked for.
+    proxy.on.store(false, Ordering::SeqCst);
+    let server = Server::start_env(Some(&bucket), "", &env);
+    // Before any run: the full window, nothing throttled.
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    assert_eq!(sample(&metrics, "ics_storage_concurrency_max"), 16.0);
+    assert_eq!(sample(&metrics, "ics_storage_concurrency_limit"), 16.0, "{metrics}");
+    assert_eq!(sample(&metrics, "ics_storage_concurrency_decreases_total"), 0.0);
+    let before = sample(&metrics, "ics_storage_throttled_total");
+    proxy.on.store(true, Ordering::SeqCst);
+    assert_eq!(server.post("/api/runs", serde_json::json!({})).status, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        let s = server.get("/api/status").json();
+        if s["last_run"]["complete"].is_boolean() && !s["running"].as_bool().unwrap_or(true) {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run did not finish: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        (status["last_run"]["converted"].as_u64(), status["last_run"]["failed"].as_u64()),
+        (Some(total as u64), Some(0)),
+        "{status}"
+    );
+    let throttled = proxy.tally.faults.load(Ordering::SeqCst);
+    assert!(throttled >= 5, "the proxy throttled too few requests ({throttled}) to test anything");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    // The SlowDowns were counted (each at most once).
+    let seen = sample(&metrics, "ics_storage_throttled_total") - before;
+    assert!(seen >= 1.0 && seen <= throttled as f64, "{seen} of {throttled} throttles counted");
+    assert!(sample(&metrics, "ics_storage_concurrency_decreases_total") >= 1.0, "{metrics}");
+    let limit = sample(&metrics, "ics_storage_concurrency_limit");
+    assert!((1.0..=16.0).contains(&limit), "{limit}");
+    assert_eq!(sample(&metrics, "ics_storage_requests_open"), 0.0, "nothing left open after the run");
 }

@@ -77,7 +77,8 @@ pub fn open(config: &Config, primary: &Storage, buckets: &[String]) -> Result<Ve
             let storage = if *bucket == primary_name {
                 primary.clone()
             } else {
-                Storage::open(&config.storage, bucket).map_err(|e| err(e.to_string()))?
+                // The primary's store: on S3, one request window for every bucket.
+                primary.open_beside(&config.storage, bucket).map_err(|e| err(e.to_string()))?
             };
             let backend = match config.state.cluster.clone() {
                 Some(c) => {

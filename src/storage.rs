@@ -95,6 +95,18 @@ impl Storage {
         .map(|s| Self { bucket: bucket_name.to_owned(), ..s })
     }
 
+    /// Another bucket of the same configured store, named `bucket_name`. An S3 bucket
+    /// shares this one's request window: the buckets sit behind one endpoint and one
+    /// account's limits, so `pipeline.max_requests` bounds all of their requests together,
+    /// and a throttle seen in one narrows the window for all.
+    pub fn open_beside(&self, config: &StorageConfig, bucket_name: &str) -> Result<Self, StorageError> {
+        match (config, &self.limiter) {
+            (StorageConfig::S3(s3), Some(limiter)) => Self::s3_limited(s3, limiter.clone()),
+            _ => return Self::open(config, bucket_name),
+        }
+        .map(|s| Self { bucket: bucket_name.to_owned(), ..s })
+    }
+
     /// A local directory as a bucket.
     pub fn local(root: &FsPath) -> Result<Self, StorageError> {
         std::fs::create_dir_all(root)
@@ -116,7 +128,11 @@ impl Storage {
     /// An S3-compatible bucket, path-style by default, SigV4-signed.
     /// Every request goes through a window of `c.retry.max_requests` (see `limit`).
     pub fn s3(c: &S3Config) -> Result<Self, StorageError> {
-        let limiter = RequestLimiter::new(c.retry.max_requests);
+        Self::s3_limited(c, RequestLimiter::new(c.retry.max_requests))
+    }
+
+    /// An S3-compatible bucket whose requests go through `limiter`'s window.
+    fn s3_limited(c: &S3Config, limiter: RequestLimiter) -> Result<Self, StorageError> {
         let store = AmazonS3Builder::new()
             .with_endpoint(&c.endpoint)
             .with_region(&c.region)
@@ -376,6 +392,34 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn buckets_beside_an_s3_bucket_share_its_request_window_and_others_do_not() {
+        let s3 = |bucket: &str| {
+            StorageConfig::S3(S3Config {
+                endpoint: "http://127.0.0.1:9".into(),
+                bucket: bucket.into(),
+                buckets: vec!["a".into(), "b".into()],
+                region: "us-east-1".into(),
+                access_key: crate::secret::Secret::new("k"),
+                secret_key: crate::secret::Secret::new("s"),
+                virtual_hosted_style: false,
+                retry: Default::default(),
+            })
+        };
+        let a = Storage::open(&s3("a"), "a").unwrap();
+        let b = a.open_beside(&s3("b"), "b").unwrap();
+        assert_eq!(b.bucket(), "b");
+        let alone = Storage::open(&s3("b"), "b").unwrap();
+        let _held = a.limiter.as_ref().unwrap().acquire().await;
+        assert_eq!(b.request_limit().unwrap().open, 1, "one window for both buckets");
+        assert_eq!(alone.request_limit().unwrap().open, 0);
+        // A local bucket beside another opens on its own (there is no window).
+        let dir = tempfile::tempdir().unwrap();
+        let local = StorageConfig::Local { root: dir.path().join("x") };
+        let first = Storage::open(&local, "x").unwrap();
+        assert!(first.open_beside(&local, "x").unwrap().request_limit().is_none());
+    }
 
     #[tokio::test]
     async fn memory_round_trip_with_content_type() {

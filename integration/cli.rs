@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::*;
+use serde_json::Value;
 
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = binary();
@@ -103,6 +104,48 @@ fn check_config_hides_secrets() {
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains("AKIASHOWME") && !text(&o).contains("hunter2hunter2"), "{}", text(&o));
+}
+
+#[test]
+fn check_config_shows_the_event_sources_in_effect_without_their_secrets() {
+    let dir = local_setup(&[]);
+    let env = [
+        ("ICS__STORAGE__BACKEND", "local"),
+        ("ICS__EVENTS__SQS__QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123456789012/uploads"),
+        ("ICS__EVENTS__SQS__ACCESS_KEY", "AKIAQUEUEKEY"),
+        ("ICS__EVENTS__SQS__SECRET_KEY", "queue-secret-value"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__ACCOUNT_ID", "acc123"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__QUEUE_ID", "q456"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__API_TOKEN", "cf-token-value"),
+        ("ICS__EVENTS__WEBHOOK_ENABLED", "true"),
+        ("ICS__EVENTS__WEBHOOK_TOKEN", "hook-token-value"),
+    ];
+    let yaml = run(dir.path(), &["check-config"], &env);
+    let json = run(dir.path(), &["check-config", "--json"], &env);
+    for o in [&yaml, &json] {
+        assert!(o.status.success(), "{}", text(o));
+        for secret in ["AKIAQUEUEKEY", "queue-secret-value", "cf-token-value", "hook-token-value"] {
+            assert!(!text(o).contains(secret), "{secret} shown: {}", text(o));
+        }
+    }
+    assert!(text(&yaml).contains("\nevents:\n"), "{}", text(&yaml));
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let e = &v["events"];
+    // What the queue URL implies is shown as it is used.
+    assert_eq!(e["sqs"]["endpoint"], "https://sqs.eu-west-1.amazonaws.com", "{e}");
+    assert_eq!(e["sqs"]["region"], "eu-west-1", "{e}");
+    assert_eq!(e["sqs"]["access_key"], "***");
+    assert_eq!(e["sqs"]["wait_seconds"], 20);
+    assert_eq!(e["cloudflare_queue"]["queue_id"], "q456");
+    assert_eq!(e["cloudflare_queue"]["api_token"], "***");
+    assert_eq!((e["webhook_enabled"].as_bool(), e["webhook_token"].as_str()), (Some(true), Some("***")));
+    assert_eq!(e["max_receives"], 5);
+    assert!(
+        v["sources"]["events.sqs.queue_url"].as_str().unwrap_or_default().contains("ICS__EVENTS__SQS__QUEUE_URL"),
+        "{}",
+        v["sources"]
+    );
+    assert_eq!(v["sources"]["events.max_receives"], "default");
 }
 
 #[test]

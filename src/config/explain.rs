@@ -46,8 +46,8 @@ pub fn to_yaml(c: &Config) -> String {
 }
 
 /// Top-level sections: the Go server's file's, then this program's.
-const SECTIONS: [&str; 11] =
-    ["r2", "conversion", "resize", "cron", "server", "webhook", "storage", "state", "pipeline", "api", "log"];
+const SECTIONS: [&str; 12] =
+    ["r2", "conversion", "resize", "cron", "server", "webhook", "storage", "state", "pipeline", "api", "events", "log"];
 
 fn yaml(map: &Map<String, Value>, prefix: &str, depth: usize, c: &Config, out: &mut String) {
     let indent = "  ".repeat(depth);
@@ -97,6 +97,42 @@ fn origin_of(c: &Config, path: &str) -> String {
         other => other,
     };
     c.origins.of(key).to_string()
+}
+
+/// `events:`, each source shown only when configured (secrets as `***`).
+fn events(e: &super::events::EventsConfig) -> Value {
+    let sqs = e.sqs.as_ref().map(|q| {
+        json!({
+            "queue_url": q.queue_url,
+            "endpoint": q.endpoint,
+            "region": q.region,
+            "access_key": secret(&q.access_key),
+            "secret_key": secret(&q.secret_key),
+            "wait_seconds": q.wait.as_secs(),
+            "visibility_timeout_seconds": q.visibility_timeout.as_secs(),
+        })
+    });
+    let cloudflare_queue = e.cloudflare_queue.as_ref().map(|q| {
+        json!({
+            "account_id": q.account_id,
+            "queue_id": q.queue_id,
+            "api_token": secret(&q.api_token),
+            "api": q.api,
+            "batch_size": q.batch_size,
+            "visibility_timeout_seconds": q.visibility_timeout.as_secs(),
+            "poll_interval_ms": q.poll_interval.as_millis() as u64,
+        })
+    });
+    json!({
+        "sqs": sqs,
+        "cloudflare_queue": cloudflare_queue,
+        "webhook_enabled": e.webhook_enabled,
+        "webhook_token": secret(&e.webhook_token),
+        "webhook_every_seconds": e.webhook_every.as_secs(),
+        "max_receives": e.max_receives,
+        "concurrency": e.concurrency,
+        "delete_webp_on_remove": e.delete_webp_on_remove,
+    })
 }
 
 fn secret(s: &Secret) -> Value {
@@ -236,6 +272,7 @@ fn sections(c: &Config) -> Value {
             "max_queued_conversions": c.api.max_queued_conversions,
             "max_body_kb": c.api.max_body_bytes / 1024,
         },
+        "events": events(&c.events),
         "log": {
             "level": c.log.level,
             "format": if c.log.format == LogFormat::Json { "json" } else { "text" },

@@ -124,6 +124,51 @@ fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
 }
 
 #[test]
+fn the_environment_alone_turns_sqs_events_on_with_cron_off() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("evenv");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let queue = format!("q-{bucket}");
+    let url = notify_queue(&bucket, &queue, 6);
+    // No configuration file: the Go server's variables for the bucket, two for the queue
+    // (the region is the default us-east-1: moto's URLs name none), and events as the
+    // only trigger.
+    let s3 = s3_env();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = binary();
+    cmd.arg("serve")
+        .current_dir(dir.path())
+        .env("R2_ENDPOINT", &s3.endpoint)
+        .env("R2_BUCKET", &bucket)
+        .env("R2_ACCESS_KEY", &s3.access_key)
+        .env("R2_SECRET_KEY", &s3.secret_key)
+        .env("ICS__R2__REGION", &s3.region)
+        .env("ICS__EVENTS__SQS__QUEUE_URL", &url)
+        .env("ICS__EVENTS__SQS__ENDPOINT", &s3.endpoint)
+        .env("ICS__CRON__ENABLED", "false")
+        .env("ICS__CRON__RUN_ON_START", "false")
+        .env("ICS__SERVER__PORT", "0")
+        .env("ICS__LOG__LEVEL", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let (mut child, base, _log) = spawn_serve(cmd);
+    let total = 8;
+    for i in 0..total {
+        upload(&rt, &storage, i);
+    }
+    let expected: BTreeSet<String> = (0..total).map(|i| webp_of(&key_of(i))).collect();
+    wait_for("every WebP", Duration::from_secs(60), || expected.is_subset(&webps(&rt, &storage)).then_some(()));
+    queue_empty(&queue, Duration::from_secs(30));
+    let status = http("GET", &format!("{base}/api/status"), None, &[]).json();
+    assert_eq!(status["events"]["sqs"]["converted"], total as u64, "{status}");
+    assert!(status["last_run"].is_null(), "no run: events were the only trigger: {status}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -418,10 +418,12 @@ impl CfQueue {
         Self { child, base: format!("http://127.0.0.1:{}", line.trim()) }
     }
 
-    fn send(&self, queue: &str, body: serde_json::Value) {
+    /// Enqueues `body` as JSON text, or that text base64-encoded.
+    fn send(&self, queue: &str, body: serde_json::Value, base64: bool) {
+        let encoding = if base64 { "&encoding=base64" } else { "" };
         let r = http(
             "POST",
-            &format!("{}/_test/send?queue={queue}", self.base),
+            &format!("{}/_test/send?queue={queue}{encoding}", self.base),
             Some(serde_json::json!({ "body": body }).to_string().as_bytes()),
             &[],
         );
@@ -458,10 +460,16 @@ fn r2_notifications_from_a_cloudflare_queue_are_converted_and_acked() {
             serde_json::json!({"account": "acc123", "action": action, "bucket": bucket,
             "object": {"key": key_of(i), "size": info.size, "eTag": info.etag.unwrap().trim_matches('"')},
             "eventTime": info.last_modified.to_rfc3339()}),
+            // Bodies as JSON text and base64-encoded, as the pull API may hand either.
+            i % 2 == 1,
         );
     }
     // A deletion (the WebP stays by default) and a message that is not R2's.
-    cf.send("q456", serde_json::json!({"action": "DeleteObject", "bucket": bucket, "object": {"key": "up/gone.png"}}));
+    cf.send(
+        "q456",
+        serde_json::json!({"action": "DeleteObject", "bucket": bucket, "object": {"key": "up/gone.png"}}),
+        false,
+    );
     let expected: BTreeSet<String> = (0..total).map(|i| webp_of(&key_of(i))).collect();
     wait_for("every WebP", Duration::from_secs(60), || expected.is_subset(&webps(&rt, &storage)).then_some(()));
     let stats = wait_for("every message acked", Duration::from_secs(30), || {

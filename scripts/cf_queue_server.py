@@ -15,10 +15,12 @@ Implements the documented pull-consumer API of one account and any queue id:
   lease is a warning, not an ack.
 Both need "Authorization: Bearer TOKEN" (else 401 with Cloudflare's error shape).
 Test hooks: POST /_test/send?queue=Q {"body": ...} enqueues one message (its body as
-JSON text, as R2 notifications arrive); GET /_test/stats?queue=Q gives {"visible",
+JSON text, as R2 notifications arrive; with &encoding=base64 that text base64-encoded, as
+the pull API may hand a message over); GET /_test/stats?queue=Q gives {"visible",
 "leased", "acked", "retried", "pulls"}.
 """
 
+import base64
 import json
 import sys
 import threading
@@ -68,12 +70,16 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         url = urlparse(self.path)
         if url.path == "/_test/send":
-            q = queue(parse_qs(url.query).get("queue", [""])[0])
+            query = parse_qs(url.query)
+            q = queue(query.get("queue", [""])[0])
             req = self.body()
+            body = json.dumps(req["body"])
+            if query.get("encoding", [""])[0] == "base64":
+                body = base64.b64encode(body.encode()).decode()
             with LOCK:
                 mid = uuid.uuid4().hex
                 q["messages"][mid] = {
-                    "id": mid, "body": json.dumps(req["body"]), "timestamp_ms": int(time.time() * 1000),
+                    "id": mid, "body": body, "timestamp_ms": int(time.time() * 1000),
                     "attempts": 0, "visible_at": 0.0, "lease_id": None,
                 }
             return self.reply(200, {"id": mid})

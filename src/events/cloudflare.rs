@@ -107,7 +107,10 @@ impl QueueClient {
                 }),
             )
             .await?;
-        let Some(list) = v["result"]["messages"].as_array() else { return Ok(Vec::new()) };
+        // `result.messages`, as documented; `result` itself a list in the API's first shape.
+        let Some(list) = v["result"]["messages"].as_array().or_else(|| v["result"].as_array()) else {
+            return Ok(Vec::new());
+        };
         Ok(list
             .iter()
             .filter_map(|m| {
@@ -136,12 +139,15 @@ impl QueueClient {
     }
 }
 
-/// Reads one R2 event notification (the message body as an object, or as JSON text).
+/// Reads one R2 event notification: the message body as an object, as JSON text, or as
+/// JSON text base64-encoded (how the pull API may hand a `json` or `bytes` message).
 pub fn parse(body: &Value) -> Result<Option<ObjectEvent>, RecordError> {
     let parsed;
     let body = match body {
         Value::String(s) => {
-            parsed = serde_json::from_str::<Value>(s).map_err(|e| RecordError(format!("R2 notification: {e}")))?;
+            parsed = serde_json::from_str::<Value>(s)
+                .or_else(|e| from_base64(s).ok_or(e))
+                .map_err(|e| RecordError(format!("R2 notification: neither JSON nor base64-encoded JSON: {e}")))?;
             &parsed
         }
         other => other,
@@ -164,6 +170,18 @@ pub fn parse(body: &Value) -> Result<Option<ObjectEvent>, RecordError> {
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc)),
     }))
+}
+
+/// `s` as base64 (standard alphabet, padded or not) of a JSON object.
+fn from_base64(s: &str) -> Option<Value> {
+    use base64::Engine;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(s.trim()).ok()?;
+    serde_json::from_slice::<Value>(&bytes).ok().filter(Value::is_object)
 }
 
 /// The consumer loop, until `stop`; then the messages in hand finish.
@@ -253,6 +271,13 @@ mod tests {
         // As JSON text too.
         let text = Value::String(put.to_string());
         assert_eq!(parse(&text).unwrap().unwrap(), ev);
+        // And as base64 of the JSON text, padded or not.
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(put.to_string());
+        assert_eq!(parse(&Value::String(encoded.clone())).unwrap().unwrap(), ev);
+        assert_eq!(parse(&Value::String(encoded.trim_end_matches('=').to_owned())).unwrap().unwrap(), ev);
+        let garbage = parse(&Value::String("not json, not base64!".into())).unwrap_err();
+        assert!(garbage.0.contains("neither JSON nor base64"), "{}", garbage.0);
         let del = json!({"action": "DeleteObject", "bucket": "photos", "object": {"key": "x.png"}});
         assert_eq!(parse(&del).unwrap().unwrap().kind, EventKind::Removed);
         assert_eq!(parse(&json!({"action": "SomethingNew", "object": {"key": "x"}})).unwrap(), None);

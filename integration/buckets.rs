@@ -395,6 +395,15 @@ fn in_bucket_mode_each_bucket_holds_its_own_shards() {
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     std::fs::write(dir.path().join(format!("data/state-{a}.json")), format!("{{\"last_processed_time\":\"{later}\"}}"))
         .unwrap();
+    // check-config says so beforehand, for a only.
+    let o = run(dir.path(), &["--config", "c.yaml", "check-config"]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("gives bucket {a}'s shards with no state yet their lower bound {}", &later[..19])),
+        "{said}"
+    );
+    assert!(!said.contains(&format!("bucket {b}'s")), "{said}");
     let o = run(dir.path(), &["--config", "c.yaml", "run-once", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(exists(&rt, &sb, "y/2.webp"), "{}", text(&o));

@@ -145,18 +145,37 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig { json } => match crate::config::explain::check_config(&config, json) {
             Ok(text) => {
-                // serve's last check: a Go state it would adopt must parse.
+                // serve's last check: a Go state it would adopt (or, in bucket mode, take
+                // a lower bound from) must parse.
                 let several = config.buckets().len() > 1;
-                for bucket in config.buckets().iter().filter(|_| config.state.cluster.is_none()) {
-                    let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
-                    let one = config.for_bucket(bucket);
-                    let ours = one.state.dir.join(&one.state.file);
-                    match crate::state::go_state::pending(&ours, go_dir, bucket, several) {
-                        Ok(Some((path, go))) => eprintln!(
+                let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
+                for bucket in config.buckets() {
+                    let one = config.for_bucket(&bucket);
+                    let found = if config.state.cluster.is_none() {
+                        let ours = one.state.dir.join(&one.state.file);
+                        crate::state::go_state::pending(&ours, go_dir, &bucket, several)
+                    } else if config.origins.of("state.initial") == crate::config::Origin::Default {
+                        crate::state::go_state::find(go_dir, &bucket, several)
+                    } else {
+                        Ok(None)
+                    };
+                    match found {
+                        Ok(Some((path, go))) if config.state.cluster.is_none() => eprintln!(
                             "Note: {} (the Go server's state) will be adopted at start for bucket {bucket}; lower bound: {}",
                             path.display(),
                             go.last_processed_time.map_or("none (every source)".into(), |t| t.to_rfc3339())
                         ),
+                        Ok(Some((path, go))) => {
+                            if let Some(t) = go.last_processed_time {
+                                eprintln!(
+                                    "Note: {} (the Go server's state) gives bucket {bucket}'s shards with no state yet \
+                                     their lower bound {} (as state.initial; the file is not migrated in \
+                                     state.backend: bucket)",
+                                    path.display(),
+                                    t.to_rfc3339()
+                                )
+                            }
+                        }
                         Ok(None) => {}
                         Err(e) => {
                             eprintln!("Error: {e}");

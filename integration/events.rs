@@ -78,6 +78,25 @@ fn upload(rt: &tokio::runtime::Runtime, storage: &ics::storage::Storage, i: usiz
     rt.block_on(storage.put(&key_of(i), data, "application/octet-stream")).unwrap();
 }
 
+/// A new bucket of the S3 test server that notifies its own SQS queue of every object
+/// event (the queue's visibility timeout `visibility` s).
+struct Notified {
+    rt: tokio::runtime::Runtime,
+    bucket: String,
+    storage: ics::storage::Storage,
+    queue: String,
+    url: String,
+}
+
+fn notified(prefix: &str, visibility: u64) -> Notified {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket(prefix);
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let queue = format!("q-{bucket}");
+    let url = notify_queue(&bucket, &queue, visibility);
+    Notified { rt, bucket, storage, queue, url }
+}
+
 fn queue_empty(queue: &str, timeout: Duration) {
     wait_for("the queue to drain", timeout, || (queue_depth(queue) == (0, 0)).then_some(()));
 }
@@ -86,11 +105,7 @@ fn queue_empty(queue: &str, timeout: Duration) {
 fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let bucket = new_bucket("events");
-    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
-    let queue = format!("q-{bucket}");
-    let url = notify_queue(&bucket, &queue, 6);
+    let Notified { rt, bucket, storage, queue, url } = notified("events", 6);
     let mut server = Server::start(Some(&bucket), &events_yaml(&url));
     let total = 200;
     for i in 0..total {
@@ -127,11 +142,7 @@ fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
 fn the_environment_alone_turns_sqs_events_on_with_cron_off() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let bucket = new_bucket("evenv");
-    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
-    let queue = format!("q-{bucket}");
-    let url = notify_queue(&bucket, &queue, 6);
+    let Notified { rt, bucket, storage, queue, url } = notified("evenv", 6);
     // No configuration file: the Go server's variables for the bucket, two for the queue
     // (the region is the default us-east-1: moto's URLs name none), and events as the
     // only trigger.
@@ -172,11 +183,7 @@ fn the_environment_alone_turns_sqs_events_on_with_cron_off() {
 fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let bucket = new_bucket("events2");
-    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
-    let queue = format!("q-{bucket}");
-    let url = notify_queue(&bucket, &queue, 6);
+    let Notified { rt, bucket, storage, queue, url } = notified("events2", 6);
     let a = Server::start(Some(&bucket), &events_yaml(&url));
     let b = Server::start(Some(&bucket), &events_yaml(&url));
     let total = 80;
@@ -554,11 +561,7 @@ fn posted_minio_records_survive_a_sigkill_after_the_202() {
 fn event_conversions_are_announced_in_summaries_not_per_event() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let bucket = new_bucket("evsum");
-    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
-    let queue = format!("q-{bucket}");
-    let url = notify_queue(&bucket, &queue, 6);
+    let Notified { rt, bucket, storage, url, .. } = notified("evsum", 6);
     let hook = common::http::TestHttp::start("127.0.0.1:0", vec![200], std::collections::HashMap::new());
     let yaml = format!(
         "events: {{webhook_every_seconds: 1, sqs: {{queue_url: \"{url}\", wait_seconds: 2}}}}\n\
@@ -590,11 +593,7 @@ fn event_conversions_are_announced_in_summaries_not_per_event() {
 fn a_long_conversion_keeps_its_message_invisible() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let bucket = new_bucket("evslow");
-    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
-    let queue = format!("q-{bucket}");
-    let url = notify_queue(&bucket, &queue, 5);
+    let Notified { rt, bucket, storage, queue, url } = notified("evslow", 5);
     let yaml = format!("events: {{sqs: {{queue_url: \"{url}\", wait_seconds: 1, visibility_timeout_seconds: 5}}}}\n");
     let server = Server::start(Some(&bucket), &yaml);
     upload(&rt, &storage, 1);

@@ -245,19 +245,25 @@ fn a_run_under_twenty_percent_injected_errors_converts_or_accounts_for_everythin
     }
 }
 
+/// A new bucket holding `total` sources under `prefix`, behind a proxy that answers a
+/// quarter of the requests `503 SlowDown` (seeded by `seed`).
+fn throttled_bucket(prefix: &str, total: usize, seed: u64) -> (String, Storage, tokio::runtime::Runtime, FaultProxy) {
+    let bucket = new_bucket(&format!("throttle{prefix}"));
+    let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    fill_cycled(&rt, &storage, prefix, total, &["jpeg_baseline.jpg", "png_rgb.png", "jpeg_progressive.jpg"]);
+    let upstream = s3_env().endpoint.trim_start_matches("http://").to_owned();
+    let proxy = FaultProxy::start(upstream, 25, seed, Faults::SlowDown);
+    (bucket, storage, rt, proxy)
+}
+
 #[test]
 fn a_throttling_store_lowers_the_request_window_and_every_image_is_still_converted() {
     need_s3!();
-    let s3 = s3_env();
-    let bucket = new_bucket("throttle");
-    let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let total = 40;
-    fill_cycled(&rt, &storage, "t", total, &["jpeg_baseline.jpg", "png_rgb.png", "jpeg_progressive.jpg"]);
-    let upstream = s3.endpoint.trim_start_matches("http://").to_owned();
     // A quarter of the requests throttled: object_store retries each (up to 10 times), so
     // every request goes through in the end — but the window must narrow meanwhile.
-    let proxy = FaultProxy::start(upstream, 25, 0x7407, Faults::SlowDown);
+    let (bucket, storage, rt, proxy) = throttled_bucket("t", total, 0x7407);
     let state = tempfile::tempdir().unwrap();
     let out = binary_on_s3(&bucket, state.path())
         .args(["run-once", "--json"])
@@ -314,13 +320,8 @@ fn sample(metrics: &str, name: &str) -> f64 {
 #[test]
 fn a_throttled_window_is_in_metrics_as_serve_runs() {
     need_s3!();
-    let s3 = s3_env();
-    let bucket = new_bucket("throttlem");
-    let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let total = 30;
-    fill_cycled(&rt, &storage, "m", total, &["jpeg_baseline.jpg", "png_rgb.png"]);
-    let proxy = FaultProxy::start(s3.endpoint.trim_start_matches("http://").to_owned(), 25, 0x3e7, Faults::SlowDown);
+    let (bucket, _storage, _rt, proxy) = throttled_bucket("m", total, 0x3e7);
     let env = [
         ("R2_ENDPOINT", format!("http://{}", proxy.addr)),
         ("ICS__STORAGE__MAX_RETRIES", "10".to_owned()),

@@ -290,16 +290,8 @@ fn bench(delete_webp_on_remove: bool) -> Bench {
     let storage = ics::storage::Storage::open(&config.storage, &bucket).unwrap();
     let rt = actix::System::new();
     let handler = rt.block_on(async {
-        let store = ics::state::FileStateStore::new(state.path()).unwrap();
-        let pipeline = ics::actors::Pipeline::start(
-            config.clone(),
-            storage.clone(),
-            ics::actors::StateBackend::Own(Box::new(store)),
-            None,
-            false,
-            Default::default(),
-            vec![],
-        );
+        let backend = ics::actors::StateBackend::file(state.path()).unwrap();
+        let pipeline = ics::actors::Pipeline::start_manual(config.clone(), storage.clone(), backend);
         Handler::new(config, storage.clone(), &pipeline, Default::default())
     });
     Bench { rt, handler, storage, bucket, state }

@@ -150,8 +150,8 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 let several = config.buckets().len() > 1;
                 let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
                 for bucket in config.buckets() {
-                    let one = config.for_bucket(&bucket);
                     let found = if config.state.cluster.is_none() {
+                        let one = config.for_bucket(&bucket);
                         let ours = one.state.dir.join(&one.state.file);
                         crate::state::go_state::pending(&ours, go_dir, &bucket, several)
                     } else if config.origins.of("state.initial") == crate::config::Origin::Default {

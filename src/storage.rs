@@ -101,10 +101,11 @@ impl Storage {
     /// and a throttle seen in one narrows the window for all.
     pub fn open_beside(&self, config: &StorageConfig, bucket_name: &str) -> Result<Self, StorageError> {
         match (config, &self.limiter) {
-            (StorageConfig::S3(s3), Some(limiter)) => Self::s3_limited(s3, limiter.clone()),
-            _ => return Self::open(config, bucket_name),
+            (StorageConfig::S3(s3), Some(limiter)) => {
+                Self::s3_limited(s3, limiter.clone()).map(|s| Self { bucket: bucket_name.to_owned(), ..s })
+            }
+            _ => Self::open(config, bucket_name),
         }
-        .map(|s| Self { bucket: bucket_name.to_owned(), ..s })
     }
 
     /// A local directory as a bucket.

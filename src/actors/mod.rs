@@ -99,6 +99,13 @@ pub enum StateBackend {
     Bucket(Arc<Cluster>),
 }
 
+impl StateBackend {
+    /// The state file `state.json` in `dir` (created if missing), locked by `.lock`.
+    pub fn file(dir: &std::path::Path) -> Result<Self, crate::state::StateError> {
+        Ok(Self::Own(Box::new(crate::state::FileStateStore::new(dir)?)))
+    }
+}
+
 /// What every bucket's pipeline shares: the Converter pool (its workers are the
 /// process's CPU) and the memory budget (the process's memory).
 #[derive(Clone)]
@@ -133,6 +140,12 @@ impl Pipeline {
     ) -> Self {
         let pool = Pool::start(&config);
         Self::start_in(&pool, config, storage, backend, schedule, run_on_start, metrics, listeners)
+    }
+
+    /// [`Pipeline::start`] with runs only on [`RunNow`]: no schedule, metrics of its own,
+    /// nobody told of finished runs (tests, embedders driving runs themselves).
+    pub fn start_manual(config: Arc<Config>, storage: Storage, backend: StateBackend) -> Self {
+        Self::start(config, storage, backend, None, false, Default::default(), Vec::new())
     }
 
     /// Starts one bucket's actors, converting in `pool` (shared with the other buckets'

@@ -14,7 +14,6 @@ use object_store::memory::InMemory;
 use super::*;
 use crate::config::ClusterConfig;
 use crate::model::RunSummary;
-use crate::state::FileStateStore;
 use crate::storage::probe::{Probe, PutCounts};
 
 /// Real images of several formats, and one that is no image.
@@ -71,16 +70,8 @@ fn one_instance_converts_the_bucket_once_and_the_next_run_skips_it() {
     let storage = Storage::in_memory("mem");
     actix::System::new().block_on(async move {
         fill(&storage).await;
-        let store = Box::new(FileStateStore::new(&config.state.dir).unwrap());
-        let pipeline = Pipeline::start(
-            config.clone(),
-            storage.clone(),
-            StateBackend::Own(store),
-            None,
-            false,
-            Default::default(),
-            Vec::new(),
-        );
+        let backend = StateBackend::file(&config.state.dir).unwrap();
+        let pipeline = Pipeline::start_manual(config.clone(), storage.clone(), backend);
         let first = run_now(&pipeline, false).await;
         assert!(first.complete, "{first:?}");
         assert_eq!(first.counts.converted + first.counts.kept, IMAGES.len() as u64, "{first:?}");
@@ -123,15 +114,7 @@ fn start_instance(config: &Config, id: &str, bucket: &Arc<dyn ObjectStore>, puts
     let mut config = config.clone();
     config.state.cluster = Some(cluster_config(id));
     let cluster = crate::cluster::Cluster::new(cluster_config(id));
-    let pipeline = Pipeline::start(
-        Arc::new(config),
-        storage,
-        StateBackend::Bucket(cluster),
-        None,
-        false,
-        Default::default(),
-        Vec::new(),
-    );
+    let pipeline = Pipeline::start_manual(Arc::new(config), storage, StateBackend::Bucket(cluster));
     Instance { pipeline, probe }
 }
 
@@ -155,14 +138,30 @@ fn twice(puts: &PutCounts) -> BTreeMap<String, u32> {
     puts.lock().unwrap().iter().filter(|(k, n)| k.ends_with(".webp") && **n > 1).map(|(k, n)| (k.clone(), *n)).collect()
 }
 
+/// Instances `ids` sharing one filled in-memory bucket: how many WebPs a solo run of it
+/// stores, a view of the bucket to check the outcome, its PUTs counted per key, and the
+/// instances.
+async fn start_cluster(
+    dir: &std::path::Path,
+    config: &Config,
+    ids: &[&str],
+) -> (usize, Storage, PutCounts, Vec<Instance>) {
+    let expected = expected_webps(dir).await;
+    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let puts: PutCounts = Arc::new(Mutex::new(BTreeMap::new()));
+    let storage = Storage::from_store(bucket.clone(), "mem");
+    fill(&storage).await;
+    let instances = ids.iter().map(|id| start_instance(config, id, &bucket, &puts)).collect();
+    (expected, storage, puts, instances)
+}
+
 /// How many images a solo run keeps (their WebP would be larger), for the cluster tests.
 async fn expected_webps(dir: &std::path::Path) -> usize {
     let config = Arc::new(config(&dir.join("solo")));
     let storage = Storage::in_memory("mem");
     fill(&storage).await;
-    let store = Box::new(FileStateStore::new(&config.state.dir).unwrap());
-    let p =
-        Pipeline::start(config, storage.clone(), StateBackend::Own(store), None, false, Default::default(), Vec::new());
+    let backend = StateBackend::file(&config.state.dir).unwrap();
+    let p = Pipeline::start_manual(config, storage.clone(), backend);
     let s = run_now(&p, false).await;
     IMAGES.len() - s.counts.kept as usize
 }
@@ -172,13 +171,7 @@ fn three_instances_sharing_one_bucket_convert_each_image_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     actix::System::new().block_on(async move {
-        let expected = expected_webps(dir.path()).await;
-        let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let puts: PutCounts = Arc::new(Mutex::new(BTreeMap::new()));
-        let storage = Storage::from_store(bucket.clone(), "mem");
-        fill(&storage).await;
-        let instances: Vec<Instance> =
-            ["i0", "i1", "i2"].iter().map(|id| start_instance(&config, id, &bucket, &puts)).collect();
+        let (expected, storage, puts, instances) = start_cluster(dir.path(), &config, &["i0", "i1", "i2"]).await;
         // Once each holds its share (two surveys, a third of a lease apart), one asks
         // for a run of the whole cluster; each runs its own shards.
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -196,13 +189,7 @@ fn an_instance_paused_past_its_lease_loses_its_shards_and_stores_nothing_twice()
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     actix::System::new().block_on(async move {
-        let expected = expected_webps(dir.path()).await;
-        let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let puts: PutCounts = Arc::new(Mutex::new(BTreeMap::new()));
-        let storage = Storage::from_store(bucket.clone(), "mem");
-        fill(&storage).await;
-        let instances: Vec<Instance> =
-            ["p0", "p1"].iter().map(|id| start_instance(&config, id, &bucket, &puts)).collect();
+        let (expected, storage, puts, instances) = start_cluster(dir.path(), &config, &["p0", "p1"]).await;
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let paused = instances[0].pipeline.cluster.clone().unwrap();
         assert!(!paused.held_ids().is_empty(), "p0 holds its share before the pause");

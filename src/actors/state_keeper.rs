@@ -642,6 +642,14 @@ impl Handler<RecordEvent> for StateKeeper {
     fn handle(&mut self, msg: RecordEvent, _: &mut Context<Self>) -> Self::Result {
         let now = Utc::now();
         let policy = self.policy;
+        // A conversion only drops an entry: with none known here, the state file is not
+        // read and written again for it (a held shard's state, in memory, is still seen).
+        if matches!(msg.outcome, ItemOutcome::Converted { .. })
+            && !self.state.ledger.contains_key(&msg.key)
+            && self.store.decide_stored(&msg.key, None, now).is_none()
+        {
+            return Ok(EventRecorded::Stored);
+        }
         // In a run that writes the key's part, the run's state is the one to change: its
         // saves would overwrite a change made beside it.
         if self.run.is_some() && self.store.in_run_scope(&msg.key) {

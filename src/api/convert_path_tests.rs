@@ -16,7 +16,6 @@ use crate::api::{AppState, configure};
 use crate::config::{ClusterConfig, Config};
 use crate::job::{self, JobError, WriteRule, Written};
 use crate::reason::Reason;
-use crate::state::FileStateStore;
 use crate::storage::Storage;
 use crate::storage::probe::Probe;
 
@@ -42,10 +41,10 @@ fn state(dir: &std::path::Path, cluster: bool) -> (AppState, Probe) {
         config.state.cluster = Some(c.clone());
         StateBackend::Bucket(crate::cluster::Cluster::new(c))
     } else {
-        StateBackend::Own(Box::new(FileStateStore::new(&config.state.dir).unwrap()))
+        StateBackend::file(&config.state.dir).unwrap()
     };
     let config = Arc::new(config);
-    let pipeline = Pipeline::start(config.clone(), storage.clone(), backend, None, false, Default::default(), vec![]);
+    let pipeline = Pipeline::start_manual(config.clone(), storage.clone(), backend);
     (AppState::new(config, storage, pipeline, Default::default(), None), probe)
 }
 

@@ -21,7 +21,6 @@ use crate::actors::{Pipeline, StateBackend};
 use crate::api::{AppState, ROUTES, configure};
 use crate::config::{Config, StorageConfig};
 use crate::secret::Secret;
-use crate::state::FileStateStore;
 use crate::storage::Storage;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
@@ -50,9 +49,8 @@ fn state(dir: &std::path::Path, token: &str) -> AppState {
     config.api.max_body_bytes = 4096;
     let config = Arc::new(config);
     let storage = Storage::open(&config.storage, "bucket").unwrap();
-    let store = FileStateStore::new(&config.state.dir).unwrap();
-    let backend = StateBackend::Own(Box::new(store));
-    let pipeline = Pipeline::start(config.clone(), storage.clone(), backend, None, false, Default::default(), vec![]);
+    let backend = StateBackend::file(&config.state.dir).unwrap();
+    let pipeline = Pipeline::start_manual(config.clone(), storage.clone(), backend);
     AppState::new(config, storage, pipeline, Default::default(), None)
 }
 

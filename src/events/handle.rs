@@ -274,8 +274,7 @@ impl Handler {
             }
             return handled;
         }
-        let recorded = (source.key.clone(), source.etag.clone());
-        let candidate = Candidate { run_id: Arc::from("events"), source, output, replaces };
+        let candidate = Candidate { run_id: Arc::from("events"), source: source.clone(), output, replaces };
         match self.uploader.send(PutEventWebp { candidate, webp: converted.webp.into() }).await {
             Ok(Ok(true)) => {
                 let seconds = started.elapsed().as_secs_f64();
@@ -288,9 +287,8 @@ impl Handler {
                     megapixels: 0.0,
                     convert_ms: (seconds * 1000.0) as u64,
                 };
-                let (key, etag) = recorded;
-                if let Ok(Err(e)) = self.state_keeper.send(RecordEvent { key: key.clone(), etag, outcome }).await {
-                    tracing::warn!(%key, "A converted source's ledger entry was not dropped: {e}");
+                if let Handled::Retry(e) = self.record(&source, outcome, Done::Converted).await {
+                    tracing::warn!(key = %source.key, "A converted source's ledger entry was not dropped: {e}");
                 }
                 Handled::Done(Done::Converted)
             }

@@ -118,7 +118,6 @@ mod tests {
     use crate::actors::{Pipeline, StateBackend};
     use crate::config::Config;
     use crate::events::record::EventKind;
-    use crate::state::FileStateStore;
     use crate::storage::Storage;
 
     const JPEG: &[u8] = include_bytes!("../../testdata/images/jpeg_baseline.jpg");
@@ -130,16 +129,7 @@ mod tests {
         config.pipeline.workers = 1;
         let config = Arc::new(config);
         let storage = Storage::in_memory(name);
-        let store = Box::new(FileStateStore::new(&config.state.dir).unwrap());
-        let p = Pipeline::start(
-            config.clone(),
-            storage.clone(),
-            StateBackend::Own(store),
-            None,
-            false,
-            Default::default(),
-            vec![],
-        );
+        let p = Pipeline::start_manual(config.clone(), storage.clone(), StateBackend::file(&config.state.dir).unwrap());
         Handler::new(config, storage, &p, Default::default())
     }
 

@@ -50,12 +50,11 @@ pub trait StateStore: Send + Sync {
     /// starting from `initial` when nothing is stored yet.
     fn update(
         &self,
-        key: &str,
+        _key: &str,
         stale_after: std::time::Duration,
         initial: State,
         change: &mut dyn FnMut(&mut State) -> bool,
     ) -> Result<Updated, UpdateError> {
-        let _ = key;
         let _lock = self.lock_run(stale_after)?;
         let mut state = self.load()?.unwrap_or(initial);
         if change(&mut state) {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use ics::convert::webp;
-use ics::job::{self, JobError, Outcome};
+use ics::job::{JobError, Outcome};
 use ics::storage::{Storage, StorageError};
 
 fn storage(bucket: &str) -> (Storage, ics::config::Config) {
@@ -16,7 +16,7 @@ fn storage(bucket: &str) -> (Storage, ics::config::Config) {
     (Storage::open(&config.storage, bucket).unwrap(), config)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_web::test]
 async fn every_fixture_converts_through_the_bucket() {
     need_s3!();
     let bucket = new_bucket("fixtures");
@@ -29,7 +29,7 @@ async fn every_fixture_converts_through_the_bucket() {
     let config = ics::config::Config { skip_if_larger: false, ..config };
     for (name, w, h, frames) in &fixtures {
         let key = format!("in/{name}");
-        let outcome = job::convert_object(&s, &config, &key, None).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let outcome = convert_object(&s, &config, &key, None).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let Outcome::Converted(report) = outcome else { panic!("{name}: not converted") };
         let out_key = ics::naming::webp_key(&key);
         assert_eq!(report.destination, format!("r2://{bucket}/{out_key}"));
@@ -77,7 +77,7 @@ async fn listing_streams_pages_with_etags_and_times() {
     assert!(matches!(s.head("many/00007.jpg").await, Err(StorageError::NotFound { .. })));
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn refusals_are_specific() {
     need_s3!();
     let bucket = new_bucket("refusals");
@@ -93,34 +93,34 @@ async fn refusals_are_specific() {
     s.put("p/tiny.jpg", Bytes::from(low), "image/jpeg").await.unwrap();
 
     // Two sources for one output: neither is converted.
-    let err = job::convert_object(&s, &config, "p/cat.jpg", None).await.unwrap_err();
+    let err = convert_object(&s, &config, "p/cat.jpg", None).await.unwrap_err();
     assert!(matches!(&err, JobError::Collision { output, .. } if output == "p/cat.webp"), "{err}");
     assert!(matches!(s.head("p/cat.webp").await, Err(StorageError::NotFound { .. })));
 
-    let err = job::convert_object(&s, &config, "p/text.jpg", None).await.unwrap_err();
+    let err = convert_object(&s, &config, "p/text.jpg", None).await.unwrap_err();
     assert_eq!(err.code(), "not_an_image", "{err}");
     assert!(err.to_string().starts_with("p/text.jpg: not a supported image"), "{err}");
-    let err = job::convert_object(&s, &config, "p/bomb.png", None).await.unwrap_err();
+    let err = convert_object(&s, &config, "p/bomb.png", None).await.unwrap_err();
     assert_eq!(err.code(), "too_many_pixels", "{err}");
-    let err = job::convert_object(&s, &config, "p/missing.jpg", None).await.unwrap_err();
+    let err = convert_object(&s, &config, "p/missing.jpg", None).await.unwrap_err();
     assert_eq!(err.code(), "not_found", "{err}");
-    let err = job::convert_object(&s, &config, "p/../etc.jpg", None).await.unwrap_err();
+    let err = convert_object(&s, &config, "p/../etc.jpg", None).await.unwrap_err();
     assert_eq!(err.code(), "unsafe_key", "{err}");
 
     // Over max_size_mb: refused from the object's size, before its body is read.
     let mut small = config.clone();
     small.convert.limits.max_input_bytes = 1000;
     s.put("q/big.jpg", Bytes::from(fixture("jpeg_baseline.jpg")), "image/jpeg").await.unwrap();
-    let err = job::convert_object(&s, &small, "q/big.jpg", None).await.unwrap_err();
+    let err = convert_object(&s, &small, "q/big.jpg", None).await.unwrap_err();
     assert!(matches!(err, JobError::Storage(StorageError::TooLarge { max: 1000, .. })), "{err}");
 
     // A WebP larger than its (tiny) source keeps the source and uploads nothing.
-    let outcome = job::convert_object(&s, &config, "p/tiny.jpg", None).await.unwrap();
+    let outcome = convert_object(&s, &config, "p/tiny.jpg", None).await.unwrap();
     assert!(matches!(outcome, Outcome::KeptSource(ref r) if r.converted_size >= r.original_size), "{outcome:?}");
     assert!(matches!(s.head("p/tiny.webp").await, Err(StorageError::NotFound { .. })));
     // With skip_if_larger off it is uploaded anyway.
     let keep = ics::config::Config { skip_if_larger: false, ..config.clone() };
-    let outcome = job::convert_object(&s, &keep, "p/tiny.jpg", None).await.unwrap();
+    let outcome = convert_object(&s, &keep, "p/tiny.jpg", None).await.unwrap();
     assert!(matches!(outcome, Outcome::Converted(_)), "{outcome:?}");
     assert!(s.head("p/tiny.webp").await.is_ok());
 }

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::convert::ResizeSpec;
-use crate::job::{self, Outcome};
+use crate::job::Outcome;
 use crate::naming;
 use crate::storage::Storage;
 
@@ -129,16 +129,7 @@ pub mod exit {
     pub const USAGE: u8 = 64;
 }
 
-/// The exit code of how a long-running mode ended.
-fn code(end: crate::daemon::Exit) -> ExitCode {
-    use crate::daemon::Exit;
-    ExitCode::from(match end {
-        Exit::Ok => exit::OK,
-        Exit::Fatal => exit::FATAL,
-        Exit::Failed => exit::FAILED,
-        Exit::Locked => exit::LOCKED,
-    })
-}
+mod report;
 
 /// Runs a parsed command with a loaded configuration.
 pub fn run(cli: Cli, config: Config) -> ExitCode {
@@ -147,40 +138,11 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             Ok(text) => {
                 // serve's last check: a Go state it would adopt (or, in bucket mode, take
                 // a lower bound from) must parse.
-                let several = config.buckets().len() > 1;
-                let go_dir = std::path::Path::new(crate::state::go_state::GO_DATA_DIR);
-                for bucket in config.buckets() {
-                    let found = if config.state.cluster.is_none() {
-                        let one = config.for_bucket(&bucket);
-                        let ours = one.state.dir.join(&one.state.file);
-                        crate::state::go_state::pending(&ours, go_dir, &bucket, several)
-                    } else if config.origins.of("state.initial") == crate::config::Origin::Default {
-                        crate::state::go_state::find(go_dir, &bucket, several)
-                    } else {
-                        Ok(None)
-                    };
-                    match found {
-                        Ok(Some((path, go))) if config.state.cluster.is_none() => eprintln!(
-                            "Note: {} (the Go server's state) will be adopted at start for bucket {bucket}; lower bound: {}",
-                            path.display(),
-                            go.last_processed_time.map_or("none (every source)".into(), |t| t.to_rfc3339())
-                        ),
-                        Ok(Some((path, go))) => {
-                            if let Some(t) = go.last_processed_time {
-                                eprintln!(
-                                    "Note: {} (the Go server's state) gives bucket {bucket}'s shards with no state yet \
-                                     their lower bound {} (as state.initial; the file is not migrated in \
-                                     state.backend: bucket)",
-                                    path.display(),
-                                    t.to_rfc3339()
-                                )
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            eprintln!("Error: {e}");
-                            return ExitCode::from(exit::FATAL);
-                        }
+                match crate::lanes::go_state_notes(&config) {
+                    Ok(notes) => notes.iter().for_each(|n| eprintln!("Note: {n}")),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        return ExitCode::from(exit::FATAL);
                     }
                 }
                 print!("{text}");
@@ -196,7 +158,20 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             let _ = json;
             let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => code(rt.block_on(crate::daemon::dry_run(config, storage, force, bucket.as_deref()))),
+                Ok(rt) => {
+                    let planned =
+                        crate::daemon::dry_run(config, storage, force, bucket.as_deref(), report::print_planned);
+                    match rt.block_on(planned) {
+                        Ok(counts) => {
+                            report::print_plan_counts(counts);
+                            ExitCode::from(exit::OK)
+                        }
+                        Err(e) => {
+                            eprintln!("Error: {e}");
+                            ExitCode::from(exit::FATAL)
+                        }
+                    }
+                }
                 Err(e) => {
                     eprintln!("Error: cannot start the async runtime: {e}");
                     ExitCode::from(exit::FATAL)
@@ -204,10 +179,29 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             }
         }
         Command::RunOnce { json, dry_run: false, force, bucket } => {
-            let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let opts = crate::daemon::RunOnceOptions { json, force, progress, bucket };
             let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
-            code(actix::System::new().block_on(crate::daemon::run_once(config, storage, opts, shutdown_signal())))
+            actix::System::new().block_on(async move {
+                // A spinner with live counts when a person watches stderr.
+                let (progress, spinner) = if !json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    let (tx, rx) = tokio::sync::watch::channel(Default::default());
+                    (Some(tx), Some(report::spinner(rx)))
+                } else {
+                    (None, None)
+                };
+                let opts = crate::daemon::RunOnceOptions { force, bucket, progress };
+                let ends = crate::daemon::run_once(config, storage, opts, shutdown_signal()).await;
+                drop(spinner);
+                match ends {
+                    Ok(ends) => {
+                        report::print_run_once(&ends, json);
+                        ExitCode::from(report::run_once_code(&ends))
+                    }
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        ExitCode::from(exit::FATAL)
+                    }
+                }
+            })
         }
         Command::Schedule { count, after } => print_schedule(&config, count, after.as_deref()),
         Command::Completions { shell } => {
@@ -257,14 +251,7 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 (None, None, None) => None,
                 (None, w, h) => Some(ResizeSpec { width: w, height: h }),
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("Error: cannot start the async runtime: {e}");
-                    return ExitCode::from(exit::FATAL);
-                }
-            };
-            rt.block_on(convert_one(&config, &source, bucket.as_deref(), resize, json))
+            actix::System::new().block_on(convert_one(config, &source, bucket.as_deref(), resize, json))
         }
     }
 }
@@ -329,28 +316,28 @@ fn route(config: &Config, source: &str, only: Option<&str>) -> Result<(String, S
 }
 
 async fn convert_one(
-    config: &Config,
+    config: Config,
     source: &str,
     only: Option<&str>,
     resize: Option<ResizeSpec>,
     json: bool,
 ) -> ExitCode {
-    let (bucket, key) = match route(config, source, only) {
+    let (bucket, key) = match route(&config, source, only) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::from(exit::USAGE);
         }
     };
-    let config = &config.for_bucket(&bucket);
-    let storage = match Storage::open(&config.storage, &config.bucket_name()) {
-        Ok(s) => s,
+    let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
+    let converted = match crate::daemon::convert(config, storage, &bucket, &key, resize).await {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::from(exit::FATAL);
         }
     };
-    match job::convert_object(&storage, config, &key, resize).await {
+    match converted {
         Ok(outcome) => {
             if json {
                 println!("{}", serde_json::to_string(&outcome).expect("outcome serialises"));

@@ -1,9 +1,10 @@
 //! The long-running modes, embeddable: [`serve`] (the scheduler, the pipeline and the
 //! HTTP API on a listener it is handed, until a shutdown future resolves), [`run_once`]
 //! (one run now) and [`dry_run`] (the plan only). None of them binds a port, installs a
-//! signal handler or chooses an exit code: `cli` binds `server.host:server.port`, turns
-//! SIGTERM/SIGINT into the shutdown future and maps [`Exit`] and [`ServeError`] to exit
-//! codes. Tests run them in-process on an actix system with an in-memory bucket and a
+//! signal handler, prints or chooses an exit code: they return typed reports
+//! ([`BucketEnd`], [`Planned`], [`ServeError`]), and `cli` binds `server.host:server.port`,
+//! turns SIGTERM/SIGINT into the shutdown future, prints the reports and maps them to
+//! exit codes. Tests run them in-process on an actix system with an in-memory bucket and a
 //! listener on port 0.
 //!
 //! Each keeps every configured bucket (`r2.buckets`: one pipeline per bucket,
@@ -18,34 +19,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
 
 use crate::actors::webhook::{RunListener, WebhookSender};
-use crate::actors::{
-    BeginError, FinishRun, GetProgress, Leave, Pipeline, Quiesce, RequestRun, RunFinished, RunNow, StateBackend,
-    StopRun, WholeRun,
-};
+use crate::actors::{GetProgress, Pipeline, RunFinished};
 use crate::api::AppState;
 use crate::config::{Config, ConfigError};
 use crate::lanes::{self, Lane};
+use crate::mode::NoRun;
 use crate::model::RunSummary;
 use crate::planner::{Decision, PlanRules, Planner};
 use crate::storage::Storage;
 use crate::webhook::{DeliveryError, Webhook};
-
-/// How a mode ended; `cli` turns it into the process's exit code (the only place the
-/// numbers are chosen).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Done: every image converted or skipped.
-    Ok,
-    /// A fatal error (configuration, storage).
-    Fatal,
-    /// Some images failed.
-    Failed,
-    /// Another run holds the lock.
-    Locked,
-}
 
 /// Why [`serve`] could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +55,45 @@ pub enum ServeError {
 }
 
 /// Flags of `run-once`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunOnceOptions {
-    pub json: bool,
     pub force: bool,
-    pub progress: bool,
     /// Only this configured bucket (`--bucket`); every bucket when `None`.
     pub bucket: Option<String>,
+    /// Live counts, summed over the buckets, sent here while the runs go on.
+    pub progress: Option<watch::Sender<Tally>>,
+}
+
+/// Live counts of `run-once`'s runs, summed over the buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub listed: u64,
+    pub converted: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub in_flight: usize,
+}
+
+/// How `run-once` ended for one bucket: its run's summary, or why it had none.
+#[derive(Debug)]
+pub struct BucketEnd {
+    pub bucket: String,
+    pub end: Result<RunSummary, NoRun>,
+}
+
+/// One line of `run-once --dry-run`: a source a run would convert, or an output several
+/// sources claim. Keys are `r2://<bucket>/<key>` addresses when there are several buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    Convert { source: String, output: String },
+    Conflict { output: String, sources: Vec<String> },
+}
+
+/// What `run-once --dry-run` found in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanCounts {
+    pub convert: u64,
+    pub skip: u64,
 }
 
 /// Opens the buckets `only` selects (all when `None`; `storage` is the primary's): each
@@ -85,16 +103,6 @@ pub struct RunOnceOptions {
 fn open(config: &Config, storage: &Storage, only: Option<&str>) -> Result<Vec<lanes::Opened>, String> {
     let buckets = lanes::select(config, only).map_err(|e| e.to_string())?;
     lanes::open(config, storage, &buckets).map_err(|e| e.to_string())
-}
-
-/// Stops the current run gracefully, then forcibly after the timeout.
-async fn stop(pipeline: &Pipeline, timeout: Duration) {
-    tracing::info!(timeout_s = timeout.as_secs(), "Shutting down: finishing images in flight");
-    let graceful = pipeline.state_keeper.send(StopRun { now: false });
-    if tokio::time::timeout(timeout, graceful).await.is_err() {
-        tracing::warn!("Shutdown timeout: abandoning images in flight (they are redone next run)");
-        let _ = pipeline.state_keeper.send(StopRun { now: true }).await;
-    }
 }
 
 /// `serve`: the scheduler, the pipeline and the HTTP API on `listener`, until `shutdown`
@@ -130,9 +138,7 @@ pub async fn serve(
     let events = match crate::events::Events::start(&lanes, &metrics, webhook.clone()) {
         Ok(e) => e,
         Err(e) => {
-            for lane in &lanes {
-                leave_cluster(&lane.pipeline).await;
-            }
+            leave_all(&lanes).await;
             return Err(ServeError::Events(e));
         }
     };
@@ -141,9 +147,7 @@ pub async fn serve(
     let server = match http_server(&config, state, listener) {
         Ok(server) => server,
         Err(source) => {
-            for lane in &lanes {
-                leave_cluster(&lane.pipeline).await;
-            }
+            leave_all(&lanes).await;
             return Err(ServeError::Listen { addr: local.to_string(), source });
         }
     };
@@ -154,25 +158,20 @@ pub async fn serve(
     handle.stop(true).await;
     // Event sources first: the messages in hand finish on the running pipeline.
     events.stop(timeout).await;
-    stop_lanes(&lanes, timeout).await;
+    stop_lanes(&lanes).await;
     tracing::info!("Daemon stopped");
     Ok(())
 }
 
-/// Stops every bucket's runs at once (gracefully, then forcibly after `timeout`), each
-/// cluster's shards released.
-async fn stop_lanes(lanes: &[Lane], timeout: Duration) {
-    futures::future::join_all(lanes.iter().map(|lane| async move {
-        let pipeline = &lane.pipeline;
-        if let Some(c) = &pipeline.coordinator {
-            let _ = c.send(Quiesce).await;
-        }
-        stop(pipeline, timeout).await;
-        if let Some(c) = &pipeline.coordinator {
-            let _ = c.send(Leave).await;
-        }
-    }))
-    .await;
+/// Stops every bucket's runs at once (gracefully, then forcibly after
+/// `pipeline.shutdown_timeout_seconds`), each mode left as it should be.
+async fn stop_lanes(lanes: &[Lane]) {
+    futures::future::join_all(lanes.iter().map(|lane| lane.pipeline.mode.stop())).await;
+}
+
+/// Leaves every bucket's mode when start-up fails after the lanes started.
+async fn leave_all(lanes: &[Lane]) {
+    futures::future::join_all(lanes.iter().map(|lane| lane.pipeline.mode.leave())).await;
 }
 
 /// The API on `listener`; logs the address it listens on.
@@ -204,79 +203,29 @@ fn http_server(
 }
 
 /// `run-once`: one run now of every configured bucket (or of `opts.bucket`'s), the
-/// buckets' runs side by side — in bucket mode, one whole run of each bucket shared with
-/// other instances, in turn; `shutdown` resolving stops them gracefully (the next run
-/// resumes). [`Exit::Ok`] when every image converted or was skipped, [`Exit::Failed`]
-/// when some failed, [`Exit::Locked`] when another run holds the lock, [`Exit::Fatal`]
-/// on a fatal error (printed); over several buckets the worst (fatal, failed, locked).
-/// Must be called on an actix system.
+/// buckets' whole runs side by side (alone: this instance's run; shared with other
+/// instances: every shard's answer to one request, [`crate::mode::Mode::whole_run`]);
+/// `shutdown` resolving stops them gracefully (the next run resumes). Answers each
+/// bucket's end in the configured order, or why no bucket could be opened; each finished
+/// run is announced to `webhook.url` first. Must be called on an actix system.
 pub async fn run_once(
     config: Config,
     storage: Storage,
     opts: RunOnceOptions,
-    shutdown: impl Future<Output = ()>,
-) -> Exit {
-    let opened = match open(&config, &storage, opts.bucket.as_deref()) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return Exit::Fatal;
-        }
-    };
-    let timeout = config.pipeline.shutdown_timeout;
+    shutdown: impl Future<Output = ()> + 'static,
+) -> Result<Vec<BucketEnd>, NoRun> {
+    let opened = open(&config, &storage, opts.bucket.as_deref()).map_err(NoRun::Fatal)?;
     let (listener, mut finished) = RunListener::channel();
     let lanes = lanes::start(&config, opened, None, false, &Default::default(), vec![listener]);
-    let config = Arc::new(config);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let several = lanes.len() > 1;
-    let say = |bucket: &str, e: &dyn std::fmt::Display| {
-        if several { eprintln!("Error: bucket {bucket}: {e}") } else { eprintln!("Error: {e}") }
-    };
-    // Each bucket's end: its run's summary, or why it had none.
-    let mut ends: Vec<(String, Result<RunSummary, Exit>)> = Vec::new();
-    let mut begun = Vec::new();
-    for lane in &lanes {
-        let pipeline = &lane.pipeline;
-        if let (Some(cluster), Some(coordinator)) = (pipeline.cluster.clone(), pipeline.coordinator.clone()) {
-            let end = whole_run(pipeline, &cluster, &coordinator, &opts, timeout, shutdown.as_mut()).await;
-            ends.push((lane.bucket.clone(), end));
-            continue;
-        }
-        match pipeline.scheduler.send(RunNow { force: opts.force }).await {
-            Ok(Ok(h)) => begun.push((lane, h.done)),
-            Ok(Err(BeginError::AlreadyRunning)) | Err(_) => {
-                say(&lane.bucket, &"cron job is already running");
-                ends.push((lane.bucket.clone(), Err(Exit::Locked)));
-            }
-            Ok(Err(e)) => {
-                say(&lane.bucket, &e);
-                ends.push((lane.bucket.clone(), Err(Exit::Fatal)));
-            }
-        }
+    let shutdown: crate::mode::Shutdown = shutdown.boxed_local().shared();
+    let progress = opts.progress.map(|tx| actix::spawn(tally(lanes.iter().map(|l| l.pipeline.clone()).collect(), tx)));
+    let ends =
+        futures::future::join_all(lanes.iter().map(|l| l.pipeline.mode.whole_run(opts.force, shutdown.clone()))).await;
+    if let Some(task) = progress {
+        task.abort();
     }
-    let ran = begun.len();
-    let pipelines: Vec<Pipeline> = begun.iter().map(|(l, _)| l.pipeline.clone()).collect();
-    let bar = (opts.progress && ran > 0).then(|| progress_bar(pipelines));
-    let (running, dones): (Vec<&Lane>, Vec<_>) = begun.into_iter().unzip();
-    let mut all = futures::future::join_all(dones);
-    let summaries = tokio::select! {
-        s = &mut all => s,
-        _ = shutdown => {
-            futures::future::join_all(running.iter().map(|l| stop(&l.pipeline, timeout))).await;
-            all.await
-        }
-    };
-    if let Some(bar) = bar {
-        bar.abort();
-    }
-    for (lane, summary) in running.iter().zip(summaries) {
-        let end = summary.map_err(|_| {
-            say(&lane.bucket, &"the run ended without a summary");
-            Exit::Fatal
-        });
-        ends.push((lane.bucket.clone(), end));
-    }
-    // Each finished run is announced (those of cluster runs are in the channel already).
+    // Each finished run is announced (those of shared runs are in the channel already).
+    let ran = ends.iter().filter(|e| e.is_ok()).count();
     let mut runs = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while runs.len() < ran {
@@ -289,152 +238,27 @@ pub async fn run_once(
         runs.push(f);
     }
     announce(&config, runs).await;
-    ends.sort_by_key(|(b, _)| lanes.iter().position(|l| &l.bucket == b));
-    report_all(&ends, opts.json);
-    ends.iter().map(|(_, end)| end.as_ref().map_or_else(|e| *e, exit_code)).fold(Exit::Ok, worst)
+    Ok(lanes.iter().zip(ends).map(|(lane, end)| BucketEnd { bucket: lane.bucket.clone(), end }).collect())
 }
 
-/// The worse of two buckets' ends: fatal, then failed, then locked, then ok.
-fn worst(a: Exit, b: Exit) -> Exit {
-    let rank = |e: Exit| match e {
-        Exit::Fatal => 3,
-        Exit::Failed => 2,
-        Exit::Locked => 1,
-        Exit::Ok => 0,
-    };
-    if rank(b) > rank(a) { b } else { a }
-}
-
-/// Prints each bucket's summary: one bucket as a one-bucket daemon prints it; several
-/// each under its name (text) or as one JSON object `{"buckets": [{"bucket", …}]}`.
-fn report_all(ends: &[(String, Result<RunSummary, Exit>)], json: bool) {
-    if let [(_, Ok(summary))] = ends {
-        return report(summary, json);
-    }
-    if json {
-        let buckets: Vec<serde_json::Value> = ends
-            .iter()
-            .map(|(bucket, end)| {
-                let mut v = match end {
-                    Ok(s) => serde_json::to_value(s).expect("summary serialises"),
-                    Err(e) => serde_json::json!({"complete": false, "error": format!("{e:?}").to_lowercase()}),
-                };
-                v["bucket"] = serde_json::json!(bucket);
-                v
-            })
-            .collect();
-        println!("{}", serde_json::json!({ "buckets": buckets }));
-        return;
-    }
-    for (bucket, end) in ends {
-        println!("Bucket {bucket}:");
-        match end {
-            Ok(s) => report(s, false),
-            Err(e) => println!("  no run ({})", format!("{e:?}").to_lowercase()),
-        }
-    }
-}
-
-/// `run-once`'s exit code for a run's summary.
-fn exit_code(summary: &RunSummary) -> Exit {
-    match (&summary.error, summary.counts.failed) {
-        (Some(_), _) => Exit::Fatal,
-        (None, 0) => Exit::Ok,
-        _ => Exit::Failed,
-    }
-}
-
-/// `run-once` in a cluster (`state.backend: bucket`): one whole run of the bucket.
-/// Joins, requests a run of the whole cluster, runs the shards it holds (and any owed
-/// shard that no live instance holds, taken for it), and returns only when every shard
-/// has answered the request — run by this instance or another live one. Its summary
-/// covers the whole run, shard by shard.
-async fn whole_run(
-    pipeline: &Pipeline,
-    cluster: &crate::cluster::Cluster,
-    coordinator: &actix::Addr<crate::actors::Coordinator>,
-    opts: &RunOnceOptions,
-    timeout: Duration,
-    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<RunSummary, Exit> {
-    let began = std::time::Instant::now();
-    join_cluster(cluster).await;
-    let at = match coordinator.send(RequestRun { force: opts.force }).await {
-        Ok(Ok(at)) => at,
-        Ok(Err(e)) => {
-            eprintln!("Error: {e}");
-            leave_cluster(pipeline).await;
-            return Err(Exit::Fatal);
-        }
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return Err(Exit::Fatal);
-        }
-    };
-    tracing::info!(at = %at.to_rfc3339(), "Waiting until every shard has answered the run request");
-    let bar = opts.progress.then(|| progress_bar(vec![pipeline.clone()]));
-    let period = (cluster.config.lease / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
-    let mut interrupted = false;
-    let whole = loop {
-        let whole = match coordinator.send(FinishRun { at }).await {
-            Ok(Some(w)) => w,
-            Ok(None) => {
-                eprintln!("Error: the cluster coordinator has stopped");
-                return Err(Exit::Fatal);
+/// Sends the runs' live counts, summed over `pipelines`, to `tx` five times a second.
+async fn tally(pipelines: Vec<Pipeline>, tx: watch::Sender<Tally>) {
+    loop {
+        let mut t = Tally::default();
+        for pipeline in &pipelines {
+            if let Ok(p) = pipeline.state_keeper.send(GetProgress).await {
+                let c = p.counts;
+                t.listed += c.listed;
+                t.converted += c.converted;
+                t.skipped += c.skipped;
+                t.failed += c.failed;
+                t.in_flight += p.in_flight;
             }
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return Err(Exit::Fatal);
-            }
-        };
-        if whole.pending.is_empty() || interrupted {
-            break whole;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = &mut shutdown => interrupted = true,
+        if tx.send(t).is_err() {
+            return;
         }
-    };
-    if let Some(bar) = bar {
-        bar.abort();
-    }
-    // A run of a later request may be going on here: it stops as resumable, and the
-    // shards go back to the cluster with their state.
-    let _ = coordinator.send(Quiesce).await;
-    stop(pipeline, timeout).await;
-    let _ = coordinator.send(Leave).await;
-    Ok(whole_summary(at, &whole, began.elapsed()))
-}
-
-/// The whole run's summary: the shards' counts summed, this instance's listing counts
-/// and failures, and an error naming the shards that could not be run.
-fn whole_summary(at: chrono::DateTime<chrono::Utc>, whole: &WholeRun, took: Duration) -> RunSummary {
-    let mut counts = crate::model::RunCounts::default();
-    for s in &whole.done {
-        counts.converted += s.run.converted;
-        counts.kept += s.run.kept;
-        counts.failed += s.run.failed;
-        counts.superseded += s.run.superseded;
-        counts.bytes_in += s.run.bytes_in;
-        counts.bytes_out += s.run.bytes_out;
-    }
-    for own in &whole.own {
-        counts.listed += own.counts.listed;
-        counts.skipped += own.counts.skipped;
-        counts.queued += own.counts.queued;
-    }
-    RunSummary {
-        run_id: format!("cluster-{}", at.format("%Y%m%dT%H%M%S%.3fZ")),
-        started_at: at,
-        finished_at: chrono::Utc::now(),
-        counts,
-        duration_ms: took.as_millis() as u64,
-        complete: whole.pending.is_empty() && whole.unreadable.is_empty(),
-        error: (!whole.unreadable.is_empty()).then(|| {
-            format!("shards {:?} cannot be run: their objects do not parse (repair or delete them)", whole.unreadable)
-        }),
-        failures: whole.own.iter().flat_map(|s| s.failures.clone()).collect(),
-        shards: whole.done.clone(),
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -458,110 +282,45 @@ async fn announce(config: &Config, finished: Vec<RunFinished>) {
     }
 }
 
-/// `run-once` in a cluster: waits until this instance holds shards (they come after its
-/// second survey, a third of a lease each, or once others release some), at most a
-/// lease and a little more.
-async fn join_cluster(cluster: &crate::cluster::Cluster) {
-    let deadline = tokio::time::Instant::now() + cluster.config.lease + Duration::from_secs(5);
-    while cluster.held_ids().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Releases this instance's shards and heartbeat, if it is in a cluster.
-async fn leave_cluster(pipeline: &Pipeline) {
-    if let Some(c) = &pipeline.coordinator {
-        let _ = c.send(Quiesce).await;
-        let _ = c.send(Leave).await;
-    }
-}
-
-fn report(s: &RunSummary, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string(s).expect("summary serialises"));
-        return;
-    }
-    let c = &s.counts;
-    println!(
-        "Run {}: listed {}, converted {}, skipped {}, kept {}, failed {} ({} -> {} bytes) in {} ms{}",
-        s.run_id,
-        c.listed,
-        c.converted,
-        c.skipped,
-        c.kept,
-        c.failed,
-        c.bytes_in,
-        c.bytes_out,
-        s.duration_ms,
-        if s.complete { "" } else { " (interrupted: the next run resumes)" }
-    );
-    for r in &s.shards {
-        let p = &r.run;
-        println!(
-            "  shard {}: run by {}, converted {}, kept {}, failed {}, superseded {}",
-            r.shard, p.by, p.converted, p.kept, p.failed, p.superseded
-        );
-    }
-    for f in &s.failures {
-        println!("  failed: {} - {} ({})", f.key, f.reason, f.code);
-    }
-    if let Some(e) = &s.error {
-        println!("Error: {e}");
-    }
-}
-
-/// A spinner with live counts on stderr (summed over the buckets), while runs go on.
-fn progress_bar(pipelines: Vec<Pipeline>) -> ProgressTask {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
-    let task = actix::spawn(async move {
-        let _clear = scopeguard(bar.clone());
-        loop {
-            let (mut listed, mut converted, mut skipped, mut failed, mut in_flight) = (0, 0, 0, 0, 0);
-            for pipeline in &pipelines {
-                if let Ok(p) = pipeline.state_keeper.send(GetProgress).await {
-                    let c = p.counts;
-                    (listed, converted, skipped, failed) =
-                        (listed + c.listed, converted + c.converted, skipped + c.skipped, failed + c.failed);
-                    in_flight += p.in_flight;
-                }
-            }
-            bar.set_message(format!(
-                "listed {listed} · converted {converted} · skipped {skipped} · failed {failed} · in flight {in_flight}"
-            ));
-            bar.tick();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    ProgressTask(task)
-}
-
-/// `run-once --dry-run`: prints the sources a run would convert, one a line (with
-/// several buckets as `r2://<bucket>/<key>` addresses); `only` selects one bucket.
-pub async fn dry_run(config: Config, storage: Storage, force: bool, only: Option<&str>) -> Exit {
-    let opened = match open(&config, &storage, only) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return Exit::Fatal;
-        }
+/// The CLI's `convert`: one object of `bucket` converted now, through the one path of
+/// conversions on request ([`crate::request`]): in the converter pool, under the memory
+/// budget, written by the bucket's write rule; no state is opened. The outer error: the
+/// bucket could not be opened. Must be called on an actix system.
+pub async fn convert(
+    config: Config,
+    storage: Storage,
+    bucket: &str,
+    key: &str,
+    resize: Option<crate::convert::ResizeSpec>,
+) -> Result<Result<crate::job::Outcome, crate::job::JobError>, String> {
+    lanes::select(&config, Some(bucket)).map_err(|e| e.to_string())?;
+    let target = lanes::start_requests(&config, &storage, bucket).map_err(|e| e.to_string())?;
+    let admitted = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let ask = crate::request::Ask {
+        resize,
+        admitted: Arc::new(admitted.acquire_owned().await.expect("never closed")),
+        cancel: Arc::new(crate::convert::webp::Cancel::new(false)),
     };
+    Ok(crate::request::convert_key(&target, key, ask).await)
+}
+
+/// `run-once --dry-run`: hands `emit` each source a run would convert and each output
+/// several sources claim, as the listing streams by (with several buckets as
+/// `r2://<bucket>/<key>` addresses); `only` selects one bucket. Reads the state each
+/// bucket's mode keeps, takes nothing and writes nothing.
+pub async fn dry_run(
+    config: Config,
+    storage: Storage,
+    force: bool,
+    only: Option<&str>,
+    mut emit: impl FnMut(Planned),
+) -> Result<PlanCounts, String> {
+    let opened = open(&config, &storage, only)?;
     let several = opened.len() > 1;
-    let (mut convert, mut skip) = (0u64, 0u64);
+    let mut counts = PlanCounts::default();
     for lanes::Opened { config, storage, backend } in opened {
         let name = |key: &str| if several { crate::naming::address(storage.bucket(), key) } else { key.to_owned() };
-        let loaded = match (&config.state.cluster, backend) {
-            (Some(c), _) => crate::cluster::read_all_states(&storage, c).await.map_err(|e| e.to_string()),
-            (None, StateBackend::Own(store)) => store.load().map(Option::unwrap_or_default).map_err(|e| e.to_string()),
-            (None, StateBackend::Bucket(_)) => Ok(Default::default()),
-        };
-        let state = match loaded {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return Exit::Fatal;
-            }
-        };
+        let state = backend.0.read_state(&storage).await?;
         let rules = PlanRules {
             formats: config.formats.clone(),
             ignore_before: state.ignore_before,
@@ -573,52 +332,25 @@ pub async fn dry_run(config: Config, storage: Storage, force: bool, only: Option
         let mut planner = Planner::new(rules, Arc::new(state));
         let mut listing = storage.list_ordered(None);
         let mut decisions = Vec::new();
-        let mut print = |d: &Decision| match d {
+        let mut plan = |d: &Decision| match d {
             Decision::Convert { source, output, .. } => {
-                convert += 1;
-                println!("{} -> {}", name(&source.key), name(output));
+                counts.convert += 1;
+                emit(Planned::Convert { source: name(&source.key), output: name(output) });
             }
-            Decision::Conflict { sources, output } => {
-                let keys: Vec<String> = sources.iter().map(|s| name(&s.key)).collect();
-                println!("conflict: {} claimed by {}", name(output), keys.join(", "));
-            }
-            Decision::Skip { .. } => skip += 1,
+            Decision::Conflict { sources, output } => emit(Planned::Conflict {
+                output: name(output),
+                sources: sources.iter().map(|s| name(&s.key)).collect(),
+            }),
+            Decision::Skip { .. } => counts.skip += 1,
         };
         while let Some(item) = listing.next().await {
-            match item {
-                Ok(o) => planner.push(o, &mut decisions),
-                Err(e) => {
-                    eprintln!("Error: {e}");
-                    return Exit::Fatal;
-                }
-            }
-            decisions.drain(..).for_each(|d| print(&d));
+            planner.push(item.map_err(|e| e.to_string())?, &mut decisions);
+            decisions.drain(..).for_each(|d| plan(&d));
         }
         planner.finish(&mut decisions);
-        decisions.drain(..).for_each(|d| print(&d));
+        decisions.drain(..).for_each(|d| plan(&d));
     }
-    eprintln!("{convert} would be converted, {skip} skipped");
-    Exit::Ok
-}
-
-/// The progress display's task.
-struct ProgressTask(tokio::task::JoinHandle<()>);
-
-impl ProgressTask {
-    fn abort(self) {
-        self.0.abort();
-    }
-}
-
-/// Clears the spinner line when the progress task ends.
-fn scopeguard(bar: indicatif::ProgressBar) -> impl Drop {
-    struct Clear(indicatif::ProgressBar);
-    impl Drop for Clear {
-        fn drop(&mut self) {
-            self.0.finish_and_clear();
-        }
-    }
-    Clear(bar)
+    Ok(counts)
 }
 
 #[cfg(test)]

@@ -1,20 +1,18 @@
 //! Converting one object of the bucket: fetch, convert, upload — the unit of work that
 //! the CLI's `convert`, the API and the pipeline's stages all perform.
 //!
-//! The steps are separate functions ([`check_source`], [`fetch`], [`convert_bytes`],
-//! [`write_webp`]) so the pipeline and the API can run them on different actors;
-//! [`convert_object`] chains them for one image. The checks and the write rule
+//! The steps are separate functions ([`check_source`], [`fetch`], [`write_webp`]) so
+//! the pipeline's stages and [`crate::request`] (the API's and the CLI's one path) run
+//! them on their actors, converting in the one converter pool. The checks and the write rule
 //! ([`WriteRule`]: plain with one writer, conditional when several may race) are the
 //! same on every path. Errors say which object and what went wrong; their
 //! [`crate::reason::Reason`] is the one classification of the ledger, the metrics and
 //! the API.
 
-use std::time::Instant;
-
 use bytes::Bytes;
+use futures::StreamExt;
 
-use crate::config::Config;
-use crate::convert::{self, ConvertError, ConvertOptions, Converted, ResizeSpec};
+use crate::convert::{ConvertError, ConvertOptions};
 use crate::naming::{self, SourceError};
 use crate::reason::Reason;
 use crate::storage::{ObjectInfo, Storage, StorageError, WEBP_CONTENT_TYPE};
@@ -34,6 +32,8 @@ pub enum JobError {
     Collision { output: String, sources: Vec<String> },
     #[error("{key}: conversion worker failed: {message}")]
     Worker { key: String, message: String },
+    #[error("{key}: upload failed: {error}")]
+    Upload { key: String, error: StorageError },
 }
 
 impl JobError {
@@ -48,6 +48,7 @@ impl JobError {
             Self::Convert { error, .. } => error.reason(),
             Self::Collision { .. } => Reason::OutputCollision,
             Self::Worker { .. } => Reason::WorkerFailed,
+            Self::Upload { .. } => Reason::UploadFailed,
         }
     }
 
@@ -88,20 +89,6 @@ pub struct Report {
 /// Reads a candidate's bytes, refusing (before download) one over `conversion.max_size_mb`.
 pub async fn fetch(storage: &Storage, key: &str, opts: &ConvertOptions) -> Result<(ObjectInfo, Bytes), JobError> {
     Ok(storage.get(key, opts.limits.max_input_bytes).await?)
-}
-
-/// Runs the CPU-bound conversion on a blocking thread (never on the async threads).
-pub async fn convert_bytes(
-    key: &str,
-    data: Bytes,
-    opts: ConvertOptions,
-    resize: Option<ResizeSpec>,
-) -> Result<Converted, JobError> {
-    let owned = key.to_owned();
-    tokio::task::spawn_blocking(move || convert::convert(&data, &opts, resize))
-        .await
-        .map_err(|e| JobError::Worker { key: owned.clone(), message: e.to_string() })?
-        .map_err(|error| JobError::Convert { key: owned, error })
 }
 
 /// How a WebP is written: the one rule of runs, the API and the CLI's `convert`.
@@ -176,54 +163,26 @@ pub async fn check_source(storage: &Storage, formats: &[String], key: &str) -> R
     Ok(output)
 }
 
-/// Sources in the same folder that would write the same WebP as `key`.
+/// The sources that would write the same WebP as `key` (itself included when it
+/// exists). One listing from the key's stem ([`naming::stem_prefix`]), stopped at the
+/// first key past it: one LIST request however large the folder.
 pub async fn colliding_sources(storage: &Storage, key: &str, formats: &[String]) -> Result<Vec<String>, JobError> {
-    let dir = key.rsplit_once('/').map(|(d, _)| d);
-    let output = naming::webp_key(key);
-    let siblings = storage.list_dir(dir).await?;
-    Ok(siblings
-        .into_iter()
-        .map(|o| o.key)
-        .filter(|k| naming::is_candidate(k, formats) && naming::webp_key(k) == output)
-        .collect())
-}
-
-/// Converts one object of the configured bucket and uploads its WebP: the CLI's
-/// `convert` ([`check_source`], then fetch, convert and [`write_webp`]).
-pub async fn convert_object(
-    storage: &Storage,
-    config: &Config,
-    key: &str,
-    resize: Option<ResizeSpec>,
-) -> Result<Outcome, JobError> {
-    let started = Instant::now();
-    let output = check_source(storage, &config.formats, key).await?;
-    let (info, data) = fetch(storage, key, &config.convert).await?;
-    let converted = convert_bytes(key, data, config.convert.clone(), resize).await?;
-    let report = Report {
-        source: naming::address(storage.bucket(), key),
-        destination: naming::address(storage.bucket(), &output),
-        original_size: info.size,
-        converted_size: converted.webp.len() as u64,
-        width: converted.width,
-        height: converted.height,
-        frames: converted.frames,
-        lossless: converted.lossless,
-        source_megapixels: converted.source_megapixels,
-        duration_ms: 0,
-    };
-    if config.skip_if_larger && resize.is_none() && report.converted_size >= report.original_size {
-        return Ok(Outcome::KeptSource(Report { duration_ms: elapsed_ms(started), ..report }));
+    let prefix = naming::stem_prefix(key);
+    let mut listing = storage.list_ordered(Some(&prefix));
+    let mut claimants = Vec::new();
+    while let Some(item) = listing.next().await {
+        let k = match item {
+            Ok(o) => o.key,
+            // A name the local backend cannot hold as a key is no claimant.
+            Err(StorageError::Unlistable { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        if naming::claims_same_output(key, &k, formats) {
+            claimants.push(k);
+        }
     }
-    let rule = WriteRule::current(config.state.cluster.is_some());
-    let written = write_webp(storage, &output, Bytes::from(converted.webp), rule).await?;
-    let report = Report { duration_ms: elapsed_ms(started), ..report };
-    Ok(match written {
-        Written::Stored => Outcome::Converted(report),
-        Written::Superseded => Outcome::Superseded(report),
-    })
-}
-
-fn elapsed_ms(t: Instant) -> u64 {
-    t.elapsed().as_millis() as u64
+    Ok(claimants)
 }

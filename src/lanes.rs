@@ -11,15 +11,20 @@
 //!
 //! Data flows one way: the daemon opens the lanes here and hands them to the API, which
 //! routes `r2://<bucket>/<key>` to the lane of that bucket.
+//!
+//! This is where each bucket's mode is chosen ([`crate::mode`]): alone with its state
+//! file, or shared with other instances (`state.backend: bucket`, [`crate::cluster`]).
+//! It is the one file outside the cluster's home that names it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use actix::Recipient;
 
-use crate::actors::{Pipeline, Pool, RunFinished, StateBackend};
+use crate::actors::{Pipeline, Pool, RunFinished, StateBackend, Uploader};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::request::Target;
 use crate::schedule::Schedule;
 use crate::state::FileStateStore;
 use crate::state::go_state::{self, GO_DATA_DIR};
@@ -34,6 +39,19 @@ pub struct Lane {
     pub config: Arc<Config>,
     pub storage: Storage,
     pub pipeline: Pipeline,
+}
+
+impl Lane {
+    /// What a conversion on request needs of this bucket ([`crate::request`]).
+    pub fn target(&self) -> Target {
+        Target {
+            config: self.config.clone(),
+            storage: self.storage.clone(),
+            converter: self.pipeline.converter.clone(),
+            memory: self.pipeline.memory.clone(),
+            uploader: self.pipeline.uploader.clone(),
+        }
+    }
 }
 
 /// A bucket opened but not started: its storage and where its state lives.
@@ -83,13 +101,13 @@ pub fn open(config: &Config, primary: &Storage, buckets: &[String]) -> Result<Ve
             let backend = match config.state.cluster.clone() {
                 Some(c) => {
                     go_lower_bound(&mut config, bucket, several).map_err(err)?;
-                    StateBackend::Bucket(crate::cluster::Cluster::new(c))
+                    StateBackend::from(crate::cluster::Cluster::new(c))
                 }
                 None => {
                     let store = FileStateStore::named(&config.state.dir, &config.state.file, &config.state.lock)
                         .map_err(|e| err(e.to_string()))?;
                     go_state::adopt(&store, Path::new(GO_DATA_DIR), bucket, several).map_err(|e| err(e.to_string()))?;
-                    StateBackend::Own(Box::new(store))
+                    StateBackend::own(Box::new(store))
                 }
             };
             Ok(Opened { config, storage, backend })
@@ -120,6 +138,39 @@ fn go_lower_bound(config: &mut Config, bucket: &str, several: bool) -> Result<()
         );
     }
     Ok(())
+}
+
+/// `check-config`: what `serve` would do with a Go server's state for each configured
+/// bucket (adopt it; in bucket mode, take its lower bound), one note each, as `serve`
+/// reads it; an error when one cannot be parsed.
+pub fn go_state_notes(config: &Config) -> Result<Vec<String>, String> {
+    let several = config.buckets().len() > 1;
+    let go_dir = Path::new(GO_DATA_DIR);
+    let mut notes = Vec::new();
+    for bucket in config.buckets() {
+        if config.state.cluster.is_none() {
+            let one = config.for_bucket(&bucket);
+            let ours = one.state.dir.join(&one.state.file);
+            if let Some((path, go)) = go_state::pending(&ours, go_dir, &bucket, several).map_err(|e| e.to_string())? {
+                notes.push(format!(
+                    "{} (the Go server's state) will be adopted at start for bucket {bucket}; lower bound: {}",
+                    path.display(),
+                    go.last_processed_time.map_or("none (every source)".into(), |t| t.to_rfc3339())
+                ));
+            }
+        } else if config.origins.of("state.initial") == crate::config::Origin::Default
+            && let Some((path, go)) = go_state::find(go_dir, &bucket, several).map_err(|e| e.to_string())?
+            && let Some(t) = go.last_processed_time
+        {
+            notes.push(format!(
+                "{} (the Go server's state) gives bucket {bucket}'s shards with no state yet their lower bound {} \
+                 (as state.initial; the file is not migrated in state.backend: bucket)",
+                path.display(),
+                t.to_rfc3339()
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// Starts a pipeline for each opened bucket on the current actix system, all converting
@@ -153,4 +204,34 @@ pub fn start(
             Lane { bucket, config, storage, pipeline }
         })
         .collect()
+}
+
+/// The CLI's `convert`: what a conversion on request needs of `bucket`, and no more —
+/// its storage (the primary's store, as [`open`] opens it), the converter pool and the
+/// memory budget, and an Uploader writing by the bucket's mode's rule (conditional when
+/// other instances share the bucket). No state is opened, no run can begin and nothing
+/// joins other instances. Must be called on an actix system.
+pub fn start_requests(config: &Config, primary: &Storage, bucket: &str) -> Result<Target, LaneError> {
+    let bucket_config = config.for_bucket(bucket);
+    let storage = if config.buckets().first().map(String::as_str) == Some(bucket) {
+        primary.clone()
+    } else {
+        primary
+            .open_beside(&bucket_config.storage, bucket)
+            .map_err(|e| LaneError::Open { bucket: bucket.to_owned(), message: e.to_string() })?
+    };
+    let scope: Arc<dyn crate::scope::RunScope> = match bucket_config.state.cluster.clone() {
+        Some(c) => crate::cluster::Cluster::new(c),
+        None => Arc::new(crate::scope::Solo),
+    };
+    let pool = Pool::start(config);
+    let concurrency = bucket_config.pipeline.upload_concurrency;
+    let uploader = Uploader::for_requests(storage.clone(), concurrency, scope);
+    Ok(Target {
+        config: Arc::new(bucket_config),
+        storage,
+        converter: pool.converter,
+        memory: pool.memory,
+        uploader: actix::Actor::start(uploader),
+    })
 }

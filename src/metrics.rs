@@ -195,7 +195,7 @@ impl Metrics {
             leases_lost: counters(
                 &r,
                 "ics_cluster_leases_lost_total",
-                "Leases lost to another instance (a write refused).",
+                "Shard leases lost to another instance (a write refused).",
             ),
             failed,
             duration,

@@ -46,6 +46,31 @@ pub fn webp_key(key: &str) -> String {
     }
 }
 
+/// Where a conversion of `key` goes: its WebP ([`webp_key`]), or — resized to
+/// `width`×`height` — a name of its own with the size in it (`p/cat_150x100.webp`), so a
+/// resized conversion never takes the full-size name that runs keep up to date. The one
+/// naming rule of the API and the CLI.
+pub fn output_key(key: &str, resized: Option<(u32, u32)>) -> String {
+    let out = webp_key(key);
+    match resized {
+        None => out,
+        Some((w, h)) => format!("{}_{w}x{h}.webp", &out[..out.len() - ".webp".len()]),
+    }
+}
+
+/// The key prefix every source claiming `key`'s WebP starts with: its folder and stem
+/// and a dot (`p/cat.jpg` → `p/cat.`). Listing from there lists those sources and
+/// little else, however large the folder.
+pub fn stem_prefix(key: &str) -> String {
+    let out = webp_key(key);
+    out[..out.len() - "webp".len()].to_owned()
+}
+
+/// Whether `other` is a source (by `formats`) whose WebP is `key`'s.
+pub fn claims_same_output(key: &str, other: &str, formats: &[String]) -> bool {
+    is_candidate(other, formats) && webp_key(other) == webp_key(key)
+}
+
 /// Groups sources by output key and keeps the outputs claimed by more than one source.
 pub fn collisions<'a>(sources: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Vec<String>> {
     let mut by_output: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -105,6 +130,27 @@ mod tests {
         assert_eq!(webp_key("photos/cat.k.JPEG"), "photos/cat.k.webp");
         assert_eq!(webp_key("a.b/noext"), "a.b/noext.webp");
         assert_eq!(webp_key(".hidden"), ".hidden.webp");
+    }
+
+    #[test]
+    fn a_resized_output_never_takes_the_full_size_name() {
+        assert_eq!(output_key("p/cat.jpg", None), "p/cat.webp");
+        assert_eq!(output_key("p/cat.jpg", Some((150, 100))), "p/cat_150x100.webp");
+        assert_eq!(output_key("noext", Some((1, 2))), "noext_1x2.webp");
+    }
+
+    #[test]
+    fn the_stem_prefix_lists_every_claimant_of_an_output() {
+        let formats: Vec<String> = ["jpg", "png"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(stem_prefix("p/cat.jpg"), "p/cat.");
+        assert_eq!(stem_prefix("cat.k.JPEG"), "cat.k.");
+        for other in ["p/cat.png", "p/cat.JPG"] {
+            assert!(other.starts_with(&stem_prefix("p/cat.jpg")));
+            assert!(claims_same_output("p/cat.jpg", other, &formats), "{other}");
+        }
+        for other in ["p/cat.webp", "p/cat.x.png", "p/cats.png", "p/cat.txt"] {
+            assert!(!claims_same_output("p/cat.jpg", other, &formats), "{other}");
+        }
     }
 
     #[test]

@@ -169,6 +169,20 @@ pub fn s3_config(bucket: &str) -> Config {
     c
 }
 
+/// The CLI's `convert` of `key` in `storage`'s bucket: the one path of conversions on
+/// request, in a converter pool and under a memory budget of its own. Needs an actix
+/// system (`#[actix_web::test]`).
+pub async fn convert_object(
+    storage: &ics::storage::Storage,
+    config: &Config,
+    key: &str,
+    resize: Option<ics::convert::ResizeSpec>,
+) -> Result<ics::job::Outcome, ics::job::JobError> {
+    ics::daemon::convert(config.clone(), storage.clone(), storage.bucket(), key, resize)
+        .await
+        .expect("the bucket opens")
+}
+
 /// PSNR of `b` against `a` (same size required).
 pub fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
     ics::convert::psnr(a, b).expect("images of the same size")

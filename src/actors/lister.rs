@@ -229,7 +229,10 @@ impl ListingJob {
     /// Ledgers `key` as given up with `code` (unless the ledger already leaves this
     /// version alone: then it counts as skipped, and 1 is returned).
     async fn give_up(&self, start: &RunStart, key: String, etag: Option<String>, code: Reason, reason: String) -> u64 {
-        if start.state.decide(&key, etag.as_deref(), chrono::Utc::now()) == crate::state::LedgerDecision::Leave {
+        let now = chrono::Utc::now();
+        if start.state.decide(&key, etag.as_deref(), now) == crate::state::LedgerDecision::Leave
+            || start.state.gave_up(&key, etag.as_deref(), code.code())
+        {
             return 1;
         }
         let outcome = ItemOutcome::Failed { code, reason, permanent: true };

@@ -10,14 +10,14 @@
 //! ```
 //!
 //! - [`scheduler`]: cron ticks and manual "run now".
-//! - [`runs`]: the one place a run begins (for the Scheduler, or the Coordinator).
+//! - [`runs`]: the one place a run begins (for the mode: [`crate::mode`]).
 //! - [`lister`]: streams the listing in key order, plans, downloads, feeds the pool.
 //! - [`converter`]: CPU-bound decode + encode, one worker per core.
 //! - [`uploader`]: puts WebPs with bounded concurrency.
 //! - [`state_keeper`]: the state file, the lock, checkpoints, the run's end.
-//! - [`coordinator`]: with `state.backend: bucket`, this instance's share of the shards
-//!   (leases in the bucket) and the cluster-wide run requests; one task owns its state
-//!   and takes commands on a channel.
+//!
+//! How runs begin and end — alone, or shared with other instances — is the pipeline's
+//! [`crate::mode::Mode`], chosen once at start-up; no actor here asks which it is.
 //!
 //! Every image holds a [`crate::model::Slot`] from the moment the Lister queues it until
 //! the StateKeeper records it, so the images in flight are bounded however large the
@@ -29,7 +29,6 @@
 //! downloaded images wait for a converter.
 
 pub mod converter;
-pub mod coordinator;
 pub mod lister;
 pub mod runs;
 pub mod scheduler;
@@ -43,16 +42,15 @@ use std::sync::atomic::AtomicUsize;
 
 use actix::prelude::*;
 
-use crate::cluster::{Cluster, ClusterStore};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::mode::{Mode, Parts};
 use crate::schedule::Schedule;
-use crate::scope::{RunScope, Solo};
-use crate::state::StateStore;
+use crate::scope::RunScope;
 use crate::storage::Storage;
 
+pub use crate::mode::StateBackend;
 pub use converter::Converter;
-pub use coordinator::{Coordinator, FinishRun, Leave, Quiesce, RequestRun, Trigger, WholeRun};
 pub use lister::Lister;
 pub use runs::RunHandle;
 pub use scheduler::{NextRun, RunNow, Scheduler};
@@ -69,40 +67,23 @@ pub struct Pipeline {
     pub uploader: Addr<Uploader>,
     /// Memory reserved by images being converted, runs' and the API's alike.
     pub memory: MemoryBudget,
-    /// Bucket mode: the shard leases and the cluster's view.
-    pub coordinator: Option<Addr<Coordinator>>,
-    pub cluster: Option<Arc<Cluster>>,
+    /// How runs begin and end: alone, or shared with other instances.
+    pub mode: Arc<dyn Mode>,
 }
 
 impl Pipeline {
     /// The first of the pipeline's actors that is no longer running (`/ready`), if any.
     pub fn stopped_actor(&self) -> Option<&'static str> {
-        let coordinator = self.coordinator.as_ref().is_none_or(|c| c.connected());
         [
             ("Scheduler", self.scheduler.connected()),
             ("StateKeeper", self.state_keeper.connected()),
             ("Lister", self.lister.connected()),
             ("Converter", self.converter.connected()),
             ("Uploader", self.uploader.connected()),
-            ("Coordinator", coordinator),
         ]
         .into_iter()
         .find_map(|(name, running)| (!running).then_some(name))
-    }
-}
-
-/// Where the state lives.
-pub enum StateBackend {
-    /// A store of one instance's own (the state file).
-    Own(Box<dyn StateStore>),
-    /// In the bucket, shard by shard, shared with other instances.
-    Bucket(Arc<Cluster>),
-}
-
-impl StateBackend {
-    /// The state file `state.json` in `dir` (created if missing), locked by `.lock`.
-    pub fn file(dir: &std::path::Path) -> Result<Self, crate::state::StateError> {
-        Ok(Self::Own(Box::new(crate::state::FileStateStore::new(dir)?)))
+        .or_else(|| self.mode.stopped_part())
     }
 }
 
@@ -161,29 +142,21 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         listeners: Vec<Recipient<RunFinished>>,
     ) -> Self {
-        let (store, cluster): (Box<dyn StateStore>, _) = match backend {
-            StateBackend::Own(store) => (store, None),
-            StateBackend::Bucket(c) => (Box::new(ClusterStore(c.clone())), Some(c)),
-        };
+        let mut backend = backend.0;
+        let store = backend.take_store();
         let state_keeper = StateKeeper::new(config.clone(), store, metrics.clone(), listeners).start();
         let concurrency = config.pipeline.upload_concurrency;
         // The run scope, chosen once here and handed to the stages that act per key.
-        let scope: Arc<dyn RunScope> = match &cluster {
-            Some(c) => c.clone(),
-            None => Arc::new(Solo),
-        };
+        let scope: Arc<dyn RunScope> = backend.scope();
         let uploader = Uploader::new(storage.clone(), state_keeper.clone(), concurrency, scope.clone()).start();
         let (converter, memory) = (pool.converter.clone(), pool.memory.clone());
         let route = converter::Route { uploader: uploader.clone(), state_keeper: state_keeper.clone() };
         let lister =
             Lister::new(config.clone(), storage.clone(), route, converter.clone(), memory.clone(), scope).start();
-        let coordinator = cluster.clone().map(|c| {
-            Coordinator::new(c, storage, config.clone(), state_keeper.clone(), lister.clone(), metrics).start()
-        });
-        let scheduler = Scheduler::new(schedule, run_on_start, state_keeper.clone(), lister.clone())
-            .with_coordinator(coordinator.clone())
-            .start();
-        Self { scheduler, state_keeper, lister, converter, uploader, memory, coordinator, cluster }
+        let parts = Parts { config, storage, state_keeper: state_keeper.clone(), lister: lister.clone(), metrics };
+        let mode = backend.start(parts);
+        let scheduler = Scheduler::new(schedule, run_on_start, mode.clone()).start();
+        Self { scheduler, state_keeper, lister, converter, uploader, memory, mode }
     }
 }
 

@@ -96,6 +96,7 @@ fn one_instance_converts_the_bucket_once_and_the_next_run_skips_it() {
 struct Instance {
     pipeline: Pipeline,
     probe: Probe,
+    cluster: Arc<crate::cluster::Cluster>,
 }
 
 fn cluster_config(id: &str) -> ClusterConfig {
@@ -114,8 +115,8 @@ fn start_instance(config: &Config, id: &str, bucket: &Arc<dyn ObjectStore>, puts
     let mut config = config.clone();
     config.state.cluster = Some(cluster_config(id));
     let cluster = crate::cluster::Cluster::new(cluster_config(id));
-    let pipeline = Pipeline::start_manual(Arc::new(config), storage, StateBackend::Bucket(cluster));
-    Instance { pipeline, probe }
+    let pipeline = Pipeline::start_manual(Arc::new(config), storage, StateBackend::from(cluster.clone()));
+    Instance { pipeline, probe, cluster }
 }
 
 /// Waits until every image has its WebP (or was kept) and no instance runs.
@@ -179,7 +180,7 @@ fn three_instances_sharing_one_bucket_convert_each_image_once() {
         assert!(matches!(asked, Err(BeginError::Queued)), "a cluster run is queued for the shards' holders");
         settle(&storage, &instances, expected).await;
         assert_eq!(twice(&puts), BTreeMap::new(), "no WebP stored twice");
-        let held: usize = instances.iter().map(|i| i.pipeline.cluster.as_ref().unwrap().held_ids().len()).sum();
+        let held: usize = instances.iter().map(|i| i.cluster.held_ids().len()).sum();
         assert_eq!(held, 8, "every shard held by one instance");
     });
 }
@@ -191,7 +192,7 @@ fn an_instance_paused_past_its_lease_loses_its_shards_and_stores_nothing_twice()
     actix::System::new().block_on(async move {
         let (expected, storage, puts, instances) = start_cluster(dir.path(), &config, &["p0", "p1"]).await;
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        let paused = instances[0].pipeline.cluster.clone().unwrap();
+        let paused = instances[0].cluster.clone();
         assert!(!paused.held_ids().is_empty(), "p0 holds its share before the pause");
         // p0 stops reaching the bucket (a frozen VM, a partition) past its lease; the
         // run requested meanwhile is p1's to do, p0's shards included once they expire.
@@ -199,7 +200,7 @@ fn an_instance_paused_past_its_lease_loses_its_shards_and_stores_nothing_twice()
         let asked = instances[1].pipeline.scheduler.send(RunNow { force: false }).await.unwrap();
         assert!(matches!(asked, Err(BeginError::Queued)));
         settle(&storage, &instances[1..], expected).await;
-        let taker = instances[1].pipeline.cluster.clone().unwrap();
+        let taker = instances[1].cluster.clone();
         assert_eq!(taker.held_ids().len(), 8, "p1 took p0's expired shards");
         // p0 wakes up: its next shard write is refused and it drops the shard.
         instances[0].probe.open();

@@ -7,10 +7,11 @@
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use super::coordinator::{Coordinator, Trigger};
-use super::lister::Lister;
-use super::runs::{RunHandle, begin};
-use super::state_keeper::{BeginError, StateKeeper};
+use std::sync::Arc;
+
+use super::runs::RunHandle;
+use super::state_keeper::BeginError;
+use crate::mode::Mode;
 use crate::schedule::Schedule;
 
 /// Starts a run now.
@@ -29,38 +30,20 @@ pub struct NextRun;
 pub struct Scheduler {
     schedule: Option<Schedule>,
     run_on_start: bool,
-    state_keeper: Addr<StateKeeper>,
-    lister: Addr<Lister>,
-    /// With `state.backend: bucket`, runs are requested of the whole cluster through it.
-    coordinator: Option<Addr<Coordinator>>,
+    /// Where runs begin: here, or for every instance sharing the bucket.
+    mode: Arc<dyn Mode>,
     next: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
     /// `schedule: None` runs only on demand; `run_on_start` also runs once at start.
-    pub fn new(
-        schedule: Option<Schedule>,
-        run_on_start: bool,
-        state_keeper: Addr<StateKeeper>,
-        lister: Addr<Lister>,
-    ) -> Self {
-        Self { schedule, run_on_start, state_keeper, lister, coordinator: None, next: None }
+    pub fn new(schedule: Option<Schedule>, run_on_start: bool, mode: Arc<dyn Mode>) -> Self {
+        Self { schedule, run_on_start, mode, next: None }
     }
 
-    /// Requests runs of the cluster through `coordinator` instead of beginning them here.
-    pub fn with_coordinator(self, coordinator: Option<Addr<Coordinator>>) -> Self {
-        Self { coordinator, ..self }
-    }
-
-    /// A run now: here, or (bucket mode) of the cluster, for the cron tick `tick` if any.
+    /// A run now, through the mode, for the cron tick `tick` if any.
     fn request(&self, force: bool, tick: Option<DateTime<Utc>>) -> ResponseFuture<Result<RunHandle, BeginError>> {
-        match &self.coordinator {
-            Some(c) => {
-                let sent = c.send(Trigger { force, at: tick });
-                Box::pin(async move { sent.await.unwrap_or(Err(BeginError::AlreadyRunning)) })
-            }
-            None => Box::pin(begin(self.state_keeper.clone(), self.lister.clone(), force)),
-        }
+        self.mode.request_run(force, tick)
     }
 
     fn fire(&mut self, ctx: &mut Context<Self>, tick: Option<DateTime<Utc>>) {

@@ -141,7 +141,7 @@ pub enum BeginError {
     #[error("run requested for the cluster; this instance runs its shards when it can")]
     Queued,
     #[error("cannot request a run of the cluster: {0}")]
-    Cluster(String),
+    Request(String),
     #[error(transparent)]
     State(#[from] StateError),
 }

@@ -61,7 +61,8 @@ pub struct PutEventWebp {
 /// The actor.
 pub struct Uploader {
     storage: Storage,
-    state_keeper: Addr<StateKeeper>,
+    /// Where runs' uploads are recorded; `None` for an Uploader of requests only.
+    state_keeper: Option<Addr<StateKeeper>>,
     uploads: Arc<Semaphore>,
     scope: Arc<dyn RunScope>,
 }
@@ -73,7 +74,13 @@ impl Uploader {
         concurrency: usize,
         scope: Arc<dyn RunScope>,
     ) -> Self {
-        Self { storage, state_keeper, uploads: Arc::new(Semaphore::new(concurrency)), scope }
+        Self { storage, state_keeper: Some(state_keeper), uploads: Arc::new(Semaphore::new(concurrency)), scope }
+    }
+
+    /// An Uploader of conversions on request only (`PutWebp`; the CLI's `convert`): no
+    /// run, so nothing to record.
+    pub fn for_requests(storage: Storage, concurrency: usize, scope: Arc<dyn RunScope>) -> Self {
+        Self { storage, state_keeper: None, uploads: Arc::new(Semaphore::new(concurrency)), scope }
     }
 }
 
@@ -126,13 +133,17 @@ impl Handler<UploadWebp> for Uploader {
                     ItemOutcome::Failed { code: Reason::UploadFailed, reason: e.to_string(), permanent: false }
                 }
             };
-            state_keeper.do_send(RecordDone {
+            let done = RecordDone {
                 key: candidate.source.key,
                 output: candidate.output,
                 etag: candidate.source.etag,
                 outcome,
                 slot,
-            });
+            };
+            match state_keeper {
+                Some(state_keeper) => state_keeper.do_send(done),
+                None => tracing::error!(key = %done.key, "A run's upload reached an Uploader of requests only"),
+            }
         });
     }
 }

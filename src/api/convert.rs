@@ -1,8 +1,8 @@
 //! `POST|GET /api/convert` and `POST /api/webhook/send`.
 //!
-//! An on-demand conversion makes the same checks as the CLI's `convert`
-//! (`job::check_source`) and goes through the same Converter pool and Uploader (and so
-//! the same write rule) as the runs: `r2://<bucket>/<key>` (or `s3://`) through that
+//! An on-demand conversion takes the CLI's `convert`'s one path ([`crate::request`]):
+//! the same checks, the same Converter pool, memory budget and Uploader (and so the same
+//! write rule) as the runs, and a resized output under a name of its own: `r2://<bucket>/<key>` (or `s3://`) through that
 //! bucket's Uploader when the bucket is configured (400 `unknown_bucket` otherwise), a
 //! bare key or a URL through the primary bucket's. At most `api.max_queued_conversions` are admitted at once (past that: 503
 //! `busy`), and they queue in the pool's mailbox with the runs' images, so neither side
@@ -14,21 +14,17 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::actors::converter::ConvertBytes;
-use crate::actors::uploader::PutWebp;
 use crate::actors::webhook::SendNow;
-use crate::convert::{ConvertError, ResizeSpec};
-use crate::job::{self, Written};
-use crate::lanes::Lane;
+use crate::convert::ResizeSpec;
+use crate::job::{JobError, Outcome};
 use crate::naming;
-use crate::reason::Reason;
+use crate::request;
 use crate::webhook;
 
 /// `POST /api/convert` body.
@@ -96,16 +92,6 @@ fn resize_from(query: &HashMap<String, String>, state: &AppState) -> Result<Opti
     Ok(preset)
 }
 
-/// Where the WebP of an on-demand conversion goes: beside the source, with the size in
-/// the name when resized (so a thumbnail never replaces the full-size WebP the runs keep).
-fn destination(key: &str, resized: Option<(u32, u32)>) -> String {
-    let out = naming::webp_key(key);
-    match resized {
-        None => out,
-        Some((w, h)) => format!("{}_{w}x{h}.webp", out.trim_end_matches(".webp")),
-    }
-}
-
 /// The key a URL source is stored under: `remote/<host>/<path>`.
 fn remote_key(url: &str) -> Result<String, ApiError> {
     let u = url::Url::parse(url).map_err(|e| ApiError::bad_request("invalid_request", format!("{url}: {e}")))?;
@@ -159,9 +145,10 @@ async fn convert_inner(
     cancel: Arc<crate::convert::webp::Cancel>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    let ask = request::Ask { resize, admitted, cancel };
     let is_url = source.starts_with("http://") || source.starts_with("https://");
     // `r2://<bucket>/<key>` goes to that bucket's lane; a bare key or a URL to the primary.
-    let (lane, key, bytes): (&Lane, String, Bytes) = if is_url {
+    let outcome = if is_url {
         if state.remote.is_off() {
             return Err(ApiError::bad_request(
                 "url_not_allowed",
@@ -169,59 +156,53 @@ async fn convert_inner(
             ));
         }
         let key = remote_key(source)?;
-        (&state.lanes[0], key, state.remote.fetch(source).await?)
+        let bytes = state.remote.fetch(source).await?;
+        request::convert_bytes(&state.lanes[0].target(), &key, source.to_owned(), bytes, ask, started).await
     } else {
         let names: Vec<String> = state.lanes.iter().map(|l| l.bucket.clone()).collect();
         let (i, key) = naming::route_source(source, &names)?;
-        let lane = &state.lanes[i];
-        // The same checks as the CLI's `convert` (and the runs' planner): a safe key, a
-        // candidate's extension, no other source claiming its WebP.
-        job::check_source(&lane.storage, &state.config.formats, &key).await?;
-        let (_, bytes) = lane.storage.get(&key, state.config.convert.limits.max_input_bytes).await?;
-        (lane, key, bytes)
+        // The one path of the CLI's `convert` too: the same decisions as the runs' planner.
+        request::convert_key(&state.lanes[i].target(), &key, ask).await
     };
-    let bucket = lane.bucket.clone();
-    let original_size = bytes.len() as u64;
-    let with_source = |e: ConvertError| {
-        let mut api: ApiError = e.into();
-        api.message = format!("{source}: {}", api.message);
-        api
-    };
-    let opts = &state.config.convert;
-    let memory = state.pipeline.memory.reserve_work(None, &bytes, resize, opts).await.map_err(with_source)?;
-    let converted = state
-        .pipeline
-        .converter
-        .send(ConvertBytes { bytes, resize, memory, admitted: admitted.clone(), cancel })
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the converter pool is stopping"))?
-        .map_err(with_source)?;
-    let output = destination(&key, resize.map(|_| (converted.width, converted.height)));
-    let converted_size = converted.webp.len() as u64;
-    let written = lane
-        .pipeline
-        .uploader
-        .send(PutWebp { key: output.clone(), webp: converted.webp.into() })
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the uploader is stopping"))?
-        .map_err(|e| ApiError::of(Reason::UploadFailed, e.to_string()))?;
-    state.metrics.api_converted();
-    tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "Converted image: {source} -> {output}");
-    let (superseded, message) = match written {
-        Written::Stored => (false, "Image converted successfully"),
+    let outcome = outcome.map_err(|e| match e {
+        // The source as the caller named it.
+        JobError::Convert { error, .. } => JobError::Convert { key: source.to_owned(), error },
+        e => e,
+    })?;
+    let (report, superseded, kept, message) = match &outcome {
+        Outcome::Converted(r) => (r, false, false, "Image converted successfully"),
         // Bucket mode: another writer stored this WebP between our look and our write.
-        Written::Superseded => (true, "Image converted; another writer stored this WebP first, and it was kept"),
+        Outcome::Superseded(r) => {
+            (r, true, false, "Image converted; another writer stored this WebP first, and it was kept")
+        }
+        // conversion.skip_if_larger, as a run keeps the source: nothing was written.
+        Outcome::KeptSource(r) => (
+            r,
+            false,
+            true,
+            "Image kept: its WebP would not be smaller than the source (conversion.skip_if_larger); nothing written",
+        ),
     };
+    if !kept {
+        state.metrics.api_converted();
+    }
+    tracing::info!(
+        duration_ms = started.elapsed().as_millis() as u64,
+        kept,
+        "Converted image: {source} -> {}",
+        report.destination
+    );
     Ok(HttpResponse::Ok().json(json!({
         "success": true,
         "message": message,
         "superseded": superseded,
-        "source": if is_url { source.to_owned() } else { naming::address(&bucket, &key) },
-        "destination": naming::address(&bucket, &output),
-        "original_size": original_size,
-        "converted_size": converted_size,
-        "width": converted.width,
-        "height": converted.height,
+        "kept": kept,
+        "source": report.source,
+        "destination": report.destination,
+        "original_size": report.original_size,
+        "converted_size": report.converted_size,
+        "width": report.width,
+        "height": report.height,
     })))
 }
 
@@ -272,8 +253,6 @@ mod tests {
 
     #[test]
     fn resized_outputs_carry_their_size() {
-        assert_eq!(destination("p/cat.jpg", None), "p/cat.webp");
-        assert_eq!(destination("p/cat.jpg", Some((150, 100))), "p/cat_150x100.webp");
         assert_eq!(remote_key("https://img.example.com/a/b.png?x=1").unwrap(), "remote/img.example.com/a/b.png");
     }
 }

@@ -39,7 +39,7 @@ fn state(dir: &std::path::Path, cluster: bool) -> (AppState, Probe) {
             instance_id: "api-test".into(),
         };
         config.state.cluster = Some(c.clone());
-        StateBackend::Bucket(crate::cluster::Cluster::new(c))
+        StateBackend::from(crate::cluster::Cluster::new(c))
     } else {
         StateBackend::file(&config.state.dir).unwrap()
     };
@@ -59,7 +59,9 @@ async fn post_convert(state: &AppState, source: &str) -> (u16, Value) {
 /// What the CLI's `convert` says for `source` (its address parsed as the CLI does).
 async fn cli_convert(state: &AppState, source: &str) -> Result<job::Outcome, JobError> {
     let key = crate::naming::parse_source(source, state.storage.bucket())?;
-    job::convert_object(&state.storage, &state.config, &key, None).await
+    crate::daemon::convert((*state.config).clone(), state.storage.clone(), state.storage.bucket(), &key, None)
+        .await
+        .expect("the bucket opens")
 }
 
 /// For each failing source: the API's status and wire code, and the CLI's reason.

@@ -305,8 +305,9 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         let mut line = serde_json::to_value(&progress).expect("progress serialises");
         line["bucket"] = json!(lane.bucket);
         line["next_run"] = json!(next_run);
-        if let Some(cluster) = &lane.pipeline.cluster {
-            line["cluster"] = serde_json::to_value(cluster.view()).expect("view serialises");
+        // Bucket mode: this instance's view of the instances sharing the bucket.
+        if let Some(view) = lane.pipeline.mode.view() {
+            line["cluster"] = view;
         }
         lines.push(line);
     }

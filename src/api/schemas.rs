@@ -64,6 +64,10 @@ pub struct Converted {
     /// look and its write (a conditional write refused); theirs was kept. Always false
     /// with one writer.
     superseded: bool,
+    /// The WebP would not be smaller than the source (`conversion.skip_if_larger`, a
+    /// full-size conversion only): nothing was written, as a run keeps the source;
+    /// `destination` is where it would have gone.
+    kept: bool,
     original_size: u64,
     converted_size: u64,
     width: u32,

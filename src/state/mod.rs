@@ -199,7 +199,11 @@ impl State {
     /// Decides what to do with `key` (with `etag`) at `now`.
     pub fn decide(&self, key: &str, etag: Option<&str>, now: DateTime<Utc>) -> LedgerDecision {
         let Some(entry) = self.ledger.get(key) else { return LedgerDecision::Convert };
-        if entry.etag.as_deref() != etag {
+        // A collision is not the source's own failing: it lasts only while another source
+        // claims the same output, which every decision looks at afresh (a run in its
+        // listing, one object in the LIST of its stem). When the other goes, this one is
+        // converted, its version unchanged.
+        if entry.etag.as_deref() != etag || entry.code == crate::reason::Reason::OutputCollision.code() {
             return LedgerDecision::Convert;
         }
         match entry.kind {
@@ -207,6 +211,14 @@ impl State {
             LedgerKind::Failed if entry.next_retry_at.is_none_or(|t| t <= now) => LedgerDecision::Retry,
             LedgerKind::Failed => LedgerDecision::Wait,
         }
+    }
+
+    /// Whether this version of `key` is in the ledger as given up for `code` already (a
+    /// run gives up each version once, and counts it skipped after).
+    pub fn gave_up(&self, key: &str, etag: Option<&str>, code: &str) -> bool {
+        self.ledger
+            .get(key)
+            .is_some_and(|e| e.kind == LedgerKind::GivenUp && e.etag.as_deref() == etag && e.code == code)
     }
 
     /// Records a failure: retried later with backoff, or given up after the last attempt

@@ -81,6 +81,9 @@ pub trait StateStore: Send + Sync {
 
 /// What [`StateStore::update`] stored.
 #[derive(Debug)]
+// One value per ledger update, moved once: boxing the state would cost an allocation
+// for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Updated {
     /// The whole state, as now stored.
     Whole(State),

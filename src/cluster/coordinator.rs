@@ -28,14 +28,14 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::lister::Lister;
-use super::runs::{RunHandle, begin};
-use super::state_keeper::{BeginError, StateKeeper};
+use crate::actors::lister::Lister;
+use crate::actors::runs::{RunHandle, begin};
+use crate::actors::state_keeper::{BeginError, StateKeeper};
+use crate::cluster::lease::{LeaseError, LeaseRecord, Leases};
 use crate::cluster::{
     Cluster, HeldShard, InstanceRecord, ShardView, TriggerRecord, answers, fair_share, shard_of, shard_view,
 };
 use crate::config::Config;
-use crate::lease::{LeaseError, LeaseRecord, Leases};
 use crate::model::{RunSummary, ShardReport};
 use crate::state::State;
 use crate::storage::{Storage, StorageError};
@@ -226,7 +226,7 @@ impl Handler<RequestRun> for Coordinator {
     fn handle(&mut self, msg: RequestRun, _: &mut Context<Self>) -> Self::Result {
         let answer = self.ask(move |reply| Command::RequestRun { force: msg.force, reply });
         Box::pin(async move {
-            answer.await.unwrap_or_else(|_| Err(BeginError::Cluster("the coordinator has stopped".into())))
+            answer.await.unwrap_or_else(|_| Err(BeginError::Request("the coordinator has stopped".into())))
         })
     }
 }
@@ -430,7 +430,7 @@ impl Task {
     /// `run-once`: records a run request and waits for its whole run ([`RequestRun`]).
     async fn request_run(&mut self, force: bool) -> Result<DateTime<Utc>, BeginError> {
         let record = TriggerRecord { at: Utc::now(), by: self.inner.cluster.config.instance_id.clone(), force };
-        let trigger = self.inner.write_trigger(record).await.map_err(|e| BeginError::Cluster(e.to_string()))?;
+        let trigger = self.inner.write_trigger(record).await.map_err(|e| BeginError::Request(e.to_string()))?;
         let at = trigger.at;
         self.turn.trigger = Some(trigger);
         self.turn.finishing = Some(at);

@@ -3,7 +3,7 @@
 //! lease object.
 //!
 //! Under `state.prefix` (default `.image-converting-server/`) live:
-//! - `shards/NNNN.json`: one [`crate::lease::LeaseRecord`] per shard; its `data` is the
+//! - `shards/NNNN.json`: one [`crate::cluster::lease::LeaseRecord`] per shard; its `data` is the
 //!   shard's [`State`] (ledger, cursor, watermark). Only the holder writes it, and only
 //!   with `If-Match` on the ETag it last wrote, so every checkpoint is fenced by the lease.
 //! - `instances/<id>.json`: each instance's heartbeat ([`InstanceRecord`]), rewritten by
@@ -17,14 +17,21 @@
 //! does with the local file, and the Lister and Uploader ask the cluster, as their
 //! [`RunScope`], before every conversion and put.
 
+pub mod coordinator;
+pub mod lease;
+mod mode;
+
+pub use coordinator::Coordinator;
+pub use mode::Shared;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::lease::Held;
 use crate::config::ClusterConfig;
-use crate::lease::Held;
 use crate::scope::{Cover, RunScope};
 use crate::state::{LedgerDecision, LockError, PartRun, State, StateError, StateStore, Totals, UpdateError, Updated};
 
@@ -485,8 +492,8 @@ fn add_totals(into: &mut Totals, d: &Totals) {
 pub async fn read_all_states(
     storage: &crate::storage::Storage,
     config: &ClusterConfig,
-) -> Result<State, crate::lease::LeaseError> {
-    let leases = crate::lease::Leases {
+) -> Result<State, crate::cluster::lease::LeaseError> {
+    let leases = crate::cluster::lease::Leases {
         storage: storage.clone(),
         holder: config.instance_id.clone(),
         duration: config.lease,
@@ -542,7 +549,7 @@ mod tests {
     fn hold(cluster: &Cluster, shard: u32, epoch: u64) {
         let lease = Held {
             key: cluster.shard_key(shard),
-            record: crate::lease::LeaseRecord {
+            record: crate::cluster::lease::LeaseRecord {
                 holder: "a".into(),
                 expires_at: Utc::now() + chrono::Duration::seconds(10),
                 epoch,
@@ -646,7 +653,7 @@ mod tests {
         let cluster = Cluster::new(config);
         let lease = |s: u32| Held {
             key: cluster.shard_key(s),
-            record: crate::lease::LeaseRecord {
+            record: crate::cluster::lease::LeaseRecord {
                 holder: "a".into(),
                 expires_at: Utc::now(),
                 epoch: 1,

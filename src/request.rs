@@ -1,0 +1,115 @@
+//! One object converted on request — the API's `/api/convert` and the CLI's `convert`
+//! take this one path, through the same stages as the runs:
+//!
+//! 1. *decide* ([`job::check_source`]): a safe key, an extension in
+//!    `conversion.formats`, no other source claiming its WebP (one LIST, of the key's
+//!    own stem);
+//! 2. *convert* in the converter pool, under the memory budget, like every image;
+//! 3. *finish*: a full-size WebP that would not be smaller than its source is not
+//!    written (`conversion.skip_if_larger`), as a run keeps the source;
+//! 4. *write* under the one naming rule ([`naming::output_key`]: a resized conversion
+//!    has a name of its own and never replaces the full-size WebP) and the bucket's write
+//!    rule (its Uploader: plain alone, conditional when shared).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::actors::converter::{ConvertBytes, Converter};
+use crate::actors::uploader::{PutWebp, Uploader};
+use crate::config::Config;
+use crate::convert::ResizeSpec;
+use crate::convert::webp::Cancel;
+use crate::job::{self, JobError, Outcome, Report, Written};
+use crate::memory::MemoryBudget;
+use crate::naming;
+use crate::storage::Storage;
+
+/// What a request needs of one bucket: its storage and configuration, the shared pool
+/// and budget, and the bucket's Uploader (its write rule).
+#[derive(Clone)]
+pub struct Target {
+    pub config: Arc<Config>,
+    pub storage: Storage,
+    pub converter: Addr<Converter>,
+    pub memory: MemoryBudget,
+    pub uploader: Addr<Uploader>,
+}
+
+/// How one request is to be done.
+pub struct Ask {
+    pub resize: Option<ResizeSpec>,
+    /// The requester's admission, held until the conversion has really ended.
+    pub admitted: Arc<OwnedSemaphorePermit>,
+    /// Set when the requester gave up: the encode stops early.
+    pub cancel: Arc<Cancel>,
+}
+
+/// Converts the object `key` of `target`'s bucket: decide, download, convert, write.
+pub async fn convert_key(target: &Target, key: &str, ask: Ask) -> Result<Outcome, JobError> {
+    let started = Instant::now();
+    job::check_source(&target.storage, &target.config.formats, key).await?;
+    let (_, bytes) = job::fetch(&target.storage, key, &target.config.convert).await?;
+    let source = naming::address(target.storage.bucket(), key);
+    convert_bytes(target, key, source, bytes, ask, started).await
+}
+
+/// Converts `bytes` (the object `key`, or a URL's body stored under `key`) and writes
+/// its output beside `key`; `source` is how the report names where they came from.
+pub async fn convert_bytes(
+    target: &Target,
+    key: &str,
+    source: String,
+    bytes: Bytes,
+    ask: Ask,
+    started: Instant,
+) -> Result<Outcome, JobError> {
+    let opts = &target.config.convert;
+    let worker = |message: String| JobError::Worker { key: key.to_owned(), message };
+    let convert_error = |error| JobError::Convert { key: key.to_owned(), error };
+    let original_size = bytes.len() as u64;
+    let memory = target.memory.reserve_work(None, &bytes, ask.resize, opts).await.map_err(convert_error)?;
+    let msg = ConvertBytes { bytes, resize: ask.resize, memory, admitted: ask.admitted, cancel: ask.cancel };
+    let converted = target
+        .converter
+        .send(msg)
+        .await
+        .map_err(|_| worker("the converter pool is stopping".into()))?
+        .map_err(convert_error)?;
+    let output = naming::output_key(key, ask.resize.map(|_| (converted.width, converted.height)));
+    let webp = Bytes::from(converted.webp);
+    let report = |duration_ms| Report {
+        source: source.clone(),
+        destination: naming::address(target.storage.bucket(), &output),
+        original_size,
+        converted_size: webp.len() as u64,
+        width: converted.width,
+        height: converted.height,
+        frames: converted.frames,
+        lossless: converted.lossless,
+        source_megapixels: converted.source_megapixels,
+        duration_ms,
+    };
+    let kept = target.config.skip_if_larger && ask.resize.is_none() && webp.len() as u64 >= original_size;
+    if kept {
+        return Ok(Outcome::KeptSource(report(elapsed_ms(started))));
+    }
+    let put = PutWebp { key: output.clone(), webp: webp.clone() };
+    let written = target
+        .uploader
+        .send(put)
+        .await
+        .map_err(|_| worker("the uploader is stopping".into()))?
+        .map_err(|error| JobError::Upload { key: output.clone(), error })?;
+    Ok(match written {
+        Written::Stored => Outcome::Converted(report(elapsed_ms(started))),
+        Written::Superseded => Outcome::Superseded(report(elapsed_ms(started))),
+    })
+}
+
+fn elapsed_ms(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}

@@ -54,6 +54,10 @@ pub enum Command {
         /// Resize with a named preset from resize.presets.
         #[arg(long, conflicts_with_all = ["width", "height"])]
         preset: Option<String>,
+        /// Convert even when the WebP is up to date, or the ledger leaves this version of
+        /// the source alone (given up or kept earlier).
+        #[arg(long)]
+        force: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -238,7 +242,7 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 }
             }
         }
-        Command::Convert { source, bucket, width, height, preset, json } => {
+        Command::Convert { source, bucket, width, height, preset, force, json } => {
             let resize = match (preset, width, height) {
                 (Some(name), _, _) => match config.presets.get(&name) {
                     Some(spec) => Some(*spec),
@@ -251,7 +255,7 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 (None, None, None) => None,
                 (None, w, h) => Some(ResizeSpec { width: w, height: h }),
             };
-            actix::System::new().block_on(convert_one(config, &source, bucket.as_deref(), resize, json))
+            actix::System::new().block_on(convert_one(config, &source, bucket.as_deref(), resize, force, json))
         }
     }
 }
@@ -320,6 +324,7 @@ async fn convert_one(
     source: &str,
     only: Option<&str>,
     resize: Option<ResizeSpec>,
+    force: bool,
     json: bool,
 ) -> ExitCode {
     let (bucket, key) = match route(&config, source, only) {
@@ -330,7 +335,7 @@ async fn convert_one(
         }
     };
     let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
-    let converted = match crate::daemon::convert(config, storage, &bucket, &key, resize).await {
+    let converted = match crate::daemon::convert(config, storage, &bucket, &key, resize, force).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -358,6 +363,10 @@ async fn convert_one(
                     Outcome::KeptSource(r) => println!(
                         "Kept source: {} (WebP would be {} bytes, not smaller than the source's {}; conversion.skip_if_larger)",
                         r.source, r.converted_size, r.original_size
+                    ),
+                    Outcome::UpToDate(r) => println!(
+                        "Up to date: {} -> {} (the WebP is as new as the source; --force converts again)",
+                        r.source, r.destination
                     ),
                     Outcome::Superseded(r) => println!(
                         "Converted image: {} -> {}, but another writer stored that WebP first; theirs was kept",

@@ -292,6 +292,7 @@ pub async fn convert(
     bucket: &str,
     key: &str,
     resize: Option<crate::convert::ResizeSpec>,
+    force: bool,
 ) -> Result<Result<crate::job::Outcome, crate::job::JobError>, String> {
     lanes::select(&config, Some(bucket)).map_err(|e| e.to_string())?;
     let target = lanes::start_requests(&config, &storage, bucket).map_err(|e| e.to_string())?;
@@ -300,6 +301,7 @@ pub async fn convert(
         resize,
         admitted: Arc::new(admitted.acquire_owned().await.expect("never closed")),
         cancel: Arc::new(crate::convert::webp::Cancel::new(false)),
+        force,
     };
     Ok(crate::request::convert_key(&target, key, ask).await)
 }

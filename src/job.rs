@@ -15,7 +15,7 @@ use futures::StreamExt;
 use crate::convert::{ConvertError, ConvertOptions};
 use crate::naming::{self, SourceError};
 use crate::reason::Reason;
-use crate::storage::{ObjectInfo, Storage, StorageError, WEBP_CONTENT_TYPE};
+use crate::storage::{ObjectInfo, OutputWrite, Storage, StorageError};
 
 /// Why one object was not converted.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,11 @@ pub enum JobError {
     Worker { key: String, message: String },
     #[error("{key}: upload failed: {error}")]
     Upload { key: String, error: StorageError },
+    /// The ledger leaves this version alone: given up (or kept) earlier, until it changes.
+    #[error(
+        "{key}: this version was given up earlier ({message}); it is left alone until it changes (force converts it again)"
+    )]
+    Ledgered { key: String, reason: Reason, message: String },
 }
 
 impl JobError {
@@ -49,6 +54,7 @@ impl JobError {
             Self::Collision { .. } => Reason::OutputCollision,
             Self::Worker { .. } => Reason::WorkerFailed,
             Self::Upload { .. } => Reason::UploadFailed,
+            Self::Ledgered { reason, .. } => *reason,
         }
     }
 
@@ -69,6 +75,9 @@ pub enum Outcome {
     /// Bucket mode: another writer stored this WebP between our look and our write;
     /// theirs was kept, ours not stored.
     Superseded(Report),
+    /// The WebP is at least as new as its source: nothing converted (force converts).
+    /// Only the sizes and names of the report are known.
+    UpToDate(Report),
 }
 
 /// Figures of one conversion.
@@ -119,11 +128,18 @@ pub enum Written {
     Superseded,
 }
 
-/// Writes a WebP with `Content-Type: image/webp` by `rule`.
-pub async fn write_webp(storage: &Storage, key: &str, webp: Bytes, rule: WriteRule) -> Result<Written, StorageError> {
+/// Writes the output `key` made from `source` (`Content-Type: image/webp`, the source
+/// named in its metadata: [`Storage::put_output`]) by `rule`.
+pub async fn write_webp(
+    storage: &Storage,
+    key: &str,
+    source: &str,
+    webp: Bytes,
+    rule: WriteRule,
+) -> Result<Written, StorageError> {
     let replaces = match rule {
         WriteRule::Plain => {
-            storage.put(key, webp, WEBP_CONTENT_TYPE).await?;
+            storage.put_output(key, webp, source, OutputWrite::Overwrite).await?;
             return Ok(Written::Stored);
         }
         WriteRule::Conditional { replaces: Some(listed) } => listed,
@@ -133,56 +149,82 @@ pub async fn write_webp(storage: &Storage, key: &str, webp: Bytes, rule: WriteRu
             Err(e) => return Err(e),
         },
     };
-    let put = match &replaces {
-        None => storage.put_new(key, webp, WEBP_CONTENT_TYPE).await,
-        Some(etag) => storage.put_if_match(key, webp, WEBP_CONTENT_TYPE, etag).await,
+    let write = match replaces {
+        None => OutputWrite::Create,
+        Some(etag) => OutputWrite::Update(etag),
     };
-    match put {
+    match storage.put_output(key, webp, source, write).await {
         Ok(_) => Ok(Written::Stored),
         Err(StorageError::AlreadyExists { .. } | StorageError::Changed { .. }) => Ok(Written::Superseded),
         Err(e) => Err(e),
     }
 }
 
+/// What the one LIST of a key's stem showed: the source itself, its WebP, and every
+/// source claiming that WebP.
+#[derive(Debug, Clone, Default)]
+pub struct Stem {
+    pub source: Option<ObjectInfo>,
+    pub webp: Option<ObjectInfo>,
+    pub claimants: Vec<String>,
+}
+
+impl Stem {
+    /// Whether `key`'s WebP is at least as new as `key` (as a run decides up to date).
+    pub fn up_to_date(&self) -> bool {
+        matches!((&self.source, &self.webp), (Some(s), Some(w)) if w.last_modified >= s.last_modified)
+    }
+}
+
 /// The checks every path makes before converting one key of the bucket on request
-/// (the CLI's `convert`, the API; runs make the same ones in the planner, over the
-/// listing): a safe key, an extension in `conversion.formats`, and no other source in
-/// its folder claiming the same WebP. The source's bucket was matched when its address
-/// was parsed ([`naming::parse_source`]). Answers the WebP's key.
-pub async fn check_source(storage: &Storage, formats: &[String], key: &str) -> Result<String, JobError> {
+/// (the CLI's `convert`, the API, a bucket event; runs make the same ones in the
+/// planner, over the listing): a safe key, an extension in `conversion.formats`, and no
+/// other source claiming the same WebP. The source's bucket was matched when its address
+/// was parsed ([`naming::parse_source`]). Answers what the LIST of its stem showed.
+pub async fn check_source(storage: &Storage, formats: &[String], key: &str) -> Result<Stem, JobError> {
     crate::storage::check_key(key)?;
     if !naming::is_candidate(key, formats) {
         let ext = naming::extension(key).unwrap_or("").to_owned();
         return Err(JobError::NotCandidate { key: key.to_owned(), ext });
     }
-    let output = naming::webp_key(key);
-    let sources = colliding_sources(storage, key, formats).await?;
-    if sources.len() > 1 {
-        return Err(JobError::Collision { output, sources });
+    let stem = list_stem(storage, key, formats).await?;
+    if stem.claimants.len() > 1 {
+        return Err(JobError::Collision { output: naming::webp_key(key), sources: stem.claimants });
     }
-    Ok(output)
+    Ok(stem)
 }
 
 /// The sources that would write the same WebP as `key` (itself included when it
-/// exists). One listing from the key's stem ([`naming::stem_prefix`]), stopped at the
-/// first key past it: one LIST request however large the folder.
+/// exists).
 pub async fn colliding_sources(storage: &Storage, key: &str, formats: &[String]) -> Result<Vec<String>, JobError> {
+    Ok(list_stem(storage, key, formats).await?.claimants)
+}
+
+/// One listing from the key's stem ([`naming::stem_prefix`]), stopped at the first key
+/// past it: one LIST request however large the folder.
+pub async fn list_stem(storage: &Storage, key: &str, formats: &[String]) -> Result<Stem, JobError> {
     let prefix = naming::stem_prefix(key);
+    let output = naming::webp_key(key);
     let mut listing = storage.list_ordered(Some(&prefix));
-    let mut claimants = Vec::new();
+    let mut stem = Stem::default();
     while let Some(item) = listing.next().await {
-        let k = match item {
-            Ok(o) => o.key,
+        let o = match item {
+            Ok(o) => o,
             // A name the local backend cannot hold as a key is no claimant.
             Err(StorageError::Unlistable { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
-        if !k.starts_with(&prefix) {
+        if !o.key.starts_with(&prefix) {
             break;
         }
-        if naming::claims_same_output(key, &k, formats) {
-            claimants.push(k);
+        if naming::claims_same_output(key, &o.key, formats) {
+            stem.claimants.push(o.key.clone());
+        }
+        if o.key == key {
+            stem.source = Some(o);
+        } else if o.key == output {
+            stem.webp = Some(o);
         }
     }
-    Ok(claimants)
+    Ok(stem)
 }

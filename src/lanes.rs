@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use actix::Recipient;
 
-use crate::actors::{Pipeline, Pool, RunFinished, StateBackend, Uploader};
+use crate::actors::{Pipeline, Pool, RunFinished, StateBackend, StateKeeper, Uploader};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::request::Target;
@@ -50,6 +50,7 @@ impl Lane {
             converter: self.pipeline.converter.clone(),
             memory: self.pipeline.memory.clone(),
             uploader: self.pipeline.uploader.clone(),
+            state_keeper: self.pipeline.state_keeper.clone(),
         }
     }
 }
@@ -208,9 +209,10 @@ pub fn start(
 
 /// The CLI's `convert`: what a conversion on request needs of `bucket`, and no more —
 /// its storage (the primary's store, as [`open`] opens it), the converter pool and the
-/// memory budget, and an Uploader writing by the bucket's mode's rule (conditional when
-/// other instances share the bucket). No state is opened, no run can begin and nothing
-/// joins other instances. Must be called on an actix system.
+/// memory budget, an Uploader writing by the bucket's mode's rule (conditional when
+/// other instances share the bucket) and the bucket's ledger, read. No Go state is
+/// adopted, no run can begin and nothing joins other instances. Must be called on an
+/// actix system.
 pub fn start_requests(config: &Config, primary: &Storage, bucket: &str) -> Result<Target, LaneError> {
     let bucket_config = config.for_bucket(bucket);
     let storage = if config.buckets().first().map(String::as_str) == Some(bucket) {
@@ -220,18 +222,28 @@ pub fn start_requests(config: &Config, primary: &Storage, bucket: &str) -> Resul
             .open_beside(&bucket_config.storage, bucket)
             .map_err(|e| LaneError::Open { bucket: bucket.to_owned(), message: e.to_string() })?
     };
-    let scope: Arc<dyn crate::scope::RunScope> = match bucket_config.state.cluster.clone() {
-        Some(c) => crate::cluster::Cluster::new(c),
-        None => Arc::new(crate::scope::Solo),
+    // The bucket's ledger, read (in bucket mode: what a member that holds no shard sees),
+    // and its write rule.
+    let mut backend = match bucket_config.state.cluster.clone() {
+        Some(c) => StateBackend::from(crate::cluster::Cluster::new(c)).0,
+        None => {
+            let state = &bucket_config.state;
+            let store = FileStateStore::named(&state.dir, &state.file, &state.lock)
+                .map_err(|e| LaneError::Open { bucket: bucket.to_owned(), message: e.to_string() })?;
+            StateBackend::own(Box::new(store)).0
+        }
     };
     let pool = Pool::start(config);
     let concurrency = bucket_config.pipeline.upload_concurrency;
-    let uploader = Uploader::for_requests(storage.clone(), concurrency, scope);
+    let uploader = Uploader::for_requests(storage.clone(), concurrency, backend.scope());
+    let bucket_config = Arc::new(bucket_config);
+    let keeper = StateKeeper::new(bucket_config.clone(), backend.take_store(), Default::default(), Vec::new());
     Ok(Target {
-        config: Arc::new(bucket_config),
+        config: bucket_config,
         storage,
         converter: pool.converter,
         memory: pool.memory,
         uploader: actix::Actor::start(uploader),
+        state_keeper: actix::Actor::start(keeper),
     })
 }

@@ -54,3 +54,6 @@ pub mod secret;
 pub mod state;
 pub mod storage;
 pub mod webhook;
+
+#[cfg(test)]
+mod one_path_tests;

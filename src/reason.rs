@@ -75,6 +75,11 @@ impl Reason {
     ];
 
     /// The ledger's, the run summary's and the metrics' name.
+    /// The reason whose [`Reason::code`] is `code` (as the ledger stores it).
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Self::ALL.iter().copied().find(|r| r.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::EmptyFile => "empty_file",

@@ -3,7 +3,8 @@
 //!
 //! 1. *decide* ([`job::check_source`]): a safe key, an extension in
 //!    `conversion.formats`, no other source claiming its WebP (one LIST, of the key's
-//!    own stem);
+//!    own stem, which also shows whether its WebP is up to date), and — unless forced —
+//!    not a version the ledger leaves alone (given up or kept earlier);
 //! 2. *convert* in the converter pool, under the memory budget, like every image;
 //! 3. *finish*: a full-size WebP that would not be smaller than its source is not
 //!    written (`conversion.skip_if_larger`), as a run keeps the source;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::actors::converter::{ConvertBytes, Converter};
+use crate::actors::state_keeper::{AskLedger, StateKeeper};
 use crate::actors::uploader::{PutWebp, Uploader};
 use crate::config::Config;
 use crate::convert::ResizeSpec;
@@ -26,7 +28,9 @@ use crate::convert::webp::Cancel;
 use crate::job::{self, JobError, Outcome, Report, Written};
 use crate::memory::MemoryBudget;
 use crate::naming;
-use crate::storage::Storage;
+use crate::reason::Reason;
+use crate::state::LedgerKind;
+use crate::storage::{ObjectInfo, Storage};
 
 /// What a request needs of one bucket: its storage and configuration, the shared pool
 /// and budget, and the bucket's Uploader (its write rule).
@@ -37,6 +41,8 @@ pub struct Target {
     pub converter: Addr<Converter>,
     pub memory: MemoryBudget,
     pub uploader: Addr<Uploader>,
+    /// The bucket's ledger.
+    pub state_keeper: Addr<StateKeeper>,
 }
 
 /// How one request is to be done.
@@ -46,14 +52,43 @@ pub struct Ask {
     pub admitted: Arc<OwnedSemaphorePermit>,
     /// Set when the requester gave up: the encode stops early.
     pub cancel: Arc<Cancel>,
+    /// Convert even when the WebP is up to date or the ledger leaves this version alone.
+    pub force: bool,
 }
 
 /// Converts the object `key` of `target`'s bucket: decide, download, convert, write.
 pub async fn convert_key(target: &Target, key: &str, ask: Ask) -> Result<Outcome, JobError> {
     let started = Instant::now();
-    job::check_source(&target.storage, &target.config.formats, key).await?;
-    let (_, bytes) = job::fetch(&target.storage, key, &target.config.convert).await?;
+    let stem = job::check_source(&target.storage, &target.config.formats, key).await?;
     let source = naming::address(target.storage.bucket(), key);
+    if let (false, Some(listed)) = (ask.force, &stem.source) {
+        let unconverted = |webp: Option<&ObjectInfo>| Report {
+            source: source.clone(),
+            destination: naming::address(target.storage.bucket(), &naming::webp_key(key)),
+            original_size: listed.size,
+            converted_size: webp.map_or(0, |w| w.size),
+            width: 0,
+            height: 0,
+            frames: 0,
+            lossless: false,
+            source_megapixels: 0.0,
+            duration_ms: elapsed_ms(started),
+        };
+        if ask.resize.is_none() && stem.up_to_date() {
+            return Ok(Outcome::UpToDate(unconverted(stem.webp.as_ref())));
+        }
+        let asked = AskLedger { key: key.to_owned(), etag: listed.etag.clone() };
+        if let Ok(Some(entry)) = target.state_keeper.send(asked).await {
+            if entry.kind == LedgerKind::Kept && ask.resize.is_none() {
+                return Ok(Outcome::KeptSource(unconverted(None)));
+            }
+            if entry.kind == LedgerKind::GivenUp {
+                let reason = Reason::from_code(&entry.code).unwrap_or(Reason::WorkerFailed);
+                return Err(JobError::Ledgered { key: key.to_owned(), reason, message: entry.reason });
+            }
+        }
+    }
+    let (_, bytes) = job::fetch(&target.storage, key, &target.config.convert).await?;
     convert_bytes(target, key, source, bytes, ask, started).await
 }
 
@@ -72,14 +107,15 @@ pub async fn convert_bytes(
     let convert_error = |error| JobError::Convert { key: key.to_owned(), error };
     let original_size = bytes.len() as u64;
     let memory = target.memory.reserve_work(None, &bytes, ask.resize, opts).await.map_err(convert_error)?;
-    let msg = ConvertBytes { bytes, resize: ask.resize, memory, admitted: ask.admitted, cancel: ask.cancel };
+    let Ask { resize, admitted, cancel, .. } = ask;
+    let msg = ConvertBytes { bytes, resize, memory, admitted, cancel };
     let converted = target
         .converter
         .send(msg)
         .await
         .map_err(|_| worker("the converter pool is stopping".into()))?
         .map_err(convert_error)?;
-    let output = naming::output_key(key, ask.resize.map(|_| (converted.width, converted.height)));
+    let output = naming::output_key(key, resize.map(|_| (converted.width, converted.height)));
     let webp = Bytes::from(converted.webp);
     let report = |duration_ms| Report {
         source: source.clone(),
@@ -93,11 +129,11 @@ pub async fn convert_bytes(
         source_megapixels: converted.source_megapixels,
         duration_ms,
     };
-    let kept = target.config.skip_if_larger && ask.resize.is_none() && webp.len() as u64 >= original_size;
+    let kept = target.config.skip_if_larger && resize.is_none() && webp.len() as u64 >= original_size;
     if kept {
         return Ok(Outcome::KeptSource(report(elapsed_ms(started))));
     }
-    let put = PutWebp { key: output.clone(), webp: webp.clone() };
+    let put = PutWebp { key: output.clone(), source: key.to_owned(), webp: webp.clone() };
     let written = target
         .uploader
         .send(put)

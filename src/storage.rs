@@ -47,6 +47,23 @@ pub use self::error::{ObjectInfo, StorageError};
 pub use self::key::check_key;
 pub use self::limit::{LimitSnapshot, RequestLimiter};
 use self::local::LocalBucket;
+
+/// The metadata an output carries naming its source (`x-amz-meta-ics-source` on S3).
+const SOURCE_METADATA: &str = "ics-source";
+
+/// What is escaped in a metadata value: controls, non-ASCII (by the set), and `%`.
+const METADATA_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// How [`Storage::put_output`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputWrite {
+    /// A plain PUT, replacing whatever is there.
+    Overwrite,
+    /// Only when no object exists (`If-None-Match: *`).
+    Create,
+    /// Only over the version with this ETag (`If-Match`).
+    Update(String),
+}
 use crate::config::{S3Config, StorageConfig};
 
 /// The Content-Type every WebP is stored with.
@@ -305,7 +322,7 @@ impl Storage {
             check_key(key)?;
             return local.put(key, data).await.map(Some);
         }
-        self.put_mode(key, data, content_type, PutMode::Overwrite).await
+        self.put_mode(key, data, content_type, PutMode::Overwrite, None).await
     }
 
     /// Like [`Storage::put`] but only when no object exists (`If-None-Match: *`);
@@ -316,7 +333,7 @@ impl Storage {
             check_key(key)?;
             return local.put_locked(key, data, cas::Condition::Absent).await.map(Some);
         }
-        self.put_mode(key, data, content_type, PutMode::Create).await
+        self.put_mode(key, data, content_type, PutMode::Create, None).await
     }
 
     /// Like [`Storage::put`] but only over the version with `etag` (`If-Match`), a
@@ -338,7 +355,53 @@ impl Storage {
             return local.put_locked(key, data, cas::Condition::Matches(etag.to_owned())).await.map(Some);
         }
         let version = UpdateVersion { e_tag: Some(etag.to_owned()), version: None };
-        self.put_mode(key, data, content_type, PutMode::Update(version)).await
+        self.put_mode(key, data, content_type, PutMode::Update(version), None).await
+    }
+
+    /// Writes a converted output under `key` by `write` (a plain PUT, `If-None-Match: *`
+    /// or `If-Match`, as [`Storage::put`], [`Storage::put_new`], [`Storage::put_if_match`])
+    /// with `Content-Type: image/webp` and, where the backend keeps metadata (S3, R2,
+    /// MinIO, memory; not the local directory), the key of the `source` it was made from
+    /// (`x-amz-meta-ics-source`, percent-encoded): [`Storage::output_source`] reads it
+    /// back, so that only what this daemon made of a source is deleted with it.
+    pub async fn put_output(
+        &self,
+        key: &str,
+        data: Bytes,
+        source: &str,
+        write: OutputWrite,
+    ) -> Result<Option<String>, StorageError> {
+        if let Backend::Local(_) = &self.backend {
+            return match write {
+                OutputWrite::Overwrite => self.put(key, data, WEBP_CONTENT_TYPE).await,
+                OutputWrite::Create => self.put_new(key, data, WEBP_CONTENT_TYPE).await,
+                OutputWrite::Update(etag) => self.put_if_match(key, data, WEBP_CONTENT_TYPE, &etag).await,
+            };
+        }
+        let mode = match write {
+            OutputWrite::Overwrite => PutMode::Overwrite,
+            OutputWrite::Create => PutMode::Create,
+            OutputWrite::Update(etag) => PutMode::Update(UpdateVersion { e_tag: Some(etag), version: None }),
+        };
+        self.put_mode(key, data, WEBP_CONTENT_TYPE, mode, Some(source)).await
+    }
+
+    /// The source an output was made from, as [`Storage::put_output`] recorded it:
+    /// `None` for an object this daemon did not write (uploaded by someone else, or
+    /// written before outputs named their source) and on the local backend, which keeps
+    /// no metadata. [`StorageError::NotFound`] when there is no such object.
+    pub async fn output_source(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let path = check_key(key)?;
+        let store = match &self.backend {
+            Backend::Local(local) => return local.head(key).await.map(|_| None),
+            Backend::Store(store) => store,
+        };
+        let opts = GetOptions { head: true, ..Default::default() };
+        let res = store.get_opts(&path, opts).await.map_err(|e| StorageError::backend("head", key, e))?;
+        Ok(res
+            .attributes
+            .get(&Attribute::Metadata(SOURCE_METADATA.into()))
+            .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
     }
 
     async fn put_mode(
@@ -347,11 +410,17 @@ impl Storage {
         data: Bytes,
         content_type: &str,
         mode: PutMode,
+        source: Option<&str>,
     ) -> Result<Option<String>, StorageError> {
         let path = check_key(key)?;
         let Backend::Store(store) = &self.backend else { unreachable!("local puts are handled by the callers") };
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::ContentType, content_type.to_owned().into());
+        if let Some(source) = source {
+            // Metadata travels as an HTTP header: ASCII only, so the key is percent-encoded.
+            let encoded = percent_encoding::utf8_percent_encode(source, METADATA_ESCAPES).to_string();
+            attributes.insert(Attribute::Metadata(SOURCE_METADATA.into()), encoded.into());
+        }
         let op = if matches!(mode, PutMode::Update(_)) { "update" } else { "put" };
         let opts = PutOptions { mode, attributes, ..Default::default() };
         store

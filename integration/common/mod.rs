@@ -178,7 +178,7 @@ pub async fn convert_object(
     key: &str,
     resize: Option<ics::convert::ResizeSpec>,
 ) -> Result<ics::job::Outcome, ics::job::JobError> {
-    ics::daemon::convert(config.clone(), storage.clone(), storage.bucket(), key, resize)
+    ics::daemon::convert(config.clone(), storage.clone(), storage.bucket(), key, resize, false)
         .await
         .expect("the bucket opens")
 }

@@ -216,8 +216,10 @@ impl ListingJob {
                 Decision::Conflict { mut sources, output } => {
                     sources.retain(|s| self.mine(start, &s.key));
                     let names: Vec<String> = sources.iter().map(|s| s.key.clone()).collect();
+                    // The one wording of a collision, as events, the API and the CLI give it.
+                    let reason = crate::job::JobError::Collision { output: output.clone(), sources: names }.to_string();
                     for source in sources {
-                        let reason = format!("{output} is claimed by several sources ({})", names.join(", "));
+                        let reason = reason.clone();
                         skipped += self.give_up(start, source.key, source.etag, Reason::OutputCollision, reason).await;
                     }
                 }

@@ -89,6 +89,15 @@ pub struct DecideEvent {
     pub etag: Option<String>,
 }
 
+/// A conversion on request (the API, the CLI's `convert`) asks whether the ledger leaves
+/// this version of a source alone; answers the entry that does (given up or kept).
+#[derive(Message)]
+#[rtype(result = "Option<crate::state::LedgerEntry>")]
+pub struct AskLedger {
+    pub key: String,
+    pub etag: Option<String>,
+}
+
 /// What became of a source a bucket event announced, recorded as a run records it
 /// (converted: its ledger entry dropped; kept; failed for good: given up). Answered once
 /// stored, so the event's message may go; an error leaves the message to come back.
@@ -633,6 +642,20 @@ impl Handler<DecideEvent> for StateKeeper {
             return MessageResult(LedgerDecision::Leave);
         }
         MessageResult(self.state.decide(&msg.key, etag, now))
+    }
+}
+
+impl Handler<AskLedger> for StateKeeper {
+    type Result = MessageResult<AskLedger>;
+
+    fn handle(&mut self, msg: AskLedger, _: &mut Context<Self>) -> Self::Result {
+        let now = Utc::now();
+        let etag = msg.etag.as_deref();
+        let entry = match self.state.decide(&msg.key, etag, now) {
+            LedgerDecision::Leave => self.state.ledger.get(&msg.key).cloned(),
+            _ => None,
+        };
+        MessageResult(entry)
     }
 }
 

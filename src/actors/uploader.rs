@@ -44,6 +44,8 @@ pub struct UploadWebp {
 #[rtype(result = "Result<Written, StorageError>")]
 pub struct PutWebp {
     pub key: String,
+    /// The key it was made from (named in the output's metadata).
+    pub source: String,
     pub webp: Bytes,
 }
 
@@ -96,7 +98,7 @@ async fn put_run_webp(storage: &Storage, scope: &dyn RunScope, c: &Candidate, we
     } else {
         WriteRule::Plain
     };
-    match job::write_webp(storage, &c.output, webp, rule).await {
+    match job::write_webp(storage, &c.output, &c.source.key, webp, rule).await {
         Ok(Written::Stored) => Ok(()),
         Ok(Written::Superseded) => Err(Put::Superseded(format!("{} was written by another instance first", c.output))),
         Err(e) => Err(Put::Failed(e)),
@@ -157,7 +159,7 @@ impl Handler<PutWebp> for Uploader {
         let rule = WriteRule::current(self.scope.conditional_writes());
         Box::pin(async move {
             let _permit = uploads.acquire_owned().await.expect("never closed");
-            job::write_webp(&storage, &msg.key, msg.webp, rule).await
+            job::write_webp(&storage, &msg.key, &msg.source, msg.webp, rule).await
         })
     }
 }

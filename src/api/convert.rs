@@ -111,6 +111,14 @@ async fn convert(
         return Err(ApiError::bad_request("missing_source", "source is required"));
     }
     let resize = resize_from(query, &state)?;
+    let force = match query.get("force").map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" || v.is_empty() => false,
+        Some(v) => {
+            return Err(ApiError::bad_request("invalid_request", format!("force must be true or false, got {v:?}")));
+        }
+    };
     let Ok(admitted) = state.api_slots.clone().try_acquire_owned() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -123,7 +131,9 @@ async fn convert(
     // held until the converter has really finished (or skipped) its work.
     let admitted = Arc::new(admitted);
     let cancel = Arc::new(crate::convert::webp::Cancel::new(false));
-    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), resize, admitted, cancel.clone())).await {
+    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), resize, force, admitted, cancel.clone()))
+        .await
+    {
         Ok(r) => r,
         Err(_) => Err({
             // A conversion under way stops early; its memory is released when it has.
@@ -141,11 +151,12 @@ async fn convert_inner(
     state: &AppState,
     source: &str,
     resize: Option<ResizeSpec>,
+    force: bool,
     admitted: Arc<OwnedSemaphorePermit>,
     cancel: Arc<crate::convert::webp::Cancel>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let ask = request::Ask { resize, admitted, cancel };
+    let ask = request::Ask { resize, admitted, cancel, force };
     let is_url = source.starts_with("http://") || source.starts_with("https://");
     // `r2://<bucket>/<key>` goes to that bucket's lane; a bare key or a URL to the primary.
     let outcome = if is_url {
@@ -169,8 +180,15 @@ async fn convert_inner(
         JobError::Convert { error, .. } => JobError::Convert { key: source.to_owned(), error },
         e => e,
     })?;
+    let up_to_date = matches!(outcome, Outcome::UpToDate(_));
     let (report, superseded, kept, message) = match &outcome {
         Outcome::Converted(r) => (r, false, false, "Image converted successfully"),
+        Outcome::UpToDate(r) => (
+            r,
+            false,
+            false,
+            "Image is up to date: its WebP is as new as the source; nothing converted (force=true converts)",
+        ),
         // Bucket mode: another writer stored this WebP between our look and our write.
         Outcome::Superseded(r) => {
             (r, true, false, "Image converted; another writer stored this WebP first, and it was kept")
@@ -183,7 +201,7 @@ async fn convert_inner(
             "Image kept: its WebP would not be smaller than the source (conversion.skip_if_larger); nothing written",
         ),
     };
-    if !kept {
+    if !kept && !up_to_date {
         state.metrics.api_converted();
     }
     tracing::info!(
@@ -197,6 +215,7 @@ async fn convert_inner(
         "message": message,
         "superseded": superseded,
         "kept": kept,
+        "up_to_date": up_to_date,
         "source": report.source,
         "destination": report.destination,
         "original_size": report.original_size,

@@ -59,7 +59,7 @@ async fn post_convert(state: &AppState, source: &str) -> (u16, Value) {
 /// What the CLI's `convert` says for `source` (its address parsed as the CLI does).
 async fn cli_convert(state: &AppState, source: &str) -> Result<job::Outcome, JobError> {
     let key = crate::naming::parse_source(source, state.storage.bucket())?;
-    crate::daemon::convert((*state.config).clone(), state.storage.clone(), state.storage.bucket(), &key, None)
+    crate::daemon::convert((*state.config).clone(), state.storage.clone(), state.storage.bucket(), &key, None, false)
         .await
         .expect("the bucket opens")
 }
@@ -116,16 +116,22 @@ async fn a_conditional_write_never_overwrites_a_webp_it_did_not_see() {
     let storage = Storage::in_memory("bucket");
     let first = Bytes::from_static(b"first");
     let rule_new = WriteRule::Conditional { replaces: Some(None) };
-    assert_eq!(job::write_webp(&storage, "a.webp", first.clone(), rule_new.clone()).await.unwrap(), Written::Stored);
+    assert_eq!(
+        job::write_webp(&storage, "a.webp", "a.jpg", first.clone(), rule_new.clone()).await.unwrap(),
+        Written::Stored
+    );
     // Another writer stored one meanwhile: a write that listed none is refused...
     let second = Bytes::from_static(b"second");
-    assert_eq!(job::write_webp(&storage, "a.webp", second.clone(), rule_new).await.unwrap(), Written::Superseded);
+    assert_eq!(
+        job::write_webp(&storage, "a.webp", "a.jpg", second.clone(), rule_new).await.unwrap(),
+        Written::Superseded
+    );
     // ...and so is one that saw an older version.
     let stale = WriteRule::Conditional { replaces: Some(Some("\"not-its-etag\"".into())) };
-    assert_eq!(job::write_webp(&storage, "a.webp", second.clone(), stale).await.unwrap(), Written::Superseded);
+    assert_eq!(job::write_webp(&storage, "a.webp", "a.jpg", second.clone(), stale).await.unwrap(), Written::Superseded);
     assert_eq!(storage.get("a.webp", 1 << 20).await.unwrap().1, first, "the first WebP stands");
     // Looking now, it replaces the version it saw.
     let now = WriteRule::Conditional { replaces: None };
-    assert_eq!(job::write_webp(&storage, "a.webp", second.clone(), now).await.unwrap(), Written::Stored);
+    assert_eq!(job::write_webp(&storage, "a.webp", "a.jpg", second.clone(), now).await.unwrap(), Written::Stored);
     assert_eq!(storage.get("a.webp", 1 << 20).await.unwrap().1, second);
 }

@@ -68,6 +68,9 @@ pub struct Converted {
     /// full-size conversion only): nothing was written, as a run keeps the source;
     /// `destination` is where it would have gone.
     kept: bool,
+    /// The WebP is at least as new as its source: nothing converted (`force=true`
+    /// converts again); `width` and `height` are then 0.
+    up_to_date: bool,
     original_size: u64,
     converted_size: u64,
     width: u32,
@@ -172,6 +175,9 @@ pub struct Resize {
     height: Option<u32>,
     /// A name from `presets` (not with `width`/`height`).
     preset: Option<String>,
+    /// `true` (or `1`): convert even when the WebP is up to date or the ledger leaves
+    /// this version of the source alone (given up or kept earlier).
+    force: Option<bool>,
 }
 
 /// The answers of both `/api/convert` operations.

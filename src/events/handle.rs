@@ -5,12 +5,17 @@
 //!   is done at once, without a request.
 //! - An event older than the object (its ETag differs from the HEAD's and the object
 //!   changed after it) is done: the newer upload has an event of its own.
+//! - Two sources claiming one WebP (`p/x.jpg`, `p/x.png`): neither is converted, given up
+//!   as `output_collision` as a run gives them up (one LIST, of the key's own stem).
 //! - A source whose WebP is as new as it is done after two HEADs, without a download;
 //!   so is one the ledger leaves alone (this version given up, or kept as smaller than
 //!   its WebP would be).
 //! - The WebP is written conditionally over the one seen before converting, and the
 //!   source is checked again after the write: when it changed meanwhile, it is converted
 //!   again, so an older version's WebP never stays over a newer source.
+//! - A removal deletes the WebP only when no source claims it any more and this daemon
+//!   made it of the removed source (the output's metadata names its source); when one
+//!   claimant of a shared name is left, it is converted.
 //! - Events for one key are handled one at a time (a key lock), so duplicates that arrive
 //!   together cost one conversion.
 //!
@@ -35,6 +40,7 @@ use crate::actors::converter::{ConvertBytes, Converter};
 use crate::actors::state_keeper::{DecideEvent, EventRecorded, RecordEvent, StateKeeper};
 use crate::actors::uploader::{PutEventWebp, Uploader};
 use crate::config::Config;
+use crate::job;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::model::{Candidate, ItemOutcome};
@@ -171,6 +177,11 @@ impl Handler {
         }
     }
 
+    /// A source removed (`events.delete_webp_on_remove`): its WebP goes only when no
+    /// source claims it any more and this daemon made it of that source (its metadata
+    /// says so: [`Storage::output_source`]); a WebP the user uploaded, or one another
+    /// source made, stays. When one claimant of a shared name is left and the WebP is not
+    /// its own, that one is converted now.
     async fn removed(&self, event: &ObjectEvent) -> Handled {
         if !self.config.events.delete_webp_on_remove {
             return Handled::Done(Done::Removed { webp_deleted: false });
@@ -181,27 +192,66 @@ impl Handler {
             Ok(None) => {}
             Err(e) => return Handled::Retry(e),
         }
-        match self.storage.delete(&naming::webp_key(&event.key)).await {
-            Ok(()) => Handled::Done(Done::Removed { webp_deleted: true }),
-            Err(e) => Handled::Retry(e.to_string()),
+        let output = naming::webp_key(&event.key);
+        let owner = match self.storage.output_source(&output).await {
+            Ok(owner) => owner,
+            Err(StorageError::NotFound { .. }) => return Handled::Done(Done::Removed { webp_deleted: false }),
+            Err(e) => return Handled::Retry(e.to_string()),
+        };
+        let claimants = match job::colliding_sources(&self.storage, &event.key, &self.config.formats).await {
+            Ok(c) => c,
+            Err(e) => return Handled::Retry(e.to_string()),
+        };
+        match claimants.as_slice() {
+            [] if owner.as_deref() == Some(event.key.as_str()) => match self.storage.delete(&output).await {
+                Ok(()) => Handled::Done(Done::Removed { webp_deleted: true }),
+                Err(e) => Handled::Retry(e.to_string()),
+            },
+            [left] if owner.as_deref() != Some(left.as_str()) => {
+                let lock = self.lock(left);
+                let guard = lock.lock().await;
+                let handled = self.create(left, None, None, true).await;
+                drop(guard);
+                self.unlock(left, lock);
+                match handled {
+                    Handled::Done(Done::Converted) => Handled::Done(Done::Removed { webp_deleted: false }),
+                    other => other,
+                }
+            }
+            _ => Handled::Done(Done::Removed { webp_deleted: false }),
         }
     }
 
     async fn created(&self, event: &ObjectEvent) -> Handled {
-        let output = naming::webp_key(&event.key);
-        let mut force = false;
+        self.create(&event.key, event.etag.as_deref(), event.time, false).await
+    }
+
+    /// The source `key` created (as of `etag` at `time`, when the event says; `force`:
+    /// convert even when its WebP looks as new as it is).
+    async fn create(&self, key: &str, etag: Option<&str>, time: Option<chrono::DateTime<Utc>>, force: bool) -> Handled {
+        let output = naming::webp_key(key);
+        let mut force = force;
         for _ in 0..MAX_ROUNDS {
-            let source = match self.head(&event.key).await {
+            let source = match self.head(key).await {
                 Ok(Some(s)) => s,
                 Ok(None) => return Handled::Done(Done::Gone),
                 Err(e) => return Handled::Retry(e),
             };
             if !force
-                && event.etag.is_some()
-                && !same_etag(event.etag.as_deref(), source.etag.as_deref())
-                && event.time.is_none_or(|t| t < source.last_modified)
+                && etag.is_some()
+                && !same_etag(etag, source.etag.as_deref())
+                && time.is_none_or(|t| t < source.last_modified)
             {
                 return Handled::Done(Done::Stale);
+            }
+            // Two sources claiming one WebP: neither is converted, as a run decides.
+            match job::colliding_sources(&self.storage, key, &self.config.formats).await {
+                Ok(sources) if sources.len() > 1 => {
+                    let e = job::JobError::Collision { output: output.clone(), sources };
+                    return self.give_up(&source, e.reason(), e.to_string()).await;
+                }
+                Ok(_) => {}
+                Err(e) => return Handled::Retry(e.to_string()),
             }
             let webp = match self.head(&output).await {
                 Ok(w) => w,
@@ -221,12 +271,12 @@ impl Handler {
             }
             // The source may have changed while we converted: then our WebP is of an
             // older version, and its timestamp would hide the newer one from everyone.
-            match self.head(&event.key).await {
+            match self.head(key).await {
                 Ok(Some(now)) if !same_etag(now.etag.as_deref(), converted_etag.as_deref()) => force = true,
                 _ => return Handled::Done(Done::Converted),
             }
         }
-        Handled::Retry(format!("{} kept changing while it was converted", event.key))
+        Handled::Retry(format!("{key} kept changing while it was converted"))
     }
 
     /// Downloads, converts and stores one source's WebP.

@@ -78,6 +78,31 @@ fn root_health_and_metrics() {
     }
 }
 
+/// Issue 22: deciding one object costs at most one LIST, of the key's own stem, however
+/// large its folder (the whole folder was listed: 20 LISTs and 4 s a call in a folder of
+/// 20,000). Counted at the S3 server.
+#[test]
+fn a_conversion_on_request_in_a_folder_of_20000_objects_lists_once() {
+    need_s3!();
+    let bucket = new_bucket("api-bigdir");
+    let objects: Vec<(String, usize)> = (0..20_000).map(|i| (format!("big/{i:05}.jpg"), 0)).collect();
+    fill_direct(&bucket, &objects, &[&fixture("jpeg_baseline.jpg")]);
+    let server = Server::start(Some(&bucket), "");
+    request_counts(&bucket, true);
+    for key in ["big/00000.jpg", "big/12345.jpg", "big/19999.jpg"] {
+        let r = server.post("/api/convert", json!({"source": key}));
+        assert_eq!(r.status, 200, "{key}: {}", r.json());
+        let counts = request_counts(&bucket, true);
+        assert_eq!(counts.get("LIST").copied().unwrap_or(0), 1, "{key}: {counts:?}");
+    }
+    // Converted again on request, it is up to date: still one LIST, and no GET or PUT.
+    let r = server.post("/api/convert", json!({"source": "big/12345.jpg"}));
+    assert_eq!(r.json()["up_to_date"], true, "{}", r.json());
+    let counts = request_counts(&bucket, true);
+    assert_eq!(counts.get("LIST").copied().unwrap_or(0), 1, "{counts:?}");
+    assert_eq!((counts.get("GET"), counts.get("PUT")), (None, None), "{counts:?}");
+}
+
 #[test]
 fn convert_succeeds_by_post_and_get_with_resizing() {
     need_s3!();

@@ -74,6 +74,27 @@ impl RunScope for Events {
     }
 }
 
+/// A run's scope beside bucket events (`events:` configured): an event may convert and
+/// write the same WebP while the run does, so the run writes conditionally too — on the
+/// WebP it listed — and each WebP is stored once, whichever comes first. Otherwise the
+/// scope it wraps decides.
+#[derive(Debug)]
+pub struct BesideEvents(pub std::sync::Arc<dyn RunScope>);
+
+impl RunScope for BesideEvents {
+    fn covers(&self, key: &str, now: DateTime<Utc>) -> Cover {
+        self.0.covers(key, now)
+    }
+
+    fn mark_skipped(&self, key: &str) {
+        self.0.mark_skipped(key)
+    }
+
+    fn conditional_writes(&self) -> bool {
+        true
+    }
+}
+
 /// Whether a stage may act for `key` now; an untrusted key is marked skipped (its part
 /// stays owed a run). The one call the stages make.
 pub fn admit(scope: &dyn RunScope, key: &str, now: DateTime<Utc>) -> bool {

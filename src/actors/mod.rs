@@ -147,7 +147,10 @@ impl Pipeline {
         let state_keeper = StateKeeper::new(config.clone(), store, metrics.clone(), listeners).start();
         let concurrency = config.pipeline.upload_concurrency;
         // The run scope, chosen once here and handed to the stages that act per key.
-        let scope: Arc<dyn RunScope> = backend.scope();
+        let scope: Arc<dyn RunScope> = match backend.scope() {
+            scope if config.events.any() => Arc::new(crate::scope::BesideEvents(scope)),
+            scope => scope,
+        };
         let uploader = Uploader::new(storage.clone(), state_keeper.clone(), concurrency, scope.clone()).start();
         let (converter, memory) = (pool.converter.clone(), pool.memory.clone());
         let route = converter::Route { uploader: uploader.clone(), state_keeper: state_keeper.clone() };
@@ -162,3 +165,5 @@ impl Pipeline {
 
 #[cfg(test)]
 mod pipeline_tests;
+#[cfg(test)]
+mod properties_tests;

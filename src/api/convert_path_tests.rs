@@ -49,8 +49,12 @@ fn state(dir: &std::path::Path, cluster: bool) -> (AppState, Probe) {
 }
 
 async fn post_convert(state: &AppState, source: &str) -> (u16, Value) {
+    post(state, "/api/convert", source).await
+}
+
+async fn post(state: &AppState, uri: &str, source: &str) -> (u16, Value) {
     let app = test::init_service(App::new().configure(|cfg| configure(cfg, state.clone()))).await;
-    let req = test::TestRequest::post().uri("/api/convert").set_json(json!({ "source": source })).to_request();
+    let req = test::TestRequest::post().uri(uri).set_json(json!({ "source": source })).to_request();
     let res = test::call_service(&app, req).await;
     let status = res.status().as_u16();
     (status, test::read_body_json(res).await)
@@ -101,9 +105,12 @@ async fn the_api_writes_by_the_same_rule_as_the_runs_plainly_alone_conditionally
         let (status, body) = post_convert(&state, "p/cat.png").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["superseded"], json!(false));
-        // Again: the WebP exists now, and is replaced (in bucket mode, on its version).
-        let (status, _) = post_convert(&state, "p/cat.png").await;
-        assert_eq!(status, 200);
+        // Again: the WebP is up to date now, and nothing is written...
+        let (status, body) = post_convert(&state, "p/cat.png").await;
+        assert_eq!((status, &body["up_to_date"]), (200, &json!(true)), "{body}");
+        // ...unless forced: then it is replaced (in bucket mode, on its version).
+        let (status, body) = post(&state, "/api/convert?force=true", "p/cat.png").await;
+        assert_eq!((status, &body["up_to_date"]), (200, &json!(false)), "{body}");
         let webp_modes: Vec<String> =
             probe.modes.lock().unwrap().iter().filter(|(k, _)| k == "p/cat.webp").map(|(_, m)| m.clone()).collect();
         let expected = if cluster { ["Create", "Update"] } else { ["Overwrite", "Overwrite"] };

@@ -28,6 +28,14 @@ pub struct EventsConfig {
     pub webhook_every: std::time::Duration,
 }
 
+impl EventsConfig {
+    /// Whether any event source is configured: bucket events may then write WebPs
+    /// beside the runs.
+    pub fn any(&self) -> bool {
+        self.sqs.is_some() || self.cloudflare_queue.is_some() || self.webhook_enabled
+    }
+}
+
 /// `events.cloudflare_queue:` validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudflareQueueConfig {

@@ -88,8 +88,7 @@ impl Events {
         let router = route::Router::new(handlers);
         let config = router.primary().config.clone();
         let mut tasks = Vec::new();
-        let any =
-            config.events.sqs.is_some() || config.events.cloudflare_queue.is_some() || config.events.webhook_enabled;
+        let any = config.events.any();
         if let (Some(webhook), true) = (webhook, any) {
             // Each bucket's summary, as each bucket's runs send their own batch.completed.
             for handler in router.handlers() {

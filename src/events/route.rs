@@ -9,15 +9,25 @@
 //! the first event of each such bucket is said at INFO (the rest at DEBUG), since a
 //! shared queue may carry many.
 //!
+//! A body's or batch's records are handled side by side ([`Router::handle_all`]), so
+//! one that fails does not hold the others back, and duplicates among them meet at the
+//! handler's key lock and cost one conversion. A record that can never succeed (it
+//! cannot be read, its key is refused, its image is bad) is given up with its reason:
+//! said once at WARN, counted (`given_up` in `/api/status`,
+//! `ics_events_given_up_total{source,reason}`), ledgered when it has a key.
+//!
 //! Every handler shares one admission at the converter pool (`events.concurrency` for
 //! all buckets together), as the buckets' runs share the pool and the memory budget.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
+
 use super::handle::{Done, Handled, Handler};
-use super::record::ObjectEvent;
+use super::record::{ObjectEvent, RecordError};
 use super::status::SourceStatus;
+use crate::reason::Reason;
 
 /// How many unconfigured buckets' names are remembered for the once-only INFO line.
 const REMEMBERED: usize = 100;
@@ -78,7 +88,9 @@ impl Router {
                 }
             }
             Handled::Done(Done::GivenUp { code, reason }) => {
-                tracing::warn!(bucket = %handler.storage.bucket(), key = %event.key, code = %code, "Event's image given up: {reason}");
+                tracing::warn!(bucket = %handler.storage.bucket(), key = ?event.key, code = %code, source = status.name(), "Event's image given up: {reason}");
+                status.given_up();
+                handler.metrics.event_given_up(status.name(), code);
             }
             _ => {}
         }
@@ -86,6 +98,62 @@ impl Router {
             tracing::debug!(bucket = %handler.storage.bucket(), key = %event.key, outcome = ?done, "Bucket event handled");
         }
         handled
+    }
+
+    /// Handles a body's (or a batch's) `events` side by side, `events.concurrency` at
+    /// once, and gives up its `unreadable` records; answers the errors of those left to
+    /// come back (none: the message may go).
+    pub async fn handle_all(
+        &self,
+        events: &[ObjectEvent],
+        unreadable: &[RecordError],
+        status: &SourceStatus,
+    ) -> Vec<String> {
+        for e in unreadable {
+            self.unreadable(e, status);
+        }
+        let concurrency = self.primary().config.events.concurrency;
+        futures::stream::iter(events)
+            .map(|ev| async move {
+                match self.handle(ev, status).await {
+                    Handled::Retry(e) => Some(format!("{:?}: {e}", ev.key)),
+                    Handled::Done(_) => None,
+                }
+            })
+            .buffer_unordered(concurrency)
+            .filter_map(|r| async move { r })
+            .collect()
+            .await
+    }
+
+    /// A record (or a whole message) that cannot be read is given up: said once, counted.
+    pub fn unreadable(&self, error: &RecordError, status: &SourceStatus) {
+        tracing::warn!(source = status.name(), "Event record given up, it can never succeed: {error}");
+        status.given_up();
+        status.error(error.to_string());
+        self.primary().metrics.event_given_up(status.name(), "unreadable_record");
+    }
+
+    /// Gives up `events` whose message keeps failing (received more than
+    /// `events.max_receives` times with no dead-letter queue): each image's failure goes
+    /// to the ledger (not permanent: the runs retry it on their backoff), the message
+    /// counted once. Answers the errors of those the ledger could not take.
+    pub async fn give_up_message(&self, events: &[ObjectEvent], why: &str, status: &SourceStatus) -> Vec<String> {
+        status.given_up();
+        self.primary().metrics.event_given_up(status.name(), "max_receives");
+        let mut errors = Vec::new();
+        for ev in events {
+            let Some(handler) = self.route(ev) else { continue };
+            if !crate::naming::is_candidate(&ev.key, &handler.config.formats) {
+                continue;
+            }
+            let reason = format!("its bucket event was given up: {why}");
+            let code = Reason::StorageError;
+            if let Handled::Retry(e) = handler.give_up_key(&ev.key, ev.etag.clone(), code, reason, false).await {
+                errors.push(format!("{:?}: {e}", ev.key));
+            }
+        }
+        errors
     }
 
     fn unconfigured(&self, event: &ObjectEvent) {

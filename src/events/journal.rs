@@ -170,7 +170,7 @@ impl Backlog {
 
     fn view(&self) -> BacklogView {
         let (files, records, oldest) = self.left;
-        let waiting = self.files.first().map(|f| f.since);
+        let waiting = self.files.last().map(|f| f.since);
         BacklogView {
             files: self.files.len() + files,
             records: self.records + records,
@@ -319,4 +319,44 @@ fn rewrite(path: &Path, body: &str) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(keys: &[&str]) -> String {
+        let records: Vec<_> = keys
+            .iter()
+            .map(|k| serde_json::json!({"eventName": "ObjectCreated:Put", "s3": {"object": {"key": k}}}))
+            .collect();
+        serde_json::json!({ "Records": records }).to_string()
+    }
+
+    #[test]
+    fn the_backlog_counts_the_files_and_records_left_and_the_oldest_acceptance() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let before = Utc::now() - chrono::Duration::milliseconds(1);
+        assert_eq!(journal.append(body(&["a.jpg", "b.jpg"]).as_bytes()).unwrap(), 2);
+        assert_eq!(journal.append(body(&["c.jpg"]).as_bytes()).unwrap(), 1);
+        let mut backlog = journal.scan();
+        let view = backlog.view();
+        assert_eq!((view.files, view.records), (2, 3));
+        let first = backlog.pop().unwrap();
+        assert_eq!(first.records, 2, "oldest first");
+        // Its name says when it was accepted (a rewrite keeps the name, not the mtime).
+        assert_eq!(accepted_at(&first.id), Some(first.since));
+        assert!(first.since >= before && first.since <= Utc::now(), "{}", first.since);
+        assert_eq!(view.oldest, Some(first.since));
+        // Left with one record to do: still counted, still the oldest.
+        backlog.left((1, first.since));
+        let view = backlog.view();
+        assert_eq!((view.files, view.records, view.oldest), (2, 2, Some(first.since)));
+        let second = backlog.pop().unwrap();
+        assert_eq!(second.records, 1);
+        let view = backlog.view();
+        assert_eq!((view.files, view.records, view.oldest), (1, 1, Some(first.since)));
+        assert!(backlog.pop().is_none());
+    }
 }

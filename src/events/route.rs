@@ -238,4 +238,33 @@ mod tests {
             assert_eq!(router.said.lock().unwrap().len(), 1, "said once at INFO");
         });
     }
+
+    #[test]
+    fn a_refused_key_and_an_unreadable_record_are_given_up_beside_a_good_one_converted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        actix::System::new().block_on(async {
+            let router = Router::new(vec![handler(dir.path(), "primary")]);
+            let storage = &router.handlers()[0].storage;
+            storage.put("p/x.jpg", Bytes::from_static(JPEG), "image/jpeg").await.unwrap();
+            let status = SourceStatus::named("sqs");
+            // The refused key first: before, it was retried and the rest waited behind it.
+            let events = [created("", "p/evil\0.jpg"), created("", "p/x.jpg"), created("", "p/x.jpg")];
+            let unreadable = [RecordError("record 3: bad %-escape".into())];
+            let left = router.handle_all(&events, &unreadable, &status).await;
+            assert!(left.is_empty(), "nothing left to come back: {left:?}");
+            assert!(storage.head("p/x.webp").await.is_ok());
+            let view = status.view();
+            assert_eq!((view.converted, view.given_up), (1, 2), "the duplicate cost nothing: {view:?}");
+            let metrics = router.primary().metrics.render();
+            for reason in ["unsafe_key", "unreadable_record"] {
+                let line = format!("ics_events_given_up_total{{reason=\"{reason}\",source=\"sqs\"}} 1\n");
+                assert!(metrics.contains(&line), "{line} in {metrics}");
+            }
+            use crate::state::StateStore;
+            let state = crate::state::FileStateStore::new(&dir.path().join("primary")).unwrap();
+            let ledger = state.load().unwrap().unwrap().ledger;
+            let evil = &ledger["p/evil\0.jpg"];
+            assert_eq!((evil.kind, evil.code.as_str()), (crate::state::LedgerKind::GivenUp, "unsafe_key"));
+        });
+    }
 }

@@ -16,6 +16,11 @@
 //! - What became of an event's image is in the ledger before its message goes: a kept
 //!   source (its WebP would be larger) and a given-up one are recorded, a duplicate of
 //!   either is not downloaded again, and a run afterwards leaves both alone.
+//! - Messages that can never succeed are given up once: a poison record beside a good one
+//!   (the good one converted), a message that is no event, a message failing at every
+//!   delivery past `events.max_receives` on a queue without a dead-letter policy (left to
+//!   the policy where there is one), and a journal file half done at SIGTERM resumed
+//!   where it stopped.
 
 use crate::common;
 

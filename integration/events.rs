@@ -19,8 +19,8 @@
 //! - Messages that can never succeed are given up once: a poison record beside a good one
 //!   (the good one converted), a message that is no event, a message failing at every
 //!   delivery past `events.max_receives` on a queue without a dead-letter policy (left to
-//!   the policy where there is one), and a journal file half done at SIGTERM resumed
-//!   where it stopped.
+//!   the policy where there is one), a journal file failing past as many passes, and a
+//!   journal file half done at SIGTERM resumed where it stopped.
 
 use crate::common;
 
@@ -878,4 +878,53 @@ fn a_journal_file_half_done_at_sigterm_resumes_where_it_stopped_and_its_backlog_
     assert_eq!(successful_puts(&a).get(&webp_of(&ka)), Some(&1));
     let status = server.get("/api/status").json();
     assert_eq!(status["events"]["webhook"]["backlog"]["files"], 0, "{status}");
+}
+
+#[test]
+fn a_journal_file_failing_every_pass_is_given_up_after_max_receives_passes() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("evjmax");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let key = key_of(1);
+    rt.block_on(storage.put(&key, fixture(NAMES[1]).into(), "image/jpeg")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let env = [("ICS__STATE__DIR", state.path().to_string_lossy().into_owned())];
+    // Every HEAD times out: each pass (one every 5 s) fails transiently.
+    let yaml = "storage: {max_retries: 0, request_timeout_seconds: 1}\n\
+                events: {webhook_enabled: true, webhook_token: minio-secret, max_receives: 2}\n";
+    let server = Server::start_env(Some(&bucket), yaml, &env);
+    set_latency(&bucket, 3000);
+    let body = serde_json::json!({"Records": [created_record(&bucket, &key)]});
+    let r = http(
+        "POST",
+        &format!("{}/api/events", server.base),
+        Some(body.to_string().as_bytes()),
+        &[("Authorization", "Bearer minio-secret"), ("Content-Type", "application/json")],
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let journal = state.path().join("events");
+    // Two failing passes, then given up: before, it was handled every 5 s forever.
+    let status = wait_for("the file to be given up", Duration::from_secs(30), || {
+        let s = server.get("/api/status").json();
+        (s["events"]["webhook"]["given_up"] == 1).then_some(s)
+    });
+    set_latency(&bucket, 0);
+    let files = std::fs::read_dir(&journal).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
+    assert_eq!(files, 0, "the file is gone");
+    let webhook = &status["events"]["webhook"];
+    assert_eq!((webhook["received"].as_u64(), webhook["converted"].as_u64()), (Some(1), Some(0)), "{status}");
+    assert_eq!(webhook["backlog"]["files"], 0, "{status}");
+    std::thread::sleep(Duration::from_secs(6));
+    let said = server.log.lock().unwrap().iter().filter(|l| l.contains("Journal file given up")).count();
+    assert_eq!(said, 1, "said once");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    let line = "ics_events_given_up_total{reason=\"max_receives\",source=\"webhook\"} 1";
+    assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    drop(server);
+    use ics::state::StateStore;
+    let ledger = ics::state::FileStateStore::new(state.path()).unwrap().load().unwrap().unwrap().ledger;
+    assert_eq!(ledger[&key].kind, ics::state::LedgerKind::Failed, "{ledger:?}");
+    assert!(ledger[&key].reason.contains("max_receives"), "{ledger:?}");
 }

@@ -16,6 +16,11 @@
 //! - What became of an event's image is in the ledger before its message goes: a kept
 //!   source (its WebP would be larger) and a given-up one are recorded, a duplicate of
 //!   either is not downloaded again, and a run afterwards leaves both alone.
+//! - Messages that can never succeed are given up once: a poison record beside a good one
+//!   (the good one converted), a message that is no event, a message failing at every
+//!   delivery past `events.max_receives` on a queue without a dead-letter policy (left to
+//!   the policy where there is one), a journal file failing past as many passes, and a
+//!   journal file half done at SIGTERM resumed where it stopped.
 
 use crate::common;
 
@@ -605,7 +610,7 @@ fn a_long_conversion_keeps_its_message_invisible() {
 }
 
 #[test]
-fn a_message_that_is_no_event_is_left_for_the_dead_letter_policy_after_max_receives() {
+fn a_message_that_is_no_event_is_given_up_once_not_received_again() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bucket = new_bucket("evbad");
@@ -616,17 +621,142 @@ fn a_message_that_is_no_event_is_left_for_the_dead_letter_policy_after_max_recei
     );
     let server = Server::start(Some(&bucket), &yaml);
     queue_send(&queue, "this is not an S3 event notification");
-    // Received at once, again after 5 s, and a third time after 10 s: then past
-    // max_receives, left alone (neither handled nor deleted) and said so.
-    let status = wait_for("the third receive", Duration::from_secs(40), || {
-        let s = server.get("/api/status").json();
-        (s["events"]["sqs"]["failed"] == 3).then_some(s)
-    });
+    // It can never succeed: given up at its first receive and deleted. Before, it came
+    // back every visibility timeout until a dead-letter policy took it, or forever.
+    queue_empty(&queue, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(7));
+    let status = server.get("/api/status").json();
     let sqs = &status["events"]["sqs"];
-    assert_eq!(sqs["acked"], 1, "only the s3:TestEvent: {status}");
-    assert!(sqs["last_error"].as_str().unwrap().contains("events.max_receives"), "{status}");
-    assert_ne!(queue_depth(&queue), (0, 0), "the message stays for the dead-letter policy");
-    assert!(server.log.lock().unwrap().iter().any(|l| l.contains("not an S3 event notification")));
+    assert_eq!((sqs["received"].as_u64(), sqs["acked"].as_u64()), (Some(2), Some(2)), "{status}");
+    assert_eq!(sqs["given_up"], 1, "{status}");
+    assert!(sqs["last_error"].as_str().unwrap().contains("not an S3 event notification"), "{status}");
+    let said = server.log.lock().unwrap().iter().filter(|l| l.contains("not an S3 event notification")).count();
+    assert_eq!(said, 1, "said once");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    let line = "ics_events_given_up_total{reason=\"unreadable_record\",source=\"sqs\"} 1";
+    assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+}
+
+/// An S3 `ObjectCreated:Put` record of `bucket`'s `key` (as it travels: URL-encoded).
+fn created_record(bucket: &str, encoded_key: &str) -> serde_json::Value {
+    serde_json::json!({"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "eventTime": chrono::Utc::now().to_rfc3339(),
+        "s3": {"bucket": {"name": bucket}, "object": {"key": encoded_key}}})
+}
+
+/// A bucket with one source (`key_of(1)`, no event of its own) and a queue that only
+/// the messages a test sends reach (an idle bucket notifies it: its s3:TestEvent).
+fn quiet_queue(prefix: &str, visibility: u64, dead_letter: Option<(&str, u32)>) -> (String, String, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket(prefix);
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    upload(&rt, &storage, 1);
+    let queue = format!("q-{bucket}");
+    let idle = new_bucket(&format!("{prefix}i"));
+    let url = match dead_letter {
+        Some((dlq, n)) => notify_queue_dead_letter(&idle, &queue, visibility, dlq, n),
+        None => notify_queue(&idle, &queue, visibility),
+    };
+    (bucket, queue, url)
+}
+
+#[test]
+fn a_poison_record_beside_a_good_one_in_one_sqs_body_is_given_up_once_and_the_good_one_converted() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (bucket, queue, url) = quiet_queue("evpoison", 5, None);
+    let state = tempfile::tempdir().unwrap();
+    let env = [("ICS__STATE__DIR", state.path().to_string_lossy().into_owned())];
+    let yaml = format!("events: {{sqs: {{queue_url: \"{url}\", wait_seconds: 1, visibility_timeout_seconds: 5}}}}\n");
+    let server = Server::start_env(Some(&bucket), &yaml, &env);
+    let good = key_of(1);
+    // First a key the storage refuses (a NUL byte), then a record that cannot be read,
+    // then the good one twice. Before, the first was retried every visibility timeout
+    // without end and the good one never converted.
+    let unreadable = serde_json::json!({"eventName": "ObjectCreated:Put", "s3": {"object": {"key": "bad%2"}}});
+    let records = [created_record(&bucket, "up/evil%00.png"), unreadable, created_record(&bucket, &good)];
+    let body = serde_json::json!({ "Records": [records[0], records[1], records[2], records[2]] });
+    queue_send(&queue, &body.to_string());
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_for("the good one's WebP", Duration::from_secs(30), || {
+        webps(&rt, &storage).contains(&webp_of(&good)).then_some(())
+    });
+    queue_empty(&queue, Duration::from_secs(20));
+    // A visibility timeout later, nothing came back.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(successful_puts(&bucket).get(&webp_of(&good)), Some(&1), "the duplicate cost nothing");
+    let status = server.get("/api/status").json();
+    let sqs = &status["events"]["sqs"];
+    assert_eq!((sqs["received"].as_u64(), sqs["acked"].as_u64()), (Some(2), Some(2)), "{status}");
+    assert_eq!((sqs["converted"].as_u64(), sqs["given_up"].as_u64()), (Some(1), Some(2)), "{status}");
+    let log = server.log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|l| l.contains("evil") && l.contains("given up")).count(), 1, "said once: {log:?}");
+    assert_eq!(log.iter().filter(|l| l.contains("bad %-escape")).count(), 1, "said once: {log:?}");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    for reason in ["unsafe_key", "unreadable_record"] {
+        let line = format!("ics_events_given_up_total{{reason=\"{reason}\",source=\"sqs\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    drop(server);
+    use ics::state::StateStore;
+    let ledger = ics::state::FileStateStore::new(state.path()).unwrap().load().unwrap().unwrap().ledger;
+    let evil = &ledger["up/evil\0.png"];
+    assert_eq!((evil.kind, evil.code.as_str()), (ics::state::LedgerKind::GivenUp, "unsafe_key"), "{ledger:?}");
+}
+
+#[test]
+fn an_sqs_message_that_always_fails_is_given_up_after_max_receives_without_a_dead_letter_queue() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Two queues, the second with a dead-letter queue taking what was received 3 times.
+    let (bucket, queue, url) = quiet_queue("evmax", 5, None);
+    let dlq = format!("dlq-{bucket}");
+    let (bucket2, queue2, url2) = quiet_queue("evdlq", 5, Some((&dlq, 3)));
+    let state = tempfile::tempdir().unwrap();
+    let env = [("ICS__STATE__DIR", state.path().to_string_lossy().into_owned())];
+    // Every HEAD times out (1 s, no retry, the bucket answering in 3 s): each delivery
+    // fails transiently, two are tried.
+    let yaml = |url: &str| {
+        format!(
+            "storage: {{max_retries: 0, request_timeout_seconds: 1}}\n\
+             events: {{max_receives: 2, sqs: {{queue_url: \"{url}\", wait_seconds: 1, visibility_timeout_seconds: 5}}}}\n"
+        )
+    };
+    let server = Server::start_env(Some(&bucket), &yaml(&url), &env);
+    let server2 = Server::start(Some(&bucket2), &yaml(&url2));
+    set_latency(&bucket, 3000);
+    set_latency(&bucket2, 3000);
+    let good = key_of(1);
+    queue_send(&queue, &serde_json::json!({"Records": [created_record(&bucket, &good)]}).to_string());
+    queue_send(&queue2, &serde_json::json!({"Records": [created_record(&bucket2, &good)]}).to_string());
+    // No dead-letter queue: the third delivery is given up and deleted. Before, it was
+    // left alone and came back every visibility timeout, forever.
+    queue_empty(&queue, Duration::from_secs(40));
+    // With one: left to it, as before; the queue moves it there.
+    wait_for("the dead-letter queue to take it", Duration::from_secs(40), || (queue_depth(&dlq).0 == 1).then_some(()));
+    queue_empty(&queue2, Duration::from_secs(10));
+    set_latency(&bucket, 0);
+    set_latency(&bucket2, 0);
+    let status = server.get("/api/status").json();
+    let sqs = &status["events"]["sqs"];
+    assert_eq!(sqs["given_up"], 1, "{status}");
+    assert_eq!(sqs["converted"], 0, "{status}");
+    assert!(sqs["last_error"].as_str().unwrap().contains("events.max_receives 2"), "{status}");
+    let said = server.log.lock().unwrap().iter().filter(|l| l.contains("Bucket event message given up")).count();
+    assert_eq!(said, 1, "said once");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    let line = "ics_events_given_up_total{reason=\"max_receives\",source=\"sqs\"} 1";
+    assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    let status2 = server2.get("/api/status").json();
+    assert_eq!(status2["events"]["sqs"]["given_up"], 0, "{status2}");
+    assert!(status2["events"]["sqs"]["last_error"].as_str().unwrap().contains("dead-letter policy"), "{status2}");
+    drop((server, server2));
+    // In the ledger as a failure the runs retry on their backoff (not given up for good).
+    use ics::state::StateStore;
+    let ledger = ics::state::FileStateStore::new(state.path()).unwrap().load().unwrap().unwrap().ledger;
+    assert_eq!(ledger[&good].kind, ics::state::LedgerKind::Failed, "{ledger:?}");
+    assert!(ledger[&good].reason.contains("events.max_receives"), "{ledger:?}");
 }
 
 #[test]
@@ -673,4 +803,128 @@ fn kept_and_given_up_events_are_in_the_ledger_and_neither_is_converted_again() {
     assert_eq!(created("l/tiny.png", &v2), Handled::Done(Done::Converted));
     let ledger = state.load().unwrap().unwrap().ledger;
     assert!(!ledger.contains_key("l/tiny.png"), "{ledger:?}");
+}
+
+#[test]
+fn a_journal_file_half_done_at_sigterm_resumes_where_it_stopped_and_its_backlog_is_shown() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = (new_bucket("evja"), new_bucket("evjb"));
+    let open = |bucket: &str| ics::storage::Storage::open(&s3_config(bucket).storage, bucket).unwrap();
+    let (sa, sb) = (open(&a), open(&b));
+    let (ka, kb) = (key_of(1), key_of(2));
+    rt.block_on(sa.put(&ka, fixture(NAMES[1]).into(), "image/jpeg")).unwrap();
+    rt.block_on(sb.put(&kb, fixture(NAMES[2]).into(), "image/gif")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let env = [("ICS__STATE__DIR", state.path().to_string_lossy().into_owned()), ("R2_BUCKETS", format!("{a},{b}"))];
+    // b answers in 3 s and a HEAD gives up after 1 s: b's record keeps failing.
+    let yaml = "storage: {max_retries: 0, request_timeout_seconds: 1}\n\
+                events: {webhook_enabled: true, webhook_token: minio-secret, max_receives: 100}\n";
+    set_latency(&b, 3000);
+    let mut server = Server::start_env(Some(&a), yaml, &env);
+    let body = serde_json::json!({"Records": [created_record(&a, &ka), created_record(&b, &kb)]});
+    let r = http(
+        "POST",
+        &format!("{}/api/events", server.base),
+        Some(body.to_string().as_bytes()),
+        &[("Authorization", "Bearer minio-secret"), ("Content-Type", "application/json")],
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    wait_for("a's WebP", Duration::from_secs(30), || webps(&rt, &sa).contains(&webp_of(&ka)).then_some(()));
+    // Two passes at least (one every 5 s): the file holds b's record alone, received once.
+    std::thread::sleep(Duration::from_secs(11));
+    let journal = state.path().join("events");
+    let files: Vec<_> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let left = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(left.contains(&b) && !left.contains(&a), "only what is left: {left}");
+    let status = server.get("/api/status").json();
+    let webhook = &status["events"]["webhook"];
+    assert_eq!(webhook["received"], 1, "each delivery counted once: {status}");
+    assert_eq!((webhook["backlog"]["files"].as_u64(), webhook["backlog"]["records"].as_u64()), (Some(1), Some(1)));
+    assert!(webhook["backlog"]["oldest_age_seconds"].as_f64().unwrap() >= 10.0, "{status}");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    for line in [
+        "ics_events_journal_files 1",
+        "ics_events_journal_records 1",
+        "ics_events_received_total{source=\"webhook\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    // SIGTERM while b's record is in hand: a clean exit within the grace period.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let stopped = Instant::now();
+    let code = wait_for("the exit", Duration::from_secs(30), || server.child.try_wait().unwrap());
+    assert!(code.success(), "{code:?}");
+    assert!(stopped.elapsed() < Duration::from_secs(30));
+    // The next process resumes the file: b's record converted, a's not even looked at.
+    set_latency(&b, 0);
+    request_counts(&a, true);
+    server = Server::start_env(Some(&a), yaml, &env);
+    wait_for("b's WebP", Duration::from_secs(30), || webps(&rt, &sb).contains(&webp_of(&kb)).then_some(()));
+    wait_for("the journal to empty", Duration::from_secs(15), || {
+        let n = std::fs::read_dir(&journal)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .count();
+        (n == 0).then_some(())
+    });
+    assert_eq!(request_counts(&a, true).get("HEAD"), None, "a's record was done: not redone");
+    assert_eq!(successful_puts(&a).get(&webp_of(&ka)), Some(&1));
+    let status = server.get("/api/status").json();
+    assert_eq!(status["events"]["webhook"]["backlog"]["files"], 0, "{status}");
+}
+
+#[test]
+fn a_journal_file_failing_every_pass_is_given_up_after_max_receives_passes() {
+    need_s3!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = new_bucket("evjmax");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let key = key_of(1);
+    rt.block_on(storage.put(&key, fixture(NAMES[1]).into(), "image/jpeg")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let env = [("ICS__STATE__DIR", state.path().to_string_lossy().into_owned())];
+    // Every HEAD times out: each pass (one every 5 s) fails transiently.
+    let yaml = "storage: {max_retries: 0, request_timeout_seconds: 1}\n\
+                events: {webhook_enabled: true, webhook_token: minio-secret, max_receives: 2}\n";
+    let server = Server::start_env(Some(&bucket), yaml, &env);
+    set_latency(&bucket, 3000);
+    let body = serde_json::json!({"Records": [created_record(&bucket, &key)]});
+    let r = http(
+        "POST",
+        &format!("{}/api/events", server.base),
+        Some(body.to_string().as_bytes()),
+        &[("Authorization", "Bearer minio-secret"), ("Content-Type", "application/json")],
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let journal = state.path().join("events");
+    // Two failing passes, then given up: before, it was handled every 5 s forever.
+    let status = wait_for("the file to be given up", Duration::from_secs(30), || {
+        let s = server.get("/api/status").json();
+        (s["events"]["webhook"]["given_up"] == 1).then_some(s)
+    });
+    set_latency(&bucket, 0);
+    let files = std::fs::read_dir(&journal).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
+    assert_eq!(files, 0, "the file is gone");
+    let webhook = &status["events"]["webhook"];
+    assert_eq!((webhook["received"].as_u64(), webhook["converted"].as_u64()), (Some(1), Some(0)), "{status}");
+    assert_eq!(webhook["backlog"]["files"], 0, "{status}");
+    std::thread::sleep(Duration::from_secs(6));
+    let said = server.log.lock().unwrap().iter().filter(|l| l.contains("Journal file given up")).count();
+    assert_eq!(said, 1, "said once");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    let line = "ics_events_given_up_total{reason=\"max_receives\",source=\"webhook\"} 1";
+    assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    drop(server);
+    use ics::state::StateStore;
+    let ledger = ics::state::FileStateStore::new(state.path()).unwrap().load().unwrap().unwrap().ledger;
+    assert_eq!(ledger[&key].kind, ics::state::LedgerKind::Failed, "{ledger:?}");
+    assert!(ledger[&key].reason.contains("max_receives"), "{ledger:?}");
 }

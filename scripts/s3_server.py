@@ -18,7 +18,9 @@
 - POST /_ics/notify  {"bucket": B, "queue": Q, "visibility": S}  creates SQS queue Q (its
   visibility timeout S seconds, default 30) and sends bucket B's ObjectCreated and
   ObjectRemoved events to it, as `aws s3api put-bucket-notification-configuration` does;
-  answers {"queue_url": ...}. Setting it puts an s3:TestEvent message in the queue.
+  answers {"queue_url": ...}. Setting it puts an s3:TestEvent message in the queue. With
+  "dead_letter": D (and "max_receive_count": N, default 5) Q gets a RedrivePolicy moving
+  what was received more than N times to a new queue D.
 - GET /_ics/queue?name=Q  {"visible": N, "in_flight": M}: the messages queue Q holds.
 - POST /_ics/send?name=Q  puts the request body in queue Q as one message (a message no
   bucket would send, for the tests of bad input).
@@ -185,6 +187,12 @@ def notify(environ, start_response):
     req = json.loads(environ["wsgi.input"].read(size))
     sqs = aws(environ, "sqs")
     attrs = {"VisibilityTimeout": str(req.get("visibility", 30))}
+    if req.get("dead_letter"):
+        # A dead-letter queue taking what was received more than max_receive_count times.
+        dlq = sqs.create_queue(QueueName=req["dead_letter"])["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        policy = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(req.get("max_receive_count", 5))}
+        attrs["RedrivePolicy"] = json.dumps(policy)
     url = sqs.create_queue(QueueName=req["queue"], Attributes=attrs)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]

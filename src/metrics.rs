@@ -14,13 +14,16 @@
 
 use crate::reason::Reason;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Upper bounds (seconds) of the conversion-duration histogram's buckets.
 /// The event sources, each present in `ics_events_received_total` from the start.
 const EVENT_SOURCES: [&str; 3] = ["sqs", "webhook", "cloudflare_queue"];
+/// Why an event source gives a record or message up, each source's series present from
+/// the start (an image given up for bad input adds its own reason, `not_an_image`…).
+pub const EVENT_GIVE_UP_REASONS: [&str; 3] = ["unreadable_record", "unsafe_key", "max_receives"];
 const EVENT_LAG_BUCKETS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
 const CONVERSION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Upper bounds (seconds) of the HTTP request-duration histogram's buckets.
@@ -52,6 +55,10 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     events_received: IntCounterVec,
+    events_given_up: IntCounterVec,
+    journal_files: IntGauge,
+    journal_records: IntGauge,
+    journal_oldest: Gauge,
     event_lag: Histogram,
 }
 
@@ -162,9 +169,38 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let events_given_up = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "ics_events_given_up_total",
+                    "Event records and messages that can never succeed, given up once (not retried), by source \
+                     and reason.",
+                ),
+                &["source", "reason"],
+            )
+            .expect("valid metric"),
+        );
+        for source in EVENT_SOURCES {
+            for reason in EVENT_GIVE_UP_REASONS {
+                events_given_up.with_label_values(&[source, reason]);
+            }
+        }
+        let journal = |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("valid metric"));
+        let journal_files = journal("ics_events_journal_files", "Webhook journal files not yet done.");
+        let journal_records = journal("ics_events_journal_records", "Event records in the webhook journal's files.");
+        let journal_oldest = register(
+            &r,
+            Gauge::new("ics_events_journal_oldest_age_seconds", "Age of the webhook journal's oldest file (0: none).")
+                .expect("valid metric"),
+        );
         Self {
             bucket: String::new(),
             events_received,
+            events_given_up,
+            journal_files,
+            journal_records,
+            journal_oldest,
             event_lag,
             runs_started: counters(&r, "ics_runs_started_total", "Runs started."),
             runs_completed: counters(&r, "ics_runs_completed_total", "Runs that went through the whole bucket."),
@@ -275,6 +311,18 @@ impl Metrics {
         self.events_received.with_label_values(&[source]).inc();
     }
 
+    /// An event record (or a whole message) from `source` given up for `reason`.
+    pub fn event_given_up(&self, source: &str, reason: &str) {
+        self.events_given_up.with_label_values(&[source, reason]).inc();
+    }
+
+    /// The webhook journal's backlog.
+    pub fn journal_backlog(&self, files: usize, records: usize, oldest_age_seconds: f64) {
+        self.journal_files.set(files as i64);
+        self.journal_records.set(records as i64);
+        self.journal_oldest.set(oldest_age_seconds);
+    }
+
     /// An event's upload-to-WebP time.
     pub fn event_lag(&self, seconds: f64) {
         self.event_lag.observe(seconds);
@@ -358,6 +406,8 @@ mod tests {
             assert!(text.contains(name), "{name}");
         }
         assert!(text.contains("ics_build_info{commit=\""), "{text}");
+        assert!(text.contains("ics_events_given_up_total{reason=\"unsafe_key\",source=\"sqs\"} 0\n"), "{text}");
+        assert!(text.contains("ics_events_journal_records 0\n"), "{text}");
         #[cfg(target_os = "linux")]
         for name in [
             "process_cpu_seconds_total",

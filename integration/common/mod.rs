@@ -336,6 +336,23 @@ pub fn notify_queue(bucket: &str, queue: &str, visibility_seconds: u64) -> Strin
     v["queue_url"].as_str().unwrap().to_owned()
 }
 
+/// [`notify_queue`] with a dead-letter queue `dead_letter`: `queue`'s RedrivePolicy moves
+/// what was received more than `max_receive_count` times there.
+pub fn notify_queue_dead_letter(
+    bucket: &str,
+    queue: &str,
+    visibility_seconds: u64,
+    dead_letter: &str,
+    max_receive_count: u32,
+) -> String {
+    let body = serde_json::json!({"bucket": bucket, "queue": queue, "visibility": visibility_seconds,
+        "dead_letter": dead_letter, "max_receive_count": max_receive_count});
+    let (status, answer) = hook_request("POST", "/_ics/notify", body.to_string().as_bytes());
+    assert_eq!(status, 200, "notify: {answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    v["queue_url"].as_str().unwrap().to_owned()
+}
+
 /// The messages queue `queue` holds: (visible, in flight).
 pub fn queue_depth(queue: &str) -> (u64, u64) {
     let (status, answer) = hook_request("GET", &format!("/_ics/queue?name={queue}"), b"");

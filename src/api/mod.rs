@@ -246,6 +246,10 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     use std::fmt::Write;
+    if let Some(events) = &state.events {
+        // The webhook journal's backlog, its oldest file's age as of now.
+        events.status.export(&state.metrics);
+    }
     let mut body = state.metrics.render();
     // Live gauges owned by the pipeline and the API, not by the counters.
     let (files, work) = state.pipeline.memory.reserved_bytes();

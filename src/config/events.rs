@@ -15,8 +15,8 @@ pub struct EventsConfig {
     pub cloudflare_queue: Option<CloudflareQueueConfig>,
     /// `POST /api/events` accepts S3 event records (MinIO's webhook target).
     pub webhook_enabled: bool,
-    /// A message received more often than this is left alone, for the queue's
-    /// dead-letter policy.
+    /// A message received more often than this is left alone for the queue's dead-letter
+    /// policy, or given up when the queue has none (a journal file: after this many passes).
     pub max_receives: u32,
     /// Events handled at once.
     pub concurrency: usize,

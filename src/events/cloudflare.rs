@@ -6,7 +6,9 @@
 //! `visibility_timeout_ms` leases a batch; each message is handled in its own task (up to
 //! `events.concurrency` at once) and then acknowledged — `messages/ack` with `acks` (done)
 //! or `retries` (a transient failure: the queue delivers it again, and after its
-//! `max_retries` moves it to its dead-letter queue). Bearer-token authentication.
+//! `max_retries` moves it to its dead-letter queue). A message that can never succeed (it
+//! is not an R2 notification, its key is refused) is given up and acked at once: said
+//! once, counted. Bearer-token authentication.
 //!
 //! An R2 notification message: `{"account", "bucket", "action": "PutObject" |
 //! "CopyObject" | "CompleteMultipartUpload" | "DeleteObject" | "LifecycleDeletion",
@@ -241,7 +243,11 @@ async fn handle_message(client: &QueueClient, router: &Router, status: &SourceSt
             Handled::Done(_) => None,
             Handled::Retry(e) => Some(format!("{}: {e}", ev.key)),
         },
-        Err(e) => Some(format!("message {}: {e}", m.id)),
+        Err(e) => {
+            // It can never succeed: given up (acked) at once, not handed back.
+            router.unreadable(&RecordError(format!("message {}: {e}", m.id)), status);
+            None
+        }
     };
     if let Some(e) = &retry {
         tracing::warn!(message = %m.id, attempts = m.attempts, "R2 event handed back for another delivery: {e}");

@@ -16,6 +16,8 @@
 //! - A removal deletes the WebP only when no source claims it any more and this daemon
 //!   made it of the removed source (the output's metadata names its source); when one
 //!   claimant of a shared name is left, it is converted.
+//! - A key the storage refuses (a NUL or other control character, `..`: a record that
+//!   can never succeed) is given up at once and ledgered, never left to come back.
 //! - Events for one key are handled one at a time (a key lock), so duplicates that arrive
 //!   together cost one conversion.
 //!
@@ -169,11 +171,17 @@ impl Handler {
         }
     }
 
-    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, String> {
+    /// The HEAD of `key`, for the event of `source` (as of `etag`); `Err` is the event's
+    /// answer: a key the storage refuses (it can never succeed) given up and ledgered,
+    /// any other failure left to come back.
+    async fn head(&self, source: &str, etag: Option<&str>, key: &str) -> Result<Option<ObjectInfo>, Handled> {
         match self.storage.head(key).await {
             Ok(o) => Ok(Some(o)),
             Err(StorageError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e @ (StorageError::UnsafeKey { .. } | StorageError::Unlistable { .. })) => {
+                Err(self.give_up_key(source, etag.map(str::to_owned), e.reason(), e.to_string(), true).await)
+            }
+            Err(e) => Err(Handled::Retry(e.to_string())),
         }
     }
 
@@ -187,10 +195,10 @@ impl Handler {
             return Handled::Done(Done::Removed { webp_deleted: false });
         }
         // Uploaded again since: the WebP belongs to the new version.
-        match self.head(&event.key).await {
+        match self.head(&event.key, event.etag.as_deref(), &event.key).await {
             Ok(Some(_)) => return Handled::Done(Done::Removed { webp_deleted: false }),
             Ok(None) => {}
-            Err(e) => return Handled::Retry(e),
+            Err(h) => return h,
         }
         let output = naming::webp_key(&event.key);
         let owner = match self.storage.output_source(&output).await {
@@ -232,10 +240,10 @@ impl Handler {
         let output = naming::webp_key(key);
         let mut force = force;
         for _ in 0..MAX_ROUNDS {
-            let source = match self.head(key).await {
+            let source = match self.head(key, etag, key).await {
                 Ok(Some(s)) => s,
                 Ok(None) => return Handled::Done(Done::Gone),
-                Err(e) => return Handled::Retry(e),
+                Err(h) => return h,
             };
             if !force
                 && etag.is_some()
@@ -253,9 +261,9 @@ impl Handler {
                 Ok(_) => {}
                 Err(e) => return Handled::Retry(e.to_string()),
             }
-            let webp = match self.head(&output).await {
+            let webp = match self.head(key, etag, &output).await {
                 Ok(w) => w,
-                Err(e) => return Handled::Retry(e),
+                Err(h) => return h,
             };
             if !force && webp.as_ref().is_some_and(|w| w.last_modified >= source.last_modified) {
                 return Handled::Done(Done::UpToDate);
@@ -271,7 +279,7 @@ impl Handler {
             }
             // The source may have changed while we converted: then our WebP is of an
             // older version, and its timestamp would hide the newer one from everyone.
-            match self.head(key).await {
+            match self.head(key, etag, key).await {
                 Ok(Some(now)) if !same_etag(now.etag.as_deref(), converted_etag.as_deref()) => force = true,
                 _ => return Handled::Done(Done::Converted),
             }
@@ -360,14 +368,18 @@ impl Handler {
     /// Records `outcome` in the ledger and answers `done`; when it cannot be stored, the
     /// event is left to come back.
     async fn record(&self, source: &ObjectInfo, outcome: ItemOutcome, done: Done) -> Handled {
-        let msg = RecordEvent { key: source.key.clone(), etag: source.etag.clone(), outcome };
+        self.record_key(&source.key, source.etag.clone(), outcome, done).await
+    }
+
+    async fn record_key(&self, key: &str, etag: Option<String>, outcome: ItemOutcome, done: Done) -> Handled {
+        let msg = RecordEvent { key: key.to_owned(), etag, outcome };
         match self.state_keeper.send(msg).await {
             Ok(Ok(EventRecorded::Stored)) => Handled::Done(done),
             Ok(Ok(EventRecorded::NotHeld)) => {
-                tracing::debug!(key = %source.key, "Not recorded here: the key's shard is another instance's");
+                tracing::debug!(key = %key, "Not recorded here: the key's shard is another instance's");
                 Handled::Done(done)
             }
-            Ok(Err(e)) => Handled::Retry(format!("{} could not be recorded in the ledger: {e}", source.key)),
+            Ok(Err(e)) => Handled::Retry(format!("{key} could not be recorded in the ledger: {e}")),
             Err(e) => Handled::Retry(format!("the state keeper is stopping: {e}")),
         }
     }
@@ -375,8 +387,21 @@ impl Handler {
     /// Gives `source` up for this version: bad input or a limit, which converting again
     /// cannot help. Recorded in the ledger as a run's permanent failure is.
     async fn give_up(&self, source: &ObjectInfo, code: Reason, reason: String) -> Handled {
-        let outcome = ItemOutcome::Failed { code, reason: reason.clone(), permanent: true };
-        let handled = self.record(source, outcome, Done::GivenUp { code: code.code().to_owned(), reason }).await;
+        self.give_up_key(&source.key, source.etag.clone(), code, reason, true).await
+    }
+
+    /// Gives the event of `key` up: recorded in the ledger as a failure, `permanent`
+    /// (given up until the source changes) or not (the runs retry it on their backoff).
+    pub(super) async fn give_up_key(
+        &self,
+        key: &str,
+        etag: Option<String>,
+        code: Reason,
+        reason: String,
+        permanent: bool,
+    ) -> Handled {
+        let outcome = ItemOutcome::Failed { code, reason: reason.clone(), permanent };
+        let handled = self.record_key(key, etag, outcome, Done::GivenUp { code: code.code().to_owned(), reason }).await;
         if matches!(handled, Handled::Done(_)) {
             self.metrics.failed(code);
         }

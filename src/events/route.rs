@@ -9,15 +9,25 @@
 //! the first event of each such bucket is said at INFO (the rest at DEBUG), since a
 //! shared queue may carry many.
 //!
+//! A body's or batch's records are handled side by side ([`Router::handle_all`]), so
+//! one that fails does not hold the others back, and duplicates among them meet at the
+//! handler's key lock and cost one conversion. A record that can never succeed (it
+//! cannot be read, its key is refused, its image is bad) is given up with its reason:
+//! said once at WARN, counted (`given_up` in `/api/status`,
+//! `ics_events_given_up_total{source,reason}`), ledgered when it has a key.
+//!
 //! Every handler shares one admission at the converter pool (`events.concurrency` for
 //! all buckets together), as the buckets' runs share the pool and the memory budget.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
+
 use super::handle::{Done, Handled, Handler};
-use super::record::ObjectEvent;
+use super::record::{ObjectEvent, RecordError};
 use super::status::SourceStatus;
+use crate::reason::Reason;
 
 /// How many unconfigured buckets' names are remembered for the once-only INFO line.
 const REMEMBERED: usize = 100;
@@ -78,7 +88,9 @@ impl Router {
                 }
             }
             Handled::Done(Done::GivenUp { code, reason }) => {
-                tracing::warn!(bucket = %handler.storage.bucket(), key = %event.key, code = %code, "Event's image given up: {reason}");
+                tracing::warn!(bucket = %handler.storage.bucket(), key = ?event.key, code = %code, source = status.name(), "Event's image given up: {reason}");
+                status.given_up();
+                handler.metrics.event_given_up(status.name(), code);
             }
             _ => {}
         }
@@ -86,6 +98,62 @@ impl Router {
             tracing::debug!(bucket = %handler.storage.bucket(), key = %event.key, outcome = ?done, "Bucket event handled");
         }
         handled
+    }
+
+    /// Handles a body's (or a batch's) `events` side by side, `events.concurrency` at
+    /// once, and gives up its `unreadable` records; answers the errors of those left to
+    /// come back (none: the message may go).
+    pub async fn handle_all(
+        &self,
+        events: &[ObjectEvent],
+        unreadable: &[RecordError],
+        status: &SourceStatus,
+    ) -> Vec<String> {
+        for e in unreadable {
+            self.unreadable(e, status);
+        }
+        let concurrency = self.primary().config.events.concurrency;
+        futures::stream::iter(events)
+            .map(|ev| async move {
+                match self.handle(ev, status).await {
+                    Handled::Retry(e) => Some(format!("{:?}: {e}", ev.key)),
+                    Handled::Done(_) => None,
+                }
+            })
+            .buffer_unordered(concurrency)
+            .filter_map(|r| async move { r })
+            .collect()
+            .await
+    }
+
+    /// A record (or a whole message) that cannot be read is given up: said once, counted.
+    pub fn unreadable(&self, error: &RecordError, status: &SourceStatus) {
+        tracing::warn!(source = status.name(), "Event record given up, it can never succeed: {error}");
+        status.given_up();
+        status.error(error.to_string());
+        self.primary().metrics.event_given_up(status.name(), "unreadable_record");
+    }
+
+    /// Gives up `events` whose message keeps failing (received more than
+    /// `events.max_receives` times with no dead-letter queue): each image's failure goes
+    /// to the ledger (not permanent: the runs retry it on their backoff), the message
+    /// counted once. Answers the errors of those the ledger could not take.
+    pub async fn give_up_message(&self, events: &[ObjectEvent], why: &str, status: &SourceStatus) -> Vec<String> {
+        status.given_up();
+        self.primary().metrics.event_given_up(status.name(), "max_receives");
+        let mut errors = Vec::new();
+        for ev in events {
+            let Some(handler) = self.route(ev) else { continue };
+            if !crate::naming::is_candidate(&ev.key, &handler.config.formats) {
+                continue;
+            }
+            let reason = format!("its bucket event was given up: {why}");
+            let code = Reason::StorageError;
+            if let Handled::Retry(e) = handler.give_up_key(&ev.key, ev.etag.clone(), code, reason, false).await {
+                errors.push(format!("{:?}: {e}", ev.key));
+            }
+        }
+        errors
     }
 
     fn unconfigured(&self, event: &ObjectEvent) {
@@ -168,6 +236,35 @@ mod tests {
             let view = status.view();
             assert_eq!((view.converted, view.unconfigured_bucket), (2, 2), "{view:?}");
             assert_eq!(router.said.lock().unwrap().len(), 1, "said once at INFO");
+        });
+    }
+
+    #[test]
+    fn a_refused_key_and_an_unreadable_record_are_given_up_beside_a_good_one_converted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        actix::System::new().block_on(async {
+            let router = Router::new(vec![handler(dir.path(), "primary")]);
+            let storage = &router.handlers()[0].storage;
+            storage.put("p/x.jpg", Bytes::from_static(JPEG), "image/jpeg").await.unwrap();
+            let status = SourceStatus::named("sqs");
+            // The refused key first: before, it was retried and the rest waited behind it.
+            let events = [created("", "p/evil\0.jpg"), created("", "p/x.jpg"), created("", "p/x.jpg")];
+            let unreadable = [RecordError("record 3: bad %-escape".into())];
+            let left = router.handle_all(&events, &unreadable, &status).await;
+            assert!(left.is_empty(), "nothing left to come back: {left:?}");
+            assert!(storage.head("p/x.webp").await.is_ok());
+            let view = status.view();
+            assert_eq!((view.converted, view.given_up), (1, 2), "the duplicate cost nothing: {view:?}");
+            let metrics = router.primary().metrics.render();
+            for reason in ["unsafe_key", "unreadable_record"] {
+                let line = format!("ics_events_given_up_total{{reason=\"{reason}\",source=\"sqs\"}} 1\n");
+                assert!(metrics.contains(&line), "{line} in {metrics}");
+            }
+            use crate::state::StateStore;
+            let state = crate::state::FileStateStore::new(&dir.path().join("primary")).unwrap();
+            let ledger = state.load().unwrap().unwrap().ledger;
+            let evil = &ledger["p/evil\0.jpg"];
+            assert_eq!((evil.kind, evil.code.as_str()), (crate::state::LedgerKind::GivenUp, "unsafe_key"));
         });
     }
 }

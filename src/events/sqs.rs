@@ -5,19 +5,23 @@
 //! SQS's JSON protocol (`application/x-amz-json-1.0`, `X-Amz-Target: AmazonSQS.*`, what
 //! the AWS SDKs speak today), signed with SigV4 by [`super::sigv4`]. Up to 10 messages a
 //! receive, as many as there are free handling slots (`events.concurrency`); each is
-//! handled in its own task, its visibility extended every half timeout while its images
-//! convert, and deleted only once every record in it is done. A transient failure leaves
-//! the message to come back after its visibility timeout; one received more than
-//! `events.max_receives` times is left alone for the queue's dead-letter policy.
+//! handled in its own task (its records side by side), its visibility extended every half
+//! timeout while its images convert, and deleted only once every record in it is done —
+//! converted, or given up when it can never succeed (a body or record that cannot be
+//! read, a key the storage refuses: [`Router::handle_all`]). A transient failure leaves
+//! the message to come back after its visibility timeout. One received more than
+//! `events.max_receives` times is left to the queue's dead-letter policy when it has one
+//! (`RedrivePolicy`, asked once at start); when it has none, nothing else would ever stop
+//! it, so it is given up: its images' failures ledgered, said once at WARN, counted, and
+//! the message deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OnceCell, Semaphore, watch};
 
-use super::handle::Handled;
 use super::poll::{Backoff, batch_permits};
 use super::record::{self, Parsed};
 use super::route::Router;
@@ -146,6 +150,12 @@ impl SqsClient {
             .collect())
     }
 
+    /// Whether the queue has a dead-letter policy (its `RedrivePolicy` attribute).
+    pub async fn has_dead_letter_queue(&self) -> Result<bool, SqsError> {
+        let v = self.call("GetQueueAttributes", json!({"AttributeNames": ["RedrivePolicy"]})).await?;
+        Ok(v["Attributes"]["RedrivePolicy"].as_str().is_some_and(|p| !p.trim().is_empty()))
+    }
+
     pub async fn delete(&self, receipt_handle: &str) -> Result<(), SqsError> {
         self.call("DeleteMessage", json!({"ReceiptHandle": receipt_handle})).await.map(|_| ())
     }
@@ -172,6 +182,19 @@ pub async fn consume(
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut backoff = Backoff::default();
     tracing::info!(queue = %client.config.queue_url, region = %client.config.region, "Consuming bucket events from SQS");
+    // Asked now, and again when a message needs the answer if this fails.
+    let dead_letter = Arc::new(OnceCell::new());
+    match dead_letter_policy(&client, &dead_letter).await {
+        Ok(true) => {
+            tracing::info!("The queue has a dead-letter policy: messages past events.max_receives are left to it")
+        }
+        Ok(false) => tracing::info!(
+            max_receives,
+            "The queue has no dead-letter policy: a message received more than events.max_receives times is given up \
+             and deleted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "Cannot read the queue's dead-letter policy; asked again when needed"),
+    }
     loop {
         if *stop.borrow() {
             break;
@@ -197,8 +220,10 @@ pub async fn consume(
         }
         for (m, permit) in messages.into_iter().zip(permits.drain(..)) {
             let (client, router, status) = (client.clone(), router.clone(), status.clone());
+            let dead_letter = dead_letter.clone();
             actix::spawn(async move {
-                handle_message(&client, &router, &status, max_receives, m).await;
+                let receives = Receives { max: max_receives, dead_letter: &dead_letter };
+                handle_message(&client, &router, &status, receives, m).await;
                 drop(permit);
             });
         }
@@ -208,40 +233,71 @@ pub async fn consume(
     tracing::info!("Stopped consuming bucket events from SQS");
 }
 
-async fn handle_message(client: &SqsClient, router: &Router, status: &SourceStatus, max_receives: u32, m: Message) {
+/// Whether the queue has a dead-letter policy, asked once (again after a failure).
+async fn dead_letter_policy(client: &SqsClient, known: &OnceCell<bool>) -> Result<bool, SqsError> {
+    known.get_or_try_init(|| client.has_dead_letter_queue()).await.copied()
+}
+
+/// `events.max_receives`, and whether the queue has a dead-letter policy to leave to.
+struct Receives<'a> {
+    max: u32,
+    dead_letter: &'a OnceCell<bool>,
+}
+
+async fn handle_message(
+    client: &SqsClient,
+    router: &Router,
+    status: &SourceStatus,
+    receives: Receives<'_>,
+    m: Message,
+) {
     status.received(&m.id, m.sent);
     router.primary().metrics.event_received("sqs");
-    if m.receive_count > max_receives {
-        let e = format!(
-            "message {} was received {} times (events.max_receives {max_receives}): left for the queue's dead-letter policy",
-            m.id, m.receive_count
-        );
-        tracing::warn!("{e}");
-        status.error(e);
-        status.finished(&m.id, false);
-        return;
-    }
-    let events = match record::parse(&m.body) {
-        Ok(Parsed::Test) => Vec::new(),
-        Ok(Parsed::Events(e)) => e,
+    let (events, unreadable) = match record::parse(&m.body) {
+        Ok(Parsed::Test) => (Vec::new(), Vec::new()),
+        Ok(Parsed::Events { events, unreadable }) => (events, unreadable),
         Err(e) => {
-            let e = format!("message {}: {e}", m.id);
-            tracing::warn!("{e}");
-            status.error(e);
-            status.finished(&m.id, false);
-            return;
+            // The whole body can never succeed: given up at once, not left to come back.
+            router.unreadable(&record::RecordError(format!("message {}: {e}", m.id)), status);
+            return delete(client, status, &m).await;
         }
     };
+    if m.receive_count > receives.max {
+        let why =
+            format!("message {} was received {} times (events.max_receives {})", m.id, m.receive_count, receives.max);
+        match dead_letter_policy(client, receives.dead_letter).await {
+            Ok(false) => {
+                tracing::warn!(message = %m.id, records = events.len(), "Bucket event message given up: {why}, and the queue has no dead-letter policy");
+                let errors = router.give_up_message(&events, &why, status).await;
+                if let Some(e) = errors.first() {
+                    status.error(format!("{why}: not ledgered, left to come back: {e}"));
+                    status.finished(&m.id, false);
+                    return;
+                }
+                status.error(format!("{why}: given up (no dead-letter policy)"));
+                return delete(client, status, &m).await;
+            }
+            policy => {
+                let left = match policy {
+                    Ok(_) => "left for the queue's dead-letter policy".to_owned(),
+                    Err(e) => format!("left alone: the queue's dead-letter policy is unknown ({e})"),
+                };
+                let e = format!("{why}: {left}");
+                tracing::warn!("{e}");
+                status.error(e);
+                status.finished(&m.id, false);
+                return;
+            }
+        }
+    }
     // Keeps the message invisible while its images convert.
     let visibility = client.config.visibility_timeout;
     let mut retry = None;
     {
         let work = async {
-            for ev in &events {
-                if let Handled::Retry(e) = router.handle(ev, status).await {
-                    retry = Some(format!("{}: {e}", ev.key));
-                    break;
-                }
+            let errors = router.handle_all(&events, &unreadable, status).await;
+            if let Some(e) = errors.first() {
+                retry = Some(format!("{} of {} records left: {e}", errors.len(), events.len()));
             }
         };
         let keep_invisible = async {
@@ -263,6 +319,11 @@ async fn handle_message(client: &SqsClient, router: &Router, status: &SourceStat
         status.finished(&m.id, false);
         return;
     }
+    delete(client, status, &m).await;
+}
+
+/// Deletes a message that is done.
+async fn delete(client: &SqsClient, status: &SourceStatus, m: &Message) {
     match client.delete(&m.receipt_handle).await {
         Ok(()) => status.finished(&m.id, true),
         Err(e) => {

@@ -27,4 +27,5 @@ mod packaging;
 mod pipeline;
 mod s3;
 mod scale;
+mod selfharm;
 mod webhooks;

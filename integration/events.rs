@@ -102,6 +102,7 @@ fn queue_empty(queue: &str, timeout: Duration) {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,6 +140,7 @@ fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn the_environment_alone_turns_sqs_events_on_with_cron_off() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -180,6 +182,7 @@ fn the_environment_alone_turns_sqs_events_on_with_cron_off() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,6 +214,7 @@ fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn two_buckets_notifying_one_queue_are_each_converted_in_their_own_bucket() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -322,6 +326,7 @@ impl Bench {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn events_are_idempotent_and_never_go_back_in_time() {
     need_s3!();
     let b = bench(false);
@@ -367,6 +372,7 @@ fn events_are_idempotent_and_never_go_back_in_time() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn concurrent_duplicates_convert_once_and_removals_delete_when_asked() {
     need_s3!();
     let b = bench(true);
@@ -435,6 +441,7 @@ impl CfQueue {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn r2_notifications_from_a_cloudflare_queue_are_converted_and_acked() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -495,6 +502,7 @@ fn r2_notifications_from_a_cloudflare_queue_are_converted_and_acked() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn posted_minio_records_survive_a_sigkill_after_the_202() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -550,6 +558,7 @@ fn posted_minio_records_survive_a_sigkill_after_the_202() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn event_conversions_are_announced_in_summaries_not_per_event() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -582,6 +591,7 @@ fn event_conversions_are_announced_in_summaries_not_per_event() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_long_conversion_keeps_its_message_invisible() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -605,6 +615,7 @@ fn a_long_conversion_keeps_its_message_invisible() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_message_that_is_no_event_is_left_for_the_dead_letter_policy_after_max_receives() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -630,6 +641,7 @@ fn a_message_that_is_no_event_is_left_for_the_dead_letter_policy_after_max_recei
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn kept_and_given_up_events_are_in_the_ledger_and_neither_is_converted_again() {
     need_s3!();
     let b = bench(false);

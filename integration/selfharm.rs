@@ -104,7 +104,8 @@ fn events_head_only(base: &str, headers: &str, wait: Duration) -> Result<String,
 
 #[test]
 fn api_events_answers_a_wrong_token_401_before_reading_the_body() {
-    let yaml = "events: {webhook_enabled: true, webhook_token: minio-secret}\napi: {token: api-secret}\n";
+    let yaml = "events: {webhook_enabled: true, webhook_token: minio-secret}\napi: {token: api-secret}\n\
+                server: {timeout_seconds: 2}\n";
     let server = Server::start(None, yaml);
     let wait = Duration::from_secs(5);
     // A body announced and never sent, by length and chunked; no token, a wrong one.
@@ -122,6 +123,14 @@ fn api_events_answers_a_wrong_token_401_before_reading_the_body() {
     let url = format!("{}/api/events", server.base);
     let r = request("POST", &url, Some(body.as_bytes()), &[("Authorization", "Bearer minio-secret")]);
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    // With the token, a body is bounded in size (api.max_body_kb: 64, refused from its
+    // Content-Length) and in time (server.timeout_seconds).
+    let over = "Authorization: Bearer minio-secret\r\nContent-Length: 70000\r\n";
+    let status = events_head_only(&server.base, over, wait).unwrap();
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    let withheld = "Authorization: Bearer minio-secret\r\nContent-Length: 60000\r\n";
+    let status = events_head_only(&server.base, withheld, Duration::from_secs(15)).unwrap();
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
 }
 
 /// Polls `/api/status` until the last run has ended; its `last_run`.

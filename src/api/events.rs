@@ -50,7 +50,7 @@ pub async fn post_events(
             "the webhook event source is off (events.webhook_enabled: true turns it on)",
         ));
     };
-    let body = read_body(payload, state.config.api.max_body_bytes).await?;
+    let body = read_body(&req, payload, state.config.api.max_body_bytes).await?;
     let written = web::block(move || journal.append(&body)).await.map_err(|_| {
         ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the daemon is stopping")
     })?;
@@ -71,9 +71,9 @@ pub async fn post_events(
     }
 }
 
-/// The posted body, at most `limit` bytes (`api.max_body_kb`), read within the request's
-/// deadline (`server.timeout_seconds`).
-async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+/// The posted body, at most `limit` bytes (`api.max_body_kb`; a longer `Content-Length`
+/// is refused before reading), read within the request's deadline (`server.timeout_seconds`).
+async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,6 +81,10 @@ async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiErro
             format!("the events are over api.max_body_kb ({limit} bytes)"),
         )
     };
+    let announced = req.headers().get(actix_web::http::header::CONTENT_LENGTH);
+    if announced.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     match payload.to_bytes_limited(limit).await {
         Err(_) => Err(too_large()),
         Ok(Ok(body)) => Ok(body),

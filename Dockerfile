@@ -6,6 +6,8 @@
 #   cargo build --release && \
 #   podman build --format docker --build-arg SOURCE=prebuilt -t image-converting-server .
 #                                  # takes target/release/image-converting-server instead
+#   sudo bash scripts/container-base.sh   # no registry: podman and debian:bookworm-slim from
+#                                  # Debian's packages (then build with --pull=never)
 #
 # Configuration comes from the environment: the Go server's variables (R2_ENDPOINT,
 # R2_BUCKET, R2_ACCESS_KEY, R2_SECRET_KEY, CRON_SCHEDULE, WEBHOOK_URL, ...) and ICS__...

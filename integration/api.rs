@@ -41,6 +41,7 @@ fn assert_error(r: &Resp, status: u16, code: &str) {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn root_health_and_metrics() {
     need_s3!();
     let server = Server::start(Some(&new_bucket("api-basic")), "");
@@ -82,6 +83,7 @@ fn root_health_and_metrics() {
 /// large its folder (the whole folder was listed: 20 LISTs and 4 s a call in a folder of
 /// 20,000). Counted at the S3 server.
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_conversion_on_request_in_a_folder_of_20000_objects_lists_once() {
     need_s3!();
     let bucket = new_bucket("api-bigdir");
@@ -104,6 +106,7 @@ fn a_conversion_on_request_in_a_folder_of_20000_objects_lists_once() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn convert_succeeds_by_post_and_get_with_resizing() {
     need_s3!();
     let bucket = new_bucket("api-convert");
@@ -137,6 +140,7 @@ fn convert_succeeds_by_post_and_get_with_resizing() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn every_error_code() {
     need_s3!();
     let bucket = new_bucket("api-errors");
@@ -192,6 +196,7 @@ fn upload_failures_are_500_upload_failed() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn the_token_guards_the_api_but_not_health() {
     need_s3!();
     let server = Server::start(Some(&new_bucket("api-auth")), "api: {token: 's3cret-token'}\n");
@@ -224,6 +229,7 @@ fn a_public_address_without_a_token_is_refused() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn runs_start_on_demand_and_status_shows_them_progress() {
     need_s3!();
     let bucket = new_bucket("api-runs");
@@ -268,6 +274,7 @@ fn runs_start_on_demand_and_status_shows_them_progress() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn webhooks_are_signed_and_retried_until_delivered() {
     need_s3!();
     // The receiver fails the first delivery, then accepts.
@@ -379,6 +386,7 @@ fn serve_delivers_the_pending_records_a_go_server_left_when_it_starts() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn webhook_send_reports_502_and_gives_up_into_dead_letters() {
     need_s3!();
     let hook = TestHttp::start("127.0.0.1:0", vec![503], HashMap::new());
@@ -404,6 +412,7 @@ fn webhook_send_reports_502_and_gives_up_into_dead_letters() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
     need_s3!();
     // An "external" image server on 127.0.0.2 (trusted in the config, as an operator
@@ -477,6 +486,7 @@ fn url_sources_refuse_internal_addresses_and_redirects_to_them() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn more_concurrent_conversions_than_admitted_get_503_busy_and_the_rest_succeed() {
     need_s3!();
     let bucket = new_bucket("api-busy");
@@ -518,6 +528,7 @@ fn endless_gif(frames: usize) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn an_encoder_failure_is_500_conversion_failed() {
     need_s3!();
     // 3,300 frames x 655.35 s is longer than libwebp's animation timestamps can count.

@@ -118,6 +118,7 @@ fn batches(hook: &TestHttp) -> HashMap<String, Vec<Value>> {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn serve_keeps_every_bucket_of_a_dotenv_webp_complete_each_on_its_own() {
     need_s3!();
     let (a, b) = (new_bucket("multi-a"), new_bucket("multi-b"));
@@ -209,6 +210,7 @@ fn serve_keeps_every_bucket_of_a_dotenv_webp_complete_each_on_its_own() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn run_once_runs_every_bucket_or_the_one_named_and_convert_takes_a_bucket() {
     need_s3!();
     let (a, b) = (new_bucket("once-a"), new_bucket("once-b"));
@@ -303,6 +305,7 @@ fn run_once_runs_every_bucket_or_the_one_named_and_convert_takes_a_bucket() {
 /// leaves a `state-<bucket>.json` for each; and the state files such a Go deployment left
 /// (`data/state-<bucket>.json`) are adopted, each as its bucket's lower bound.
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 #[allow(non_snake_case)]
 fn go_TestProcessImages_MultipleBuckets() {
     need_s3!();
@@ -353,6 +356,7 @@ fn go_TestProcessImages_MultipleBuckets() {
 /// ported: `r2://images-b/test.png` is downloaded from and uploaded to images-b; the
 /// primary bucket receives no request at all.
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 #[allow(non_snake_case)]
 fn go_TestHandleConvert_R2RoutesByBucket() {
     need_s3!();
@@ -376,6 +380,7 @@ fn go_TestHandleConvert_R2RoutesByBucket() {
 /// cluster), one `run-once` completes both, and a Go deployment's per-bucket state gives
 /// its bucket's new shards their lower bound.
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn in_bucket_mode_each_bucket_holds_its_own_shards() {
     need_s3!();
     let (a, b) = (new_bucket("shards-a"), new_bucket("shards-b"));
@@ -425,6 +430,7 @@ fn in_bucket_mode_each_bucket_holds_its_own_shards() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn ready_probes_every_buckets_storage_and_names_the_one_that_does_not_answer() {
     need_s3!();
     let (a, b) = (new_bucket("ready-a"), new_bucket("ready-b"));

@@ -149,6 +149,7 @@ fn check_config_shows_the_event_sources_in_effect_without_their_secrets() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn convert_through_the_s3_server_with_go_environment_variables() {
     need_s3!();
     let env = s3_env();

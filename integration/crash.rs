@@ -37,6 +37,7 @@ fn webps(rt: &tokio::runtime::Runtime, s: &Storage) -> BTreeMap<String, ObjectIn
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn twenty_random_kills_lose_nothing_and_redo_little() {
     need_s3!();
     let bucket = new_bucket("crash");

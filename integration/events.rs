@@ -107,6 +107,7 @@ fn queue_empty(queue: &str, timeout: Duration) {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -144,6 +145,7 @@ fn uploads_are_converted_from_sqs_events_through_a_sigkill_none_twice() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn the_environment_alone_turns_sqs_events_on_with_cron_off() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,6 +187,7 @@ fn the_environment_alone_turns_sqs_events_on_with_cron_off() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -216,6 +219,7 @@ fn two_instances_split_one_queue_and_cron_finds_nothing_left() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn two_buckets_notifying_one_queue_are_each_converted_in_their_own_bucket() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,6 +331,7 @@ impl Bench {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn events_are_idempotent_and_never_go_back_in_time() {
     need_s3!();
     let b = bench(false);
@@ -372,6 +377,7 @@ fn events_are_idempotent_and_never_go_back_in_time() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn concurrent_duplicates_convert_once_and_removals_delete_when_asked() {
     need_s3!();
     let b = bench(true);
@@ -440,6 +446,7 @@ impl CfQueue {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn r2_notifications_from_a_cloudflare_queue_are_converted_and_acked() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -500,6 +507,7 @@ fn r2_notifications_from_a_cloudflare_queue_are_converted_and_acked() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn posted_minio_records_survive_a_sigkill_after_the_202() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -555,6 +563,7 @@ fn posted_minio_records_survive_a_sigkill_after_the_202() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn event_conversions_are_announced_in_summaries_not_per_event() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -587,6 +596,7 @@ fn event_conversions_are_announced_in_summaries_not_per_event() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_long_conversion_keeps_its_message_invisible() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -610,6 +620,7 @@ fn a_long_conversion_keeps_its_message_invisible() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_message_that_is_no_event_is_given_up_once_not_received_again() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -661,6 +672,7 @@ fn quiet_queue(prefix: &str, visibility: u64, dead_letter: Option<(&str, u32)>) 
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_poison_record_beside_a_good_one_in_one_sqs_body_is_given_up_once_and_the_good_one_converted() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -706,6 +718,7 @@ fn a_poison_record_beside_a_good_one_in_one_sqs_body_is_given_up_once_and_the_go
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn an_sqs_message_that_always_fails_is_given_up_after_max_receives_without_a_dead_letter_queue() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -760,6 +773,7 @@ fn an_sqs_message_that_always_fails_is_given_up_after_max_receives_without_a_dea
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn kept_and_given_up_events_are_in_the_ledger_and_neither_is_converted_again() {
     need_s3!();
     let b = bench(false);
@@ -806,6 +820,7 @@ fn kept_and_given_up_events_are_in_the_ledger_and_neither_is_converted_again() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_journal_file_half_done_at_sigterm_resumes_where_it_stopped_and_its_backlog_is_shown() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -881,6 +896,7 @@ fn a_journal_file_half_done_at_sigterm_resumes_where_it_stopped_and_its_backlog_
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_journal_file_failing_every_pass_is_given_up_after_max_receives_passes() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -191,6 +191,7 @@ fn run_once(proxy: &str, bucket: &str, state: &std::path::Path) -> (i32, Value) 
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_run_under_twenty_percent_injected_errors_converts_or_accounts_for_everything() {
     need_s3!();
     let s3 = s3_env();
@@ -258,6 +259,7 @@ fn throttled_bucket(prefix: &str, total: usize, seed: u64) -> (String, Storage, 
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_throttling_store_lowers_the_request_window_and_every_image_is_still_converted() {
     need_s3!();
     let total = 40;
@@ -318,6 +320,7 @@ fn sample(metrics: &str, name: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_throttled_window_is_in_metrics_as_serve_runs() {
     need_s3!();
     let total = 30;

@@ -55,6 +55,7 @@ fn error_code(r: &Resp) -> (u16, String) {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn go_TestHandleHealth() {
     need_s3!();
     let (_, _, server) = go_server("go-health", &[], "");
@@ -63,6 +64,7 @@ fn go_TestHandleHealth() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn go_TestHandleIndex() {
     need_s3!();
     let (_, _, server) = go_server("go-index", &[], "");
@@ -71,6 +73,7 @@ fn go_TestHandleIndex() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn go_TestHandleConvert_R2() {
     need_s3!();
     let (bucket, storage, server) = go_server("go-r2", &[("test.png", one_pixel_png([255, 0, 0, 255]))], "");
@@ -84,6 +87,7 @@ fn go_TestHandleConvert_R2() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn go_TestHandleConvert_InvalidSource() {
     need_s3!();
     let (_, _, server) = go_server("go-invalid", &[], "");
@@ -92,6 +96,7 @@ fn go_TestHandleConvert_InvalidSource() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn go_TestHandleConvert_GET() {
     need_s3!();
     let (bucket, _, server) = go_server("go-get", &[("test.png", one_pixel_png([255, 0, 0, 255]))], "");
@@ -102,6 +107,7 @@ fn go_TestHandleConvert_GET() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn go_TestHandleConvert_URL() {
     need_s3!();
     // A mock image server (on 127.0.0.2, trusted in the config as an operator would
@@ -128,6 +134,7 @@ fn go_TestHandleConvert_URL() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn unsupported_schemes_and_addresses_without_a_key_are_invalid_source_format() {
     need_s3!();
     let (bucket, _, server) = go_server("go-sources", &[], "");
@@ -140,6 +147,7 @@ fn unsupported_schemes_and_addresses_without_a_key_are_invalid_source_format() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn an_explicit_size_wins_over_a_preset_and_zero_keeps_a_side() {
     need_s3!();
     let (_, _, server) = go_server("go-sizes", &[("cat.jpeg", fixture("jpeg_baseline.jpg"))], ""); // 640x427

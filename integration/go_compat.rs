@@ -120,6 +120,7 @@ impl Drop for Serve {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_dotenv_alone_configures_serve_against_s3_and_its_secrets_stay_out_of_the_log() {
     need_s3!();
     let bucket = new_bucket("go-dotenv");
@@ -157,6 +158,7 @@ fn a_dotenv_alone_configures_serve_against_s3_and_its_secrets_stay_out_of_the_lo
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_go_deployment_copied_as_is_runs_once_against_s3_and_says_what_it_migrated() {
     need_s3!();
     let bucket = new_bucket("go-copied");

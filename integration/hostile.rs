@@ -40,6 +40,7 @@ fn tiff_with_huge_strip_count() -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_hostile_corpus_fails_specifically_and_memory_stays_bounded() {
     need_s3!();
     let bucket = new_bucket("hostile");

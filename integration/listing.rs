@@ -20,6 +20,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_run_over_100000_objects_with_nothing_new_costs_a_bare_listing() {
     need_s3!();
     let bucket = new_bucket("listing");

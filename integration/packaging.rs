@@ -137,6 +137,7 @@ impl Drop for Cleanup {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn container_converts_a_bucket_answers_health_and_stops_on_sigterm() {
     need_s3!();
     if let Some(why) = podman_unusable() {

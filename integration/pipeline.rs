@@ -120,6 +120,7 @@ fn image_set(prefix: &str, count: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn nothing_is_missed_even_when_uploaded_during_a_run() {
     need_s3!();
     let env = Env::new("missed", "pipeline: {workers: 1, max_in_flight: 2}\n");
@@ -145,6 +146,7 @@ fn nothing_is_missed_even_when_uploaded_during_a_run() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn nothing_is_converted_twice() {
     need_s3!();
     let env = Env::new("twice", "");
@@ -184,6 +186,7 @@ fn nothing_is_converted_twice() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn failures_are_recorded_retried_and_given_up_until_the_source_changes() {
     need_s3!();
     let env = Env::new("failures", "state: {max_attempts: 2, retry_base_minutes: 0}\n");
@@ -257,6 +260,7 @@ fn kill9(child: &mut Child) {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn a_crash_loses_nothing_and_redoes_little() {
     need_s3!();
     let env = Env::new("crash", "pipeline: {workers: 1, max_in_flight: 3}\nstate: {checkpoint_every: 5}\n");
@@ -307,6 +311,7 @@ fn a_crash_loses_nothing_and_redoes_little() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn one_run_at_a_time() {
     need_s3!();
     let env = Env::new("onerun", "pipeline: {workers: 1, max_in_flight: 1}\n");
@@ -338,6 +343,7 @@ fn one_run_at_a_time() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn sigterm_stops_serve_gracefully_and_the_next_run_resumes() {
     need_s3!();
     let env = Env::new("sigterm", "pipeline: {workers: 1, max_in_flight: 2}\ncron: {run_on_start: true}\n");
@@ -369,6 +375,7 @@ fn sigterm_stops_serve_gracefully_and_the_next_run_resumes() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn schedule_prints_the_next_fire_times() {
     need_s3!();
     let env = Env::new("schedule", "cron: {schedule: '0 9-17 * * 1-5', timezone: UTC}\n");
@@ -383,6 +390,7 @@ fn schedule_prints_the_next_fire_times() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn state_initial_now_ignores_what_is_already_there() {
     need_s3!();
     let env = Env::new("initial", "state: {initial: now}\n");

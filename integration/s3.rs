@@ -17,6 +17,7 @@ fn storage(bucket: &str) -> (Storage, ics::config::Config) {
 }
 
 #[actix_web::test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 async fn every_fixture_converts_through_the_bucket() {
     need_s3!();
     let bucket = new_bucket("fixtures");
@@ -48,6 +49,7 @@ async fn every_fixture_converts_through_the_bucket() {
 }
 
 #[tokio::test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 async fn listing_streams_pages_with_etags_and_times() {
     need_s3!();
     let bucket = new_bucket("listing");
@@ -78,6 +80,7 @@ async fn listing_streams_pages_with_etags_and_times() {
 }
 
 #[actix_web::test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 async fn refusals_are_specific() {
     need_s3!();
     let bucket = new_bucket("refusals");
@@ -126,6 +129,7 @@ async fn refusals_are_specific() {
 }
 
 #[tokio::test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 async fn conditional_create_refuses_an_existing_object() {
     need_s3!();
     let bucket = new_bucket("conditional");
@@ -137,6 +141,7 @@ async fn conditional_create_refuses_an_existing_object() {
 }
 
 #[tokio::test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 async fn conditional_update_is_a_compare_and_swap() {
     need_s3!();
     // The building block of bucket-held state and leases (issue 7): If-Match on the ETag read.
@@ -156,6 +161,7 @@ async fn conditional_update_is_a_compare_and_swap() {
 }
 
 #[tokio::test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 async fn wrong_credentials_or_bucket_are_errors_without_secrets() {
     need_s3!();
     let (s, _) = storage("no-such-bucket-here");
@@ -171,6 +177,7 @@ async fn wrong_credentials_or_bucket_are_errors_without_secrets() {
 /// server must too. The window between check and store is widened to 20 ms, so without
 /// the server's per-key lock this fails every time (4–11 winners of 32 were measured).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 async fn concurrent_conditional_writes_of_one_key_have_exactly_one_winner() {
     need_s3!();
     const WRITERS: usize = 32;

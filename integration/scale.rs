@@ -32,6 +32,7 @@ fn fill(bucket: &str, count: usize, images: usize) {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn peak_memory_does_not_grow_with_the_object_count() {
     need_s3!();
     let mut peaks = Vec::new();

@@ -3,7 +3,7 @@
 # that cannot pull MinIO's image): builds the daemon (cargo build --release), downloads the
 # S3 test server's pinned wheels on the host, assembles its build context under
 # target/compose-offline/, then runs `podman-compose -f compose.offline.yaml ARGS...`
-# (or `docker compose`). Needs podman (../shared/tools/container-base.sh sets it up with a
+# (or `docker compose`). Needs podman (scripts/container-base.sh sets it up with a
 # local debian:bookworm-slim) and podman-compose (apt-get install podman-compose).
 #
 #   bash scripts/compose-offline.sh up -d     # start in the background

@@ -3,7 +3,10 @@
 #   bash scripts/test.sh [extra cargo test args...]
 # Starts a local S3-compatible server (moto, on 127.0.0.1, see
 # scripts/s3-server.sh), exports ICS_TEST_S3_* for the integration tests, runs
-# `cargo test --all-targets "$@"`, stops the server, and exits with cargo's status.
+# `cargo test --all-targets "$@" -- --include-ignored` (the tests that need the S3
+# server are #[ignore]d, so that a plain `cargo test` reports them ignored rather than
+# passed; no test is ignored for any other reason), stops the server, and exits with
+# cargo's status. Arguments after a `--` of "$@" go to the test binaries as usual.
 # If ICS_TEST_S3_ENDPOINT is already set, that server is used and none is started.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,24 +34,20 @@ else
     printf '    (ready after %ss)\n' "$((SECONDS - t0))" >&2
 fi
 
-# Every test that needs the S3 server runs: without this, a test with no server returns
-# at once (as under a plain `cargo test`); with it, that is a failure.
-export ICS_TEST_S3_REQUIRED=1
-
 # The container test (integration/packaging.rs) needs podman and a local
-# debian:bookworm-slim; ../shared/tools/container-base.sh makes both from Debian's
+# debian:bookworm-slim; scripts/container-base.sh makes both from Debian's
 # packages (no registry needed, ~3 min on a fresh machine). It runs in the background
 # while cargo compiles; without it the container test says it is skipped.
 ctr_pid=""
 if ! podman image exists docker.io/library/debian:bookworm-slim >/dev/null 2>&1; then
-    base="../shared/tools/container-base.sh"
-    if [ "$(id -u)" = 0 ] && [ -f "$base" ]; then
+    base="scripts/container-base.sh"
+    if [ "$(id -u)" = 0 ]; then
         step "container base: $base in the background (log: target/container-base.log)"
         mkdir -p target
         bash "$base" >target/container-base.log 2>&1 &
         ctr_pid=$!
     else
-        step "container base: not set up (needs root and $base); the container test will be skipped"
+        step "container base: not set up (bash $base needs root); the container test will be skipped"
     fi
 fi
 
@@ -62,5 +61,11 @@ if [ -n "$ctr_pid" ]; then
     fi
 fi
 
-step "cargo test --all-targets $*"
-cargo test --all-targets "$@"
+# The S3 tests are #[ignore]d: include them. After the caller's own `--`, if any.
+test_args=("$@")
+case " $* " in
+    *" -- "*) test_args+=(--include-ignored) ;;
+    *) test_args+=(-- --include-ignored) ;;
+esac
+step "cargo test --all-targets ${test_args[*]}"
+cargo test --all-targets "${test_args[@]}"

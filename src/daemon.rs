@@ -118,7 +118,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let local = listener.local_addr().map_err(|source| ServeError::Listen { addr: "?".into(), source })?;
-    config.check_listener(local.ip())?;
+    config.check_listener(local)?;
     let opened = open(&config, &storage, None).map_err(ServeError::State)?;
     let schedule = if config.cron.enabled {
         Some(config.cron.schedule.clone())

@@ -38,6 +38,8 @@ pub struct Metrics {
     runs_started: IntCounterVec,
     runs_completed: IntCounterVec,
     runs_interrupted: IntCounterVec,
+    runs_failed: IntCounterVec,
+    last_run_failed: IntGaugeVec,
     converted: IntCounterVec,
     skipped: IntCounterVec,
     kept: IntCounterVec,
@@ -205,6 +207,12 @@ impl Metrics {
             runs_started: counters(&r, "ics_runs_started_total", "Runs started."),
             runs_completed: counters(&r, "ics_runs_completed_total", "Runs that went through the whole bucket."),
             runs_interrupted: counters(&r, "ics_runs_interrupted_total", "Runs interrupted (shutdown, listing error)."),
+            runs_failed: counters(
+                &r,
+                "ics_runs_failed_total",
+                "Runs that failed as a whole (the listing failed, the state could not be saved); also counted interrupted.",
+            ),
+            last_run_failed: gauges(&r, "ics_last_run_failed", "1 when the last run failed as a whole, else 0."),
             converted: counters(&r, "ics_images_converted_total", "Images converted and uploaded by runs."),
             skipped: counters(
                 &r,
@@ -251,14 +259,15 @@ impl Metrics {
     /// Creates this bucket's series, so each is present before its first event.
     fn touch(&self) {
         let b: &[&str] = &[&self.bucket];
-        for v in [&self.runs_started, &self.runs_completed, &self.runs_interrupted, &self.converted] {
+        for v in [&self.runs_started, &self.runs_completed, &self.runs_interrupted, &self.runs_failed, &self.converted]
+        {
             v.with_label_values(b);
         }
         for v in [&self.skipped, &self.kept, &self.input_bytes, &self.output_bytes, &self.superseded, &self.leases_lost]
         {
             v.with_label_values(b);
         }
-        for v in [&self.in_flight, &self.last_success, &self.shards_held, &self.live_instances] {
+        for v in [&self.in_flight, &self.last_success, &self.last_run_failed, &self.shards_held, &self.live_instances] {
             v.with_label_values(b);
         }
         self.duration.with_label_values(b);
@@ -271,8 +280,13 @@ impl Metrics {
         self.runs_started.with_label_values(&[&self.bucket]).inc();
     }
 
-    /// A run ended; `complete` runs set the last-success time.
-    pub fn run_finished(&self, complete: bool, failed: bool) {
+    /// A run ended; `complete` runs set the last-success time, one with an `error` of
+    /// its own (not an image's) failed as a whole.
+    pub fn run_finished(&self, complete: bool, failed: bool, error: bool) {
+        self.last_run_failed.with_label_values(&[&self.bucket]).set(i64::from(error));
+        if error {
+            self.runs_failed.with_label_values(&[&self.bucket]).inc();
+        }
         if complete {
             self.runs_completed.with_label_values(&[&self.bucket]).inc();
             if !failed {
@@ -433,6 +447,21 @@ mod tests {
         assert!(text.contains("ics_images_failed_total{bucket=\"images-a\",reason=\"decode_failed\"} 0\n"));
         assert!(text.contains("ics_images_failed_total{bucket=\"images-b\",reason=\"decode_failed\"} 1\n"));
         assert!(!text.contains("bucket=\"\""), "no series of an unnamed bucket: {text}");
+    }
+
+    #[test]
+    fn a_run_that_failed_as_a_whole_is_counted_and_flagged_until_a_run_without_error() {
+        let m = Metrics::default().for_bucket("b");
+        assert!(m.render().contains("ics_runs_failed_total{bucket=\"b\"} 0\n"));
+        m.run_finished(false, false, true);
+        let text = m.render();
+        assert!(text.contains("ics_runs_failed_total{bucket=\"b\"} 1\n"), "{text}");
+        assert!(text.contains("ics_last_run_failed{bucket=\"b\"} 1\n"), "{text}");
+        assert!(text.contains("ics_runs_interrupted_total{bucket=\"b\"} 1\n"), "{text}");
+        m.run_finished(true, false, false);
+        let text = m.render();
+        assert!(text.contains("ics_runs_failed_total{bucket=\"b\"} 1\n"), "{text}");
+        assert!(text.contains("ics_last_run_failed{bucket=\"b\"} 0\n"), "{text}");
     }
 
     #[test]

@@ -276,6 +276,17 @@ impl Storage {
         Ok(res.objects.into_iter().map(ObjectInfo::from).collect())
     }
 
+    /// Whether the bucket exists and answers (`/ready`'s probe): one listing of `prefix`,
+    /// a prefix that need not hold anything — a HEAD's 404 cannot tell a missing key from
+    /// a missing bucket, a listing's can ([`StorageError::NoBucket`]); for a local bucket,
+    /// its directory opened.
+    pub async fn check_bucket(&self, prefix: &str) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Local(local) => local.check_root().await,
+            Backend::Store(_) => self.list_dir(Some(prefix)).await.map(drop),
+        }
+    }
+
     /// Metadata of one object.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, StorageError> {
         let path = check_key(key)?;

@@ -34,36 +34,25 @@ pub fn good_fixtures() -> Vec<(String, u32, u32, u32)> {
         .collect()
 }
 
-/// The first statement of every test that needs the S3 test server: without one
-/// (`ICS_TEST_S3_ENDPOINT` unset, as under a plain `cargo test`) the test returns at once,
-/// and the first such test says, once, how to run them all. `scripts/test.sh` sets
-/// `ICS_TEST_S3_REQUIRED=1`, which turns a missing server into a failure instead.
+/// The first statement of every test that needs the S3 test server. Such a test is also
+/// marked `#[ignore = "needs the S3 test server: bash scripts/test.sh"]`, so a plain
+/// `cargo test` reports it ignored, never passed; `scripts/test.sh` starts the server and
+/// runs them with `--include-ignored`. Run without the server (`ICS_TEST_S3_ENDPOINT`
+/// unset), it fails, saying how to run it.
 macro_rules! need_s3 {
     () => {
-        if !$crate::common::s3_configured() {
-            return;
-        }
+        $crate::common::require_s3();
     };
 }
 
-/// Whether the S3 test server is configured; see `need_s3!`.
-pub fn s3_configured() -> bool {
-    use std::io::Write;
-    static SAID: std::sync::Once = std::sync::Once::new();
-    if std::env::var_os("ICS_TEST_S3_ENDPOINT").is_some() {
-        return true;
-    }
-    if std::env::var_os("ICS_TEST_S3_REQUIRED").is_some() {
-        panic!("ICS_TEST_S3_REQUIRED is set but ICS_TEST_S3_ENDPOINT is not: the S3 test server did not start");
-    }
-    // Straight to stderr: the test harness captures print! and eprint! of passing tests.
-    SAID.call_once(|| {
-        let _ = writeln!(
-            std::io::stderr(),
-            "\nNOTE: the tests that need the S3 test server pass without running: ICS_TEST_S3_ENDPOINT is not set.\n      `bash scripts/test.sh` starts the server (moto, on 127.0.0.1) and runs every test.\n"
+/// Panics unless the S3 test server is configured; see `need_s3!`.
+pub fn require_s3() {
+    if std::env::var_os("ICS_TEST_S3_ENDPOINT").is_none() {
+        panic!(
+            "ICS_TEST_S3_ENDPOINT is not set: this test needs the S3 test server; \
+             `bash scripts/test.sh` starts it (moto, on 127.0.0.1) and runs every test"
         );
-    });
-    false
+    }
 }
 
 /// The S3 server's settings from `ICS_TEST_S3_*` (set by scripts/test.sh).
@@ -79,7 +68,7 @@ pub fn s3_env() -> S3Env {
         std::env::var(k).unwrap_or_else(|_| {
             panic!(
                 "{k} is not set: run the integration tests through scripts/test.sh, which starts the S3 server \
-                 (a test that needs it starts with need_s3!(), so that a plain cargo test skips it)"
+                 (a test that needs it is #[ignore]d and starts with need_s3!())"
             )
         })
     };

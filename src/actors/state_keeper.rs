@@ -365,7 +365,7 @@ impl StateKeeper {
             tracing::warn!(run_id = %run.id, cursor = ?self.state.run.as_ref().and_then(|r| r.cursor.clone()), "Cron job interrupted; the next run resumes");
         }
         self.last_summary = Some(summary.clone());
-        self.metrics.run_finished(complete, counts.failed > 0);
+        self.metrics.run_finished(complete, counts.failed > 0, error.is_some());
         self.metrics.set_in_flight(0);
         for l in &self.listeners {
             l.do_send(RunFinished {

@@ -62,13 +62,39 @@ impl OwnAddresses {
     }
 
     /// Whether connecting to `addr` would reach the daemon's own API: the same port and
-    /// the same address, or any address of this host when it listens on `0.0.0.0`/`::`.
+    /// the same address, or any address of this host when it listens on `0.0.0.0`/`::`,
+    /// or `0.0.0.0`/`::` itself (a connection to it goes to this host).
     pub fn contains(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
         self.0.iter().any(|own| {
             own.port() == addr.port()
-                && (own.ip().to_canonical() == ip || (own.ip().is_unspecified() && is_this_host(ip)))
+                && (own.ip().to_canonical() == ip
+                    || ip.is_unspecified()
+                    || (own.ip().is_unspecified() && is_this_host(ip)))
         })
+    }
+}
+
+impl OwnAddresses {
+    /// The addresses the API on `host:port` listens on, as the configuration names them
+    /// (`check-config` has no listener): `host` resolved. Empty for port 0 (any free port,
+    /// unknown until bound) or a host that does not resolve.
+    pub fn configured(host: &str, port: u16) -> Self {
+        use std::net::ToSocketAddrs;
+        let listening = match port {
+            0 => Vec::new(),
+            _ => (host, port).to_socket_addrs().map(Iterator::collect).unwrap_or_default(),
+        };
+        Self(listening)
+    }
+
+    /// The address of the daemon's own API that a request to `url` would connect to, if
+    /// any: its host (a name resolved by the system resolver, as a client would) at its
+    /// port. `None` when it reaches none, or its host does not resolve (then no request
+    /// reaches anything).
+    pub fn reached_by(&self, url: &url::Url) -> Option<SocketAddr> {
+        let addrs = url.socket_addrs(|| None).ok()?;
+        addrs.into_iter().find(|a| self.contains(*a))
     }
 }
 
@@ -163,5 +189,39 @@ mod tests {
         let own = OwnAddresses::new(vec!["127.0.0.2:80".parse().unwrap()]);
         assert!(own.contains("127.0.0.2:80".parse().unwrap()));
         assert!(!own.contains("127.0.0.3:80".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_url_naming_the_daemons_own_listener_in_any_spelling_reaches_it() {
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let all = OwnAddresses::new(vec!["0.0.0.0:4000".parse().unwrap()]);
+        for u in [
+            "http://127.0.0.1:4000/api/runs",
+            "http://localhost:4000/api/runs",
+            "http://[::1]:4000/",
+            "http://0.0.0.0:4000/api/runs",
+            "http://[::ffff:127.0.0.1]:4000/x",
+            "http://127.0.0.2:4000/", // the whole of 127/8 is this host
+        ] {
+            assert!(all.reached_by(&url(u)).is_some(), "{u} passed as another server");
+        }
+        for u in ["http://127.0.0.1:4001/api/runs", "http://93.184.216.34:4000/", "http://localhost/api/runs"] {
+            assert_eq!(all.reached_by(&url(u)), None, "{u}");
+        }
+        // One address: that address (and its port) only; the default port of the scheme counts.
+        let one = OwnAddresses::new(vec!["127.0.0.1:80".parse().unwrap()]);
+        assert!(one.reached_by(&url("http://localhost/api/runs")).is_some());
+        assert_eq!(one.reached_by(&url("https://localhost/api/runs")), None);
+        assert_eq!(one.reached_by(&url("http://127.0.0.3/")), None);
+        assert!(one.reached_by(&url("http://0.0.0.0/")).is_some());
+        // A host that does not resolve reaches nothing.
+        assert_eq!(all.reached_by(&url("http://no-such-host.invalid:4000/")), None);
+    }
+
+    #[test]
+    fn configured_addresses_resolve_the_host_and_know_nothing_of_port_0() {
+        let own = OwnAddresses::configured("localhost", 4000);
+        assert!(own.contains("127.0.0.1:4000".parse().unwrap()));
+        assert!(!OwnAddresses::configured("127.0.0.1", 0).contains("127.0.0.1:0".parse().unwrap()));
     }
 }

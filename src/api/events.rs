@@ -5,7 +5,8 @@
 //!
 //! Authenticated by `api.token` or `events.webhook_token` (`Authorization: Bearer T`, or
 //! the bare token as MinIO's `auth_token` may send it); open only when neither is set
-//! (and the API is then on a loopback address, as `serve` requires).
+//! (and the API is then on a loopback address, as `serve` requires). The token is checked
+//! before the body is read, and the body's time is bounded as on `/api/*`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -28,7 +29,13 @@ fn authorised(state: &AppState, req: &HttpRequest) -> bool {
 #[utoipa::path(post, path = "/api/events", tag = "events", security(("bearer" = [])),
     request_body(content = Object, description = "S3 event records: `{\"Records\": [...]}` (MinIO, S3-compatible stores)"),
     responses(super::schemas::EventsAnswers))]
-pub async fn post_events(state: web::Data<AppState>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn post_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    // The token before the body: a caller without it is answered at once, whatever it
+    // sends or withholds after its headers (a body extractor would wait for it all).
     if !authorised(&state, &req) {
         return Err(ApiError::new(
             actix_web::http::StatusCode::UNAUTHORIZED,
@@ -43,6 +50,7 @@ pub async fn post_events(state: web::Data<AppState>, req: HttpRequest, body: Byt
             "the webhook event source is off (events.webhook_enabled: true turns it on)",
         ));
     };
+    let body = read_body(&req, payload, state.config.api.max_body_bytes).await?;
     let written = web::block(move || journal.append(&body)).await.map_err(|_| {
         ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the daemon is stopping")
     })?;
@@ -60,5 +68,31 @@ pub async fn post_events(state: web::Data<AppState>, req: HttpRequest, body: Byt
                 "the events could not be stored; post them again",
             ))
         }
+    }
+}
+
+/// The posted body, at most `limit` bytes (`api.max_body_kb`; a longer `Content-Length`
+/// is refused before reading), read within the request's deadline (`server.timeout_seconds`).
+async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the events are over api.max_body_kb ({limit} bytes)"),
+        )
+    };
+    let announced = req.headers().get(actix_web::http::header::CONTENT_LENGTH);
+    if announced.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match payload.to_bytes_limited(limit).await {
+        Err(_) => Err(too_large()),
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => match e.as_error::<actix_web::error::PayloadError>() {
+            Some(p) if super::deadline::is_timeout(p) => {
+                Err(ApiError::new(actix_web::http::StatusCode::REQUEST_TIMEOUT, "request_timeout", p.to_string()))
+            }
+            _ => Err(ApiError::bad_request("invalid_request", format!("cannot read the body: {e}"))),
+        },
     }
 }

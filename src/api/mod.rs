@@ -6,7 +6,7 @@
 //! `GET /api/openapi.json` (the OpenAPI document, `openapi.rs`). All routes are in
 //! [`configure`] and listed in [`ROUTES`]; tests drive them with `actix_web::test::init_service`.
 
-mod address;
+pub mod address;
 mod auth;
 mod convert;
 #[cfg(test)]
@@ -143,6 +143,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         // Before the `/api` scope: it takes `events.webhook_token` as well as `api.token`.
         .service(
             web::resource("/api/events")
+                .wrap(actix_web::middleware::from_fn(move |req, next| deadline::limit_body_time(body_time, req, next)))
                 .route(web::post().to(events::post_events))
                 .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::method_not_allowed("POST")) })),
         )

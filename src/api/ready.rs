@@ -5,8 +5,9 @@
 //! `/health` stays a liveness answer (the process serves HTTP). Readiness is for load
 //! balancers and container health checks: a daemon whose bucket is unreachable is alive
 //! but not ready. The storage probe runs inside the request when the last answer is older
-//! than [`FRESH_FOR`] (one `HEAD` of a key that need not exist), at most one at a time,
-//! bounded by [`PROBE_TIMEOUT`]; polls in between are answered from the cached result.
+//! than [`FRESH_FOR`] (one listing of a prefix that need not exist: a bucket that does
+//! not exist answers it 404, and is not ready), at most one at a time, bounded by
+//! [`PROBE_TIMEOUT`]; polls in between are answered from the cached result.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use crate::storage::{Storage, StorageError};
 pub const FRESH_FOR: Duration = Duration::from_secs(10);
 /// How long the probe may wait for the storage.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// The key the probe asks about; that it does not exist is a fine answer.
-const PROBE_KEY: &str = ".image-converting-server/ready-probe";
+/// The prefix the probe lists; that nothing is under it is a fine answer.
+const PROBE_PREFIX: &str = ".image-converting-server/ready-probe";
 
 /// The last storage probe's result, per bucket.
 #[derive(Default)]
@@ -43,8 +44,10 @@ impl Readiness {
         {
             return result.clone();
         }
-        let result = match tokio::time::timeout(PROBE_TIMEOUT, storage.head(PROBE_KEY)).await {
-            Ok(Ok(_)) | Ok(Err(StorageError::NotFound { .. })) => Ok(()),
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, storage.check_bucket(PROBE_PREFIX)).await {
+            Ok(Ok(())) => Ok(()),
+            // Reachable, but there is nothing to keep: not ready (issue 23).
+            Ok(Err(StorageError::NoBucket)) => Err(format!("bucket {bucket} does not exist")),
             Ok(Err(e)) => Err(format!("storage did not answer (bucket {bucket}): {e}")),
             Err(_) => Err(format!("storage did not answer within {} s (bucket {bucket})", PROBE_TIMEOUT.as_secs())),
         };

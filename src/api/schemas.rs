@@ -253,10 +253,21 @@ pub struct EventsAccepted {
 pub enum EventsAnswers {
     #[response(status = 202, description = "Journaled durably; converted from there")]
     Accepted(EventsAccepted),
-    #[response(status = 400, description = "`invalid_events`: not S3 event records")]
+    #[response(
+        status = 400,
+        description = "`invalid_events`: not S3 event records; `invalid_request`: the body could not be read"
+    )]
     BadRequest(ErrorBody),
-    #[response(status = 401, description = "`unauthorized` (with `api.token` or `events.webhook_token` set)")]
+    #[response(
+        status = 401,
+        description = "`unauthorized` (with `api.token` or `events.webhook_token` set), answered before the body is read"
+    )]
     Unauthorized(ErrorBody),
+    #[response(
+        status = 408,
+        description = "`request_timeout`: the body did not arrive within `server.timeout_seconds`"
+    )]
+    Timeout(ErrorBody),
     #[response(status = 413, description = "`payload_too_large`: the request body")]
     TooLarge(ErrorBody),
     #[response(status = 500, description = "`journal_failed`: not stored; post again")]

@@ -343,3 +343,13 @@ fn max_in_flight_still_caps_but_warns_and_max_requests_sizes_the_s3_window() {
     let e = load_yaml("pipeline: {max_requests: 0}\n", &[]).unwrap_err().to_string();
     assert!(e.contains("pipeline.max_requests"), "{e}");
 }
+
+#[test]
+fn a_webhook_to_the_listener_serve_is_handed_is_refused_and_another_port_is_not() {
+    // `serve` in-process is handed a bound listener: its address is the one to keep off.
+    let c = load_yaml("webhook: {url: 'http://localhost:4321/api/runs'}\n", &[]).unwrap();
+    let e = c.check_listener("127.0.0.1:4321".parse().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("webhook.url") && e.contains("127.0.0.1:4321, this daemon's own API"), "{e}");
+    assert!(!e.contains("/api/runs"), "the path is not shown: {e}");
+    assert!(c.check_listener("127.0.0.1:4322".parse().unwrap()).is_ok());
+}

@@ -26,6 +26,10 @@ pub enum StorageError {
     Unlistable { key: String, reason: &'static str },
     #[error("cannot open storage: {0}")]
     Setup(String),
+    /// The bucket itself is missing: S3 answered a listing 404 (`NoSuchBucket`), or a
+    /// local bucket's directory is gone.
+    #[error("the bucket does not exist")]
+    NoBucket,
     #[error("{op} {key}: {source}")]
     Backend {
         op: &'static str,
@@ -57,6 +61,9 @@ impl StorageError {
     }
 
     pub(super) fn backend(op: &'static str, key: &str, source: object_store::Error) -> Self {
+        if op == "list" && is_missing_bucket(&source) {
+            return Self::NoBucket;
+        }
         match source {
             object_store::Error::NotFound { .. } => Self::NotFound { key: key.to_owned() },
             object_store::Error::AlreadyExists { .. } => Self::AlreadyExists { key: key.to_owned() },
@@ -75,6 +82,21 @@ impl StorageError {
             _ => false,
         }
     }
+}
+
+/// Whether a listing failed because the bucket does not exist. A listing answers 404
+/// only then (an empty prefix is an empty page), and object_store keeps the answer only
+/// as text: S3, R2 and MinIO name the code `NoSuchBucket`.
+fn is_missing_bucket(e: &object_store::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if text.contains("NoSuchBucket") || text.contains("status code: 404") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// One object as a listing or HEAD describes it.

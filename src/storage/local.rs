@@ -63,6 +63,17 @@ impl LocalBucket {
         .await
     }
 
+    /// `Ok` when the root directory can be opened; [`StorageError::NoBucket`] when it is gone.
+    pub(crate) async fn check_root(&self) -> Result<(), StorageError> {
+        let me = self.clone();
+        blocking("open", "", move |key| match me.beneath() {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Err(StorageError::NoBucket),
+            Err(e) => Err(fail("open", key)(e)),
+        })
+        .await
+    }
+
     /// Reads a whole object, refusing (before reading the body) one over `max_bytes`.
     pub(crate) async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectInfo, Bytes), StorageError> {
         let me = self.clone();

@@ -39,10 +39,15 @@ pub(crate) fn list_ordered(
     tokio::task::spawn_blocking(move || {
         let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let walk = Walk { offset: offset.as_deref(), report_unlistable, tx: &tx };
-        let result = match open().and_then(|b| b.dir(&dir, false)) {
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(fail("list", &dir)(e)),
-            Ok(handle) => walk.dir(&handle, &prefix),
+        // A missing directory under the root lists nothing; a missing root is a bucket
+        // that is gone (unmounted, removed), not an empty one whose ledger a run may prune.
+        let result = match open() {
+            Err(e) if e.is_not_found() => Err(StorageError::NoBucket),
+            root => match root.and_then(|b| b.dir(&dir, false)) {
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(fail("list", &dir)(e)),
+                Ok(handle) => walk.dir(&handle, &prefix),
+            },
         };
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));

@@ -48,6 +48,7 @@ pub mod naming;
 pub mod planner;
 pub mod reason;
 pub mod request;
+pub mod run_book;
 pub mod schedule;
 pub mod scope;
 pub mod secret;

@@ -10,10 +10,8 @@
 //! became of their image here too ([`RecordEvent`]), answered once it is stored: inside a
 //! run, with the run's state; outside one, through the store under the run lock.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -21,10 +19,10 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::model::{FailureReport, ItemOutcome, RunCounts, RunSummary, Slot};
+use crate::model::{ItemOutcome, RunCounts, RunSummary, Slot};
+use crate::run_book::RunBook;
 use crate::state::{
-    Failure, LedgerDecision, LockError, PartRun, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore,
-    Updated,
+    Failure, LedgerDecision, LockError, RetryPolicy, RunLock, RunProgress, State, StateError, StateStore, Updated,
 };
 
 /// Starts a run: takes the lock, loads the state. Answers what the Lister needs.
@@ -200,8 +198,7 @@ pub struct LedgerView {
     pub entry: crate::state::LedgerEntry,
 }
 
-/// Converted images of one run, for the webhook (at most this many are listed).
-pub const MAX_LISTED_IMAGES: usize = 10_000;
+pub use crate::run_book::MAX_LISTED_IMAGES;
 
 /// A finished run, as announced to listeners (the webhook sender).
 #[derive(Message, Debug, Clone)]
@@ -228,40 +225,14 @@ pub struct StateKeeper {
     save_error: Option<String>,
 }
 
+/// The run in progress: its books, and what ties it to the world.
 struct ActiveRun {
-    id: Arc<str>,
-    started_at: DateTime<Utc>,
-    clock: Instant,
+    book: RunBook,
     /// The run lock (`None` in bucket mode, where the shards' leases take its place).
     _lock: Option<RunLock>,
-    counts: RunCounts,
-    /// Queued keys in listing order, with whether each is finished.
-    queue: VecDeque<(String, bool)>,
-    last_popped: Option<String>,
-    listed_position: Option<String>,
-    listing_done: bool,
-    error: Option<String>,
-    unseen: Option<Vec<String>>,
-    since_checkpoint: u32,
-    failures: Vec<FailureReport>,
     stopping: Arc<AtomicBool>,
     done: Option<oneshot::Sender<RunSummary>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
-    images: Vec<(String, String)>,
-    /// What the run did in each part of the bucket (bucket mode: per shard).
-    parts: BTreeMap<u32, PartRun>,
-}
-
-impl ActiveRun {
-    /// Every source at or before this key is done or ledgered. Sources are queued in key
-    /// order, so finished ones leave the queue's front in key order too.
-    fn cursor(&self) -> Option<String> {
-        if self.queue.is_empty() {
-            self.listed_position.clone().max(self.last_popped.clone())
-        } else {
-            self.last_popped.clone()
-        }
-    }
 }
 
 impl StateKeeper {
@@ -284,9 +255,9 @@ impl StateKeeper {
     fn save(&mut self) -> Result<(), StateError> {
         if let Some(run) = &self.run {
             let progress = self.state.run.get_or_insert_with(RunProgress::default);
-            progress.cursor = run.cursor();
-            progress.converted = run.counts.converted;
-            progress.failed = run.counts.failed;
+            progress.cursor = run.book.cursor();
+            progress.converted = run.book.counts.converted;
+            progress.failed = run.book.counts.failed;
         }
         self.save_state()
     }
@@ -301,68 +272,53 @@ impl StateKeeper {
         saved
     }
 
-    fn pop_finished(run: &mut ActiveRun) {
-        while run.queue.front().is_some_and(|(_, done)| *done) {
-            run.last_popped = run.queue.pop_front().map(|(k, _)| k);
-        }
-    }
-
     /// Ends the run if the listing is over and nothing is in flight (or `force`).
     fn maybe_finish(&mut self, force: bool) {
         let Some(run) = &self.run else { return };
-        if !(force || run.listing_done && run.queue.is_empty()) {
+        if !(force || run.book.finished()) {
             return;
         }
         let mut run = self.run.take().expect("checked above");
         let now = Utc::now();
         let interrupted = run.stopping.load(Ordering::SeqCst) || force;
-        let complete = !interrupted && run.error.is_none();
-        let counts = run.counts.clone();
+        let complete = !interrupted && run.book.error.is_none();
+        let counts = run.book.counts.clone();
         if complete {
             let skew = chrono::Duration::from_std(self.config.state.clock_skew).unwrap_or_default();
-            self.state.set_last_processed_time(run.started_at - skew);
+            self.state.set_last_processed_time(run.book.started_at - skew);
             self.state.last_run_time = Some(now);
-            self.state.last_complete_run_started_at = Some(run.started_at);
+            self.state.last_complete_run_started_at = Some(run.book.started_at);
             self.state.processed_count = counts.converted;
             self.state.failed_count = counts.failed;
             self.state.reprocess_from = None;
             self.state.run = None;
             self.state.totals.runs += 1;
-            let pruned = run.unseen.take().map_or(0, |keys| self.state.forget(&keys));
+            let pruned = run.book.unseen.take().map_or(0, |keys| self.state.forget(&keys));
             if pruned > 0 {
                 tracing::info!(pruned, "Ledger entries of sources no longer in the bucket dropped");
             }
-            self.store.record_parts(&run.id, &run.parts);
+            self.store.record_parts(&run.book.id, &run.book.parts);
         } else {
             let progress = self.state.run.get_or_insert_with(RunProgress::default);
-            progress.cursor = run.cursor();
+            progress.cursor = run.book.cursor();
             progress.converted = counts.converted;
             progress.failed = counts.failed;
         }
         // A run whose state is not saved is not complete: the next run resumes from the
         // last checkpoint that was saved.
         let (complete, error) = match self.save_state() {
-            Ok(()) => (complete, run.error.clone()),
+            Ok(()) => (complete, run.book.error.clone()),
             Err(e) => (false, Some(crate::state::unsaved_run_error(&e))),
         };
-        let summary = RunSummary {
-            run_id: run.id.to_string(),
-            started_at: run.started_at,
-            finished_at: now,
-            counts: counts.clone(),
-            duration_ms: run.clock.elapsed().as_millis() as u64,
-            complete,
-            error: error.clone(),
-            failures: std::mem::take(&mut run.failures),
-            shards: Vec::new(),
-        };
+        let summary = run.book.summary(now, complete, error.clone());
+        let id = run.book.id.clone();
         tracing::info!("Processed {} images successfully, {} failed", counts.converted, counts.failed);
         if complete {
-            tracing::info!(run_id = %run.id, duration_ms = summary.duration_ms, skipped = counts.skipped, "Cron job completed");
+            tracing::info!(run_id = %id, duration_ms = summary.duration_ms, skipped = counts.skipped, "Cron job completed");
         } else if let Some(e) = &error {
-            tracing::error!(run_id = %run.id, error = %e, "Cron job failed");
+            tracing::error!(run_id = %id, error = %e, "Cron job failed");
         } else {
-            tracing::warn!(run_id = %run.id, cursor = ?self.state.run.as_ref().and_then(|r| r.cursor.clone()), "Cron job interrupted; the next run resumes");
+            tracing::warn!(run_id = %id, cursor = ?self.state.run.as_ref().and_then(|r| r.cursor.clone()), "Cron job interrupted; the next run resumes");
         }
         self.last_summary = Some(summary.clone());
         self.metrics.run_finished(complete, counts.failed > 0, error.is_some());
@@ -371,7 +327,7 @@ impl StateKeeper {
             l.do_send(RunFinished {
                 bucket: self.config.bucket_name(),
                 summary: summary.clone(),
-                images: std::mem::take(&mut run.images),
+                images: std::mem::take(&mut run.book.images),
             });
         }
         if let Some(tx) = run.done.take() {
@@ -407,20 +363,6 @@ fn ledger_event(state: &mut State, msg: &RecordEvent, policy: &RetryPolicy, now:
             true
         }
         ItemOutcome::Superseded { .. } => false,
-    }
-}
-
-/// Adds one outcome to a part's counts.
-fn count_part(part: &mut PartRun, outcome: &ItemOutcome) {
-    match outcome {
-        ItemOutcome::Converted { bytes_in, bytes_out, .. } => {
-            part.converted += 1;
-            part.bytes_in += bytes_in;
-            part.bytes_out += bytes_out;
-        }
-        ItemOutcome::Kept { .. } => part.kept += 1,
-        ItemOutcome::Superseded { .. } => part.superseded += 1,
-        ItemOutcome::Failed { .. } => part.failed += 1,
     }
 }
 
@@ -470,24 +412,11 @@ impl Handler<BeginRun> for StateKeeper {
         let stopping = Arc::new(AtomicBool::new(false));
         let id: Arc<str> = id.into();
         self.run = Some(ActiveRun {
-            id: id.clone(),
-            started_at,
-            clock: Instant::now(),
+            book: RunBook::new(id.clone(), started_at, cursor.clone(), counts),
             _lock: lock,
-            counts,
-            queue: VecDeque::new(),
-            last_popped: cursor.clone(),
-            listed_position: cursor.clone(),
-            listing_done: false,
-            error: None,
-            unseen: None,
-            since_checkpoint: 0,
-            failures: Vec::new(),
             stopping: stopping.clone(),
             done: Some(tx),
             stop_waiters: Vec::new(),
-            images: Vec::new(),
-            parts: BTreeMap::new(),
         });
         self.metrics.run_started();
         let _ = self.save();
@@ -508,9 +437,8 @@ impl Handler<RecordQueued> for StateKeeper {
 
     fn handle(&mut self, msg: RecordQueued, _: &mut Context<Self>) {
         if let Some(run) = &mut self.run {
-            run.counts.queued += 1;
-            run.queue.push_back((msg.key, false));
-            self.metrics.set_in_flight(run.queue.iter().filter(|(_, d)| !d).count());
+            run.book.queued(msg.key);
+            self.metrics.set_in_flight(run.book.in_flight());
         }
     }
 }
@@ -520,12 +448,8 @@ impl Handler<RecordListed> for StateKeeper {
 
     fn handle(&mut self, msg: RecordListed, _: &mut Context<Self>) {
         if let Some(run) = &mut self.run {
-            run.counts.listed += msg.listed;
-            run.counts.skipped += msg.skipped;
+            run.book.listed(msg.listed, msg.skipped, msg.position);
             self.metrics.skipped(msg.skipped);
-            if msg.position.is_some() {
-                run.listed_position = msg.position;
-            }
         }
     }
 }
@@ -536,22 +460,12 @@ impl Handler<RecordDone> for StateKeeper {
     fn handle(&mut self, msg: RecordDone, _: &mut Context<Self>) {
         let now = Utc::now();
         let Some(run) = &mut self.run else { return };
-        if let Some(entry) = run.queue.iter_mut().find(|(k, done)| !*done && *k == msg.key) {
-            entry.1 = true;
-        }
-        Self::pop_finished(run);
-        if let Some(part) = self.store.part_of(&msg.key) {
-            count_part(run.parts.entry(part).or_default(), &msg.outcome);
-        }
+        let part = self.store.part_of(&msg.key);
+        let checkpoint = run.book.done(&msg.key, &msg.output, part, &msg.outcome, self.config.state.checkpoint_every);
+        // The ledger, the metrics and the log: what the books do not keep.
         match &msg.outcome {
             ItemOutcome::Converted { bytes_in, bytes_out, convert_ms, .. } => {
-                run.counts.converted += 1;
                 self.metrics.converted(*bytes_in, *bytes_out, *convert_ms as f64 / 1000.0);
-                if run.images.len() < MAX_LISTED_IMAGES {
-                    run.images.push((msg.key.clone(), msg.output.clone()));
-                }
-                run.counts.bytes_in += bytes_in;
-                run.counts.bytes_out += bytes_out;
                 self.state.totals.converted += 1;
                 self.state.totals.bytes_in += bytes_in;
                 self.state.totals.bytes_out += bytes_out;
@@ -559,19 +473,16 @@ impl Handler<RecordDone> for StateKeeper {
                 tracing::info!("Converted image: {} -> {}", msg.key, msg.output);
             }
             ItemOutcome::Superseded { reason } => {
-                run.counts.superseded += 1;
                 self.metrics.superseded();
                 tracing::info!(key = %msg.key, "Left to another instance: {reason}");
             }
             ItemOutcome::Kept { bytes_in, bytes_out } => {
-                run.counts.kept += 1;
                 self.metrics.kept();
                 let reason = kept_reason(*bytes_in, *bytes_out);
                 self.state.record_kept(&msg.key, msg.etag.clone(), "webp_larger", &reason, now);
                 tracing::info!(key = %msg.key, "Kept source: {reason}");
             }
             ItemOutcome::Failed { code, reason, permanent } => {
-                run.counts.failed += 1;
                 self.metrics.failed(*code);
                 self.state.totals.failed += 1;
                 let kind = self.state.record_failure(
@@ -581,19 +492,12 @@ impl Handler<RecordDone> for StateKeeper {
                     &self.policy,
                     now,
                 );
-                run.failures.push(FailureReport {
-                    key: msg.key.clone(),
-                    code: code.code().into(),
-                    reason: reason.clone(),
-                });
                 tracing::error!(code = %code, ledger = ?kind, "Failed to convert image: {} - {}", msg.key, reason);
             }
         }
         drop(msg.slot);
-        self.metrics.set_in_flight(run.queue.iter().filter(|(_, d)| !d).count());
-        run.since_checkpoint += 1;
-        if run.since_checkpoint >= self.config.state.checkpoint_every {
-            run.since_checkpoint = 0;
+        self.metrics.set_in_flight(run.book.in_flight());
+        if checkpoint {
             let _ = self.save();
         }
         self.maybe_finish(false);
@@ -605,12 +509,8 @@ impl Handler<ListingFinished> for StateKeeper {
 
     fn handle(&mut self, msg: ListingFinished, _: &mut Context<Self>) {
         if let Some(run) = &mut self.run {
-            run.listing_done = true;
-            if let Some(e) = msg.error {
-                run.error = Some(e);
-            }
-            run.unseen = msg.unseen;
-            tracing::info!("Found {} new images to process", run.counts.queued);
+            run.book.listing_finished(msg.error, msg.unseen);
+            tracing::info!("Found {} new images to process", run.book.counts.queued);
         }
         self.maybe_finish(false);
     }
@@ -708,8 +608,8 @@ impl Handler<GetProgress> for StateKeeper {
     type Result = MessageResult<GetProgress>;
 
     fn handle(&mut self, _: GetProgress, _: &mut Context<Self>) -> Self::Result {
-        let run = self.run.as_ref();
-        let in_flight = run.map(|r| r.queue.iter().filter(|(_, d)| !d).count()).unwrap_or(0);
+        let run = self.run.as_ref().map(|r| &r.book);
+        let in_flight = run.map(RunBook::in_flight).unwrap_or(0);
         let elapsed = run.map(|r| r.clock.elapsed().as_secs_f64()).unwrap_or(0.0);
         let converted = run.map(|r| r.counts.converted).unwrap_or(0);
         let rate = if elapsed > 0.0 { converted as f64 / elapsed } else { 0.0 };

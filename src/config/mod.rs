@@ -311,8 +311,12 @@ impl Config {
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
         let mut vars = env.to_vec();
-        let added = dotenv::apply(&mut vars, dotenv::read(env_file, required, env)?);
-        Self::from_layers(path, &vars, &added.into_iter().collect())
+        let file = dotenv::read(env_file, required)?;
+        let added: std::collections::BTreeSet<String> = dotenv::apply(&mut vars, file.vars).into_iter().collect();
+        let mut config = Self::from_layers(path, &vars, &added)?;
+        // A warning about a variable the environment sets would be about a value not used.
+        config.warnings.splice(0..0, file.warnings.into_iter().filter(|(v, _)| added.contains(v)).map(|(_, w)| w));
+        Ok(config)
     }
 
     /// Loads with an explicit environment and no `.env` file, for tests.

@@ -4,7 +4,8 @@
 //! [`to_json`] gives one object whose sections mirror the Go server's file (`r2`,
 //! `conversion`, `resize`, `cron`, `server`, `webhook`) followed by this program's own
 //! (`storage`, `state`, `pipeline`, `api`, `log`), plus `sources` (key → origin);
-//! [`to_yaml`] prints the same sections as YAML with each origin as a comment.
+//! [`to_yaml`] prints the same sections as YAML with each origin as a comment. Secrets
+//! show as `***`, in URLs too (a password, a `?token=` or `?X-Amz-Signature=` value).
 
 use serde_json::{Map, Value, json};
 
@@ -179,7 +180,7 @@ fn sections(c: &Config) -> Value {
     let presets: Map<String, Value> =
         c.presets.iter().map(|(n, p)| (n.clone(), json!({"width": p.width, "height": p.height}))).collect();
     let cluster = c.state.cluster.as_ref();
-    json!({
+    let mut v = json!({
         "r2": {
             "endpoint": s3.map_or("", |s| s.endpoint.as_str()),
             "bucket": s3.map_or("", |s| s.bucket.as_str()),
@@ -277,5 +278,8 @@ fn sections(c: &Config) -> Value {
             "level": c.log.level,
             "format": if c.log.format == LogFormat::Json { "json" } else { "text" },
         },
-    })
+    });
+    // A URL's password and its secret-named query values (a webhook URL's `?token=`).
+    super::mask::mask_urls(&mut v);
+    v
 }

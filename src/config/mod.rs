@@ -14,6 +14,7 @@ pub mod explain;
 pub mod go_env;
 mod keys;
 mod load;
+mod mask;
 mod raw;
 mod storage;
 mod validate;
@@ -49,7 +50,9 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub(crate) fn invalid(key: &str, value: impl std::fmt::Display, allowed: &str) -> Self {
-        Self::Invalid { key: key.to_owned(), value: value.to_string(), allowed: allowed.to_owned() }
+        // A value may be a URL with a password or a signed query: never shown.
+        let value = mask::mask_url(&value.to_string()).into_owned();
+        Self::Invalid { key: key.to_owned(), value, allowed: allowed.to_owned() }
     }
 }
 

@@ -343,3 +343,46 @@ fn max_in_flight_still_caps_but_warns_and_max_requests_sizes_the_s3_window() {
     let e = load_yaml("pipeline: {max_requests: 0}\n", &[]).unwrap_err().to_string();
     assert!(e.contains("pipeline.max_requests"), "{e}");
 }
+
+#[test]
+fn check_config_masks_passwords_and_secret_query_values_in_urls() {
+    let vars = [
+        ("WEBHOOK_URL", "https://hook:hunter2pass@hooks.example.com/in?token=tok-secret-1&x=1"),
+        ("ICS__STORAGE__BACKEND", "local"),
+        ("ICS__R2__ENDPOINT", "https://r2user:r2-password-9@acc.r2.cloudflarestorage.com"),
+        (
+            "ICS__EVENTS__SQS__QUEUE_URL",
+            "https://sqsuser:sqs-pass-7@sqs.eu-west-1.amazonaws.com/1/q?X-Amz-Signature=sig-0",
+        ),
+        ("ICS__EVENTS__SQS__ACCESS_KEY", "AKIAQUEUE"),
+        ("ICS__EVENTS__SQS__SECRET_KEY", "queue-secret-4"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__ACCOUNT_ID", "acc"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__QUEUE_ID", "q"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__API_TOKEN", "cf-token-2"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__API", "https://api.example/client/v4?apiKey=api-key-3&page=2"),
+    ];
+    let c = load_yaml("{}\n", &vars).unwrap();
+    let (json, yaml) = (explain::to_json(&c).to_string(), explain::to_yaml(&c));
+    for shown in [&json, &yaml] {
+        for secret in [
+            "hunter2pass",
+            "tok-secret-1",
+            "r2-password-9",
+            "sqs-pass-7",
+            "sig-0",
+            "cf-token-2",
+            "api-key-3",
+            "queue-secret-4",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
+        }
+    }
+    let v = explain::to_json(&c);
+    assert_eq!(v["webhook"]["url"], "https://hook:***@hooks.example.com/in?token=***&x=1");
+    assert_eq!(v["events"]["cloudflare_queue"]["api"], "https://api.example/client/v4?apiKey=***&page=2");
+    // What is used is the URL itself.
+    assert_eq!(c.webhook.url.as_deref(), Some(vars[0].1));
+    // An invalid URL's error masks it too.
+    let err = load_yaml("webhook: {url: 'ftp://u:hunter2pass@h/?sig=sig-0'}\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("webhook.url") && !err.contains("hunter2pass") && !err.contains("sig-0"), "{err}");
+}

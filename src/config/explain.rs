@@ -182,13 +182,14 @@ fn sections(c: &Config) -> Value {
     let cluster = c.state.cluster.as_ref();
     let mut v = json!({
         "r2": {
-            "endpoint": s3.map_or("", |s| s.endpoint.as_str()),
+            // With another backend, r2's values as read (unused), not "".
+            "endpoint": s3.map_or(c.r2.endpoint.as_str(), |s| s.endpoint.as_str()),
             "bucket": s3.map_or("", |s| s.bucket.as_str()),
             "buckets": s3.map_or(Vec::new(), |s| s.buckets.clone()),
             "access_key": s3.map_or(json!(""), |s| secret(&s.access_key)),
             "secret_key": s3.map_or(json!(""), |s| secret(&s.secret_key)),
-            "region": s3.map_or("", |s| s.region.as_str()),
-            "virtual_hosted_style": s3.is_some_and(|s| s.virtual_hosted_style),
+            "region": s3.map_or(c.r2.region.as_str(), |s| s.region.as_str()),
+            "virtual_hosted_style": s3.map_or(c.r2.virtual_hosted_style, |s| s.virtual_hosted_style),
         },
         "conversion": {
             "formats": c.formats,

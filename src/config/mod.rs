@@ -75,6 +75,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub log: LogConfig,
     pub events: EventsConfig,
+    /// `r2:`'s location as read, whichever backend is in use (for `check-config`).
+    pub r2: R2AsRead,
     /// Where each value came from (for `check-config`).
     pub origins: Origins,
     /// Things loading noticed that the operator should hear about (logged at WARN once
@@ -125,6 +127,16 @@ pub struct S3Config {
     pub secret_key: Secret,
     pub virtual_hosted_style: bool,
     pub retry: RetrySettings,
+}
+
+/// `r2.endpoint`, `r2.region` and `r2.virtual_hosted_style` as read, defaults applied.
+/// With a backend other than `r2` they are unused, but `check-config` shows them as
+/// configured rather than as empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct R2AsRead {
+    pub endpoint: String,
+    pub region: String,
+    pub virtual_hosted_style: bool,
 }
 
 /// How S3 requests are retried: transient errors (5xx, `SlowDown`, connection resets,

@@ -345,6 +345,29 @@ fn max_in_flight_still_caps_but_warns_and_max_requests_sizes_the_s3_window() {
 }
 
 #[test]
+fn check_config_shows_the_region_the_file_says_with_any_backend() {
+    // The shipped file says `region: auto` with the local backend; check-config said "".
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.yaml");
+    let c = Config::load_with_env(Some(&path), &[]).unwrap();
+    let v = explain::to_json(&c);
+    assert_eq!((v["r2"]["region"].as_str(), v["sources"]["r2.region"].as_str()), (Some("auto"), Some("file")));
+    assert!(explain::to_yaml(&c).contains("  region: \"auto\"  # file\n"), "{}", explain::to_yaml(&c));
+    // Set, unset or empty, the region shown is the one an r2 backend signs with.
+    let c =
+        load_yaml("storage: {backend: local}\nr2: {region: eu-west-1, endpoint: 'https://h.example'}\n", &[]).unwrap();
+    assert_eq!(
+        (explain::to_json(&c)["r2"]["region"].as_str(), c.r2.endpoint.as_str()),
+        (Some("eu-west-1"), "https://h.example")
+    );
+    for yaml in ["r2: {region: ''}\n", "{}\n"] {
+        assert_eq!(explain::to_json(&load_yaml(yaml, &[]).unwrap())["r2"]["region"], "auto", "{yaml}");
+    }
+    let s3 = "r2: {bucket: b, endpoint: 'https://x.example', access_key: a, secret_key: s, region: ''}\n";
+    let StorageConfig::S3(s3) = load_yaml(s3, &[]).unwrap().storage else { panic!("r2") };
+    assert_eq!(s3.region, "auto");
+}
+
+#[test]
 fn check_config_masks_passwords_and_secret_query_values_in_urls() {
     let vars = [
         ("WEBHOOK_URL", "https://hook:hunter2pass@hooks.example.com/in?token=tok-secret-1&x=1"),
@@ -379,6 +402,7 @@ fn check_config_masks_passwords_and_secret_query_values_in_urls() {
     }
     let v = explain::to_json(&c);
     assert_eq!(v["webhook"]["url"], "https://hook:***@hooks.example.com/in?token=***&x=1");
+    assert_eq!(v["r2"]["endpoint"], "https://r2user:***@acc.r2.cloudflarestorage.com");
     assert_eq!(v["events"]["cloudflare_queue"]["api"], "https://api.example/client/v4?apiKey=***&page=2");
     // What is used is the URL itself.
     assert_eq!(c.webhook.url.as_deref(), Some(vars[0].1));

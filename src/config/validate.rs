@@ -210,8 +210,14 @@ impl Config {
         };
         let log = LogConfig { level: log_level(raw.log.level.unwrap_or_else(|| "info".into()))?, format };
         let events = super::events::events(raw.events, &storage)?;
+        let r2 = R2AsRead {
+            endpoint: raw.r2.endpoint.clone(),
+            region: super::storage::region(&raw.r2),
+            virtual_hosted_style: raw.r2.virtual_hosted_style.unwrap_or(false),
+        };
         Ok(Config {
             events,
+            r2,
             storage,
             formats,
             convert,

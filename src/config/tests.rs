@@ -368,6 +368,21 @@ fn check_config_shows_the_region_the_file_says_with_any_backend() {
 }
 
 #[test]
+fn an_empty_pending_dir_means_gos_default_not_the_working_directory() {
+    for (yaml, vars) in [
+        ("webhook: {pending_dir: ''}\n", &[][..]),
+        ("{}\n", &[("ICS__WEBHOOK__PENDING_DIR", "")][..]),
+        ("{}\n", &[("WEBHOOK_PENDING_DIR", "")][..]),
+    ] {
+        let c = load_yaml(yaml, vars).unwrap();
+        assert_eq!(c.webhook.pending_dir, PathBuf::from("data/webhook_pending"), "{yaml} {vars:?}");
+        assert_eq!(explain::to_json(&c)["webhook"]["pending_dir"], "data/webhook_pending");
+    }
+    let c = load_yaml("webhook: {pending_dir: /var/spool/hooks}\n", &[]).unwrap();
+    assert_eq!(c.webhook.pending_dir, PathBuf::from("/var/spool/hooks"));
+}
+
+#[test]
 fn check_config_masks_passwords_and_secret_query_values_in_urls() {
     let vars = [
         ("WEBHOOK_URL", "https://hook:hunter2pass@hooks.example.com/in?token=tok-secret-1&x=1"),

@@ -8,6 +8,8 @@ use super::*;
 use crate::convert::{FormatOverride, Limits, LosslessPolicy, Oversize, SourceFormat};
 
 const DEFAULT_FORMATS: [&str; 6] = ["jpeg", "jpg", "png", "gif", "bmp", "tiff"];
+/// The Go server's webhook pending directory (its `defaultPendingDir` and `setDefaults`).
+pub const DEFAULT_PENDING_DIR: &str = "data/webhook_pending";
 const KNOWN_EXTENSIONS: &str = "a list of jpg, jpeg, jpe, png, gif, bmp, tif, tiff";
 
 impl Config {
@@ -97,7 +99,11 @@ impl Config {
                 std::time::Duration::from_secs_f64(m * 60.0)
             },
             max_retries: int_in("webhook.max_retries", w.max_retries.unwrap_or(5), 0, 1000)?,
-            pending_dir: PathBuf::from(w.pending_dir.unwrap_or_else(|| "data/webhook_pending".into())),
+            // Go's webhook store and setDefaults: an empty directory means the default,
+            // not the working directory.
+            pending_dir: PathBuf::from(
+                w.pending_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| DEFAULT_PENDING_DIR.into()),
+            ),
         };
         let cluster = cluster(&raw.state)?;
         let initial = match raw.state.initial.as_deref().unwrap_or("all") {

@@ -197,7 +197,7 @@ fn key_name(input: &str) -> Result<(String, &str), (usize, String)> {
 fn unexpected(src: &str, i: usize) -> String {
     let b = src.as_bytes()[i];
     if b == b'\n' {
-        "expected NAME=VALUE: no '=' or ':' before the end of the line".into()
+        "expected KEY=VALUE: no '=' or ':' before the end of the line".into()
     } else if src.starts_with('\u{feff}') && i < '\u{feff}'.len_utf8() {
         "a byte-order mark (U+FEFF) before the name, which godotenv refuses: save the file without it".into()
     } else if b.is_ascii() {

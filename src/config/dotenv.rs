@@ -3,10 +3,12 @@
 //! where the environment does not already set it (`godotenv.Load`, not `Overload`).
 //!
 //! The parser is a port of godotenv's `parser.go`, checked against godotenv itself
-//! (`testdata/godotenv/`: its fixtures, its tests, and the outputs of v1.5.1 for a corpus
-//! of odd lines). What that means, in short:
+//! (`testdata/godotenv/`: its fixtures, its tests, and the outputs of v1.5.1 for chosen
+//! and random texts). What that means, in short:
 //! - A statement is `[export ]NAME=value` or `NAME: value`; blank lines and lines whose
-//!   first character is `#` are skipped. A name has letters, digits, `_` and `.`.
+//!   first character is `#` are skipped. A name has letters, digits, `_` and `.`; it is
+//!   read byte by byte, so white space inside it is kept (`MY KEY`) and most non-ASCII
+//!   letters, a hyphen and a byte-order mark are refused.
 //! - An unquoted value runs to the end of the line and is trimmed; its last ` #` (a `#`
 //!   after a space or tab) starts a comment: `a # b # c` is `a # b`.
 //! - `'single'` quotes keep everything literally. `"double"` quotes turn `\n` and `\r`

@@ -304,3 +304,30 @@ fn a_full_state_disk_makes_run_once_exit_1_with_an_incomplete_run() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["complete"], true, "{summary}");
 }
+
+#[test]
+fn check_config_reads_the_dotenv_as_godotenv_and_shows_no_url_secret() {
+    let dir = local_setup(&[]);
+    // A `$` before lower case is kept (godotenv), a comment after ` #` dropped, single
+    // quotes literal; the webhook URL's password and token are masked in both outputs.
+    let dotenv = "WEBHOOK_PENDING_DIR=spool/p$dir # a comment\n\
+                  export WEBHOOK_URL='https://hook:Tr0ub$dor&3@hooks.example.com/in?token=t0k3n-value&x=1'\n";
+    std::fs::write(dir.path().join(".env"), dotenv).unwrap();
+    let yaml = run(dir.path(), &["check-config"], &[]);
+    let json = run(dir.path(), &["check-config", "--json"], &[]);
+    for o in [&yaml, &json] {
+        assert!(o.status.success(), "{}", text(o));
+        assert!(!text(o).contains("Tr0ub") && !text(o).contains("t0k3n-value"), "{}", text(o));
+    }
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["webhook"]["pending_dir"], "spool/p$dir");
+    assert_eq!(v["webhook"]["url"], "https://hook:***@hooks.example.com/in?token=***&x=1");
+    assert_eq!(v["sources"]["webhook.url"], ".env WEBHOOK_URL");
+    assert_eq!(v["r2"]["region"], "auto");
+
+    // A line godotenv refuses stops the program, naming the file and line, not the value.
+    std::fs::write(dir.path().join(".env"), "A=1\nR2_SECRET_KEY hunter2\nB=2\n").unwrap();
+    let o = run(dir.path(), &["check-config"], &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains(".env, line 2") && !text(&o).contains("hunter2"), "{}", text(&o));
+}

@@ -1,14 +1,28 @@
-//! `.env` files as the Go server reads them (joho/godotenv): `KEY=VALUE` lines, read from
-//! the working directory at start-up, applied only where the variable is not already set.
+//! `.env` files exactly as the Go server reads them: joho/godotenv v1.5.1 (its `go.mod`'s
+//! version), read from the working directory at start-up, each variable applied only
+//! where the environment does not already set it (`godotenv.Load`, not `Overload`).
 //!
-//! Accepted, as godotenv accepts them: blank lines and `#` comments; an `export ` prefix;
-//! `KEY=VALUE` or `KEY: VALUE`; unquoted values (trimmed, a ` #` starts a comment);
-//! `'single'` quoted values (literal) and `"double"` quoted values (`\n`, `\t`, `\"`,
-//! `\\` escapes), either of which may span lines; `$VAR` and `${VAR}` in unquoted and
-//! double-quoted values, expanded from the file's earlier lines, then the environment.
+//! The parser is a port of godotenv's `parser.go`, checked against godotenv itself
+//! (`testdata/godotenv/`: its fixtures, its tests, and the outputs of v1.5.1 for chosen
+//! and random texts). What that means, in short:
+//! - A statement is `[export ]NAME=value` or `NAME: value`; blank lines and lines whose
+//!   first character is `#` are skipped. A name has letters, digits, `_` and `.`; it is
+//!   read byte by byte, so white space inside it is kept (`MY KEY`) and most non-ASCII
+//!   letters, a hyphen and a byte-order mark are refused.
+//! - An unquoted value runs to the end of the line and is trimmed; its last ` #` (a `#`
+//!   after a space or tab) starts a comment: `a # b # c` is `a # b`.
+//! - `'single'` quotes keep everything literally. `"double"` quotes turn `\n` and `\r`
+//!   into line breaks and drop any other backslash. Either may span lines. Text after the
+//!   closing quote is read as the next statement (or a comment).
+//! - `$NAME`, `${NAME}` expand in unquoted and double-quoted values, but only for names
+//!   of capitals, digits and `_`, and only from the file's earlier lines (never the
+//!   process environment); an undefined name expands to nothing. A `$` followed by
+//!   anything else (`Tr0ub$dor&3`) stays as it is; `\$` is a literal `$`.
 //!
-//! Unlike the Go server, which ignores a `.env` it cannot parse, a malformed line is an
-//! error naming the file and the line. Errors never quote a value: a `.env` holds secrets.
+//! Unlike the Go server, which ignores a `.env` it cannot parse as a whole, a file
+//! godotenv refuses is an error naming the file and the line, and so is a statement
+//! with no name (godotenv reads a last line without `=` as the value of an empty name,
+//! which the Go server then drops). Errors never quote a value: a `.env` holds secrets.
 
 use std::path::{Path, PathBuf};
 
@@ -24,74 +38,69 @@ pub enum DotenvError {
     Malformed { path: PathBuf, line: usize, problem: String },
 }
 
-/// Reads `path` into `(name, value)` pairs in file order. `required`: a missing file is an
-/// error (`--env-file`); otherwise a missing file reads as empty.
-pub fn read(path: &Path, required: bool, env: &[(String, String)]) -> Result<Vec<(String, String)>, DotenvError> {
+/// A `.env` file's variables, in file order (a name set twice keeps its last value), and
+/// what the file does that its author may not expect.
+#[derive(Debug, Default, PartialEq)]
+pub struct EnvFile {
+    pub vars: Vec<(String, String)>,
+    /// `(variable, warning)`: the warning names the file, the line and the variable,
+    /// never a value.
+    pub warnings: Vec<(String, String)>,
+}
+
+/// One `NAME=value` of a file: its name, its value, the line it starts on, and whether
+/// its value referred to a variable the file does not define earlier.
+struct Statement {
+    name: String,
+    value: String,
+    line: usize,
+    undefined_reference: bool,
+}
+
+/// Reads `path`. `required`: a missing file is an error (`--env-file`); otherwise a
+/// missing file reads as empty.
+pub fn read(path: &Path, required: bool) -> Result<EnvFile, DotenvError> {
     let text = match std::fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes)
             .map_err(|_| DotenvError::Read { path: path.to_owned(), message: "not UTF-8 text".into() })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(EnvFile::default()),
         Err(e) => return Err(DotenvError::Read { path: path.to_owned(), message: e.to_string() }),
     };
-    parse(&text, env).map_err(|(line, problem)| DotenvError::Malformed { path: path.to_owned(), line, problem })
+    let malformed = |line, problem| DotenvError::Malformed { path: path.to_owned(), line, problem };
+    let statements = statements(&text).map_err(|(line, problem)| malformed(line, problem))?;
+    let mut file = EnvFile::default();
+    for s in statements {
+        if s.name.is_empty() {
+            return Err(malformed(
+                s.line,
+                "no variable name: a statement without '=' or ':' (godotenv reads it as the value of an empty \
+                 name, which the Go server drops)"
+                    .into(),
+            ));
+        }
+        if s.undefined_reference {
+            let warning = format!(
+                "env file {}, line {} ({}): a $NAME or ${{NAME}} in the value names no variable defined earlier \
+                 in the file and expands to nothing, as in the Go server (godotenv); write \\$ or use single \
+                 quotes for a literal $",
+                path.display(),
+                s.line,
+                s.name
+            );
+            file.warnings.push((s.name.clone(), warning));
+        }
+        insert(&mut file.vars, s.name, s.value);
+    }
+    Ok(file)
 }
 
-/// Parses the text of a `.env` file; an error is `(line number, problem)`.
-pub fn parse(text: &str, env: &[(String, String)]) -> Result<Vec<(String, String)>, (usize, String)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let number = i + 1;
-        let line = lines[i].trim_start_matches('\u{feff}').trim();
-        i += 1;
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").map(str::trim_start).unwrap_or(line);
-        let Some(sep) = line.find(['=', ':']) else {
-            return Err((number, "expected KEY=VALUE".into()));
-        };
-        let name = line[..sep].trim();
-        if name.is_empty() {
-            return Err((number, "no variable name before '='".into()));
-        }
-        if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-            return Err((number, format!("unexpected character {bad:?} in a variable name")));
-        }
-        let rest = line[sep + 1..].trim_start();
-        let value = match rest.chars().next() {
-            Some(q @ ('\'' | '"')) => {
-                // A quoted value runs to its closing quote, perhaps on a later line.
-                let mut buf = rest[1..].to_owned();
-                let close = loop {
-                    if let Some(end) = closing_quote(&buf, q) {
-                        break end;
-                    }
-                    let Some(next) = lines.get(i) else {
-                        return Err((number, format!("the value of {name} has no closing {q}")));
-                    };
-                    buf.push('\n');
-                    buf.push_str(next);
-                    i += 1;
-                };
-                let after = buf[close + 1..].trim();
-                if !(after.is_empty() || after.starts_with('#')) {
-                    return Err((number, format!("unexpected text after the quoted value of {name}")));
-                }
-                let inner = &buf[..close];
-                if q == '\'' { inner.to_owned() } else { expand(&unescape(inner), &out, env) }
-            }
-            _ => {
-                let bare = match rest.find(" #").or_else(|| rest.find("\t#")) {
-                    Some(c) => &rest[..c],
-                    None => rest,
-                };
-                expand(bare.trim(), &out, env)
-            }
-        };
-        out.retain(|(k, _)| k != name);
-        out.push((name.to_owned(), value));
+/// Parses the text of a `.env` file as godotenv's `Unmarshal` does: the variables in
+/// file order, a name set twice keeping its last value (an empty name included); an
+/// error is `(line number, problem)`.
+pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut out = Vec::new();
+    for s in statements(text)? {
+        insert(&mut out, s.name, s.value);
     }
     Ok(out)
 }
@@ -109,154 +118,202 @@ pub fn apply(env: &mut Vec<(String, String)>, from_file: Vec<(String, String)>) 
     added
 }
 
-fn closing_quote(s: &str, q: char) -> Option<usize> {
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '\\' if q == '"' && !escaped => escaped = true,
-            c if c == q && !escaped => return Some(i),
-            _ => escaped = false,
-        }
+fn insert(vars: &mut Vec<(String, String)>, name: String, value: String) {
+    match vars.iter_mut().find(|(k, _)| *k == name) {
+        Some(slot) => slot.1 = value,
+        None => vars.push((name, value)),
     }
-    None
 }
 
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
+/// godotenv's `isSpace`: white space that does not end a line.
+fn is_space(c: char) -> bool {
+    matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}')
+}
+
+/// `parseBytes`: every statement of `text`, in order.
+fn statements(text: &str) -> Result<Vec<Statement>, (usize, String)> {
+    let src = text.replace("\r\n", "\n");
+    let line_at = |offset: usize| src.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+    let offset_of = |rest: &str| src.len() - rest.len();
+    let mut out: Vec<Statement> = Vec::new();
+    let mut rest: &str = &src;
+    while let Some(start) = statement_start(rest) {
+        let line = line_at(offset_of(start));
+        let (name, after) = key_name(start).map_err(|(at, problem)| (line_at(offset_of(start) + at), problem))?;
+        let (value, after, undefined_reference) = value(after, &out).map_err(|problem| (line, problem))?;
+        out.push(Statement { name, value, line, undefined_reference });
+        rest = after;
+    }
+    Ok(out)
+}
+
+/// `getStatementStart`: `src` from its next statement, skipping white space and `#` lines.
+fn statement_start(mut src: &str) -> Option<&str> {
+    loop {
+        src = &src[src.find(|c: char| !c.is_whitespace())?..];
+        if !src.starts_with('#') {
+            return Some(src);
+        }
+        src = &src[src.find('\n')?..];
+    }
+}
+
+/// `locateKeyName`: the name and the text after its `=` or `:`. An error is the byte
+/// offset in `src` of what is wrong and the problem.
+fn key_name(input: &str) -> Result<(String, &str), (usize, String)> {
+    let mut src = input.trim_start_matches(is_space);
+    if let Some(after) = src.strip_prefix("export")
+        && after.starts_with(is_space)
+    {
+        src = after.trim_start_matches(is_space);
+    }
+    // godotenv reads the name byte by byte, each byte as the Latin-1 character of its
+    // value: white space is skipped, `=` or `:` ends the name.
+    let mut end = None;
+    for (i, &b) in src.as_bytes().iter().enumerate() {
+        let c = char::from(b);
+        match b {
+            _ if is_space(c) => {}
+            b'=' | b':' => {
+                end = Some(i);
+                break;
+            }
+            b'_' | b'.' => {}
+            _ if c.is_alphabetic() || c.is_numeric() => {}
+            _ => return Err((input.len() - src.len() + i, unexpected(src, i))),
+        }
+    }
+    if src.is_empty() {
+        return Err((input.len(), "export without a variable name".into()));
+    }
+    // No `=` before the end of the file: godotenv reads the rest as the value of "".
+    let (name, offset) = match end {
+        Some(i) => (&src[..i], i + 1),
+        None => ("", 0),
+    };
+    Ok((name.trim_end_matches(char::is_whitespace).to_owned(), src[offset..].trim_start_matches(is_space)))
+}
+
+/// The problem of the byte at `i` of a name (a line break, a byte-order mark, another
+/// character), without the rest of the line.
+fn unexpected(src: &str, i: usize) -> String {
+    let b = src.as_bytes()[i];
+    if b == b'\n' {
+        "expected KEY=VALUE: no '=' or ':' before the end of the line".into()
+    } else if src.starts_with('\u{feff}') && i < '\u{feff}'.len_utf8() {
+        "a byte-order mark (U+FEFF) before the name, which godotenv refuses: save the file without it".into()
+    } else if b.is_ascii() {
+        format!("unexpected character {:?} in a variable name (allowed: letters, digits, _ and .)", b as char)
+    } else {
+        "a non-ASCII character in a variable name, which godotenv refuses (allowed: letters, digits, _ and .)".into()
+    }
+}
+
+/// `extractVarValue`: the value at the start of `src`, the text after it, and whether
+/// it referred to a variable the `earlier` statements do not set.
+fn value<'a>(src: &'a str, earlier: &[Statement]) -> Result<(String, &'a str, bool), String> {
+    let bytes = src.as_bytes();
+    if let Some(&q @ (b'"' | b'\'')) = bytes.first() {
+        // The closing quote is the first one not right after a backslash.
+        let Some(close) = (1..bytes.len()).find(|&i| bytes[i] == q && bytes[i - 1] != b'\\') else {
+            return Err(format!("unterminated quoted value: no closing {} after the opening one", q as char));
+        };
+        let quote = q as char;
+        let inner = src[..close].trim_end_matches(quote).trim_start_matches(quote);
+        let rest = &src[close + 1..];
+        if q == b'\'' {
+            return Ok((inner.to_owned(), rest, false));
+        }
+        let (value, undefined) = expand_variables(&expand_escapes(inner), earlier);
+        return Ok((value, rest, undefined));
+    }
+    let (line, rest) = match src.find(['\n', '\r']) {
+        Some(end) => src.split_at(end),
+        None => (src, ""),
+    };
+    // The last `#` after white space starts a comment (not a `#` that begins the value).
+    let chars: Vec<char> = line.chars().collect();
+    let end = (1..chars.len()).rev().find(|&i| chars[i] == '#' && is_space(chars[i - 1])).unwrap_or(chars.len());
+    let bare: String = chars[..end].iter().collect();
+    let (value, undefined) = expand_variables(bare.trim_matches(is_space), earlier);
+    Ok((value, rest, undefined))
+}
+
+/// `expandEscapes`: `\n` and `\r` become line breaks, then a backslash before anything
+/// but `$` is dropped (`\$` is left for [`expand_variables`]).
+fn expand_escapes(s: &str) -> String {
+    let mut first = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
+        match (c, chars.peek().copied()) {
+            ('\\', Some(next)) if next != '\n' => {
+                chars.next();
+                match next {
+                    'n' => first.push('\n'),
+                    'r' => first.push('\r'),
+                    other => {
+                        first.push('\\');
+                        first.push(other);
+                    }
+                }
+            }
+            _ => first.push(c),
+        }
+    }
+    let mut out = String::with_capacity(first.len());
+    let mut chars = first.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('\\', Some(next)) if next != '$' => {
+                chars.next();
+                out.push(next);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `expandVariables`, godotenv's `(\\)?(\$)(\()?\{?([A-Z0-9_]+)?\}?`: `\$…` loses its
+/// backslash and is kept; `$NAME` (with an optional `(`, `{` before and `}` after the
+/// name) becomes the earlier value or nothing; a `$` without such a name is kept. The
+/// flag: some name was not defined earlier.
+fn expand_variables(s: &str, earlier: &[Statement]) -> (String, bool) {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut undefined = false;
+    let (mut i, mut copied) = (0, 0);
+    while i < b.len() {
+        let escaped = b[i] == b'\\' && b.get(i + 1) == Some(&b'$');
+        if !escaped && b[i] != b'$' {
+            i += 1;
             continue;
         }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('t') => out.push('\t'),
-            // `\$` stays escaped for `expand`, which drops the backslash.
-            Some('$') => out.push_str("\\$"),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
+        let mut j = if escaped { i + 2 } else { i + 1 };
+        j += usize::from(b.get(j) == Some(&b'('));
+        j += usize::from(b.get(j) == Some(&b'{'));
+        let name_start = j;
+        while j < b.len() && (b[j].is_ascii_uppercase() || b[j].is_ascii_digit() || b[j] == b'_') {
+            j += 1;
         }
-    }
-    out
-}
-
-/// Expands `$NAME` and `${NAME}` from the earlier lines, then the environment; `\$` is a
-/// literal dollar; an unknown name expands to nothing (as in godotenv).
-fn expand(s: &str, earlier: &[(String, String)], env: &[(String, String)]) -> String {
-    let lookup = |name: &str| -> String {
-        earlier.iter().rev().chain(env.iter()).find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
-    };
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find(['$', '\\']) {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos..];
-        if let Some(after) = tail.strip_prefix("\\$") {
-            out.push('$');
-            rest = after;
-        } else if let Some(after) = tail.strip_prefix('\\') {
-            out.push('\\');
-            rest = after;
-        } else if let Some(braced) = tail.strip_prefix("${")
-            && let Some(end) = braced.find('}')
-        {
-            out.push_str(&lookup(&braced[..end]));
-            rest = &braced[end + 1..];
+        let name = &s[name_start..j];
+        j += usize::from(b.get(j) == Some(&b'}'));
+        out.push_str(&s[copied..i]);
+        if escaped {
+            out.push_str(&s[i + 1..j]);
+        } else if name.is_empty() {
+            out.push_str(&s[i..j]);
         } else {
-            let name_len = tail[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len() - 1);
-            if name_len == 0 {
-                out.push('$');
-            } else {
-                out.push_str(&lookup(&tail[1..1 + name_len]));
-            }
-            rest = &tail[1 + name_len..];
+            let found = earlier.iter().rev().find(|s| s.name == name).map(|s| s.value.as_str());
+            undefined |= found.is_none();
+            out.push_str(found.unwrap_or(""));
         }
+        (i, copied) = (j, j);
     }
-    out.push_str(rest);
-    out
+    out.push_str(&s[copied..]);
+    (out, undefined)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ok(text: &str) -> Vec<(String, String)> {
-        parse(text, &[("HOME_DIR".into(), "/home/x".into())]).unwrap()
-    }
-
-    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn the_go_servers_env_example_parses() {
-        // The Go server's .env.example, comments in Korean included.
-        let text = "# Cloudflare R2 설정\n# cp .env.example .env\n\nR2_ACCESS_KEY=your-access-key-here\n\
-                    R2_ENDPOINT=https://your-account-id.r2.cloudflarestorage.com\n# R2_BUCKETS=bucket-a,bucket-b\n\
-                    R2_BUCKET=your-bucket-name\n# SERVER_PORT=4000\n";
-        assert_eq!(
-            ok(text),
-            pairs(&[
-                ("R2_ACCESS_KEY", "your-access-key-here"),
-                ("R2_ENDPOINT", "https://your-account-id.r2.cloudflarestorage.com"),
-                ("R2_BUCKET", "your-bucket-name"),
-            ])
-        );
-    }
-
-    #[test]
-    fn quotes_export_comments_colons_and_expansion() {
-        let text = "export A=1\nB = 'lit $A # not a comment'\nC=\"x\\ny $A ${HOME_DIR}\"\nD=plain # comment\n\
-                    E: yaml-style\nF=\"two\nlines\"\nG=\nH=a#b\nI=\\$A\n";
-        assert_eq!(
-            ok(text),
-            pairs(&[
-                ("A", "1"),
-                ("B", "lit $A # not a comment"),
-                ("C", "x\ny 1 /home/x"),
-                ("D", "plain"),
-                ("E", "yaml-style"),
-                ("F", "two\nlines"),
-                ("G", ""),
-                ("H", "a#b"),
-                ("I", "$A"),
-            ])
-        );
-    }
-
-    #[test]
-    fn malformed_lines_name_the_line_and_never_the_value() {
-        let cases = [
-            ("A=1\nR2_SECRET_KEY hunter2\n", 2, "expected KEY=VALUE"),
-            ("A=1\n\nMY KEY=hunter2\n", 3, "unexpected character ' ' in a variable name"),
-            ("=hunter2\n", 1, "no variable name"),
-            ("S=\"hunter2\n", 1, "the value of S has no closing \""),
-            ("S='hunter2' trailing\n", 1, "unexpected text after the quoted value of S"),
-        ];
-        for (text, line, problem) in cases {
-            let (l, p) = parse(text, &[]).unwrap_err();
-            assert_eq!(l, line, "{text:?}");
-            assert!(p.contains(problem), "{text:?}: {p}");
-            assert!(!p.contains("hunter2"), "a value leaked: {p}");
-        }
-    }
-
-    #[test]
-    fn values_apply_only_where_the_variable_is_not_set() {
-        let mut env = pairs(&[("R2_BUCKET", "from-env"), ("SERVER_PORT", "")]);
-        let added = apply(&mut env, pairs(&[("R2_BUCKET", "from-file"), ("SERVER_PORT", "9000"), ("X", "1")]));
-        assert_eq!(added, ["X"]);
-        assert_eq!(env, pairs(&[("R2_BUCKET", "from-env"), ("SERVER_PORT", ""), ("X", "1")]));
-    }
-
-    #[test]
-    fn a_missing_default_file_is_fine_a_missing_named_one_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join(".env");
-        assert!(read(&missing, false, &[]).unwrap().is_empty());
-        let err = read(&missing, true, &[]).unwrap_err().to_string();
-        assert!(err.contains("cannot read env file") && err.contains(".env"), "{err}");
-    }
-}
+#[path = "dotenv_tests.rs"]
+mod tests;

@@ -4,7 +4,8 @@
 //! [`to_json`] gives one object whose sections mirror the Go server's file (`r2`,
 //! `conversion`, `resize`, `cron`, `server`, `webhook`) followed by this program's own
 //! (`storage`, `state`, `pipeline`, `api`, `log`), plus `sources` (key → origin);
-//! [`to_yaml`] prints the same sections as YAML with each origin as a comment.
+//! [`to_yaml`] prints the same sections as YAML with each origin as a comment. Secrets
+//! show as `***`, in URLs too (a password, a `?token=` or `?X-Amz-Signature=` value).
 
 use serde_json::{Map, Value, json};
 
@@ -179,15 +180,16 @@ fn sections(c: &Config) -> Value {
     let presets: Map<String, Value> =
         c.presets.iter().map(|(n, p)| (n.clone(), json!({"width": p.width, "height": p.height}))).collect();
     let cluster = c.state.cluster.as_ref();
-    json!({
+    let mut v = json!({
         "r2": {
-            "endpoint": s3.map_or("", |s| s.endpoint.as_str()),
+            // With another backend, r2's values as read (unused), not "".
+            "endpoint": s3.map_or(c.r2.endpoint.as_str(), |s| s.endpoint.as_str()),
             "bucket": s3.map_or("", |s| s.bucket.as_str()),
             "buckets": s3.map_or(Vec::new(), |s| s.buckets.clone()),
             "access_key": s3.map_or(json!(""), |s| secret(&s.access_key)),
             "secret_key": s3.map_or(json!(""), |s| secret(&s.secret_key)),
-            "region": s3.map_or("", |s| s.region.as_str()),
-            "virtual_hosted_style": s3.is_some_and(|s| s.virtual_hosted_style),
+            "region": s3.map_or(c.r2.region.as_str(), |s| s.region.as_str()),
+            "virtual_hosted_style": s3.map_or(c.r2.virtual_hosted_style, |s| s.virtual_hosted_style),
         },
         "conversion": {
             "formats": c.formats,
@@ -277,5 +279,8 @@ fn sections(c: &Config) -> Value {
             "level": c.log.level,
             "format": if c.log.format == LogFormat::Json { "json" } else { "text" },
         },
-    })
+    });
+    // A URL's password and its secret-named query values (a webhook URL's `?token=`).
+    super::mask::mask_urls(&mut v);
+    v
 }

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod go_env;
 mod keys;
 mod load;
+mod mask;
 mod raw;
 mod storage;
 mod validate;
@@ -49,7 +50,9 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub(crate) fn invalid(key: &str, value: impl std::fmt::Display, allowed: &str) -> Self {
-        Self::Invalid { key: key.to_owned(), value: value.to_string(), allowed: allowed.to_owned() }
+        // A value may be a URL with a password or a signed query: never shown.
+        let value = mask::mask_url(&value.to_string()).into_owned();
+        Self::Invalid { key: key.to_owned(), value, allowed: allowed.to_owned() }
     }
 }
 
@@ -72,6 +75,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub log: LogConfig,
     pub events: EventsConfig,
+    /// `r2:`'s location as read, whichever backend is in use (for `check-config`).
+    pub r2: R2AsRead,
     /// Where each value came from (for `check-config`).
     pub origins: Origins,
     /// Things loading noticed that the operator should hear about (logged at WARN once
@@ -122,6 +127,16 @@ pub struct S3Config {
     pub secret_key: Secret,
     pub virtual_hosted_style: bool,
     pub retry: RetrySettings,
+}
+
+/// `r2.endpoint`, `r2.region` and `r2.virtual_hosted_style` as read, defaults applied.
+/// With a backend other than `r2` they are unused, but `check-config` shows them as
+/// configured rather than as empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct R2AsRead {
+    pub endpoint: String,
+    pub region: String,
+    pub virtual_hosted_style: bool,
 }
 
 /// How S3 requests are retried: transient errors (5xx, `SlowDown`, connection resets,
@@ -311,8 +326,12 @@ impl Config {
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
         let mut vars = env.to_vec();
-        let added = dotenv::apply(&mut vars, dotenv::read(env_file, required, env)?);
-        Self::from_layers(path, &vars, &added.into_iter().collect())
+        let file = dotenv::read(env_file, required)?;
+        let added: std::collections::BTreeSet<String> = dotenv::apply(&mut vars, file.vars).into_iter().collect();
+        let mut config = Self::from_layers(path, &vars, &added)?;
+        // A warning about a variable the environment sets would be about a value not used.
+        config.warnings.splice(0..0, file.warnings.into_iter().filter(|(v, _)| added.contains(v)).map(|(_, w)| w));
+        Ok(config)
     }
 
     /// Loads with an explicit environment and no `.env` file, for tests.

@@ -50,6 +50,11 @@ fn placeholder(key: &str, v: &str, var: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `r2.region`, `auto` (R2's) when unset or empty.
+pub(super) fn region(r2: &RawR2) -> String {
+    r2.region.clone().filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "auto".into())
+}
+
 pub(super) fn storage(s: &RawStorage, r2: &RawR2, origins: &Origins) -> Result<StorageConfig, ConfigError> {
     placeholder("r2.access_key", r2.access_key.expose(), "R2_ACCESS_KEY")?;
     placeholder("r2.secret_key", r2.secret_key.expose(), "R2_SECRET_KEY")?;
@@ -125,7 +130,7 @@ pub(super) fn storage(s: &RawStorage, r2: &RawR2, origins: &Origins) -> Result<S
                 endpoint: r2.endpoint.trim_end_matches('/').to_owned(),
                 bucket: buckets[0].clone(),
                 buckets: buckets.clone(),
-                region: r2.region.clone().unwrap_or_else(|| "auto".into()),
+                region: region(r2),
                 access_key: r2.access_key.clone(),
                 secret_key: r2.secret_key.clone(),
                 virtual_hosted_style: r2.virtual_hosted_style.unwrap_or(false),

@@ -353,3 +353,85 @@ fn a_webhook_to_the_listener_serve_is_handed_is_refused_and_another_port_is_not(
     assert!(!e.contains("/api/runs"), "the path is not shown: {e}");
     assert!(c.check_listener("127.0.0.1:4322".parse().unwrap()).is_ok());
 }
+
+#[test]
+fn check_config_shows_the_region_the_file_says_with_any_backend() {
+    // The shipped file says `region: auto` with the local backend; check-config said "".
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.yaml");
+    let c = Config::load_with_env(Some(&path), &[]).unwrap();
+    let v = explain::to_json(&c);
+    assert_eq!((v["r2"]["region"].as_str(), v["sources"]["r2.region"].as_str()), (Some("auto"), Some("file")));
+    assert!(explain::to_yaml(&c).contains("  region: \"auto\"  # file\n"), "{}", explain::to_yaml(&c));
+    // Set, unset or empty, the region shown is the one an r2 backend signs with.
+    let c =
+        load_yaml("storage: {backend: local}\nr2: {region: eu-west-1, endpoint: 'https://h.example'}\n", &[]).unwrap();
+    assert_eq!(
+        (explain::to_json(&c)["r2"]["region"].as_str(), c.r2.endpoint.as_str()),
+        (Some("eu-west-1"), "https://h.example")
+    );
+    for yaml in ["r2: {region: ''}\n", "{}\n"] {
+        assert_eq!(explain::to_json(&load_yaml(yaml, &[]).unwrap())["r2"]["region"], "auto", "{yaml}");
+    }
+    let s3 = "r2: {bucket: b, endpoint: 'https://x.example', access_key: a, secret_key: s, region: ''}\n";
+    let StorageConfig::S3(s3) = load_yaml(s3, &[]).unwrap().storage else { panic!("r2") };
+    assert_eq!(s3.region, "auto");
+}
+
+#[test]
+fn an_empty_pending_dir_means_gos_default_not_the_working_directory() {
+    for (yaml, vars) in [
+        ("webhook: {pending_dir: ''}\n", &[][..]),
+        ("{}\n", &[("ICS__WEBHOOK__PENDING_DIR", "")][..]),
+        ("{}\n", &[("WEBHOOK_PENDING_DIR", "")][..]),
+    ] {
+        let c = load_yaml(yaml, vars).unwrap();
+        assert_eq!(c.webhook.pending_dir, PathBuf::from("data/webhook_pending"), "{yaml} {vars:?}");
+        assert_eq!(explain::to_json(&c)["webhook"]["pending_dir"], "data/webhook_pending");
+    }
+    let c = load_yaml("webhook: {pending_dir: /var/spool/hooks}\n", &[]).unwrap();
+    assert_eq!(c.webhook.pending_dir, PathBuf::from("/var/spool/hooks"));
+}
+
+#[test]
+fn check_config_masks_passwords_and_secret_query_values_in_urls() {
+    let vars = [
+        ("WEBHOOK_URL", "https://hook:hunter2pass@hooks.example.com/in?token=tok-secret-1&x=1"),
+        ("ICS__STORAGE__BACKEND", "local"),
+        ("ICS__R2__ENDPOINT", "https://r2user:r2-password-9@acc.r2.cloudflarestorage.com"),
+        (
+            "ICS__EVENTS__SQS__QUEUE_URL",
+            "https://sqsuser:sqs-pass-7@sqs.eu-west-1.amazonaws.com/1/q?X-Amz-Signature=sig-0",
+        ),
+        ("ICS__EVENTS__SQS__ACCESS_KEY", "AKIAQUEUE"),
+        ("ICS__EVENTS__SQS__SECRET_KEY", "queue-secret-4"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__ACCOUNT_ID", "acc"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__QUEUE_ID", "q"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__API_TOKEN", "cf-token-2"),
+        ("ICS__EVENTS__CLOUDFLARE_QUEUE__API", "https://api.example/client/v4?apiKey=api-key-3&page=2"),
+    ];
+    let c = load_yaml("{}\n", &vars).unwrap();
+    let (json, yaml) = (explain::to_json(&c).to_string(), explain::to_yaml(&c));
+    for shown in [&json, &yaml] {
+        for secret in [
+            "hunter2pass",
+            "tok-secret-1",
+            "r2-password-9",
+            "sqs-pass-7",
+            "sig-0",
+            "cf-token-2",
+            "api-key-3",
+            "queue-secret-4",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
+        }
+    }
+    let v = explain::to_json(&c);
+    assert_eq!(v["webhook"]["url"], "https://hook:***@hooks.example.com/in?token=***&x=1");
+    assert_eq!(v["r2"]["endpoint"], "https://r2user:***@acc.r2.cloudflarestorage.com");
+    assert_eq!(v["events"]["cloudflare_queue"]["api"], "https://api.example/client/v4?apiKey=***&page=2");
+    // What is used is the URL itself.
+    assert_eq!(c.webhook.url.as_deref(), Some(vars[0].1));
+    // An invalid URL's error masks it too.
+    let err = load_yaml("webhook: {url: 'ftp://u:hunter2pass@h/?sig=sig-0'}\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("webhook.url") && !err.contains("hunter2pass") && !err.contains("sig-0"), "{err}");
+}

@@ -9,6 +9,8 @@ use crate::api::address::OwnAddresses;
 use crate::convert::{FormatOverride, Limits, LosslessPolicy, Oversize, SourceFormat};
 
 const DEFAULT_FORMATS: [&str; 6] = ["jpeg", "jpg", "png", "gif", "bmp", "tiff"];
+/// The Go server's webhook pending directory (its `defaultPendingDir` and `setDefaults`).
+pub const DEFAULT_PENDING_DIR: &str = "data/webhook_pending";
 const KNOWN_EXTENSIONS: &str = "a list of jpg, jpeg, jpe, png, gif, bmp, tif, tiff";
 
 impl Config {
@@ -98,7 +100,11 @@ impl Config {
                 std::time::Duration::from_secs_f64(m * 60.0)
             },
             max_retries: int_in("webhook.max_retries", w.max_retries.unwrap_or(5), 0, 1000)?,
-            pending_dir: PathBuf::from(w.pending_dir.unwrap_or_else(|| "data/webhook_pending".into())),
+            // Go's webhook store and setDefaults: an empty directory means the default,
+            // not the working directory.
+            pending_dir: PathBuf::from(
+                w.pending_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| DEFAULT_PENDING_DIR.into()),
+            ),
         };
         let cluster = cluster(&raw.state)?;
         let initial = match raw.state.initial.as_deref().unwrap_or("all") {
@@ -211,8 +217,14 @@ impl Config {
         };
         let log = LogConfig { level: log_level(raw.log.level.unwrap_or_else(|| "info".into()))?, format };
         let events = super::events::events(raw.events, &storage)?;
+        let r2 = R2AsRead {
+            endpoint: raw.r2.endpoint.clone(),
+            region: super::storage::region(&raw.r2),
+            virtual_hosted_style: raw.r2.virtual_hosted_style.unwrap_or(false),
+        };
         Ok(Config {
             events,
+            r2,
             storage,
             formats,
             convert,

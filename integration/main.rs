@@ -14,6 +14,7 @@ mod api;
 mod buckets;
 mod cli;
 mod cluster;
+mod conformance;
 mod crash;
 mod events;
 mod faults;

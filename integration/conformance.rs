@@ -23,7 +23,8 @@ async fn keys(storage: &Storage, offset: Option<&str>) -> Vec<String> {
 
 /// Every case, on an empty bucket.
 async fn conformance(s: &Storage) {
-    let put = |k: &'static str, body: &'static [u8]| async move { s.put(k, Bytes::from_static(body), "image/png").await };
+    let put =
+        |k: &'static str, body: &'static [u8]| async move { s.put(k, Bytes::from_static(body), "image/png").await };
 
     // Read what was written: its bytes, size, ETag and time.
     let etag = put("p/a.png", b"first").await.unwrap();

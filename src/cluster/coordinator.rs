@@ -32,9 +32,8 @@ use crate::actors::lister::Lister;
 use crate::actors::runs::{RunHandle, begin};
 use crate::actors::state_keeper::{BeginError, StateKeeper};
 use crate::cluster::lease::{LeaseError, LeaseRecord, Leases};
-use crate::cluster::{
-    Cluster, HeldShard, InstanceRecord, ShardView, TriggerRecord, answers, fair_share, shard_of, shard_view,
-};
+use crate::cluster::plan::{fair_share, plan};
+use crate::cluster::{Cluster, HeldShard, InstanceRecord, ShardView, TriggerRecord, answers, shard_view};
 use crate::config::Config;
 use crate::model::{RunSummary, ShardReport};
 use crate::state::State;
@@ -600,17 +599,17 @@ impl Inner {
         let fair = fair_share(c.shards, turn.live) as usize;
         let now = Utc::now();
         let mut held = self.cluster.held_ids();
-        // Above the share: give back the highest shards (their state goes with them),
-        // then say so in the heartbeat at once, or others would not look at them for a
-        // third of a lease. A `run-once` gives back only shards that have answered its
-        // request: the others it runs itself.
-        let mut releasable = match turn.finishing {
+        // A `run-once` gives back only shards that have answered its request: the others
+        // it runs itself.
+        let releasable = match turn.finishing {
             Some(at) => self.cluster.answered(at),
             None => held.clone(),
         };
-        let above = held.len() > fair && !releasable.is_empty();
-        while held.len() > fair {
-            let Some(shard) = releasable.pop_last() else { break };
+        let plan = plan(&c.instance_id, c.shards, turn.live, &held, &releasable, &turn.held_elsewhere, turn.quiet);
+        // Above the share: give back the highest shards (their state goes with them),
+        // then say so in the heartbeat at once, or others would not look at them for a
+        // third of a lease.
+        for &shard in &plan.release {
             held.remove(&shard);
             let Some(h) = self.cluster.remove(shard) else { continue };
             let data = serde_json::to_value(&h.state).expect("state serialises");
@@ -619,22 +618,19 @@ impl Inner {
                 Err(e) => tracing::warn!(shard, error = %e, "Could not release a shard; it expires instead"),
             }
         }
-        if above && let Err(e) = self.beat(turn.running).await {
+        if !plan.release.is_empty()
+            && let Err(e) = self.beat(turn.running).await
+        {
             tracing::warn!(error = %e, "Cannot write the heartbeat");
         }
         if held.len() >= fair {
             return;
         }
-        // Below it: look at the others, starting at a place of our own so that instances
-        // joining together do not all go for the same shards.
-        let first = shard_of(&c.instance_id, c.shards);
+        // Below it: look at the candidates in the plan's order, until the share is held.
         let (mut seen, mut unreadable) = (Vec::new(), Vec::new());
-        for shard in (0..c.shards).map(|i| (first + i) % c.shards) {
-            if held.len() >= fair || turn.quiet {
+        for shard in plan.candidates {
+            if held.len() >= fair {
                 break;
-            }
-            if held.contains(&shard) || turn.held_elsewhere.contains(&shard) {
-                continue;
             }
             let key = self.cluster.shard_key(shard);
             let current = match self.leases.read(&key).await {

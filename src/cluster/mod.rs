@@ -20,9 +20,11 @@
 pub mod coordinator;
 pub mod lease;
 mod mode;
+pub mod plan;
 
 pub use coordinator::Coordinator;
 pub use mode::Shared;
+pub use plan::fair_share;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -507,11 +509,6 @@ pub async fn read_all_states(
     }
     let refs: Vec<&State> = states.iter().collect();
     Ok(if refs.is_empty() { State::default() } else { merge(&refs) })
-}
-
-/// Each instance's fair share: ⌈shards / live instances⌉.
-pub fn fair_share(shards: u32, live: usize) -> u32 {
-    shards.div_ceil(live.max(1) as u32)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@
 //!
 //! The same rules hold as for `object_store`'s requests: each attempt takes a place in
 //! the bucket's request window ([`RequestLimiter`]) until its body is read and reports a
-//! throttle to it; 5xx, 429, timeouts and connection errors are retried with doubling
-//! backoff within `max_retries` and `retry_timeout`; the answer becomes the same
+//! throttle to it; 5xx, 429, timeouts and connection errors are retried with doubling,
+//! jittered backoff within `max_retries` and `retry_timeout`; the answer becomes the same
 //! [`StorageError`]s (404 not found, 412 a lost condition, the rest a transient backend
 //! error). Errors name the operation, the key and the store's status and code, never a
 //! header: the credentials appear in none of them.
@@ -102,12 +102,11 @@ impl RawS3 {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         };
+        // As object_store addresses the bucket: virtual-hosted, the endpoint names the
+        // bucket already (`https://bucket.host`); path style, the bucket follows it.
         let path = url.path().trim_end_matches('/');
-        let (host, base) = if c.virtual_hosted_style {
-            (format!("{}.{authority}", c.bucket), path.to_owned())
-        } else {
-            (authority, format!("{path}/{}", c.bucket))
-        };
+        let base = if c.virtual_hosted_style { path.to_owned() } else { format!("{path}/{}", c.bucket) };
+        let host = authority;
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
             .and_then(rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier)
@@ -253,7 +252,7 @@ impl RawS3 {
             if !retryable || attempt > retry.max_retries || started.elapsed() + backoff > retry.retry_timeout {
                 return self.finish(&call, shown, result, attempt);
             }
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(jittered(backoff)).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
@@ -356,6 +355,13 @@ impl<'a> Call<'a> {
     }
 }
 
+/// `backoff` scaled into its upper half at random (so that many clients throttled at once
+/// do not retry in step), from the clock's nanoseconds: no generator needed.
+fn jittered(backoff: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    backoff.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
 /// A failed request as object_store's errors say it (a transient backend error).
 fn generic(op: &'static str, key: &str, message: String) -> StorageError {
     StorageError::Backend {
@@ -409,4 +415,58 @@ fn info_of(key: &str, headers: &HeaderMap) -> Result<ObjectInfo, StorageError> {
         .ok_or_else(|| generic("head", key, "the answer has no readable Last-Modified".into()))?;
     let etag = text(http::header::ETAG).map(str::to_owned);
     Ok(ObjectInfo { key: key.to_owned(), size, last_modified, etag })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: &str, virtual_hosted_style: bool) -> S3Config {
+        S3Config {
+            endpoint: endpoint.into(),
+            bucket: "photos".into(),
+            buckets: vec!["photos".into()],
+            region: "auto".into(),
+            access_key: crate::secret::Secret::new("AKID"),
+            secret_key: crate::secret::Secret::new("very-secret"),
+            virtual_hosted_style,
+            retry: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_bucket_is_addressed_as_object_store_addresses_it() {
+        let raw = RawS3::new(&config("http://127.0.0.1:9000/", false), RequestLimiter::new(4)).unwrap();
+        let i = &raw.inner;
+        assert_eq!(
+            (i.origin.as_str(), i.host.as_str(), i.base.as_str()),
+            ("http://127.0.0.1:9000", "127.0.0.1:9000", "/photos")
+        );
+        let raw =
+            RawS3::new(&config("https://photos.acc.r2.cloudflarestorage.com", true), RequestLimiter::new(4)).unwrap();
+        let i = &raw.inner;
+        assert_eq!(
+            (i.origin.as_str(), i.host.as_str(), i.base.as_str()),
+            ("https://photos.acc.r2.cloudflarestorage.com", "photos.acc.r2.cloudflarestorage.com", "")
+        );
+        assert!(!format!("{raw:?}").contains("very-secret"), "Debug never shows the secret");
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_be_reached_is_a_transient_error_naming_the_key_not_the_secret() {
+        // Port 9 (discard) on 127.0.0.1: nothing listens, the connection is refused.
+        let mut c = config("http://127.0.0.1:9", false);
+        c.retry.max_retries = 1;
+        c.retry.initial_backoff = Duration::from_millis(1);
+        let limiter = RequestLimiter::new(4);
+        let raw = RawS3::new(&c, limiter.clone()).unwrap();
+        let err = raw.get("./x.jpg", 100).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("./x.jpg") && text.contains("after 2 attempts"), "{text}");
+        assert!(!text.contains("very-secret") && !text.contains("AKID"), "{text}");
+        assert_eq!(limiter.snapshot().open, 0, "no place in the window left taken");
+        let listed: Vec<_> = raw.list(None, None).collect().await;
+        assert_eq!(listed.len(), 1, "one error ends the listing: {listed:?}");
+    }
 }

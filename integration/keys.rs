@@ -98,6 +98,26 @@ fn odd_s3_keys_round_trip_through_every_storage_operation() {
 }
 
 #[test]
+fn an_odd_key_in_a_folder_does_not_stop_convert_of_its_neighbours() {
+    need_s3!();
+    let bucket = new_bucket("keydir");
+    let keys = ["p/plain.jpg", "p/tab\there.jpg", "p/./x.jpg", "p/a//b.jpg", "p/cat.png"];
+    let objects: Vec<(String, usize)> = keys.iter().map(|k| (k.to_string(), 0)).collect();
+    fill_direct(&bucket, &objects, &[&fixture("jpeg_orient1.jpg")]);
+    let config = s3_config(&bucket);
+    let storage = Storage::open(&config.storage, &bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // One level: `p/./x.jpg` and `p/a//b.jpg` sit in sub-folders (`p/./`, `p/a/`).
+    let listed = rt.block_on(storage.list_dir(Some("p"))).unwrap();
+    let names: BTreeSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["p/cat.png", "p/plain.jpg", "p/tab\there.jpg"]));
+    // `convert` checks the folder for a second source of its WebP, past the odd keys.
+    let outcome = rt.block_on(ics::job::convert_object(&storage, &config, "p/plain.jpg", None)).unwrap();
+    assert!(matches!(outcome, ics::job::Outcome::Converted(_)), "{outcome:?}");
+    assert!(rt.block_on(storage.head("p/plain.webp")).is_ok());
+}
+
+#[test]
 fn a_local_file_name_the_backend_cannot_hold_safely_is_ledgered_invalid_key_and_the_rest_converted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();

@@ -242,7 +242,7 @@ impl Storage {
     pub fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
         let prefix = prefix.map(str::trim).filter(|p| !p.is_empty());
         if let Some(raw) = &self.raw {
-            return raw.list(prefix.map(|p| format!("{}/", p.trim_end_matches('/'))), None);
+            return raw.list(prefix.map(|p| format!("{}/", p.trim_end_matches('/'))), None, false);
         }
         let prefix_path = match prefix {
             None => None,
@@ -273,7 +273,7 @@ impl Storage {
     /// [`StorageError::Unlistable`] items, and the listing goes on after them.
     pub fn list_ordered(&self, offset: Option<&str>) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
         if let Some(raw) = &self.raw {
-            return raw.list(None, offset.map(str::to_owned));
+            return raw.list(None, offset.map(str::to_owned), false);
         }
         let store = match &self.backend {
             Backend::Local(local) => return local.list(String::new(), offset.map(str::to_owned), true),
@@ -289,8 +289,22 @@ impl Storage {
         stream.map(|r| r.map(ObjectInfo::from).map_err(|e| StorageError::backend("list", "", e))).boxed()
     }
 
-    /// The objects directly under `dir` (one level, no recursion).
+    /// The objects directly under `dir` (one level, no recursion). On S3, entries that
+    /// cannot be read are left out: one odd key never fails its folder's listing.
     pub async fn list_dir(&self, dir: Option<&str>) -> Result<Vec<ObjectInfo>, StorageError> {
+        if let Some(raw) = &self.raw {
+            let prefix = dir.filter(|d| !d.is_empty()).map(|d| format!("{}/", d.trim_end_matches('/')));
+            let mut objects = Vec::new();
+            let mut listing = raw.list(prefix, None, true);
+            while let Some(item) = listing.next().await {
+                match item {
+                    Ok(info) => objects.push(info),
+                    Err(StorageError::Unlistable { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(objects);
+        }
         let path = dir.filter(|d| !d.is_empty()).map(|d| check_key(d.trim_end_matches('/'))).transpose()?;
         let store = match &self.backend {
             Backend::Local(local) => return local.list_dir(path.as_ref().map(|p| p.as_ref()).unwrap_or("")).await,

@@ -20,13 +20,14 @@
 //! header: the credentials appear in none of them.
 
 mod page;
+mod reply;
 mod sign;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::stream::{self, BoxStream, StreamExt};
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -35,6 +36,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use self::page::Entry;
+use self::reply::{content_length, generic, info_of, jittered, s3_error, transport};
 use self::sign::Credentials;
 use super::error::{ObjectInfo, StorageError};
 use super::limit::RequestLimiter;
@@ -133,13 +135,15 @@ impl RawS3 {
     }
 
     /// Streams the objects whose keys start with `prefix`, after `start_after`, in key
-    /// order, page by page. An entry that cannot be read comes as a
-    /// [`StorageError::Unlistable`] item and the listing goes on; a page that fails (after
-    /// its retries) ends the listing with its error.
+    /// order, page by page; with `one_level`, only those with no further `/` after the
+    /// prefix. An entry that cannot be read comes as a [`StorageError::Unlistable`] item
+    /// and the listing goes on; a page that fails (after its retries) ends the listing
+    /// with its error.
     pub(crate) fn list(
         &self,
         prefix: Option<String>,
         start_after: Option<String>,
+        one_level: bool,
     ) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
         let me = self.clone();
         // None: the listing is over.
@@ -152,6 +156,10 @@ impl RawS3 {
                 let mut query = vec![("list-type", "2"), ("encoding-type", "url")];
                 if let Some(p) = prefix.as_deref() {
                     query.push(("prefix", p));
+                }
+                if one_level {
+                    // The sub-folders come as CommonPrefixes, which the page skips.
+                    query.push(("delimiter", "/"));
                 }
                 match token.as_deref() {
                     Some(t) => query.push(("continuation-token", t)),
@@ -355,68 +363,6 @@ impl<'a> Call<'a> {
     }
 }
 
-/// `backoff` scaled into its upper half at random (so that many clients throttled at once
-/// do not retry in step), from the clock's nanoseconds: no generator needed.
-fn jittered(backoff: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    backoff.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
-}
-
-/// A failed request as object_store's errors say it (a transient backend error).
-fn generic(op: &'static str, key: &str, message: String) -> StorageError {
-    StorageError::Backend {
-        op,
-        key: key.to_owned(),
-        source: object_store::Error::Generic { store: "S3", source: message.into() },
-    }
-}
-
-/// A transport error with its causes (a connection refused, a TLS failure), no URL.
-fn transport(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
-/// `HTTP 403 AccessDenied: Access Denied`, from an S3 error answer.
-fn s3_error(status: StatusCode, body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let field = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find('<')? + start;
-        Some(text[start..end].to_owned())
-    };
-    match (field("Code"), field("Message")) {
-        (Some(code), Some(message)) => format!("HTTP {}: {code}: {message}", status.as_u16()),
-        (Some(code), None) => format!("HTTP {}: {code}", status.as_u16()),
-        _ => format!("HTTP {}", status.as_u16()),
-    }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// An object's metadata from a HEAD or GET answer.
-fn info_of(key: &str, headers: &HeaderMap) -> Result<ObjectInfo, StorageError> {
-    let text = |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let size = text(http::header::CONTENT_LENGTH)
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| generic("head", key, "the answer has no Content-Length".into()))?;
-    let last_modified = text(http::header::LAST_MODIFIED)
-        .and_then(|s| DateTime::parse_from_rfc2822(s).ok())
-        .map(|d| d.with_timezone(&Utc))
-        .ok_or_else(|| generic("head", key, "the answer has no readable Last-Modified".into()))?;
-    let etag = text(http::header::ETAG).map(str::to_owned);
-    Ok(ObjectInfo { key: key.to_owned(), size, last_modified, etag })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,7 +412,7 @@ mod tests {
         assert!(text.contains("./x.jpg") && text.contains("after 2 attempts"), "{text}");
         assert!(!text.contains("very-secret") && !text.contains("AKID"), "{text}");
         assert_eq!(limiter.snapshot().open, 0, "no place in the window left taken");
-        let listed: Vec<_> = raw.list(None, None).collect().await;
+        let listed: Vec<_> = raw.list(None, None, false).collect().await;
         assert_eq!(listed.len(), 1, "one error ends the listing: {listed:?}");
     }
 }

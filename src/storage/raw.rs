@@ -22,6 +22,8 @@
 mod page;
 mod reply;
 mod sign;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -360,59 +362,5 @@ impl<'a> Call<'a> {
 
     fn max_body(self, max_body: usize) -> Self {
         Self { max_body, ..self }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(endpoint: &str, virtual_hosted_style: bool) -> S3Config {
-        S3Config {
-            endpoint: endpoint.into(),
-            bucket: "photos".into(),
-            buckets: vec!["photos".into()],
-            region: "auto".into(),
-            access_key: crate::secret::Secret::new("AKID"),
-            secret_key: crate::secret::Secret::new("very-secret"),
-            virtual_hosted_style,
-            retry: Default::default(),
-        }
-    }
-
-    #[test]
-    fn the_bucket_is_addressed_as_object_store_addresses_it() {
-        let raw = RawS3::new(&config("http://127.0.0.1:9000/", false), RequestLimiter::new(4)).unwrap();
-        let i = &raw.inner;
-        assert_eq!(
-            (i.origin.as_str(), i.host.as_str(), i.base.as_str()),
-            ("http://127.0.0.1:9000", "127.0.0.1:9000", "/photos")
-        );
-        let raw =
-            RawS3::new(&config("https://photos.acc.r2.cloudflarestorage.com", true), RequestLimiter::new(4)).unwrap();
-        let i = &raw.inner;
-        assert_eq!(
-            (i.origin.as_str(), i.host.as_str(), i.base.as_str()),
-            ("https://photos.acc.r2.cloudflarestorage.com", "photos.acc.r2.cloudflarestorage.com", "")
-        );
-        assert!(!format!("{raw:?}").contains("very-secret"), "Debug never shows the secret");
-    }
-
-    #[tokio::test]
-    async fn a_store_that_cannot_be_reached_is_a_transient_error_naming_the_key_not_the_secret() {
-        // Port 9 (discard) on 127.0.0.1: nothing listens, the connection is refused.
-        let mut c = config("http://127.0.0.1:9", false);
-        c.retry.max_retries = 1;
-        c.retry.initial_backoff = Duration::from_millis(1);
-        let limiter = RequestLimiter::new(4);
-        let raw = RawS3::new(&c, limiter.clone()).unwrap();
-        let err = raw.get("./x.jpg", 100).await.unwrap_err();
-        assert!(err.is_transient(), "{err}");
-        let text = format!("{err} {err:?}");
-        assert!(text.contains("./x.jpg") && text.contains("after 2 attempts"), "{text}");
-        assert!(!text.contains("very-secret") && !text.contains("AKID"), "{text}");
-        assert_eq!(limiter.snapshot().open, 0, "no place in the window left taken");
-        let listed: Vec<_> = raw.list(None, None, false).collect().await;
-        assert_eq!(listed.len(), 1, "one error ends the listing: {listed:?}");
     }
 }

@@ -92,7 +92,7 @@ struct Call<'a> {
     query: Vec<(&'a str, &'a str)>,
     headers: Vec<(&'a str, String)>,
     body: Bytes,
-    /// The largest body read; a larger Content-Length is answered by `too_large`.
+    /// The largest body read; a larger one is left unread (`get` answers `TooLarge`).
     max_body: usize,
 }
 

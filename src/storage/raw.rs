@@ -118,6 +118,9 @@ impl RawS3 {
             .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
+        // As reqwest (object_store's client) does: a request is never held back waiting
+        // for the previous packet's acknowledgement.
+        http.set_nodelay(true);
         http.set_connect_timeout(Some(c.retry.request_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)

@@ -42,31 +42,63 @@ struct Fields {
     etag: Option<String>,
 }
 
+/// The element whose text is being read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// None of interest: its text is not kept.
+    Other,
+    IsTruncated,
+    NextToken,
+    EncodingType,
+    Key,
+    Size,
+    LastModified,
+    ETag,
+}
+
 /// Reads a ListObjectsV2 answer. `Err` only when the body is not such an answer at all.
+///
+/// One pass with no allocation per element (a page holds 1,000 entries): the depth and
+/// the element being read say where a text belongs.
 pub(crate) fn parse(xml: &str) -> Result<Page, String> {
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut page = Page::default();
     let (mut truncated, mut url_encoded, mut root_seen) = (false, false, false);
-    let mut path: Vec<String> = Vec::new();
+    // The root is at depth 1, its children at 2, a `Contents`' children at 3.
+    let (mut depth, mut in_contents, mut field) = (0usize, false, Field::Other);
     let mut text = String::new();
     let mut fields = Fields::default();
     loop {
         let event = reader.read_event().map_err(|e| format!("not XML at byte {}: {e}", reader.buffer_position()))?;
         match event {
             Event::Start(e) => {
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if path.is_empty() {
-                    if name != "ListBucketResult" {
-                        return Err(format!("expected ListBucketResult, found {name}"));
+                depth += 1;
+                let name = e.local_name();
+                field = match (depth, in_contents, name.as_ref()) {
+                    (1, _, b"ListBucketResult") => {
+                        root_seen = true;
+                        Field::Other
                     }
-                    root_seen = true;
-                }
-                if name == "Contents" && path.len() == 1 {
-                    fields = Fields::default();
-                }
-                path.push(name);
+                    (1, _, other) => {
+                        return Err(format!("expected ListBucketResult, found {}", String::from_utf8_lossy(other)));
+                    }
+                    (2, _, b"Contents") => {
+                        in_contents = true;
+                        fields = Fields::default();
+                        Field::Other
+                    }
+                    (2, _, b"IsTruncated") => Field::IsTruncated,
+                    (2, _, b"NextContinuationToken") => Field::NextToken,
+                    (2, _, b"EncodingType") => Field::EncodingType,
+                    (3, true, b"Key") => Field::Key,
+                    (3, true, b"Size") => Field::Size,
+                    (3, true, b"LastModified") => Field::LastModified,
+                    (3, true, b"ETag") => Field::ETag,
+                    _ => Field::Other,
+                };
                 text.clear();
             }
+            _ if field == Field::Other && !matches!(event, Event::End(_) | Event::Eof) => {}
             Event::Text(t) => text.push_str(&t.xml10_content().map_err(|e| e.to_string())?),
             Event::CData(t) => text.push_str(&t.decode().map_err(|e| e.to_string())?),
             Event::GeneralRef(r) => match r.resolve_char_ref() {
@@ -79,19 +111,22 @@ pub(crate) fn parse(xml: &str) -> Result<Page, String> {
                 }
             },
             Event::End(_) => {
-                let name = path.pop().unwrap_or_default();
-                let value = std::mem::take(&mut text);
-                match (path.len(), path.last().map(String::as_str), name.as_str()) {
-                    (1, _, "IsTruncated") => truncated = value.trim() == "true",
-                    (1, _, "NextContinuationToken") => page.next = Some(value),
-                    (1, _, "EncodingType") => url_encoded = value.trim() == "url",
-                    (1, _, "Contents") => page.entries.push(entry(std::mem::take(&mut fields))),
-                    (2, Some("Contents"), "Key") => fields.key = Some(value),
-                    (2, Some("Contents"), "Size") => fields.size = Some(value),
-                    (2, Some("Contents"), "LastModified") => fields.modified = Some(value),
-                    (2, Some("Contents"), "ETag") => fields.etag = Some(value),
-                    _ => {}
+                match field {
+                    Field::Other if depth == 2 && in_contents => {
+                        in_contents = false;
+                        page.entries.push(entry(std::mem::take(&mut fields)));
+                    }
+                    Field::Other => {}
+                    Field::IsTruncated => truncated = text.trim() == "true",
+                    Field::NextToken => page.next = Some(std::mem::take(&mut text)),
+                    Field::EncodingType => url_encoded = text.trim() == "url",
+                    Field::Key => fields.key = Some(std::mem::take(&mut text)),
+                    Field::Size => fields.size = Some(std::mem::take(&mut text)),
+                    Field::LastModified => fields.modified = Some(std::mem::take(&mut text)),
+                    Field::ETag => fields.etag = Some(std::mem::take(&mut text)),
                 }
+                field = Field::Other;
+                depth = depth.saturating_sub(1);
             }
             Event::Eof => break,
             _ => {}
@@ -143,6 +178,9 @@ fn decode_entry(e: &mut Entry) {
 /// Decodes `%XX` and `+` (a space, as S3 writes it; a `+` itself comes as `%2B`). A
 /// result that is not UTF-8 comes back escaped (`\xNN`) as the error.
 pub(crate) fn url_decode(s: &str) -> Result<String, String> {
+    if !s.contains(['%', '+']) {
+        return Ok(s.to_owned());
+    }
     let plus = s.replace('+', " ");
     let bytes: Cow<[u8]> = percent_encoding::percent_decode_str(&plus).into();
     String::from_utf8(bytes.to_vec()).map_err(|_| escape(&bytes))

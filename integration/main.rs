@@ -21,6 +21,7 @@ mod faults;
 mod go_api;
 mod go_compat;
 mod hostile;
+mod keys;
 mod listing;
 mod load;
 mod memory;

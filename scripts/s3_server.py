@@ -35,8 +35,8 @@ striped locks), so of concurrent conditional writes exactly one wins.
 Listing is made fast: moto sorts the whole bucket for every ListObjectsV2 page and
 renders each page through its generic botocore-model serializer (~1 s a page: a
 100,000-object listing took minutes). Here a bucket's sorted keys are cached until the
-next write request, pages are found by bisection, and plain pages (no delimiter, owner,
-encoding or checksum) are written as moto would write them. Everything
+next write request, pages are found by bisection, and plain pages (no delimiter, owner
+or checksum; encoding-type=url or none) are written as moto would write them. Everything
 else goes to moto as is. Only ever bound to 127.0.0.1 by scripts/s3-server.sh.
 """
 
@@ -100,7 +100,19 @@ def put_object(self, bucket_name, *args, **kwargs):
 
 S3Backend.put_object = put_object
 MOTO_SERIALIZED = S3Response.serialized
-PLAIN_PAGE = {"Name", "Prefix", "MaxKeys", "KeyCount", "IsTruncated", "Contents", "NextContinuationToken", "StartAfter"}
+# EncodingType: with encoding-type=url (the daemon's listing asks for it) moto has
+# already URL-encoded each key; the page is written the same way.
+PLAIN_PAGE = {
+    "Name",
+    "Prefix",
+    "MaxKeys",
+    "KeyCount",
+    "IsTruncated",
+    "Contents",
+    "NextContinuationToken",
+    "StartAfter",
+    "EncodingType",
+}
 PLAIN_ITEM = {"Key", "LastModified", "ETag", "Size", "StorageClass"}
 
 
@@ -127,7 +139,7 @@ def serialized(self, action_result):
     out.append(f"<Name>{escape(r['Name'])}</Name>")
     out.append(f"<Prefix>{escape(r['Prefix'])}</Prefix>" if r["Prefix"] else "<Prefix/>")
     out.append(f"<MaxKeys>{r['MaxKeys']}</MaxKeys><KeyCount>{r['KeyCount']}</KeyCount>")
-    for field in ("NextContinuationToken", "StartAfter"):
+    for field in ("NextContinuationToken", "StartAfter", "EncodingType"):
         if field in r:
             out.append(f"<{field}>{escape(r[field])}</{field}>")
     out.append("</ListBucketResult>")

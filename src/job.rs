@@ -182,7 +182,7 @@ impl Stem {
 /// other source claiming the same WebP. The source's bucket was matched when its address
 /// was parsed ([`naming::parse_source`]). Answers what the LIST of its stem showed.
 pub async fn check_source(storage: &Storage, formats: &[String], key: &str) -> Result<Stem, JobError> {
-    crate::storage::check_key(key)?;
+    storage.check(key)?;
     if !naming::is_candidate(key, formats) {
         let ext = naming::extension(key).unwrap_or("").to_owned();
         return Err(JobError::NotCandidate { key: key.to_owned(), ext });

@@ -1,11 +1,14 @@
 //! The bucket: one small interface over `object_store` for the local directory (the
 //! embedded default), S3-compatible services (R2, AWS S3, MinIO) and memory (tests).
 //!
-//! Keys that come from a bucket listing or an API request are untrusted. Every key is
-//! checked by [`check_key`] before it reaches a backend (`../x`, `/etc/passwd`, `a//b`
-//! are refused), and the local backend (`local`) resolves every path beneath its root
-//! at the moment of the I/O with no symbolic link followed (`beneath`), so it never
-//! reads or writes outside its root, whatever links the directory holds.
+//! Keys that come from a bucket listing or an API request are untrusted. On the local
+//! and in-memory backends every key is checked by [`check_key`] before it reaches them
+//! (`../x`, `/etc/passwd`, `a//b` are refused), and the local backend (`local`) resolves
+//! every path beneath its root at the moment of the I/O with no symbolic link followed
+//! (`beneath`), so it never reads or writes outside its root, whatever links the
+//! directory holds. An S3 bucket has no directories to escape: every key S3 and R2
+//! allow is a key here (`a//b.jpg`, `./x.jpg`, `../x.jpg`, a TAB). Its listing is our
+//! own (`raw`), and a key `object_store` cannot name exactly goes through `raw` too.
 //!
 //! # Layout
 //!
@@ -15,7 +18,9 @@
 //!   root), `cas` (its conditional writes and deletes), `walk` (its listing in key
 //!   order) and `files` (errors, ETags and temporary files they share);
 //! - `limit` — the S3 request window: at most `pipeline.max_requests` open, halved when
-//!   the store throttles and grown back gradually (AIMD), [`RequestLimiter`].
+//!   the store throttles and grown back gradually (AIMD), [`RequestLimiter`];
+//! - `raw` — the S3 listing, and the requests for keys `object_store` cannot name,
+//!   signed and sent by us (with `raw/sign`, SigV4, and `raw/page`, a listing page).
 
 mod beneath;
 mod cas;
@@ -30,6 +35,7 @@ mod local;
 mod local_tests;
 #[cfg(test)]
 pub(crate) mod probe;
+mod raw;
 mod walk;
 
 use std::path::Path as FsPath;
@@ -39,6 +45,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::memory::InMemory;
+use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
 };
@@ -47,12 +54,18 @@ pub use self::error::{ObjectInfo, StorageError};
 pub use self::key::check_key;
 pub use self::limit::{LimitSnapshot, RequestLimiter};
 use self::local::LocalBucket;
+use self::raw::RawS3;
 
 /// The metadata an output carries naming its source (`x-amz-meta-ics-source` on S3).
 const SOURCE_METADATA: &str = "ics-source";
 
 /// What is escaped in a metadata value: controls, non-ASCII (by the set), and `%`.
 const METADATA_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// A metadata value travels as an HTTP header: ASCII only, so a key is percent-encoded.
+fn encode_metadata(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, METADATA_ESCAPES).to_string()
+}
 
 /// How [`Storage::put_output`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +98,16 @@ pub struct Storage {
     kind: BackendKind,
     /// S3: the window of open requests (AIMD); none for local and memory buckets.
     limiter: Option<RequestLimiter>,
+    /// S3: the listing and the keys `object_store` cannot name; none for the others.
+    raw: Option<RawS3>,
+}
+
+/// Where one key's request goes.
+enum Target<'a> {
+    Local(&'a LocalBucket),
+    /// `object_store`, with the key's exact path.
+    Store(&'a Arc<dyn ObjectStore>, Path),
+    Raw(&'a RawS3),
 }
 
 /// Where the objects are: a local directory (our own code, for its listing order,
@@ -131,7 +154,8 @@ impl Storage {
             .map_err(|e| StorageError::Setup(format!("cannot create {}: {e}", root.display())))?;
         let bucket = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let root = root.canonicalize().map_err(|e| StorageError::Setup(format!("{}: {e}", root.display())))?;
-        Ok(Self { backend: Backend::Local(LocalBucket::new(root)), bucket, kind: BackendKind::Local, limiter: None })
+        let backend = Backend::Local(LocalBucket::new(root));
+        Ok(Self { backend, bucket, kind: BackendKind::Local, limiter: None, raw: None })
     }
 
     /// The same local bucket, resolving paths with `resolver` (tests run both ways).
@@ -183,6 +207,7 @@ impl Storage {
             backend: Backend::Store(Arc::new(store)),
             bucket: c.bucket.clone(),
             kind: BackendKind::S3,
+            raw: Some(RawS3::new(c, limiter.clone())?),
             limiter: Some(limiter),
         })
     }
@@ -194,6 +219,7 @@ impl Storage {
             bucket: bucket.to_owned(),
             kind: BackendKind::Memory,
             limiter: None,
+            raw: None,
         }
     }
 
@@ -201,7 +227,8 @@ impl Storage {
     /// tests: latency, pauses, counted writes). It must honour conditional PUTs
     /// (`PutMode::Create` and `PutMode::Update`) for `state.backend: bucket`.
     pub fn from_store(store: Arc<dyn ObjectStore>, bucket: &str) -> Self {
-        Self { backend: Backend::Store(store), bucket: bucket.to_owned(), kind: BackendKind::Memory, limiter: None }
+        let bucket = bucket.to_owned();
+        Self { backend: Backend::Store(store), bucket, kind: BackendKind::Memory, limiter: None, raw: None }
     }
 
     /// The bucket's name (used in `r2://bucket/key` addresses).
@@ -218,10 +245,34 @@ impl Storage {
         self.limiter.as_ref().map(RequestLimiter::snapshot)
     }
 
+    /// Where `key`'s request goes, once the key is checked: on S3 any key S3 allows
+    /// (`object_store` for the keys it names exactly, `raw` for the rest), elsewhere
+    /// only a key [`check_key`] passes.
+    /// Whether this bucket can hold `key` as it is (S3 and R2: any key they allow; the
+    /// local directory and memory: a safe path); the error says why not.
+    pub fn check(&self, key: &str) -> Result<(), StorageError> {
+        self.target(key).map(|_| ())
+    }
+
+    fn target(&self, key: &str) -> Result<Target<'_>, StorageError> {
+        match (&self.backend, &self.raw) {
+            (Backend::Local(local), _) => check_key(key).map(|_| Target::Local(local)),
+            (Backend::Store(store), Some(raw)) => match key::exact_path(key) {
+                Some(path) => Ok(Target::Store(store, path)),
+                None => key::check_s3_key(key).map(|()| Target::Raw(raw)),
+            },
+            (Backend::Store(store), None) => check_key(key).map(|path| Target::Store(store, path)),
+        }
+    }
+
     /// Streams every object under `prefix` (a `/`-separated key prefix, or the whole
     /// bucket), page by page: the listing is never held in memory.
     pub fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
-        let prefix_path = match prefix.map(str::trim).filter(|p| !p.is_empty()) {
+        let prefix = prefix.map(str::trim).filter(|p| !p.is_empty());
+        if let Some(raw) = &self.raw {
+            return raw.list(prefix.map(|p| format!("{}/", p.trim_end_matches('/'))), None, false);
+        }
+        let prefix_path = match prefix {
             None => None,
             Some(p) => match check_key(p.trim_end_matches('/')) {
                 Ok(path) => Some(path),
@@ -245,9 +296,13 @@ impl Storage {
     /// Streams the whole bucket in key order (byte order of the UTF-8 keys, as S3 and R2
     /// list), starting after `offset` when given. The pipeline's merge of sources with
     /// their WebPs relies on this order; the local backend walks its directories sorted so
-    /// that it lists in the same order, and reports names that cannot be keys as
-    /// [`StorageError::Unlistable`] items (the listing goes on after them).
+    /// that it lists in the same order. Names that cannot be keys here (a local name that
+    /// is not UTF-8 or that [`check_key`] refuses, an S3 entry that cannot be read) come as
+    /// [`StorageError::Unlistable`] items, and the listing goes on after them.
     pub fn list_ordered(&self, offset: Option<&str>) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
+        if let Some(raw) = &self.raw {
+            return raw.list(None, offset.map(str::to_owned), false);
+        }
         let store = match &self.backend {
             Backend::Local(local) => return local.list(String::new(), offset.map(str::to_owned), true),
             Backend::Store(store) => store,
@@ -262,8 +317,22 @@ impl Storage {
         stream.map(|r| r.map(ObjectInfo::from).map_err(|e| StorageError::backend("list", "", e))).boxed()
     }
 
-    /// The objects directly under `dir` (one level, no recursion).
+    /// The objects directly under `dir` (one level, no recursion). On S3, entries that
+    /// cannot be read are left out: one odd key never fails its folder's listing.
     pub async fn list_dir(&self, dir: Option<&str>) -> Result<Vec<ObjectInfo>, StorageError> {
+        if let Some(raw) = &self.raw {
+            let prefix = dir.filter(|d| !d.is_empty()).map(|d| format!("{}/", d.trim_end_matches('/')));
+            let mut objects = Vec::new();
+            let mut listing = raw.list(prefix, None, true);
+            while let Some(item) = listing.next().await {
+                match item {
+                    Ok(info) => objects.push(info),
+                    Err(StorageError::Unlistable { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(objects);
+        }
         let path = dir.filter(|d| !d.is_empty()).map(|d| check_key(d.trim_end_matches('/'))).transpose()?;
         let store = match &self.backend {
             Backend::Local(local) => return local.list_dir(path.as_ref().map(|p| p.as_ref()).unwrap_or("")).await,
@@ -289,10 +358,10 @@ impl Storage {
 
     /// Metadata of one object.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, StorageError> {
-        let path = check_key(key)?;
-        match &self.backend {
-            Backend::Local(local) => local.head(key).await,
-            Backend::Store(store) => {
+        match self.target(key)? {
+            Target::Local(local) => local.head(key).await,
+            Target::Raw(raw) => raw.head(key).await.map(|(info, _)| info),
+            Target::Store(store, path) => {
                 store.head(&path).await.map(ObjectInfo::from).map_err(|e| StorageError::backend("head", key, e))
             }
         }
@@ -300,10 +369,10 @@ impl Storage {
 
     /// Reads a whole object, refusing (before reading the body) one larger than `max_bytes`.
     pub async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectInfo, Bytes), StorageError> {
-        let path = check_key(key)?;
-        let store = match &self.backend {
-            Backend::Local(local) => return local.get(key, max_bytes).await,
-            Backend::Store(store) => store,
+        let (store, path) = match self.target(key)? {
+            Target::Local(local) => return local.get(key, max_bytes).await,
+            Target::Raw(raw) => return raw.get(key, max_bytes).await,
+            Target::Store(store, path) => (store, path),
         };
         let res =
             store.get_opts(&path, GetOptions::default()).await.map_err(|e| StorageError::backend("get", key, e))?;
@@ -329,8 +398,7 @@ impl Storage {
     /// Writes `data` under `key` with `content_type` (where the backend stores one),
     /// replacing what was there. Returns the new object's ETag when the backend gives one.
     pub async fn put(&self, key: &str, data: Bytes, content_type: &str) -> Result<Option<String>, StorageError> {
-        if let Backend::Local(local) = &self.backend {
-            check_key(key)?;
+        if let Target::Local(local) = self.target(key)? {
             return local.put(key, data).await.map(Some);
         }
         self.put_mode(key, data, content_type, PutMode::Overwrite, None).await
@@ -340,8 +408,7 @@ impl Storage {
     /// [`StorageError::AlreadyExists`] otherwise. On the local backend it runs under the
     /// key's directory lock, like [`Storage::put_if_match`].
     pub async fn put_new(&self, key: &str, data: Bytes, content_type: &str) -> Result<Option<String>, StorageError> {
-        if let Backend::Local(local) = &self.backend {
-            check_key(key)?;
+        if let Target::Local(local) = self.target(key)? {
             return local.put_locked(key, data, cas::Condition::Absent).await.map(Some);
         }
         self.put_mode(key, data, content_type, PutMode::Create, None).await
@@ -361,8 +428,7 @@ impl Storage {
         content_type: &str,
         etag: &str,
     ) -> Result<Option<String>, StorageError> {
-        if let Backend::Local(local) = &self.backend {
-            check_key(key)?;
+        if let Target::Local(local) = self.target(key)? {
             return local.put_locked(key, data, cas::Condition::Matches(etag.to_owned())).await.map(Some);
         }
         let version = UpdateVersion { e_tag: Some(etag.to_owned()), version: None };
@@ -402,17 +468,15 @@ impl Storage {
     /// written before outputs named their source) and on the local backend, which keeps
     /// no metadata. [`StorageError::NotFound`] when there is no such object.
     pub async fn output_source(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let path = check_key(key)?;
-        let store = match &self.backend {
-            Backend::Local(local) => return local.head(key).await.map(|_| None),
-            Backend::Store(store) => store,
+        let decode = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+        let (store, path) = match self.target(key)? {
+            Target::Local(local) => return local.head(key).await.map(|_| None),
+            Target::Raw(raw) => return Ok(raw.metadata(key, SOURCE_METADATA).await?.as_deref().map(decode)),
+            Target::Store(store, path) => (store, path),
         };
         let opts = GetOptions { head: true, ..Default::default() };
         let res = store.get_opts(&path, opts).await.map_err(|e| StorageError::backend("head", key, e))?;
-        Ok(res
-            .attributes
-            .get(&Attribute::Metadata(SOURCE_METADATA.into()))
-            .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
+        Ok(res.attributes.get(&Attribute::Metadata(SOURCE_METADATA.into())).map(|v| decode(v)))
     }
 
     async fn put_mode(
@@ -423,14 +487,23 @@ impl Storage {
         mode: PutMode,
         source: Option<&str>,
     ) -> Result<Option<String>, StorageError> {
-        let path = check_key(key)?;
-        let Backend::Store(store) = &self.backend else { unreachable!("local puts are handled by the callers") };
+        let (store, path) = match self.target(key)? {
+            Target::Local(_) => unreachable!("local puts are handled by the callers"),
+            Target::Raw(raw) => {
+                let write = match mode {
+                    PutMode::Overwrite => raw::Write::Overwrite,
+                    PutMode::Create => raw::Write::Create,
+                    PutMode::Update(v) => raw::Write::Update(v.e_tag.unwrap_or_default()),
+                };
+                let meta = source.map(|s| (SOURCE_METADATA, encode_metadata(s)));
+                return raw.put(key, data, content_type, write, meta).await;
+            }
+            Target::Store(store, path) => (store, path),
+        };
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::ContentType, content_type.to_owned().into());
         if let Some(source) = source {
-            // Metadata travels as an HTTP header: ASCII only, so the key is percent-encoded.
-            let encoded = percent_encoding::utf8_percent_encode(source, METADATA_ESCAPES).to_string();
-            attributes.insert(Attribute::Metadata(SOURCE_METADATA.into()), encoded.into());
+            attributes.insert(Attribute::Metadata(SOURCE_METADATA.into()), encode_metadata(source).into());
         }
         let op = if matches!(mode, PutMode::Update(_)) { "update" } else { "put" };
         let opts = PutOptions { mode, attributes, ..Default::default() };
@@ -444,10 +517,10 @@ impl Storage {
     /// The Content-Type an object is stored with, where the backend keeps one (the local
     /// backend keeps none).
     pub async fn content_type(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let path = check_key(key)?;
-        let store = match &self.backend {
-            Backend::Local(local) => return local.head(key).await.map(|_| None),
-            Backend::Store(store) => store,
+        let (store, path) = match self.target(key)? {
+            Target::Local(local) => return local.head(key).await.map(|_| None),
+            Target::Raw(raw) => return raw.head(key).await.map(|(_, content_type)| content_type),
+            Target::Store(store, path) => (store, path),
         };
         let opts = GetOptions { head: true, ..Default::default() };
         let res = store.get_opts(&path, opts).await.map_err(|e| StorageError::backend("head", key, e))?;
@@ -458,10 +531,10 @@ impl Storage {
     /// backend it runs under the key's directory lock (so it cannot slip between a
     /// compare-and-swap's check and its write) and removes directories it leaves empty.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let path = check_key(key)?;
-        let store = match &self.backend {
-            Backend::Local(local) => return local.delete(key).await,
-            Backend::Store(store) => store,
+        let (store, path) = match self.target(key)? {
+            Target::Local(local) => return local.delete(key).await,
+            Target::Raw(raw) => return raw.delete(key).await,
+            Target::Store(store, path) => (store, path),
         };
         match store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -9,9 +9,11 @@
 //! Each directory is read and entered through a handle relative to its parent's, with
 //! `O_NOFOLLOW`: symbolic links are never followed (nothing outside the root is listed),
 //! also when a directory is swapped for a link during the walk. Temporary upload files
-//! (`.ics-tmp-…`) are skipped. Every other name is listed, `#` included; a name that is
-//! not UTF-8 cannot be a key, so it comes as a [`StorageError::Unlistable`] item carrying
-//! the name with its invalid bytes escaped (`\xNN`), for the run to count and ledger.
+//! (`.ics-tmp-…`) are skipped. Every other name is listed, `#` included. A name that is
+//! not UTF-8, or a file whose key [`check_key`] refuses (a control character or a
+//! backslash in its name), cannot be a key this backend reads or writes safely, so it
+//! comes as a [`StorageError::Unlistable`] item carrying the name (invalid bytes escaped
+//! as `\xNN`) and why, for the run to count and ledger; the walk goes on after it.
 
 use std::os::fd::OwnedFd;
 
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 use super::beneath::{self, Beneath, Refused};
 use super::error::{ObjectInfo, StorageError};
 use super::files::{TEMP_PREFIX, fail, info_of};
+use super::key::check_key;
 
 type Tx = mpsc::Sender<Result<ObjectInfo, StorageError>>;
 
@@ -70,7 +73,8 @@ pub(crate) fn files_in(dir: &OwnedFd, prefix: &str) -> Result<Vec<ObjectInfo>, R
 enum Entry {
     File(Box<rustix::fs::Stat>),
     Dir(String),
-    Unlistable,
+    /// A name that cannot be a key here, and why.
+    Unlistable(&'static str),
 }
 
 /// The entries of `dir` worth listing, sorted by key.
@@ -83,7 +87,7 @@ fn entries(dir: &OwnedFd, prefix: &str) -> Result<Vec<(String, Entry)>, Refused>
             continue;
         }
         let Ok(name) = std::str::from_utf8(raw) else {
-            out.push((format!("{prefix}{}", escape(raw)), Entry::Unlistable));
+            out.push((format!("{prefix}{}", escape(raw)), Entry::Unlistable("its name is not valid UTF-8")));
             continue;
         };
         if name.starts_with(TEMP_PREFIX) {
@@ -93,7 +97,15 @@ fn entries(dir: &OwnedFd, prefix: &str) -> Result<Vec<(String, Entry)>, Refused>
         let Some(st) = beneath::stat(dir, name)? else { continue };
         match beneath::kind(&st) {
             FileType::Directory => out.push((format!("{prefix}{name}/"), Entry::Dir(name.to_owned()))),
-            FileType::RegularFile => out.push((format!("{prefix}{name}"), Entry::File(Box::new(st)))),
+            FileType::RegularFile => {
+                let key = format!("{prefix}{name}");
+                let entry = match check_key(&key) {
+                    Ok(_) => Entry::File(Box::new(st)),
+                    Err(StorageError::UnsafeKey { reason, .. }) => Entry::Unlistable(reason),
+                    Err(_) => Entry::Unlistable("not a valid object key"),
+                };
+                out.push((key, entry));
+            }
             // Links are never followed; FIFOs, sockets and devices are not objects.
             _ => {}
         }
@@ -131,10 +143,8 @@ impl Walk<'_> {
                 }
                 _ if self.offset.is_some_and(|o| key.as_str() <= o) => continue,
                 Entry::File(st) => Ok(info_of(key, &st)),
-                Entry::Unlistable if self.report_unlistable => {
-                    Err(StorageError::Unlistable { key, reason: "its name is not valid UTF-8" })
-                }
-                Entry::Unlistable => continue,
+                Entry::Unlistable(reason) if self.report_unlistable => Err(StorageError::Unlistable { key, reason }),
+                Entry::Unlistable(_) => continue,
             };
             if self.tx.blocking_send(item).is_err() {
                 return Ok(());

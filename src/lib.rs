@@ -6,8 +6,9 @@
 //!
 //! The flow: four entry points — a run's listing, a bucket event, the HTTP API and the
 //! CLI's `convert` — each decide an image by the same rules, convert it in one converter
-//! pool under one memory budget, write it by the bucket's rule and record it in the
-//! bucket's ledger (`ARCHITECTURE.md` draws the graph).
+//! pool under one memory budget and write it by the bucket's rule; runs and events record
+//! it in the bucket's ledger, which the API and the CLI consult (`ARCHITECTURE.md` draws
+//! the graph).
 //!
 //! Entry points and assembly:
 //! - [`cli`] and [`logging`]: the binary's edges; only [`cli`] prints and picks exit

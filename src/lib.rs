@@ -4,29 +4,64 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the YAML file and environment, read in layers and validated once into
-//!   a typed [`config::Config`]; credentials are [`secret::Secret`]s.
-//! - [`storage`]: one small interface over `object_store` for the local directory,
-//!   S3-compatible services and memory; untrusted keys are checked there.
+//! The flow: four entry points — a run's listing, a bucket event, the HTTP API and the
+//! CLI's `convert` — each decide an image by the same rules, convert it in one converter
+//! pool under one memory budget and write it by the bucket's rule; runs and events record
+//! it in the bucket's ledger, which the API and the CLI consult (`ARCHITECTURE.md` draws
+//! the graph).
+//!
+//! Entry points and assembly:
+//! - [`cli`] and [`logging`]: the binary's edges; only [`cli`] prints and picks exit
+//!   codes (`cli::report` turns the daemon's typed reports into text, JSON, a spinner).
+//! - [`daemon`]: `serve` (on a handed listener, until a shutdown future), `run_once`,
+//!   `dry_run` and `convert`; it prints nothing.
+//! - [`lanes`]: several buckets (`r2.buckets`) — one pipeline per bucket, sharing the
+//!   converter pool and the memory budget; where each bucket's [`mode`] is chosen.
+//! - [`api`]: the HTTP API (actix-web), every route in `api::configure`.
+//! - [`events`]: bucket event notifications (SQS, Cloudflare Queues, MinIO webhooks)
+//!   converted within seconds of an upload.
+//! - [`health`]: the `health` subcommand, which asks a running daemon's `GET /ready`.
+//!
+//! The pipeline and its seams:
+//! - [`actors`]: Scheduler, Lister, Converter pool, Uploader, StateKeeper and the
+//!   WebhookSender, one module each; [`model`]: the payloads they share.
+//! - [`mode`]: alone or shared — the state store and run scope before the actors run
+//!   ([`mode::Backend`]), how runs begin and end once they do ([`mode::Mode`]).
+//! - [`cluster`]: the shared mode (`state.backend: bucket`) — the bucket's objects and
+//!   shards; [`cluster::lease`]: leases held with conditional PUTs;
+//!   [`cluster::coordinator`]: the loop that holds a fair share of them and runs owed
+//!   shards; [`cluster::Shared`]: its side of the [`mode`] seam.
+//! - [`scope`]: where a run may act ([`scope::RunScope`]): every key alone, the shards
+//!   held at the run's epoch when shared.
+//! - [`state`]: the state file, the ledger and the run lock.
+//! - [`schedule`]: the cron schedule (robfig/cron's syntax) in its time zone.
+//! - [`metrics`]: the counters behind `/metrics`.
+//! - [`webhook`]: `batch.completed` and manual sends to `webhook.url`, signed, with
+//!   undelivered ones kept on disk in the Go server's format and retried.
+//!
+//! One image:
+//! - [`planner`]: what a listing says needs converting, with no request per object.
+//! - [`request`]: one object on request — the API's `/api/convert` and the CLI's
+//!   `convert` — decided, converted, kept when larger, named and written as runs do.
+//! - [`job`]: the per-image rules every path shares: the checks and the one LIST of a
+//!   key's stem, fetch, the write rule.
+//! - [`naming`]: which keys are candidates, where their WebP goes (a resize has a name of
+//!   its own), `r2://` addresses.
+//! - [`reason`]: why an image was not converted — one enum for the ledger, the metrics
+//!   and the API (which answers with the Go server's wire codes).
 //! - [`convert`]: the conversion core — sniff, decode, orient, resize, encode — as plain
 //!   functions; [`convert::webp`] is the only place that touches libwebp.
 //! - [`memory`]: admission by memory — what an image will take, reserved before it is
 //!   downloaded and decoded.
-//! - [`lease`]: leases held in the bucket with conditional PUTs (for scale-out; not yet
-//!   wired into the daemon).
-//! - [`reason`]: why an image was not converted — one enum for the ledger, the metrics
-//!   and the API (which answers with the Go server's wire codes).
-//! - [`lanes`]: several buckets (`r2.buckets`) — one pipeline per bucket, sharing the
-//!   converter pool and the memory budget.
-//! - [`naming`]: which keys are candidates, where their WebP goes, `r2://` addresses.
-//! - [`job`]: fetch → convert → upload for one object, the unit of work of the CLI, the
-//!   API and the pipeline.
-//! - [`webhook`]: `batch.completed` and manual sends to `webhook.url`, signed, with
-//!   undelivered ones kept on disk in the Go server's format and retried.
-//! - [`events`]: bucket event notifications (SQS) converted within seconds of an upload,
-//!   through the same converter pool and uploader as runs.
-//! - [`cli`] and [`logging`]: the binary's edges; [`health`]: the `health` subcommand,
-//!   which asks a running daemon's `GET /ready`.
+//!
+//! Below everything:
+//! - [`storage`]: one small interface over `object_store` for the local directory,
+//!   S3-compatible services and memory; untrusted keys are checked there.
+//! - [`config`]: the YAML file and environment, read in layers and validated once into
+//!   a typed [`config::Config`]; credentials are [`secret::Secret`]s ([`secret`]).
+//!
+//! `one_path_tests` (tests only) sends the same scenarios through a run, an event, the
+//! API and the CLI and expects one decision and one reason from all four.
 
 pub mod actors;
 pub mod api;

@@ -360,6 +360,11 @@ async fn convert_one(
                         if r.lossless { "lossless" } else { "lossy" },
                         r.duration_ms
                     ),
+                    // Kept by the ledger earlier: no WebP was made now.
+                    Outcome::KeptSource(r) if r.converted_size == 0 => println!(
+                        "Kept source: {} (the ledger keeps this version: its WebP was not smaller; --force converts again)",
+                        r.source
+                    ),
                     Outcome::KeptSource(r) => println!(
                         "Kept source: {} (WebP would be {} bytes, not smaller than the source's {}; conversion.skip_if_larger)",
                         r.source, r.converted_size, r.original_size

@@ -30,7 +30,8 @@
 //! - [`cluster`]: the shared mode (`state.backend: bucket`) — the bucket's objects and
 //!   shards; [`cluster::lease`]: leases held with conditional PUTs;
 //!   [`cluster::coordinator`]: the loop that holds a fair share of them and runs owed
-//!   shards; [`cluster::Shared`]: its side of the [`mode`] seam.
+//!   shards; [`cluster::plan`]: membership planning as plain functions;
+//!   [`cluster::Shared`]: its side of the [`mode`] seam.
 //! - [`scope`]: where a run may act ([`scope::RunScope`]): every key alone, the shards
 //!   held at the run's epoch when shared.
 //! - [`state`]: the state file, the ledger and the run lock.
@@ -40,6 +41,8 @@
 //!   undelivered ones kept on disk in the Go server's format and retried.
 //!
 //! One image:
+//! - [`run_book`]: a run's bookkeeping as a plain state machine (queue, cursor, counts,
+//!   checkpoints, summary), held by the StateKeeper.
 //! - [`planner`]: what a listing says needs converting, with no request per object.
 //! - [`request`]: one object on request — the API's `/api/convert` and the CLI's
 //!   `convert` — decided, converted, kept when larger, named and written as runs do.

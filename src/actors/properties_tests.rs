@@ -15,6 +15,7 @@ use super::*;
 use crate::events::handle::{Handled, Handler};
 use crate::events::record::{EventKind, ObjectEvent};
 use crate::model::RunSummary;
+use crate::state::StateStore;
 use crate::storage::probe::{Probe, PutCounts};
 
 /// Small real images (and one that is no image), cycled over the random keys.
@@ -234,6 +235,55 @@ fn events_beside_a_run_store_each_webp_once() {
             assert!(handled.iter().all(|h| matches!(h, Handled::Done(_))), "seed {seed}: {handled:?}");
             assert_eq!(missed(&storage, &sources).await, Vec::<String>::new(), "seed {seed}: {summary:?}");
             assert_eq!(stored_twice(&puts), BTreeMap::new(), "seed {seed}: {summary:?}");
+        });
+    }
+}
+
+/// Sources whose reads keep failing (a transient error to the daemon) are retried by the
+/// next runs, then given up after `state.max_attempts` with their reason, and left alone
+/// after that; the others are converted once.
+#[test]
+fn retries_are_given_up_with_their_reason_after_the_last_attempt() {
+    for seed in 0..SEEDS {
+        let mut rng = StdRng::seed_from_u64(300 + seed);
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.state.max_attempts = 3;
+        config.state.retry_base = Duration::ZERO;
+        let config = Arc::new(config);
+        let (storage, probe, puts) = probed(Arc::new(InMemory::new()), PutCounts::default());
+        let mut sources = random_sources(&mut rng, 16);
+        sources.retain(|_, b| *b != BODIES.len() - 1);
+        let flaky: Vec<String> = sources.keys().filter(|_| rng.random_range(0..3) == 0).cloned().collect();
+        actix::System::new().block_on(async {
+            for (key, body) in &sources {
+                let key = if flaky.contains(key) { key.replacen("img", "flaky", 1) } else { key.clone() };
+                storage.put(&key, Bytes::from_static(BODIES[*body]), "application/octet-stream").await.unwrap();
+            }
+            probe.fail_reads_of("flaky");
+            let backend = StateBackend::file(&config.state.dir).unwrap();
+            let pipeline = Pipeline::start_manual(config.clone(), storage.clone(), backend);
+            let mut failed = Vec::new();
+            for _ in 0..5 {
+                let s = run_now(&pipeline).await;
+                assert!(s.failures.iter().all(|f| f.key.contains("flaky")), "seed {seed}: {s:?}");
+                assert!(s.failures.iter().all(|f| f.code == "download_failed"), "seed {seed}: {s:?}");
+                assert!(s.failures.iter().all(|f| f.reason.contains("the probe fails this read")), "seed {seed}");
+                failed.push(s.counts.failed);
+            }
+            let n = flaky.len() as u64;
+            assert_eq!(failed, [n, n, n, 0, 0], "seed {seed}: tried max_attempts times, then left alone");
+            let state = crate::state::FileStateStore::new(&config.state.dir).unwrap().load().unwrap().unwrap();
+            for key in &flaky {
+                let e = &state.ledger[&key.replacen("img", "flaky", 1)];
+                assert_eq!(
+                    (e.kind, e.code.as_str(), e.attempts),
+                    (crate::state::LedgerKind::GivenUp, "download_failed", 3)
+                );
+            }
+            assert_eq!(stored_twice(&puts), BTreeMap::new(), "seed {seed}");
+            let converted = puts.lock().unwrap().keys().filter(|k| k.ends_with(".webp")).count();
+            assert_eq!(converted, sources.len() - flaky.len(), "seed {seed}");
         });
     }
 }

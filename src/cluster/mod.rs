@@ -12,8 +12,9 @@
 //!   `POST /api/runs` on any instance. A shard whose last complete run started before it
 //!   is owed a run, whoever holds it (so a taken-over shard carries its owed run along).
 //!
-//! The [`Coordinator`](crate::actors::coordinator) actor takes, renews and releases the
-//! leases; the StateKeeper reads and writes state through [`ClusterStore`] exactly as it
+//! The [`Coordinator`] actor ([`coordinator`]) takes, renews and releases the leases,
+//! as [`plan`] says; [`Shared`] is this mode's side of the [`crate::mode`]
+//! seam; the StateKeeper reads and writes state through [`ClusterStore`] exactly as it
 //! does with the local file, and the Lister and Uploader ask the cluster, as their
 //! [`RunScope`], before every conversion and put.
 

@@ -33,6 +33,8 @@ pub struct Probe {
     /// Calls that reached the bucket (passed the gate) and calls that finished there.
     passed: Arc<AtomicUsize>,
     finished: Arc<AtomicUsize>,
+    /// Reads of keys containing this fail, as a store that keeps failing them would.
+    failing_reads: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Display for Probe {
@@ -51,7 +53,14 @@ impl Probe {
             open: Arc::new(watch::channel(true).0),
             passed: Default::default(),
             finished: Default::default(),
+            failing_reads: Default::default(),
         }
+    }
+
+    /// From now on every read (GET, not HEAD) of a key containing `needle` fails with a
+    /// backend error, a transient one to the daemon.
+    pub fn fail_reads_of(&self, needle: &str) {
+        *self.failing_reads.lock().unwrap() = Some(needle.to_owned());
     }
 
     /// Holds every call from now on (calls already at the bucket finish).
@@ -106,6 +115,11 @@ impl ObjectStore for Probe {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.gate().await;
+        let failing = self.failing_reads.lock().unwrap().clone();
+        if !options.head && failing.is_some_and(|n| location.as_ref().contains(&n)) {
+            let source = format!("{location}: the probe fails this read").into();
+            return self.done(Err(object_store::Error::Generic { store: "probe", source }));
+        }
         let r = self.inner.get_opts(location, options).await;
         self.done(r)
     }

@@ -682,11 +682,13 @@ fn a_poison_record_beside_a_good_one_in_one_sqs_body_is_given_up_once_and_the_go
     let yaml = format!("events: {{sqs: {{queue_url: \"{url}\", wait_seconds: 1, visibility_timeout_seconds: 5}}}}\n");
     let server = Server::start_env(Some(&bucket), &yaml, &env);
     let good = key_of(1);
-    // First a key the storage refuses (a NUL byte), then a record that cannot be read,
-    // then the good one twice. Before, the first was retried every visibility timeout
-    // without end and the good one never converted.
+    // First a key the storage refuses (longer than S3's 1,024 bytes: S3 itself takes
+    // any other, a NUL byte included), then a record that cannot be read, then the good
+    // one twice. Before, the first was retried every visibility timeout without end and
+    // the good one never converted.
     let unreadable = serde_json::json!({"eventName": "ObjectCreated:Put", "s3": {"object": {"key": "bad%2"}}});
-    let records = [created_record(&bucket, "up/evil%00.png"), unreadable, created_record(&bucket, &good)];
+    let evil = format!("up/evil{}.png", "x".repeat(1100));
+    let records = [created_record(&bucket, &evil), unreadable, created_record(&bucket, &good)];
     let body = serde_json::json!({ "Records": [records[0], records[1], records[2], records[2]] });
     queue_send(&queue, &body.to_string());
     let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
@@ -713,7 +715,7 @@ fn a_poison_record_beside_a_good_one_in_one_sqs_body_is_given_up_once_and_the_go
     drop(server);
     use ics::state::StateStore;
     let ledger = ics::state::FileStateStore::new(state.path()).unwrap().load().unwrap().unwrap().ledger;
-    let evil = &ledger["up/evil\0.png"];
+    let evil = &ledger[&evil];
     assert_eq!((evil.kind, evil.code.as_str()), (ics::state::LedgerKind::GivenUp, "unsafe_key"), "{ledger:?}");
 }
 

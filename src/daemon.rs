@@ -302,6 +302,8 @@ pub async fn convert(
         admitted: Arc::new(admitted.acquire_owned().await.expect("never closed")),
         cancel: Arc::new(crate::convert::webp::Cancel::new(false)),
         force,
+        replaces: None,
+        file: None,
     };
     Ok(crate::request::convert_key(&target, key, ask).await)
 }

@@ -54,38 +54,78 @@ pub struct Ask {
     pub cancel: Arc<Cancel>,
     /// Convert even when the WebP is up to date or the ledger leaves this version alone.
     pub force: bool,
+    /// The WebP this conversion replaces, as the caller saw it (`Some(None)`: none), to
+    /// write conditionally over exactly that; `None`: the bucket's write rule, on the
+    /// WebP as it is now.
+    pub replaces: Option<Option<String>>,
+    /// The source's share of the memory budget, reserved before its download.
+    pub file: Option<crate::memory::FileReservation>,
+}
+
+/// What the per-image rules decide for one object before it is downloaded.
+#[derive(Debug)]
+pub enum Decided {
+    /// Convert it: what the LIST of its stem showed.
+    Convert(job::Stem),
+    /// Its WebP is at least as new as it.
+    UpToDate(job::Stem),
+    /// The ledger leaves this version alone (given up or kept earlier).
+    Ledgered(job::Stem, crate::state::LedgerEntry),
+}
+
+/// The *decide* step, the same for a conversion on request and a bucket event: a key
+/// the bucket can hold, a candidate's extension, no second claimant of its WebP (one
+/// LIST of its stem), then — unless `force` — up to date (full size only: a resize has
+/// a name of its own) and the ledger. A missing source is decided `Convert` (its
+/// download then says not found).
+pub async fn decide(target: &Target, key: &str, force: bool, resize: bool) -> Result<Decided, JobError> {
+    let stem = job::check_source(&target.storage, &target.config.formats, key).await?;
+    let Some(listed) = stem.source.clone().filter(|_| !force) else { return Ok(Decided::Convert(stem)) };
+    if !resize && stem.up_to_date() {
+        return Ok(Decided::UpToDate(stem));
+    }
+    let asked = AskLedger { key: key.to_owned(), etag: listed.etag.clone() };
+    match target.state_keeper.send(asked).await {
+        Ok(Some(entry)) if entry.kind == LedgerKind::GivenUp || !resize => Ok(Decided::Ledgered(stem, entry)),
+        _ => Ok(Decided::Convert(stem)),
+    }
 }
 
 /// Converts the object `key` of `target`'s bucket: decide, download, convert, write.
-pub async fn convert_key(target: &Target, key: &str, ask: Ask) -> Result<Outcome, JobError> {
+/// (A bucket event takes [`decide`] and [`convert_bytes`] too, with its own download.)
+pub async fn convert_key(target: &Target, key: &str, mut ask: Ask) -> Result<Outcome, JobError> {
     let started = Instant::now();
-    let stem = job::check_source(&target.storage, &target.config.formats, key).await?;
     let source = naming::address(target.storage.bucket(), key);
-    if let (false, Some(listed)) = (ask.force, &stem.source) {
-        let unconverted = |webp: Option<&ObjectInfo>| Report {
-            source: source.clone(),
-            destination: naming::address(target.storage.bucket(), &naming::webp_key(key)),
-            original_size: listed.size,
-            converted_size: webp.map_or(0, |w| w.size),
-            width: 0,
-            height: 0,
-            frames: 0,
-            lossless: false,
-            source_megapixels: 0.0,
-            duration_ms: elapsed_ms(started),
-        };
-        if ask.resize.is_none() && stem.up_to_date() {
-            return Ok(Outcome::UpToDate(unconverted(stem.webp.as_ref())));
+    let unconverted = |listed: &ObjectInfo, webp: Option<&ObjectInfo>| Report {
+        source: source.clone(),
+        destination: naming::address(target.storage.bucket(), &naming::webp_key(key)),
+        original_size: listed.size,
+        converted_size: webp.map_or(0, |w| w.size),
+        width: 0,
+        height: 0,
+        frames: 0,
+        lossless: false,
+        source_megapixels: 0.0,
+        duration_ms: elapsed_ms(started),
+    };
+    match decide(target, key, ask.force, ask.resize.is_some()).await? {
+        // The source's share of the memory budget, before its download.
+        Decided::Convert(stem) => {
+            if let (None, Some(listed)) = (&ask.file, &stem.source) {
+                ask.file = Some(target.memory.reserve_file(listed.size).await);
+            }
         }
-        let asked = AskLedger { key: key.to_owned(), etag: listed.etag.clone() };
-        if let Ok(Some(entry)) = target.state_keeper.send(asked).await {
-            if entry.kind == LedgerKind::Kept && ask.resize.is_none() {
-                return Ok(Outcome::KeptSource(unconverted(None)));
+        Decided::UpToDate(stem) => {
+            let listed = stem.source.as_ref().expect("an up-to-date source was listed");
+            return Ok(Outcome::UpToDate(unconverted(listed, stem.webp.as_ref())));
+        }
+        Decided::Ledgered(stem, entry) => {
+            let listed = stem.source.as_ref().expect("a ledgered source was listed");
+            if entry.kind == LedgerKind::Kept {
+                return Ok(Outcome::KeptSource(unconverted(listed, None)));
             }
-            if entry.kind == LedgerKind::GivenUp {
-                let reason = Reason::from_code(&entry.code).unwrap_or(Reason::WorkerFailed);
-                return Err(JobError::Ledgered { key: key.to_owned(), reason, message: entry.reason });
-            }
+            let reason = Reason::from_code(&entry.code).unwrap_or(Reason::WorkerFailed);
+            return Err(JobError::Ledgered { key: key.to_owned(), reason, message: entry.reason });
         }
     }
     let (_, bytes) = job::fetch(&target.storage, key, &target.config.convert).await?;
@@ -99,15 +139,16 @@ pub async fn convert_bytes(
     key: &str,
     source: String,
     bytes: Bytes,
-    ask: Ask,
+    mut ask: Ask,
     started: Instant,
 ) -> Result<Outcome, JobError> {
     let opts = &target.config.convert;
     let worker = |message: String| JobError::Worker { key: key.to_owned(), message };
     let convert_error = |error| JobError::Convert { key: key.to_owned(), error };
     let original_size = bytes.len() as u64;
-    let memory = target.memory.reserve_work(None, &bytes, ask.resize, opts).await.map_err(convert_error)?;
-    let Ask { resize, admitted, cancel, .. } = ask;
+    let file = ask.file.take();
+    let memory = target.memory.reserve_work(file, &bytes, ask.resize, opts).await.map_err(convert_error)?;
+    let Ask { resize, admitted, cancel, replaces, .. } = ask;
     let msg = ConvertBytes { bytes, resize, memory, admitted, cancel };
     let converted = target
         .converter
@@ -133,7 +174,7 @@ pub async fn convert_bytes(
     if kept {
         return Ok(Outcome::KeptSource(report(elapsed_ms(started))));
     }
-    let put = PutWebp { key: output.clone(), source: key.to_owned(), webp: webp.clone() };
+    let put = PutWebp { key: output.clone(), source: key.to_owned(), webp: webp.clone(), replaces };
     let written = target
         .uploader
         .send(put)

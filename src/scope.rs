@@ -56,24 +56,6 @@ impl RunScope for Solo {
     }
 }
 
-/// Bucket events (`src/events/`): an event may name any key, whoever holds its shard, and
-/// other consumers of the queue, the webhook and cron runs may race for its WebP, so
-/// writes are always conditional.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Events;
-
-impl RunScope for Events {
-    fn covers(&self, _key: &str, _now: DateTime<Utc>) -> Cover {
-        Cover::Yes
-    }
-
-    fn mark_skipped(&self, _key: &str) {}
-
-    fn conditional_writes(&self) -> bool {
-        true
-    }
-}
-
 /// A run's scope beside bucket events (`events:` configured): an event may convert and
 /// write the same WebP while the run does, so the run writes conditionally too — on the
 /// WebP it listed — and each WebP is stored once, whichever comes first. Otherwise the

@@ -257,10 +257,11 @@ impl Storage {
     fn target(&self, key: &str) -> Result<Target<'_>, StorageError> {
         match (&self.backend, &self.raw) {
             (Backend::Local(local), _) => check_key(key).map(|_| Target::Local(local)),
-            (Backend::Store(store), Some(raw)) => match key::exact_path(key) {
-                Some(path) => Ok(Target::Store(store, path)),
-                None => key::check_s3_key(key).map(|()| Target::Raw(raw)),
-            },
+            // What S3 refuses is refused before any request, whichever client sends it.
+            (Backend::Store(store), Some(raw)) => key::check_s3_key(key).map(|()| match key::exact_path(key) {
+                Some(path) => Target::Store(store, path),
+                None => Target::Raw(raw),
+            }),
             (Backend::Store(store), None) => check_key(key).map(|path| Target::Store(store, path)),
         }
     }

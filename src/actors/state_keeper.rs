@@ -6,7 +6,8 @@
 //! and the run ends here when the listing is over and nothing is in flight: the state
 //! is saved, the lock released and the summary sent to whoever waits for it.
 //!
-//! Bucket events ask the ledger here before converting ([`DecideEvent`]) and record what
+//! Conversions on request and bucket events ask the ledger here before converting
+//! ([`AskLedger`]); bucket events record what
 //! became of their image here too ([`RecordEvent`]), answered once it is stored: inside a
 //! run, with the run's state; outside one, through the store under the run lock.
 
@@ -78,17 +79,9 @@ pub struct StopRun {
     pub now: bool,
 }
 
-/// What the ledger says of a source a bucket event announced (asked before downloading
-/// it): `Leave` when this version was given up or kept.
-#[derive(Message)]
-#[rtype(result = "LedgerDecision")]
-pub struct DecideEvent {
-    pub key: String,
-    pub etag: Option<String>,
-}
-
-/// A conversion on request (the API, the CLI's `convert`) asks whether the ledger leaves
-/// this version of a source alone; answers the entry that does (given up or kept).
+/// A conversion on request or a bucket event (the one path's *decide*, asked before
+/// downloading) asks whether the ledger leaves this version of a source alone; answers
+/// the entry that does (given up or kept).
 #[derive(Message)]
 #[rtype(result = "Option<crate::state::LedgerEntry>")]
 pub struct AskLedger {
@@ -531,26 +524,16 @@ impl Handler<StopRun> for StateKeeper {
     }
 }
 
-impl Handler<DecideEvent> for StateKeeper {
-    type Result = MessageResult<DecideEvent>;
-
-    fn handle(&mut self, msg: DecideEvent, _: &mut Context<Self>) -> Self::Result {
-        let now = Utc::now();
-        let etag = msg.etag.as_deref();
-        // Bucket mode: the held shard's ledger may know more than the last run's state.
-        if self.store.decide_stored(&msg.key, etag, now) == Some(LedgerDecision::Leave) {
-            return MessageResult(LedgerDecision::Leave);
-        }
-        MessageResult(self.state.decide(&msg.key, etag, now))
-    }
-}
-
 impl Handler<AskLedger> for StateKeeper {
     type Result = MessageResult<AskLedger>;
 
     fn handle(&mut self, msg: AskLedger, _: &mut Context<Self>) -> Self::Result {
         let now = Utc::now();
         let etag = msg.etag.as_deref();
+        // Bucket mode: the held shard's ledger may know more than the last run's state.
+        if self.store.decide_stored(&msg.key, etag, now) == Some(LedgerDecision::Leave) {
+            return MessageResult(self.store.entry_stored(&msg.key));
+        }
         let entry = match self.state.decide(&msg.key, etag, now) {
             LedgerDecision::Leave => self.state.ledger.get(&msg.key).cloned(),
             _ => None,

@@ -99,7 +99,7 @@ fn bucket_events_are_recorded_in_the_ledger_inside_and_outside_runs() {
         let kept = || ItemOutcome::Kept { bytes_in: 100, bytes_out: 120 };
         let bad =
             || ItemOutcome::Failed { code: crate::reason::Reason::DecodeFailed, reason: "bad".into(), permanent: true };
-        let decide = |key: &str, etag: &str| DecideEvent { key: key.into(), etag: Some(etag.into()) };
+        let decide = |key: &str, etag: &str| AskLedger { key: key.into(), etag: Some(etag.into()) };
 
         // Outside a run: stored at once, under the run lock.
         assert_eq!(keeper.send(record("k.png", kept())).await.unwrap(), Ok(EventRecorded::Stored));
@@ -108,9 +108,11 @@ fn bucket_events_are_recorded_in_the_ledger_inside_and_outside_runs() {
         assert_eq!(on_disk.ledger["k.png"].kind, crate::state::LedgerKind::Kept);
         assert_eq!(on_disk.ledger["k.png"].code, "webp_larger");
         assert_eq!(on_disk.ledger["bad.png"].kind, crate::state::LedgerKind::GivenUp);
-        assert_eq!(keeper.send(decide("k.png", "\"e1\"")).await.unwrap(), LedgerDecision::Leave);
-        assert_eq!(keeper.send(decide("bad.png", "\"e1\"")).await.unwrap(), LedgerDecision::Leave);
-        assert_eq!(keeper.send(decide("k.png", "\"e2\"")).await.unwrap(), LedgerDecision::Convert, "a new version");
+        let leaves = |e: Option<crate::state::LedgerEntry>| e.map(|e| e.kind);
+        assert_eq!(leaves(keeper.send(decide("k.png", "\"e1\"")).await.unwrap()), Some(crate::state::LedgerKind::Kept));
+        let given_up = keeper.send(decide("bad.png", "\"e1\"")).await.unwrap().unwrap();
+        assert_eq!((given_up.kind, given_up.code.as_str()), (crate::state::LedgerKind::GivenUp, "decode_failed"));
+        assert_eq!(keeper.send(decide("k.png", "\"e2\"")).await.unwrap(), None, "a new version");
 
         // What another process wrote meanwhile is kept: the state is read again under the lock.
         let mut theirs = stored(&state_dir);

@@ -47,17 +47,9 @@ pub struct PutWebp {
     /// The key it was made from (named in the output's metadata).
     pub source: String,
     pub webp: Bytes,
-}
-
-/// Puts one WebP made for a bucket event (`src/events/`) by the runs' write path, always
-/// conditionally ([`crate::scope::Events`]): `If-None-Match: *` for a new WebP, `If-Match`
-/// over the one it replaces. Answers whether it was stored (`false`: another writer
-/// stored this WebP first).
-#[derive(Message)]
-#[rtype(result = "Result<bool, StorageError>")]
-pub struct PutEventWebp {
-    pub candidate: Candidate,
-    pub webp: Bytes,
+    /// The WebP it replaces as the requester saw it (`Some(None)`: none): written
+    /// conditionally over exactly that. `None`: the bucket's rule, on the WebP as it is now.
+    pub replaces: Option<Option<String>>,
 }
 
 /// The actor.
@@ -156,27 +148,13 @@ impl Handler<PutWebp> for Uploader {
     fn handle(&mut self, msg: PutWebp, _: &mut Context<Self>) -> Self::Result {
         let storage = self.storage.clone();
         let uploads = self.uploads.clone();
-        let rule = WriteRule::current(self.scope.conditional_writes());
+        let rule = match msg.replaces {
+            Some(seen) => WriteRule::Conditional { replaces: Some(seen) },
+            None => WriteRule::current(self.scope.conditional_writes()),
+        };
         Box::pin(async move {
             let _permit = uploads.acquire_owned().await.expect("never closed");
             job::write_webp(&storage, &msg.key, &msg.source, msg.webp, rule).await
-        })
-    }
-}
-
-impl Handler<PutEventWebp> for Uploader {
-    type Result = ResponseFuture<Result<bool, StorageError>>;
-
-    fn handle(&mut self, msg: PutEventWebp, _: &mut Context<Self>) -> Self::Result {
-        let storage = self.storage.clone();
-        let uploads = self.uploads.clone();
-        Box::pin(async move {
-            let _permit = uploads.acquire_owned().await.expect("never closed");
-            match put_run_webp(&storage, &crate::scope::Events, &msg.candidate, msg.webp).await {
-                Ok(()) => Ok(true),
-                Err(Put::Superseded(_)) => Ok(false),
-                Err(Put::Failed(e)) => Err(e),
-            }
         })
     }
 }

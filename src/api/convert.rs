@@ -156,7 +156,7 @@ async fn convert_inner(
     cancel: Arc<crate::convert::webp::Cancel>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let ask = request::Ask { resize, admitted, cancel, force };
+    let ask = request::Ask { resize, admitted, cancel, force, replaces: None, file: None };
     let is_url = source.starts_with("http://") || source.starts_with("https://");
     // `r2://<bucket>/<key>` goes to that bucket's lane; a bare key or a URL to the primary.
     let outcome = if is_url {

@@ -446,6 +446,11 @@ impl StateStore for ClusterStore {
         t.held.get(&shard_of(key, self.0.config.shards)).map(|h| h.state.decide(key, etag, now))
     }
 
+    fn entry_stored(&self, key: &str) -> Option<crate::state::LedgerEntry> {
+        let t = self.0.table();
+        t.held.get(&shard_of(key, self.0.config.shards)).and_then(|h| h.state.ledger.get(key).cloned())
+    }
+
     fn in_run_scope(&self, key: &str) -> bool {
         let shard = shard_of(key, self.0.config.shards);
         self.0.table().in_scope().any(|(s, _)| s == shard)

@@ -38,17 +38,17 @@ use tokio::sync::Semaphore;
 
 use super::record::{EventKind, ObjectEvent};
 use crate::actors::Pipeline;
-use crate::actors::converter::{ConvertBytes, Converter};
-use crate::actors::state_keeper::{DecideEvent, EventRecorded, RecordEvent, StateKeeper};
-use crate::actors::uploader::{PutEventWebp, Uploader};
+use crate::actors::converter::Converter;
+use crate::actors::state_keeper::{EventRecorded, RecordEvent, StateKeeper};
+use crate::actors::uploader::Uploader;
 use crate::config::Config;
-use crate::job;
+use crate::job::{self, JobError, Outcome};
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
-use crate::model::{Candidate, ItemOutcome};
+use crate::model::ItemOutcome;
 use crate::naming;
 use crate::reason::Reason;
-use crate::state::LedgerDecision;
+use crate::request::{self, Decided, Target};
 use crate::storage::{ObjectInfo, Storage, StorageError};
 
 /// How one event ended.
@@ -237,7 +237,7 @@ impl Handler {
     /// The source `key` created (as of `etag` at `time`, when the event says; `force`:
     /// convert even when its WebP looks as new as it is).
     async fn create(&self, key: &str, etag: Option<&str>, time: Option<chrono::DateTime<Utc>>, force: bool) -> Handled {
-        let output = naming::webp_key(key);
+        let target = self.target();
         let mut force = force;
         for _ in 0..MAX_ROUNDS {
             let source = match self.head(key, etag, key).await {
@@ -252,28 +252,18 @@ impl Handler {
             {
                 return Handled::Done(Done::Stale);
             }
-            // Two sources claiming one WebP: neither is converted, as a run decides.
-            match job::colliding_sources(&self.storage, key, &self.config.formats).await {
-                Ok(sources) if sources.len() > 1 => {
-                    let e = job::JobError::Collision { output: output.clone(), sources };
-                    return self.give_up(&source, e.reason(), e.to_string()).await;
-                }
-                Ok(_) => {}
-                Err(e) => return Handled::Retry(e.to_string()),
-            }
-            let webp = match self.head(key, etag, &output).await {
-                Ok(w) => w,
-                Err(h) => return h,
+            // The one path's decision (a second claimant of the WebP, up to date, the
+            // ledger), from one LIST of the key's stem.
+            let stem = match request::decide(&target, key, force, false).await {
+                Ok(Decided::Convert(stem)) => stem,
+                Ok(Decided::UpToDate(_)) => return Handled::Done(Done::UpToDate),
+                Ok(Decided::Ledgered(..)) => return Handled::Done(Done::Ledgered),
+                Err(JobError::Storage(e)) if e.is_transient() => return Handled::Retry(e.to_string()),
+                Err(e) => return self.give_up(&source, e.reason(), e.to_string()).await,
             };
-            if !force && webp.as_ref().is_some_and(|w| w.last_modified >= source.last_modified) {
-                return Handled::Done(Done::UpToDate);
-            }
-            if !force && self.ledger_leaves(&source).await {
-                return Handled::Done(Done::Ledgered);
-            }
-            let replaces = webp.and_then(|w| w.etag);
+            let replaces = stem.webp.and_then(|w| w.etag);
             let converted_etag = source.etag.clone();
-            match self.convert(source, output.clone(), replaces).await {
+            match self.convert(&target, source, replaces).await {
                 Handled::Done(Done::Converted) => {}
                 other => return other,
             }
@@ -287,8 +277,22 @@ impl Handler {
         Handled::Retry(format!("{key} kept changing while it was converted"))
     }
 
-    /// Downloads, converts and stores one source's WebP.
-    async fn convert(&self, source: ObjectInfo, output: String, replaces: Option<String>) -> Handled {
+    /// What the one path of conversions on request needs of this bucket.
+    fn target(&self) -> Target {
+        Target {
+            config: self.config.clone(),
+            storage: self.storage.clone(),
+            converter: self.converter.clone(),
+            memory: self.memory.clone(),
+            uploader: self.uploader.clone(),
+            state_keeper: self.state_keeper.clone(),
+        }
+    }
+
+    /// Downloads one source, then converts and stores its WebP by the one path's
+    /// convert, finish and write steps ([`request::convert_bytes`]), conditionally over
+    /// the WebP seen before (`replaces`: its ETag, `None` when there was none).
+    async fn convert(&self, target: &Target, source: ObjectInfo, replaces: Option<String>) -> Handled {
         let started = std::time::Instant::now();
         let opts = &self.config.convert;
         let file = self.memory.reserve_file(source.size).await;
@@ -305,44 +309,26 @@ impl Handler {
             Err(e) if e.is_transient() => return Handled::Retry(e.to_string()),
             Err(e) => return self.give_up(&source, Reason::DownloadFailed, e.to_string()).await,
         };
-        let memory = match self.memory.reserve_work(Some(file), &bytes, None, opts).await {
-            Ok(m) => m,
-            Err(e) => return self.give_up(&source, e.reason(), e.to_string()).await,
-        };
-        let admitted = Arc::new(self.admitted.clone().acquire_owned().await.expect("never closed"));
         let bytes_in = bytes.len() as u64;
-        let msg = ConvertBytes {
-            bytes,
+        let ask = request::Ask {
             resize: None,
-            memory,
-            admitted,
+            admitted: Arc::new(self.admitted.clone().acquire_owned().await.expect("never closed")),
             cancel: Arc::new(crate::convert::webp::Cancel::new(false)),
+            force: true,
+            replaces: Some(replaces),
+            file: Some(file),
         };
-        let converted = match self.converter.send(msg).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e @ crate::convert::ConvertError::Encode(_))) => return Handled::Retry(e.to_string()),
-            Ok(Err(e)) => return self.give_up(&source, e.reason(), e.to_string()).await,
-            Err(e) => return Handled::Retry(format!("the converter pool is stopping: {e}")),
-        };
-        let bytes_out = converted.webp.len() as u64;
-        if self.config.skip_if_larger && bytes_out >= bytes_in {
-            let handled = self.record(&source, ItemOutcome::Kept { bytes_in, bytes_out }, Done::Kept).await;
-            if handled == Handled::Done(Done::Kept) {
-                self.metrics.kept();
-            }
-            return handled;
-        }
-        let candidate = Candidate { run_id: Arc::from("events"), source: source.clone(), output, replaces };
-        match self.uploader.send(PutEventWebp { candidate, webp: converted.webp.into() }).await {
-            Ok(Ok(true)) => {
+        let address = naming::address(self.storage.bucket(), &source.key);
+        match request::convert_bytes(target, &source.key, address, bytes, ask, started).await {
+            Ok(Outcome::Converted(report)) => {
                 let seconds = started.elapsed().as_secs_f64();
-                self.metrics.converted(bytes_in, bytes_out, seconds);
+                self.metrics.converted(bytes_in, report.converted_size, seconds);
                 // Drops a ledger entry of an earlier failure. The WebP is stored, so a
                 // failure here only leaves the entry for the next complete run to see.
                 let outcome = ItemOutcome::Converted {
                     bytes_in,
-                    bytes_out,
-                    megapixels: 0.0,
+                    bytes_out: report.converted_size,
+                    megapixels: report.source_megapixels,
                     convert_ms: (seconds * 1000.0) as u64,
                 };
                 if let Handled::Retry(e) = self.record(&source, outcome, Done::Converted).await {
@@ -350,19 +336,26 @@ impl Handler {
                 }
                 Handled::Done(Done::Converted)
             }
-            Ok(Ok(false)) => {
+            Ok(Outcome::KeptSource(report)) => {
+                let kept = ItemOutcome::Kept { bytes_in, bytes_out: report.converted_size };
+                let handled = self.record(&source, kept, Done::Kept).await;
+                if handled == Handled::Done(Done::Kept) {
+                    self.metrics.kept();
+                }
+                handled
+            }
+            Ok(Outcome::Superseded(_)) => {
                 self.metrics.superseded();
                 Handled::Done(Done::Superseded)
             }
-            Ok(Err(e)) => Handled::Retry(format!("upload failed: {e}")),
-            Err(e) => Handled::Retry(format!("the uploader is stopping: {e}")),
+            Ok(Outcome::UpToDate(_)) => Handled::Done(Done::UpToDate),
+            Err(JobError::Convert { error: e @ crate::convert::ConvertError::Encode(_), .. }) => {
+                Handled::Retry(e.to_string())
+            }
+            Err(JobError::Convert { error, .. }) => self.give_up(&source, error.reason(), error.to_string()).await,
+            Err(e @ (JobError::Worker { .. } | JobError::Upload { .. })) => Handled::Retry(e.to_string()),
+            Err(e) => self.give_up(&source, e.reason(), e.to_string()).await,
         }
-    }
-
-    /// Whether the ledger leaves this version of `source` alone.
-    async fn ledger_leaves(&self, source: &ObjectInfo) -> bool {
-        let ask = DecideEvent { key: source.key.clone(), etag: source.etag.clone() };
-        matches!(self.state_keeper.send(ask).await, Ok(LedgerDecision::Leave))
     }
 
     /// Records `outcome` in the ledger and answers `done`; when it cannot be stored, the

@@ -6,8 +6,10 @@
 //!  Cloudflare Queue ──▶ cloudflare::consume ──┼─▶ route::Router ───────────────▶ handle::Handler (one per bucket)
 //!  POST /api/events ──▶ journal ─▶ replay ────┘
 //!
-//!  handle::Handler ──HEADs, GET──▶ Converter pool ──▶ that bucket's Uploader
-//!  (up to date? stale?)           (ConvertBytes)     (PutEventWebp)
+//!  handle::Handler ──HEAD, request::decide (one LIST)──GET──▶ request::convert_bytes
+//!  (stale? changed meanwhile?)                                 (Converter pool, memory
+//!                                                               budget, Uploader: the
+//!                                                               one path of every image)
 //! ```
 //!
 //! One source of each kind serves every configured bucket (`r2.buckets`): the router
@@ -16,8 +18,9 @@
 //!
 //! - [`record`]: S3 event records (AWS, MinIO, moto) read into [`record::ObjectEvent`]s.
 //! - [`route`]: each event to its bucket's handler.
-//! - [`handle`]: what one event does; the same pipeline stages as runs (memory budget,
-//!   converter pool, the Uploader's conditional write).
+//! - [`handle`]: what one event does: a candidate for the one per-image path
+//!   ([`crate::request`]: decide, convert, finish, write), with what only an event needs
+//!   (a stale event, a source changed while converted, the ledger told, a key lock).
 //! - [`sqs`] and [`sigv4`]: the SQS consumer and its request signing.
 //! - [`cloudflare`]: the Cloudflare Queues pull consumer (R2 event notifications).
 //! - [`journal`]: the `webhook` source's durable journal (`POST /api/events`) and its replay.

@@ -72,6 +72,11 @@ pub trait StateStore: Send + Sync {
     ) -> Option<super::LedgerDecision> {
         None
     }
+    /// The ledger entry of `key` in the stored state of its part, when the store keeps
+    /// parts apart (bucket mode: the held shard's); `None` otherwise.
+    fn entry_stored(&self, _key: &str) -> Option<super::LedgerEntry> {
+        None
+    }
     /// Whether a save of the run in progress writes `key`'s part (a store with one state:
     /// always; bucket mode: when the run covers the key's shard).
     fn in_run_scope(&self, _key: &str) -> bool {

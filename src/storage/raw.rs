@@ -301,6 +301,8 @@ impl RawS3 {
         }
         let source = || s3_error(status, &answer.body);
         Err(match status {
+            // A listing answered 404 names no object: the bucket itself is missing.
+            StatusCode::NOT_FOUND if call.op == "list" => StorageError::NoBucket,
             StatusCode::NOT_FOUND => StorageError::NotFound { key: key.to_owned() },
             StatusCode::PRECONDITION_FAILED => StorageError::backend(
                 call.op,

@@ -11,7 +11,8 @@
 //! - [`convert`]: the conversion core — sniff, decode, orient, resize, encode — as plain
 //!   functions; [`convert::webp`] is the only place that touches libwebp.
 //! - [`memory`]: admission by memory — what an image will take, reserved before it is
-//!   downloaded and decoded.
+//!   downloaded and decoded; [`memory_limit`]: the memory the process may use (its
+//!   cgroup's limit or physical memory), which the budget's default follows.
 //! - [`lease`]: leases held in the bucket with conditional PUTs (for scale-out; not yet
 //!   wired into the daemon).
 //! - [`reason`]: why an image was not converted — one enum for the ledger, the metrics
@@ -42,6 +43,7 @@ pub mod lanes;
 pub mod lease;
 pub mod logging;
 pub mod memory;
+pub mod memory_limit;
 pub mod metrics;
 pub mod model;
 pub mod naming;

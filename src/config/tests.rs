@@ -343,3 +343,24 @@ fn max_in_flight_still_caps_but_warns_and_max_requests_sizes_the_s3_window() {
     let e = load_yaml("pipeline: {max_requests: 0}\n", &[]).unwrap_err().to_string();
     assert!(e.contains("pipeline.max_requests"), "{e}");
 }
+
+#[test]
+fn the_memory_budget_follows_the_machine_s_limit_unless_set() {
+    // Issue 23: a fixed 6144 MB default got the daemon OOM-killed in a 512 MB container.
+    let c = load_yaml("storage: {backend: local}\n", &[]).unwrap();
+    let limit = crate::memory_limit::detect().expect("a Linux test machine has /proc/meminfo");
+    assert_eq!(c.pipeline.memory_budget_mb, limit.default_budget_mb());
+    assert_eq!(c.pipeline.memory_budget_from, crate::memory_limit::BudgetFrom::Limit(limit));
+    assert_eq!(c.convert.limits.memory_budget_mb, c.pipeline.memory_budget_mb);
+    let sources = super::explain::to_json(&c);
+    assert!(sources["sources"]["pipeline.memory_budget_mb"].as_str().unwrap().starts_with("default: 3/4 of "));
+    // An explicit setting wins, from the file or the environment.
+    let c = load_yaml("pipeline: {memory_budget_mb: 100}\n", &[]).unwrap();
+    assert_eq!(
+        (c.pipeline.memory_budget_mb, &c.pipeline.memory_budget_from),
+        (100, &crate::memory_limit::BudgetFrom::Setting)
+    );
+    let c = load_yaml("", &[("ICS__PIPELINE__MEMORY_BUDGET_MB", "20000")]).unwrap();
+    assert_eq!(c.pipeline.memory_budget_mb, 20000);
+    assert!(load_yaml("pipeline: {memory_budget_mb: 8}\n", &[]).unwrap_err().to_string().contains("memory_budget_mb"));
+}

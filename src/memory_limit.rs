@@ -50,6 +50,20 @@ impl MemoryLimit {
     }
 }
 
+impl MemoryLimit {
+    /// The warning for a budget set above what this limit leaves after the process's
+    /// own memory: the kernel would kill the daemon before the budget stops it.
+    pub fn warn_over(&self, budget_mb: u32) -> Option<String> {
+        let room = (self.bytes / MIB).saturating_sub(OVERHEAD_MB);
+        (u64::from(budget_mb) > room).then(|| {
+            format!(
+                "pipeline.memory_budget_mb ({budget_mb}) is more than {self} leaves after the process's own                  {OVERHEAD_MB} MiB ({room}): images admitted by it can get the daemon killed for lack of                  memory; leave it unset to use {}",
+                self.default_budget_mb()
+            )
+        })
+    }
+}
+
 impl fmt::Display for MemoryLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.source {
@@ -242,5 +256,17 @@ mod tests {
         assert_eq!(limit, MemoryLimit { bytes: 2 * GIB, source: LimitSource::Physical });
         assert_eq!(MemoryLimit { bytes: 64 * MIB, source: LimitSource::CgroupV2 }.default_budget_mb(), 16);
         assert_eq!(detect_under(Path::new("/nonexistent")), None);
+    }
+
+    #[test]
+    fn a_budget_set_above_the_container_s_limit_is_warned_about() {
+        let limit = MemoryLimit { bytes: 512 * MIB, source: LimitSource::CgroupV1 };
+        let warning = limit.warn_over(6144).unwrap();
+        assert!(
+            warning.contains("(6144)") && warning.contains("cgroup v1") && warning.contains("use 336"),
+            "{warning}"
+        );
+        assert_eq!(limit.warn_over(448), None);
+        assert!(limit.warn_over(449).is_some());
     }
 }

@@ -350,7 +350,7 @@ fn the_memory_budget_follows_the_machine_s_limit_unless_set() {
     let c = load_yaml("storage: {backend: local}\n", &[]).unwrap();
     let limit = crate::memory_limit::detect().expect("a Linux test machine has /proc/meminfo");
     assert_eq!(c.pipeline.memory_budget_mb, limit.default_budget_mb());
-    assert_eq!(c.pipeline.memory_budget_from, crate::memory_limit::BudgetFrom::Limit(limit));
+    assert_eq!(c.pipeline.memory_budget_from, crate::memory_limit::BudgetFrom::Limit(limit.clone()));
     assert_eq!(c.convert.limits.memory_budget_mb, c.pipeline.memory_budget_mb);
     let sources = super::explain::to_json(&c);
     assert!(sources["sources"]["pipeline.memory_budget_mb"].as_str().unwrap().starts_with("default: 3/4 of "));
@@ -360,7 +360,15 @@ fn the_memory_budget_follows_the_machine_s_limit_unless_set() {
         (c.pipeline.memory_budget_mb, &c.pipeline.memory_budget_from),
         (100, &crate::memory_limit::BudgetFrom::Setting)
     );
-    let c = load_yaml("", &[("ICS__PIPELINE__MEMORY_BUDGET_MB", "20000")]).unwrap();
-    assert_eq!(c.pipeline.memory_budget_mb, 20000);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // One above what the machine has is taken, and warned about.
+    let over = (limit.bytes >> 20) + 1;
+    let c = load_yaml("", &[("ICS__PIPELINE__MEMORY_BUDGET_MB", &over.to_string())]).unwrap();
+    assert_eq!(u64::from(c.pipeline.memory_budget_mb), over);
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with(&format!("pipeline.memory_budget_mb ({over}) is more than"))),
+        "{:?}",
+        c.warnings
+    );
     assert!(load_yaml("pipeline: {memory_budget_mb: 8}\n", &[]).unwrap_err().to_string().contains("memory_budget_mb"));
 }

@@ -164,6 +164,9 @@ impl Config {
             s3.retry.max_requests = max_requests;
         }
         let (memory_budget_mb, memory_budget_from) = crate::memory_limit::BudgetFrom::choose(p.memory_budget_mb);
+        if let (Some(mb), Some(limit)) = (p.memory_budget_mb, crate::memory_limit::detect()) {
+            warnings.extend(u32::try_from(mb).ok().and_then(|mb| limit.warn_over(mb)));
+        }
         let pipeline = PipelineConfig {
             workers,
             max_in_flight,

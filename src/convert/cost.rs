@@ -21,8 +21,10 @@ use super::{ConvertError, ConvertOptions, LosslessPolicy, ResizeSpec, SourceForm
 
 pub const MIB: u64 = 1 << 20;
 
-/// The default `pipeline.memory_budget_mb`: the costliest image the default pixel cap
-/// admits (100 MP encoded lossless, 44 bytes a pixel: 4.4 GB) fits its work pool.
+/// The budget of [`super::Limits::default`] (the library's callers), and the daemon's
+/// only where no memory limit can be read (the daemon's default follows the machine:
+/// [`crate::memory_limit`]): the costliest image the default pixel cap admits (100 MP
+/// encoded lossless, 44 bytes a pixel: 4.4 GB) fits its work pool.
 pub const DEFAULT_BUDGET_MB: u32 = 6144;
 
 /// What libwebp holds per output pixel besides the 8-bit picture handed to it, with the

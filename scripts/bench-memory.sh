@@ -17,24 +17,28 @@
 # ROUNDS rounds (default 3); prints each run's seconds and peak RSS (GNU time) and the
 # median of this build's throughput over the base's. Build a base without a checkout:
 #   git archive REV | tar -x -C /tmp/base && (cd /tmp/base && cargo build)
+# ICS_BENCH_NEW_BIN=<this build's binary, already built> skips building it;
+# ICS_BENCH_TABLES=0 skips the tables (the A/B alone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-nice -n 10 cargo build --example memory_peak >&2
-bin=target/debug/examples/memory_peak
-synthetic=target/memory-synthetic
 exec > >(tee target/bench-memory.txt) 2>&1
 status=0
-echo "== default budget (this machine's): every file"
-nice -n 10 "$bin" --synthetic "$synthetic" "$@" || status=1
-echo
-echo "== pipeline.memory_budget_mb 330 (a 512 MiB container): the noise"
-nice -n 10 "$bin" --budget 330 "$synthetic"/noise-*.jpg || status=1
+if [ "${ICS_BENCH_TABLES:-1}" != 0 ]; then
+    nice -n 10 cargo build --example memory_peak >&2
+    bin=target/debug/examples/memory_peak
+    synthetic=target/memory-synthetic
+    echo "== default budget (this machine's): every file"
+    nice -n 10 "$bin" --synthetic "$synthetic" "$@" || status=1
+    echo
+    echo "== pipeline.memory_budget_mb 330 (a 512 MiB container): the noise"
+    nice -n 10 "$bin" --budget 330 "$synthetic"/noise-*.jpg || status=1
+fi
 
 if [ -n "${ICS_BENCH_BASE_BIN:-}" ]; then
     command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-    nice -n 10 cargo build --bin image-converting-server >&2
-    new=target/debug/image-converting-server
+    new=${ICS_BENCH_NEW_BIN:-target/debug/image-converting-server}
+    [ -n "${ICS_BENCH_NEW_BIN:-}" ] || nice -n 10 cargo build --bin image-converting-server >&2
     echo
     echo "== A/B, no memory limit: run-once over $* (JPEG, PNG), base $ICS_BENCH_BASE_BIN vs $new"
     ratios=()

@@ -48,16 +48,16 @@ impl MemoryLimit {
         let left = (self.bytes / MIB).saturating_sub(OVERHEAD_MB);
         (left * 3 / 4).clamp(16, 1 << 20) as u32
     }
-}
 
-impl MemoryLimit {
     /// The warning for a budget set above what this limit leaves after the process's
     /// own memory: the kernel would kill the daemon before the budget stops it.
     pub fn warn_over(&self, budget_mb: u32) -> Option<String> {
         let room = (self.bytes / MIB).saturating_sub(OVERHEAD_MB);
         (u64::from(budget_mb) > room).then(|| {
             format!(
-                "pipeline.memory_budget_mb ({budget_mb}) is more than {self} leaves after the process's own                  {OVERHEAD_MB} MiB ({room}): images admitted by it can get the daemon killed for lack of                  memory; leave it unset to use {}",
+                "pipeline.memory_budget_mb ({budget_mb}) is more than {self} leaves after the process's own \
+                 {OVERHEAD_MB} MiB ({room}): images admitted by it can get the daemon killed for lack of \
+                 memory; leave it unset to use {}",
                 self.default_budget_mb()
             )
         })
@@ -266,6 +266,7 @@ mod tests {
             warning.contains("(6144)") && warning.contains("cgroup v1") && warning.contains("use 336"),
             "{warning}"
         );
+        assert!(!warning.contains("  "), "{warning}");
         assert_eq!(limit.warn_over(448), None);
         assert!(limit.warn_over(449).is_some());
     }

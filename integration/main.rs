@@ -12,6 +12,7 @@ mod common;
 
 mod api;
 mod buckets;
+mod cgroup;
 mod cli;
 mod cluster;
 mod conformance;

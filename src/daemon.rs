@@ -153,7 +153,7 @@ pub async fn serve(
     };
     let handle = server.handle();
     actix::spawn(server);
-    tracing::info!(buckets = ?config.buckets(), "Daemon started");
+    tracing::info!(buckets = ?config.buckets(), memory_budget_mb = config.pipeline.memory_budget_mb, memory_budget_from = %config.pipeline.memory_budget_from, "Daemon started");
     shutdown.await;
     handle.stop(true).await;
     // Event sources first: the messages in hand finish on the running pipeline.

@@ -55,7 +55,8 @@
 //! - [`convert`]: the conversion core — sniff, decode, orient, resize, encode — as plain
 //!   functions; [`convert::webp`] is the only place that touches libwebp.
 //! - [`memory`]: admission by memory — what an image will take, reserved before it is
-//!   downloaded and decoded.
+//!   downloaded and decoded; [`memory_limit`]: the memory the process may use (its
+//!   cgroup's limit or physical memory), which the budget's default follows.
 //!
 //! Below everything:
 //! - [`storage`]: one small interface over `object_store` for the local directory,
@@ -79,6 +80,7 @@ pub mod job;
 pub mod lanes;
 pub mod logging;
 pub mod memory;
+pub mod memory_limit;
 pub mod metrics;
 pub mod mode;
 pub mod model;

@@ -92,6 +92,9 @@ fn origin_of(c: &Config, path: &str) -> String {
                 _ => "default".into(),
             };
         }
+        "pipeline.memory_budget_mb" if c.origins.of(path) == super::Origin::Default => {
+            return format!("default: {}", c.pipeline.memory_budget_from);
+        }
         "cron.timezone" if c.cron.schedule.timezone() != c.cron.timezone => {
             return format!("{} (the schedule's prefix)", c.origins.of("cron.schedule"));
         }

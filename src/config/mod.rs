@@ -279,8 +279,11 @@ pub struct PipelineConfig {
     pub upload_concurrency: usize,
     /// How long SIGTERM waits for in-flight images.
     pub shutdown_timeout: std::time::Duration,
-    /// Memory that images being decoded and encoded may reserve at once (MiB).
+    /// Memory that images being decoded and encoded may reserve at once (MiB). Unset,
+    /// three quarters of the cgroup's limit or physical memory less 64 MiB.
     pub memory_budget_mb: u32,
+    /// Where `memory_budget_mb` came from (the start-up log says it).
+    pub memory_budget_from: crate::memory_limit::BudgetFrom,
 }
 
 /// How log lines look.

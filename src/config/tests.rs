@@ -435,3 +435,32 @@ fn check_config_masks_passwords_and_secret_query_values_in_urls() {
     let err = load_yaml("webhook: {url: 'ftp://u:hunter2pass@h/?sig=sig-0'}\n", &[]).unwrap_err().to_string();
     assert!(err.contains("webhook.url") && !err.contains("hunter2pass") && !err.contains("sig-0"), "{err}");
 }
+
+#[test]
+fn the_memory_budget_follows_the_machine_s_limit_unless_set() {
+    // Issue 23: a fixed 6144 MB default got the daemon OOM-killed in a 512 MB container.
+    let c = load_yaml("storage: {backend: local}\n", &[]).unwrap();
+    let limit = crate::memory_limit::detect().expect("a Linux test machine has /proc/meminfo");
+    assert_eq!(c.pipeline.memory_budget_mb, limit.default_budget_mb());
+    assert_eq!(c.pipeline.memory_budget_from, crate::memory_limit::BudgetFrom::Limit(limit.clone()));
+    assert_eq!(c.convert.limits.memory_budget_mb, c.pipeline.memory_budget_mb);
+    let sources = super::explain::to_json(&c);
+    assert!(sources["sources"]["pipeline.memory_budget_mb"].as_str().unwrap().starts_with("default: 3/4 of "));
+    // An explicit setting wins, from the file or the environment.
+    let c = load_yaml("pipeline: {memory_budget_mb: 100}\n", &[]).unwrap();
+    assert_eq!(
+        (c.pipeline.memory_budget_mb, &c.pipeline.memory_budget_from),
+        (100, &crate::memory_limit::BudgetFrom::Setting)
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // One above what the machine has is taken, and warned about.
+    let over = (limit.bytes >> 20) + 1;
+    let c = load_yaml("", &[("ICS__PIPELINE__MEMORY_BUDGET_MB", &over.to_string())]).unwrap();
+    assert_eq!(u64::from(c.pipeline.memory_budget_mb), over);
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with(&format!("pipeline.memory_budget_mb ({over}) is more than"))),
+        "{:?}",
+        c.warnings
+    );
+    assert!(load_yaml("pipeline: {memory_budget_mb: 8}\n", &[]).unwrap_err().to_string().contains("memory_budget_mb"));
+}

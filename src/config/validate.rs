@@ -170,6 +170,10 @@ impl Config {
         if let super::StorageConfig::S3(s3) = &mut storage {
             s3.retry.max_requests = max_requests;
         }
+        let (memory_budget_mb, memory_budget_from) = crate::memory_limit::BudgetFrom::choose(p.memory_budget_mb);
+        if let (Some(mb), Some(limit)) = (p.memory_budget_mb, crate::memory_limit::detect()) {
+            warnings.extend(u32::try_from(mb).ok().and_then(|mb| limit.warn_over(mb)));
+        }
         let pipeline = PipelineConfig {
             workers,
             max_in_flight,
@@ -182,12 +186,8 @@ impl Config {
                 0,
                 3600,
             )?),
-            memory_budget_mb: int_in(
-                "pipeline.memory_budget_mb",
-                p.memory_budget_mb.unwrap_or(i64::from(crate::convert::cost::DEFAULT_BUDGET_MB)),
-                16,
-                1 << 20,
-            )?,
+            memory_budget_mb: int_in("pipeline.memory_budget_mb", memory_budget_mb, 16, 1 << 20)?,
+            memory_budget_from,
         };
         // Every conversion (runs, API, the `convert` command) refuses work over the budget.
         convert.limits.memory_budget_mb = pipeline.memory_budget_mb;

@@ -16,20 +16,48 @@ use std::io::Cursor;
 use image::{ImageDecoder, ImageReader};
 
 use super::decode::image_format;
+use super::jpeg_frame::{JpegFrame, jpeg_frame};
 use super::{ConvertError, ConvertOptions, LosslessPolicy, ResizeSpec, SourceFormat, output_size, sniff};
 
 pub const MIB: u64 = 1 << 20;
 
-/// The default `pipeline.memory_budget_mb`: the costliest image the default pixel cap
-/// admits (100 MP encoded lossless, 44 bytes a pixel: 4.4 GB) fits its work pool.
+/// The budget of [`super::Limits::default`] (the library's callers), and the daemon's
+/// only where no memory limit can be read (the daemon's default follows the machine:
+/// [`crate::memory_limit`]): the costliest image the default pixel cap admits (100 MP
+/// encoded lossless, 44 bytes a pixel: 4.4 GB) fits its work pool.
 pub const DEFAULT_BUDGET_MB: u32 = 6144;
 
 /// What libwebp holds per output pixel besides the 8-bit picture handed to it, with the
-/// encoded bytes and our copy of them. Measured on noise (the worst case: nothing
-/// compresses), 16 MP: a JPEG peaks at 21 bytes a pixel over the process and the file in
-/// all (decoder, RGB, lossy encode), a 256-colour RGBA PNG at 40.7 (lossless encode).
+/// encoded bytes and our copy of them, at most. Measured on noise (the worst case:
+/// nothing compresses), 16 MP: a JPEG peaks at 21 bytes a pixel over the process and the
+/// file in all (decoder, RGB, lossy encode), a 256-colour RGBA PNG at 40.7 (lossless).
 const LOSSY_ENCODER_BPP: u64 = 20;
 const LOSSLESS_ENCODER_BPP: u64 = 40;
+/// A JPEG's lossy encode, per output pixel: the picture handed to libwebp (YUV 4:2:0)
+/// and the encoder's per-macroblock state.
+const JPEG_PICTURE_BPP: f64 = 1.6;
+/// A JPEG's lossy encode: libwebp's tokens and output, which follow how much detail the
+/// image has. Its compressed size says that, once corrected for its quality: a photo
+/// saved at quality 98 is three times the bytes of the same photo at 75 (the mean of
+/// its luma quantisation table is 1 against 11.5 at libjpeg's 90 and 17 at 75). Fitted
+/// (scripts/bench-memory.sh, BENCHMARKS.md) so that every JPEG of the corpus and the
+/// noise worst cases stay at or above their measured peak:
+/// `tokens a pixel = TOKENS_SCALE × detail^TOKENS_POWER`, `detail = bytes a pixel ×
+/// (mean quantiser / 11.5)^QUANT_POWER`, at most [`LOSSY_ENCODER_BPP`] in all.
+const TOKENS_SCALE: f64 = 13.0;
+const TOKENS_POWER: f64 = 0.6;
+const QUANT_POWER: f64 = 0.6;
+const REFERENCE_QUANT: f64 = 11.5;
+/// With `low_memory` libwebp holds no tokens, only its output: a tenth of the scale
+/// (24 MP of noise peaks at 139 MiB with it, 498 MiB without).
+const LOW_MEMORY_TOKENS_SCALE: f64 = 1.3;
+/// A progressive JPEG's decoder holds, besides its coefficients and output, per pixel.
+const PROGRESSIVE_EXTRA_BPP: f64 = 1.0;
+/// A JPEG conversion's fixed part: tables, buffers of a row, the encoded file.
+const JPEG_FIXED: u64 = MIB / 2;
+/// Any other conversion's fixed part: libwebp's lossless encoder and animation encoder
+/// allocate their histograms and tables whatever the size (a 32×32 PNG peaks at 2.1 MiB).
+const FIXED: u64 = 3 * MIB;
 /// Bytes per canvas pixel on the decoding side of an animation: the decoder's
 /// composited canvas, the frame being handed over and the two read ahead (RGBA each).
 const ANIMATION_INPUT_BPP: u64 = 16;
@@ -71,6 +99,14 @@ pub struct Header {
     pub alpha: bool,
     /// Image blocks of a GIF (1 for other formats).
     pub frames: u32,
+    /// The file's size: how much detail it holds, which the encoder's tokens follow.
+    pub file_bytes: u64,
+    /// Bytes the decoder holds besides its output: a progressive JPEG's coefficients.
+    pub decoder_bytes: u64,
+    /// A JPEG's luma quantisation table, summed (64 × its mean; 0 when unknown).
+    pub luma_quant: u32,
+    /// Whether the orientation turns the image a quarter (a rotated copy is made).
+    pub turned: bool,
 }
 
 impl Header {
@@ -92,7 +128,10 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, ConvertError> {
         (width, height) = (height, width);
     }
     let frames = if format == SourceFormat::Gif { gif_frames(bytes) } else { 1 };
-    Ok(Header { format, width, height, decoded_bpp, alpha, frames })
+    let jpeg = if format == SourceFormat::Jpeg { jpeg_frame(bytes) } else { JpegFrame::default() };
+    let file_bytes = bytes.len() as u64;
+    let (decoder_bytes, luma_quant) = (jpeg.coefficients, jpeg.luma_quant);
+    Ok(Header { format, width, height, decoded_bpp, alpha, frames, file_bytes, decoder_bytes, luma_quant, turned })
 }
 
 /// Counts a GIF's image blocks by walking its block structure (lengths only: no pixel
@@ -139,6 +178,11 @@ pub fn gif_frames(gif: &[u8]) -> u32 {
 /// output of `out` pixels (the size after orientation and resize), encoded lossless
 /// when `lossless` (or when it may be: `auto` on a lossless source).
 pub fn working_set(h: &Header, out: (u32, u32), lossless: bool) -> u64 {
+    phases(h, out, lossless, false)
+}
+
+/// [`working_set`], the encoder with `low_memory` or not.
+fn phases(h: &Header, out: (u32, u32), lossless: bool, low_memory: bool) -> u64 {
     let (w, hh) = (u64::from(h.width), u64::from(h.height));
     let (tw, th) = (u64::from(out.0), u64::from(out.1));
     let (px_in, px_out) = (w * hh, tw * th);
@@ -149,18 +193,62 @@ pub fn working_set(h: &Header, out: (u32, u32), lossless: bool) -> u64 {
         // Per frame: the decoder's canvases, the resampled frame, the encoder's canvases
         // and its encode of a full-canvas frame.
         let resampled = if resized { intermediate + px_out * 4 } else { 0 };
-        return px_in * ANIMATION_INPUT_BPP + resampled + px_out * (ANIMATION_CANVASES_BPP + encoder);
+        return px_in * ANIMATION_INPUT_BPP + resampled + px_out * (ANIMATION_CANVASES_BPP + encoder) + FIXED;
     }
     let dec = h.decoded_bpp;
     let picture = if h.alpha { 4 } else { 3 };
     // Each phase's buffers alive at once: the decoder's output and its planes (or the
     // orientation's copy); resampling: source, intermediate, output; our 8-bit copy
     // beside the decoded output; the 8-bit picture and the encoder.
+    if h.format == SourceFormat::Jpeg && !lossless {
+        return jpeg_phases(h, px_in, px_out, resized.then_some(intermediate), low_memory);
+    }
     let decode = px_in * 2 * dec;
     let resample = if resized { px_in * dec + intermediate + px_out * dec } else { 0 };
     let copy = px_out * (dec + picture);
     let encode = px_out * (picture + encoder);
-    decode.max(resample).max(copy).max(encode)
+    decode.max(resample).max(copy).max(encode) + FIXED
+}
+
+/// A JPEG made lossy WebP: decoded straight into its output (a progressive one beside
+/// its coefficients, a quarter-turned one beside its turned copy); resampled (source,
+/// intermediate, output); our 8-bit copy of a gray one; the picture and libwebp's
+/// tokens, which follow the file's detail ([`TOKENS_SCALE`]).
+fn jpeg_phases(h: &Header, px_in: u64, px_out: u64, intermediate: Option<u64>, low_memory: bool) -> u64 {
+    let dec = h.decoded_bpp;
+    let mut decode = px_in * dec + if h.turned { px_in * dec } else { 0 };
+    if h.decoder_bytes > 0 {
+        decode += h.decoder_bytes + (px_in as f64 * PROGRESSIVE_EXTRA_BPP) as u64;
+    }
+    let resample = intermediate.map_or(0, |i| px_in * dec + i + px_out * dec);
+    let copy = if dec == 3 { 0 } else { px_out * (dec + 3) };
+    let quant = (f64::from(h.luma_quant) / 64.0).max(1.0);
+    let quant = if h.luma_quant == 0 { REFERENCE_QUANT } else { quant };
+    let detail = h.file_bytes as f64 / px_in.max(1) as f64 * (quant / REFERENCE_QUANT).powf(QUANT_POWER);
+    let scale = if low_memory { LOW_MEMORY_TOKENS_SCALE } else { TOKENS_SCALE };
+    let tokens = (scale * detail.powf(TOKENS_POWER)).min(LOSSY_ENCODER_BPP as f64 - JPEG_PICTURE_BPP);
+    let encode = px_out * 3 + (px_out as f64 * (JPEG_PICTURE_BPP + tokens)) as u64;
+    decode.max(resample).max(copy).max(encode) + JPEG_FIXED
+}
+
+/// How a conversion will run: the working memory it reserves, and whether libwebp's
+/// `low_memory` is needed for it to fit `max_work` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub bytes: u64,
+    pub low_memory: bool,
+}
+
+/// The plan for an image with header `h` made into `out` pixels: as fast as possible
+/// when that fits `max_work`; with `low_memory` (about twice the time) only when that
+/// is the difference between converting and refusing.
+pub fn plan(h: &Header, out: (u32, u32), lossless: bool, max_work: u64) -> Plan {
+    let fast = Plan { bytes: working_set(h, out, lossless), low_memory: false };
+    if fast.bytes <= max_work || lossless || h.is_animation() {
+        return fast;
+    }
+    let low = Plan { bytes: phases(h, out, false, true), low_memory: true };
+    if low.bytes < fast.bytes { low } else { fast }
 }
 
 /// Whether `opts` may encode a `format` source lossless (`auto` decides per image, from
@@ -178,14 +266,33 @@ pub fn may_be_lossless(format: SourceFormat, opts: &ConvertOptions) -> bool {
 /// header cannot be read (the conversion fails before decoding) or asks for a size the
 /// limits refuse anyway.
 pub fn estimate(bytes: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Option<u64> {
+    plan_for(bytes, resize, opts).map(|p| p.bytes)
+}
+
+/// [`plan`] for `bytes` under `opts`'s budget; `None` as for [`estimate`].
+pub fn plan_for(bytes: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Option<Plan> {
     let header = read_header(bytes).ok()?;
     let out = output_size(header.width, header.height, resize, &opts.limits).ok()?;
-    Some(working_set(&header, out, may_be_lossless(header.format, opts)))
+    Some(plan(&header, out, may_be_lossless(header.format, opts), opts.limits.max_work_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header's fields that most tests leave alone.
+    const PLAIN: Header = Header {
+        format: SourceFormat::Jpeg,
+        width: 1,
+        height: 1,
+        decoded_bpp: 3,
+        alpha: false,
+        frames: 1,
+        file_bytes: 0,
+        decoder_bytes: 0,
+        luma_quant: 0,
+        turned: false,
+    };
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!("{}/testdata/images/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -224,26 +331,78 @@ mod tests {
         assert_eq!(limits.memory_budget_mb, DEFAULT_BUDGET_MB);
         for decoded_bpp in [1, 2, 3, 4, 6, 8] {
             for alpha in [false, true] {
-                let still =
-                    Header { format: SourceFormat::Png, width: side, height: side, decoded_bpp, alpha, frames: 1 };
+                let still = Header {
+                    format: SourceFormat::Png,
+                    width: side,
+                    height: side,
+                    decoded_bpp,
+                    alpha,
+                    frames: 1,
+                    ..PLAIN
+                };
                 assert!(working_set(&still, (side, side), true) <= work, "{decoded_bpp} bytes a pixel");
             }
         }
         // An animation's canvas counts against the pixel cap once per canvas it keeps.
         let side = (limits.max_animation_canvas() as f64).sqrt() as u32;
-        let anim =
-            Header { format: SourceFormat::Gif, width: side, height: side, decoded_bpp: 4, alpha: true, frames: 1000 };
+        let anim = Header {
+            format: SourceFormat::Gif,
+            width: side,
+            height: side,
+            decoded_bpp: 4,
+            alpha: true,
+            frames: 1000,
+            ..PLAIN
+        };
         assert!(working_set(&anim, (side, side), true) <= work);
+    }
+
+    /// A JPEG header of `w`×`h` whose file has `bytes_a_pixel` at libjpeg's quality 90.
+    fn jpeg(w: u32, h: u32, bytes_a_pixel: f64) -> Header {
+        let file_bytes = (f64::from(w) * f64::from(h) * bytes_a_pixel) as u64;
+        Header { width: w, height: h, file_bytes, luma_quant: 736, ..PLAIN }
     }
 
     #[test]
     fn an_upscale_costs_its_output_not_its_input() {
-        let h = Header { format: SourceFormat::Jpeg, width: 640, height: 427, decoded_bpp: 3, alpha: false, frames: 1 };
+        let h = jpeg(640, 427, 0.4);
         let plain = working_set(&h, (640, 427), false);
-        assert_eq!(plain, 640 * 427 * 23); // the RGB picture and the lossy encoder
         let up = working_set(&h, (16383, 16383), false);
-        assert_eq!(up, 16383 * 16383 * 23);
+        let per_pixel = |bytes: u64, px: u64| (bytes - JPEG_FIXED) as f64 / px as f64;
+        assert!((per_pixel(up, 16383 * 16383) - per_pixel(plain, 640 * 427)).abs() < 0.01, "{plain} {up}");
         // A downscale costs what decoding and resampling the source cost.
         assert!(working_set(&h, (320, 214), false) < plain);
+    }
+
+    #[test]
+    fn a_jpeg_s_cost_follows_its_detail_and_noise_keeps_the_old_worst_case() {
+        // Issue 23: every JPEG reserved 23 bytes a pixel, the cost of noise; a 24 MP
+        // photo peaks at 114 MiB, noise at 498 MiB (BENCHMARKS.md, memory).
+        let px = 24_000_000;
+        let photo = working_set(&jpeg(6000, 4000, 0.069), (6000, 4000), false);
+        let noise = working_set(&jpeg(6000, 4000, 1.87), (6000, 4000), false);
+        assert!(photo > 114 * MIB && photo < 114 * MIB * 3 / 2, "{}", photo / MIB);
+        assert!(noise > 498 * MIB && noise <= px * 23 + JPEG_FIXED, "{}", noise / MIB);
+        // The same bytes at a higher quality hold less detail (quantiser 1 against 11.5).
+        let fine = Header { luma_quant: 64, ..jpeg(6000, 4000, 0.5) };
+        assert!(working_set(&fine, (6000, 4000), false) < working_set(&jpeg(6000, 4000, 0.5), (6000, 4000), false));
+        // A progressive JPEG holds its coefficients while it decodes (4:4:4: 6 bytes a pixel).
+        let progressive = Header { decoder_bytes: px * 6, ..jpeg(6000, 4000, 0.069) };
+        assert!(working_set(&progressive, (6000, 4000), false) >= px * 9);
+        // Lossless (`lossless: always`) keeps the lossless encoder's cost.
+        assert_eq!(working_set(&jpeg(6000, 4000, 0.069), (6000, 4000), true), px * 43 + FIXED);
+    }
+
+    #[test]
+    fn low_memory_is_planned_only_where_it_is_the_difference_between_converting_and_refusing() {
+        let noise = jpeg(6000, 4000, 1.87);
+        let fast = working_set(&noise, (6000, 4000), false);
+        assert_eq!(plan(&noise, (6000, 4000), false, fast), Plan { bytes: fast, low_memory: false });
+        let low = plan(&noise, (6000, 4000), false, fast - 1);
+        assert!(low.low_memory && low.bytes < fast / 3, "{low:?} against {fast}");
+        // Lossless encodes and animations have no such mode: the fast plan (then refused).
+        assert!(!plan(&noise, (6000, 4000), true, MIB).low_memory);
+        let anim = Header { format: SourceFormat::Gif, frames: 3, decoded_bpp: 4, alpha: true, ..noise };
+        assert!(!plan(&anim, (6000, 4000), false, MIB).low_memory);
     }
 }

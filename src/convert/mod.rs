@@ -9,6 +9,7 @@
 
 pub mod cost;
 mod decode;
+mod jpeg_frame;
 mod options;
 mod sniff;
 pub mod webp;
@@ -159,8 +160,9 @@ pub fn convert_cancellable(
     }
     let format = sniff(input)?;
     admit(input, resize, opts)?;
+    let low_memory = cost::plan_for(input, resize, opts).is_some_and(|p| p.low_memory);
     match decode::decode(input, format, opts)? {
-        Decoded::Still(still) => convert_still(still, format, opts, resize, cancel),
+        Decoded::Still(still) => convert_still(still, format, opts, resize, cancel, low_memory),
         Decoded::Animation(anim) => convert_animation(anim, format, opts, resize, cancel),
     }
 }
@@ -200,7 +202,7 @@ fn check_header(h: &cost::Header, resize: Option<ResizeSpec>, opts: &ConvertOpti
     if u64::from(tw) * u64::from(th) > limits.max_pixels {
         return Err(ConvertError::OutputTooManyPixels { width: tw, height: th, max: limits.max_pixels });
     }
-    let needed = cost::working_set(h, (tw, th), cost::may_be_lossless(h.format, opts));
+    let needed = cost::plan(h, (tw, th), cost::may_be_lossless(h.format, opts), limits.max_work_bytes()).bytes;
     if needed > limits.max_work_bytes() {
         return Err(over_memory_budget(needed, limits.memory_budget_mb));
     }
@@ -251,6 +253,7 @@ fn encode_config(opts: &ConvertOptions, format: SourceFormat, lossless: bool) ->
         exact: opts.exact,
         sharp_yuv: opts.sharp_yuv,
         multithread: opts.multithread,
+        low_memory: false,
     }
 }
 
@@ -260,6 +263,7 @@ fn convert_still(
     opts: &ConvertOptions,
     resize: Option<ResizeSpec>,
     cancel: &webp::Cancel,
+    low_memory: bool,
 ) -> Result<Converted, ConvertError> {
     let (w, h) = still.image.dimensions();
     let source_megapixels = f64::from(w) * f64::from(h) / 1e6;
@@ -276,7 +280,8 @@ fn convert_still(
         LosslessPolicy::Auto => format.is_lossless_source() && few_colours(&pixels, if has_alpha { 4 } else { 3 }),
     };
     let px = Pixels { data: &pixels, width: tw, height: th, has_alpha };
-    let encoded = webp::encode_still(&px, &encode_config(opts, format, lossless), cancel).map_err(|e| {
+    let config = EncodeConfig { low_memory, ..encode_config(opts, format, lossless) };
+    let encoded = webp::encode_still(&px, &config, cancel).map_err(|e| {
         if cancel.load(std::sync::atomic::Ordering::Relaxed) { ConvertError::Cancelled } else { e.into() }
     })?;
     let icc = still.metadata.icc.is_some();

@@ -22,6 +22,11 @@ pub struct EncodeConfig {
     pub exact: bool,
     pub sharp_yuv: bool,
     pub multithread: bool,
+    /// libwebp's `low_memory`: a lossy encode writes its tokens out as it goes instead of
+    /// holding them all (a noise photo's tokens are 10+ bytes a pixel) and takes about
+    /// twice as long. Set only where it is the difference between converting and
+    /// refusing ([`super::cost::plan`]).
+    pub low_memory: bool,
 }
 
 /// Pixels handed to the encoder: tightly packed RGB or RGBA rows.
@@ -58,6 +63,7 @@ impl EncodeConfig {
         c.exact = c_int::from(self.exact);
         c.use_sharp_yuv = c_int::from(self.sharp_yuv);
         c.thread_level = c_int::from(self.multithread);
+        c.low_memory = c_int::from(self.low_memory);
         if self.lossless {
             // As cwebp -lossless -q Q -m M: the lossless preset maps (method, quality).
             c.lossless = 1;

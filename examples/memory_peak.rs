@@ -1,0 +1,180 @@
+//! The cost model against what a conversion really holds: for each file, the estimate
+//! that `pipeline.memory_budget_mb` reserves ([`ics::convert::cost::estimate`]) and the
+//! peak RSS that converting it adds to the process.
+//!
+//! ```text
+//! cargo run --example memory_peak -- [--budget MB] [--synthetic DIR] FILE|DIR...
+//! ```
+//!
+//! `--synthetic DIR` first writes the worst cases the corpus lacks into DIR and measures
+//! them too: JPEGs of seeded RGB noise (quality 90, 4:2:0) of 6, 16 and 24 MP, and the
+//! repository's photo (testdata/images/reference_chelsea.png) upscaled to 24 and 31 MP.
+//!
+//! Each file is converted in a fresh process (this one run again with `--one FILE`) with
+//! the default settings, as `convert` and the daemon do (glibc's large frees returned at
+//! once, as the daemon sets it). There the file is read, the kernel's peak-RSS mark
+//! reset (`/proc/self/clear_refs` `5`) and the RSS noted; the conversion's peak is the
+//! mark afterwards less that RSS. What is reserved is the estimate in whole MiB (the
+//! budget's unit), at least one.
+//! `--budget MB` converts under that `pipeline.memory_budget_mb` (the estimate then
+//! includes libwebp's `low_memory` where the budget calls for it).
+//!
+//! Prints one line per file, `file  megapixels  file MB  reserved MB  peak MB  ratio
+//! encoder` (`low_memory` where the plan uses it), then the lowest and highest
+//! reserved/peak ratio over the files of at least 1 MP (below
+//! that both are a few MB and the ratio measures the allocator, not the model). Exit
+//! status 1 when a reservation is under its peak. `scripts/bench-memory.sh` runs it.
+
+use std::path::{Path, PathBuf};
+use std::{env, fs, process};
+
+use ics::convert::{ConvertOptions, Limits, convert, cost};
+
+const MB: f64 = (1 << 20) as f64;
+
+/// A `/proc/self/status` field in MB.
+fn status_mb(field: &str) -> f64 {
+    let status = fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
+    kb / 1024.0
+}
+
+fn files(args: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for a in args {
+        let p = PathBuf::from(a);
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()).collect();
+            entries.retain(|e| {
+                let ext = e.extension().and_then(|x| x.to_str()).unwrap_or("").to_ascii_lowercase();
+                ["jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff"].contains(&ext.as_str())
+            });
+            entries.sort();
+            out.extend(entries);
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A JPEG of `width`×`height`: seeded RGB noise, or the repository's photo upscaled.
+fn synthetic_jpeg(width: u32, height: u32, noise: bool) -> Vec<u8> {
+    let rgb = if noise {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(width);
+        let data = (0..width as usize * height as usize * 3)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        image::RgbImage::from_raw(width, height, data).unwrap()
+    } else {
+        let photo = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/images/reference_chelsea.png");
+        let base = image::open(photo).expect("the repository's photo");
+        base.resize_exact(width, height, image::imageops::FilterType::Triangle).into_rgb8()
+    };
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&rgb).unwrap();
+    out
+}
+
+fn write_synthetic(dir: &str) {
+    fs::create_dir_all(dir).unwrap();
+    let cases = [
+        ("noise-6mp.jpg", 3000, 2000, true),
+        ("noise-16mp.jpg", 4900, 3265, true),
+        ("noise-24mp.jpg", 6000, 4000, true),
+        ("photo-24mp.jpg", 6000, 4000, false),
+        ("photo-31mp.jpg", 6800, 4560, false),
+    ];
+    for (name, w, h, noise) in cases {
+        let path = PathBuf::from(dir).join(name);
+        if !path.exists() {
+            fs::write(&path, synthetic_jpeg(w, h, noise)).unwrap();
+        }
+    }
+}
+
+/// Measures one file in this process: `(file, megapixels, file MB, reserved MB, peak
+/// MB, low_memory)`, or why it could not.
+fn measure(path: &Path, opts: &ConvertOptions) -> Result<String, String> {
+    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let plan = cost::plan_for(&bytes, None, opts).ok_or(format!("{}: no estimate", path.display()))?;
+    fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS mark (Linux >= 4.0)");
+    let before = status_mb("VmRSS:");
+    let result = convert(&bytes, opts, None);
+    let peak = (status_mb("VmHWM:") - before).max(0.01);
+    let converted = result.map_err(|e| format!("{}: {e}", path.display()))?;
+    // What the budget really takes: whole MiB, at least one.
+    let reserved = plan.bytes.div_ceil(1 << 20).max(1) as f64;
+    let name = path.file_name().unwrap().to_string_lossy();
+    Ok(format!(
+        "{name}\t{:.2}\t{:.2}\t{reserved:.0}\t{peak:.1}\t{}",
+        converted.source_megapixels,
+        bytes.len() as f64 / MB,
+        if plan.low_memory { "low_memory" } else { "-" }
+    ))
+}
+
+fn main() {
+    let mut args: Vec<String> = env::args().skip(1).collect();
+    let mut opts = ConvertOptions::default();
+    let mut budget = Vec::new();
+    if let Some(i) = args.iter().position(|a| a == "--budget") {
+        let mb = args.get(i + 1).and_then(|v| v.parse().ok()).expect("--budget MB");
+        opts.limits = Limits { memory_budget_mb: mb, ..Limits::default() };
+        budget = args.drain(i..i + 2).collect();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--synthetic") {
+        let dir = args.get(i + 1).cloned().expect("--synthetic DIR");
+        write_synthetic(&dir);
+        args[i] = dir;
+        args.remove(i + 1);
+    }
+    ics::memory::return_large_frees_to_the_os();
+    if args.first().is_some_and(|a| a == "--one") {
+        // One file in this fresh process (what the run below asks of each).
+        match measure(Path::new(&args[1]), &opts) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("{e}"),
+        }
+        return;
+    }
+    let me = env::current_exe().unwrap();
+    let (mut low, mut high, mut under) = (f64::INFINITY, 0.0f64, 0);
+    println!("file\tmegapixels\tfile_mb\treserved_mb\tpeak_mb\tratio\tencoder");
+    for path in files(&args) {
+        // A fresh process for each file: what earlier images left in the allocator
+        // would otherwise lower the next one's peak.
+        let out = process::Command::new(&me).args(&budget).arg("--one").arg(&path).output().unwrap();
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != 6 {
+            continue;
+        }
+        let (mp, reserved, peak): (f64, f64, f64) =
+            (f[1].parse().unwrap(), f[3].parse().unwrap(), f[4].parse().unwrap());
+        let ratio = reserved / peak;
+        println!("{}\t{}\t{}\t{}\t{}\t{ratio:.2}\t{}", f[0], f[1], f[2], f[3], f[4], f[5]);
+        if ratio < 1.0 {
+            under += 1;
+        }
+        if mp >= 1.0 {
+            (low, high) = (low.min(ratio), high.max(ratio));
+        }
+    }
+    println!(
+        "SUMMARY\treserved/peak over files >= 1 MP: lowest {low:.2}, highest {high:.2}; under their peak: {under}"
+    );
+    if under > 0 {
+        process::exit(1);
+    }
+}

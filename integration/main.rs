@@ -31,4 +31,5 @@ mod pipeline;
 mod s3;
 mod scale;
 mod selfharm;
+mod shards;
 mod webhooks;

@@ -78,6 +78,12 @@ pub enum Command {
         /// Run only this bucket (one of r2.buckets; default: every configured bucket).
         #[arg(long, value_name = "NAME")]
         bucket: Option<String>,
+        /// Run only static shard I of N (0 <= I < N) of the key space, with a state file
+        /// of its own and nothing shared: for Kubernetes Indexed Jobs, AWS Batch array jobs
+        /// or a CI matrix. `--shard 3/8`, or `--shard 8` to take I from JOB_COMPLETION_INDEX
+        /// or AWS_BATCH_JOB_ARRAY_INDEX.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
     },
     /// Print the next fire times of the configured schedule, one RFC 3339 time a line.
     Schedule {
@@ -135,6 +141,28 @@ pub mod exit {
 
 mod report;
 
+/// `--shard I/N` (or `--shard N`, I from the engine's environment: Kubernetes'
+/// JOB_COMPLETION_INDEX, AWS Batch's AWS_BATCH_JOB_ARRAY_INDEX) as (I, N).
+fn parse_shard(spec: &str, env: impl Fn(&str) -> Option<String>) -> Result<(u32, u32), String> {
+    let number =
+        |what: &str, v: &str| v.trim().parse::<u32>().map_err(|_| format!("{what} must be a whole number, got {v:?}"));
+    let (index, count) = match spec.split_once('/') {
+        Some((i, n)) => (number("I", i)?, number("N", n)?),
+        None => {
+            let count = number("N", spec)?;
+            let (name, value) = ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"]
+                .iter()
+                .find_map(|name| env(name).map(|v| (*name, v)))
+                .ok_or("--shard N takes I from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX; neither is set")?;
+            (number(name, &value)?, count)
+        }
+    };
+    if count == 0 || index >= count {
+        return Err(format!("shard {index}/{count}: I must be from 0 to N-1"));
+    }
+    Ok((index, count))
+}
+
 /// Runs a parsed command with a loaded configuration.
 pub fn run(cli: Cli, config: Config) -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
@@ -158,7 +186,18 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
             }
         },
         Command::Serve => serve(config),
-        Command::RunOnce { json, dry_run: true, force, bucket } => {
+        Command::RunOnce { shard: Some(spec), json, dry_run, force, bucket } => {
+            let mut config = config;
+            match parse_shard(&spec, |name| std::env::var(name).ok()) {
+                Ok(shard) => config.state.static_shard = Some(shard),
+                Err(e) => {
+                    eprintln!("Error: --shard: {e}");
+                    return ExitCode::from(exit::USAGE);
+                }
+            }
+            run(Cli { command: Some(Command::RunOnce { shard: None, json, dry_run, force, bucket }), ..cli }, config)
+        }
+        Command::RunOnce { json, dry_run: true, force, bucket, .. } => {
             let _ = json;
             let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -182,7 +221,7 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 }
             }
         }
-        Command::RunOnce { json, dry_run: false, force, bucket } => {
+        Command::RunOnce { json, dry_run: false, force, bucket, .. } => {
             let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
             actix::System::new().block_on(async move {
                 // A spinner with live counts when a person watches stderr.

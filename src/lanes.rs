@@ -100,15 +100,31 @@ pub fn open(config: &Config, primary: &Storage, buckets: &[String]) -> Result<Ve
                 primary.open_beside(&config.storage, bucket).map_err(|e| err(e.to_string()))?
             };
             let backend = match config.state.cluster.clone() {
+                // Static shards are coordinated by nothing; a shared bucket by its leases.
+                Some(_) if config.state.static_shard.is_some() => {
+                    return Err(err("--shard cannot be used with state.backend: bucket (the shards of a \
+                                    shared bucket are leased, not static)"
+                        .into()));
+                }
                 Some(c) => {
                     go_lower_bound(&mut config, bucket, several).map_err(err)?;
                     StateBackend::from(crate::cluster::Cluster::new(c))
                 }
                 None => {
+                    // A static shard keeps a state file of its own: the shards never
+                    // share one, and a re-run of one finds its own.
+                    if let Some((i, n)) = config.state.static_shard {
+                        let stem = config.state.file.trim_end_matches(".json").to_owned();
+                        config.state.file = format!("{stem}-shard-{i}-of-{n}.json");
+                        config.state.lock = format!("{}-shard-{i}-of-{n}", config.state.lock);
+                    }
                     let store = FileStateStore::named(&config.state.dir, &config.state.file, &config.state.lock)
                         .map_err(|e| err(e.to_string()))?;
                     go_state::adopt(&store, Path::new(GO_DATA_DIR), bucket, several).map_err(|e| err(e.to_string()))?;
-                    StateBackend::own(Box::new(store))
+                    match config.state.static_shard {
+                        Some((i, n)) => StateBackend::one_shard(Box::new(store), i, n),
+                        None => StateBackend::own(Box::new(store)),
+                    }
                 }
             };
             Ok(Opened { config, storage, backend })

@@ -30,7 +30,7 @@ use crate::actors::state_keeper::{BeginError, StateKeeper, StopRun};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::RunSummary;
-use crate::scope::{RunScope, Solo};
+use crate::scope::{OneShard, RunScope, Solo};
 use crate::state::{State, StateError, StateStore};
 use crate::storage::Storage;
 
@@ -104,7 +104,14 @@ impl StateBackend {
 
     /// One instance owning the bucket through `store`.
     pub fn own(store: Box<dyn StateStore>) -> Self {
-        Self::new(Alone { store: Some(store) })
+        Self::new(Alone { store: Some(store), scope: Arc::new(Solo) })
+    }
+
+    /// A static shard (`run-once --shard I/N`): this process owns the keys of shard
+    /// `index` of `count`, with `store` (that shard's own state) and nothing shared —
+    /// no lease, heartbeat or run trigger: the shards never touch one another's keys.
+    pub fn one_shard(store: Box<dyn StateStore>, index: u32, count: u32) -> Self {
+        Self::new(Alone { store: Some(store), scope: Arc::new(OneShard { index, count }) })
     }
 
     /// The state file `state.json` in `dir` (created if missing), locked by `.lock`.
@@ -113,9 +120,11 @@ impl StateBackend {
     }
 }
 
-/// One instance owns the bucket: the state file and its OS lock.
+/// One instance owns the bucket (or a static shard of it): the state file and its OS
+/// lock.
 pub struct Alone {
     store: Option<Box<dyn StateStore>>,
+    scope: Arc<dyn RunScope>,
 }
 
 impl Backend for Alone {
@@ -124,7 +133,7 @@ impl Backend for Alone {
     }
 
     fn scope(&self) -> Arc<dyn RunScope> {
-        Arc::new(Solo)
+        self.scope.clone()
     }
 
     fn read_state<'a>(&'a self, _: &'a Storage) -> LocalBoxFuture<'a, Result<State, String>> {

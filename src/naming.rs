@@ -71,6 +71,18 @@ pub fn claims_same_output(key: &str, other: &str, formats: &[String]) -> bool {
     is_candidate(other, formats) && webp_key(other) == webp_key(key)
 }
 
+/// The shard a source key belongs to among `shards`: FNV-1a (64 bit) of the key, modulo
+/// `shards`. Stable across versions and platforms: changing it would move every key
+/// (shared buckets keep their shards' state by it; static shards split the work by it).
+pub fn shard_of(key: &str, shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(shards.max(1))) as u32
+}
+
 /// Groups sources by output key and keeps the outputs claimed by more than one source.
 pub fn collisions<'a>(sources: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Vec<String>> {
     let mut by_output: BTreeMap<String, Vec<String>> = BTreeMap::new();

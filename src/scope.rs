@@ -56,6 +56,27 @@ impl RunScope for Solo {
     }
 }
 
+/// A static shard (`run-once --shard I/N`): the run acts on the keys of shard `index`
+/// of `count` ([`crate::naming::shard_of`]) and on no other; nothing coordinates the
+/// shards, since no two of them share a key.
+#[derive(Debug, Clone, Copy)]
+pub struct OneShard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl RunScope for OneShard {
+    fn covers(&self, key: &str, _now: DateTime<Utc>) -> Cover {
+        if crate::naming::shard_of(key, self.count) == self.index { Cover::Yes } else { Cover::NotInRun }
+    }
+
+    fn mark_skipped(&self, _key: &str) {}
+
+    fn conditional_writes(&self) -> bool {
+        false
+    }
+}
+
 /// A run's scope beside bucket events (`events:` configured): an event may convert and
 /// write the same WebP while the run does, so the run writes conditionally too — on the
 /// WebP it listed — and each WebP is stored once, whichever comes first. Otherwise the
@@ -126,6 +147,17 @@ mod tests {
         assert!(!admit(&scope, "b", now));
         assert!(!admit(&scope, "c", now), "not in the run: not skipped work");
         assert_eq!(*scope.0.lock().unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn static_shards_split_the_keys_between_them() {
+        let now = Utc::now();
+        let shards: Vec<OneShard> = (0..4).map(|index| OneShard { index, count: 4 }).collect();
+        for i in 0..200 {
+            let key = format!("p/{i}.jpg");
+            let covering = shards.iter().filter(|s| s.covers(&key, now) == Cover::Yes).count();
+            assert_eq!(covering, 1, "{key}: exactly one shard acts on it");
+        }
     }
 
     #[test]

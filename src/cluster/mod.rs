@@ -43,16 +43,7 @@ pub fn shard_key(prefix: &str, shard: u32) -> String {
     format!("{prefix}shards/{shard:04}.json")
 }
 
-/// The shard a source key belongs to: FNV-1a (64 bit) of the key, modulo `shards`.
-/// Stable across versions and platforms: changing it would move every key.
-pub fn shard_of(key: &str, shards: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(shards.max(1))) as u32
-}
+pub use crate::naming::shard_of;
 
 /// The shards one run covers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -220,6 +220,9 @@ pub struct StateConfig {
     /// `state.backend: bucket`: the state and the leases live in the bucket, shared by
     /// every instance; `None` for the local state file.
     pub cluster: Option<ClusterConfig>,
+    /// `run-once --shard I/N` (the command line only): this process runs shard `I` of
+    /// `N`, with a state file of its own.
+    pub static_shard: Option<(u32, u32)>,
 }
 
 /// `state.initial`: which sources a bucket (or shard) with no state yet considers.

@@ -141,6 +141,7 @@ impl Config {
                 60 * int_in::<u64>("state.lock_stale_minutes", raw.state.lock_stale_minutes.unwrap_or(60), 1, 10_080)?,
             ),
             cluster,
+            static_shard: None,
         };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let p = raw.pipeline;

@@ -1,16 +1,22 @@
-//! One object converted on request — the API's `/api/convert` and the CLI's `convert`
-//! take this one path, through the same stages as the runs:
+//! The one per-image path of an object that arrives alone — a bucket event, the API's
+//! `/api/convert`, the CLI's `convert` — through the same rules and stages as the runs
+//! (which decide the same way over their listing, in the planner):
 //!
-//! 1. *decide* ([`job::check_source`]): a safe key, an extension in
+//! 1. *decide* ([`decide`], [`job::check_source`]): a key the bucket can hold, an extension in
 //!    `conversion.formats`, no other source claiming its WebP (one LIST, of the key's
 //!    own stem, which also shows whether its WebP is up to date), and — unless forced —
 //!    not a version the ledger leaves alone (given up or kept earlier);
-//! 2. *convert* in the converter pool, under the memory budget, like every image;
+//! 2. *convert* ([`convert_bytes`]) in the converter pool, under the memory budget, like
+//!    every image;
 //! 3. *finish*: a full-size WebP that would not be smaller than its source is not
 //!    written (`conversion.skip_if_larger`), as a run keeps the source;
 //! 4. *write* under the one naming rule ([`naming::output_key`]: a resized conversion
 //!    has a name of its own and never replaces the full-size WebP) and the bucket's write
-//!    rule (its Uploader: plain alone, conditional when shared).
+//!    rule (its Uploader: plain alone, conditional when shared or beside events; an
+//!    event's write is conditional over the WebP it saw).
+//!
+//! [`convert_key`] chains them for the API and the CLI; an event takes [`decide`] and
+//! [`convert_bytes`] with its own download and bookkeeping (`src/events/handle.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -23,6 +23,7 @@ mod go_api;
 mod go_compat;
 mod hostile;
 mod keys;
+mod kubernetes;
 mod listing;
 mod load;
 mod memory;

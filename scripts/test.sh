@@ -51,6 +51,11 @@ if ! podman image exists docker.io/library/debian:bookworm-slim >/dev/null 2>&1;
     fi
 fi
 
+# The Kubernetes manifests against the API's schemas (offline once installed); a manifest
+# that does not validate fails here. integration/kubernetes.rs checks them against the daemon.
+step "kubernetes manifests: bash scripts/k8s-validate.sh"
+bash scripts/k8s-validate.sh
+
 step "cargo test --all-targets --no-run $*"
 cargo test --all-targets --no-run "$@"
 if [ -n "$ctr_pid" ]; then

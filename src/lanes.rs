@@ -87,18 +87,13 @@ pub fn select(config: &Config, only: Option<&str>) -> Result<Vec<String>, LaneEr
 /// adopted (`data/state.json`, or with several buckets `data/state-<bucket>.json`).
 pub fn open(config: &Config, primary: &Storage, buckets: &[String]) -> Result<Vec<Opened>, LaneError> {
     let several = config.buckets().len() > 1;
-    let primary_name = config.buckets().into_iter().next().unwrap_or_default();
     buckets
         .iter()
         .map(|bucket| {
             let err = |message: String| LaneError::Open { bucket: bucket.clone(), message };
-            let mut config = config.for_bucket(bucket);
-            let storage = if *bucket == primary_name {
-                primary.clone()
-            } else {
-                // The primary's store: on S3, one request window for every bucket.
-                primary.open_beside(&config.storage, bucket).map_err(|e| err(e.to_string()))?
-            };
+            let one = config.for_bucket(bucket);
+            let storage = storage_of(config, &one.storage, primary, bucket)?;
+            let mut config = one;
             let backend = match config.state.cluster.clone() {
                 // Static shards are coordinated by nothing; a shared bucket by its leases.
                 Some(_) if config.state.static_shard.is_some() => {
@@ -130,6 +125,23 @@ pub fn open(config: &Config, primary: &Storage, buckets: &[String]) -> Result<Ve
             Ok(Opened { config, storage, backend })
         })
         .collect()
+}
+
+/// `bucket`'s storage: `primary` for the first configured bucket, another opened on the
+/// primary's store (with `storage`, the bucket's settings) — on S3, one request window
+/// for every bucket.
+fn storage_of(
+    config: &Config,
+    storage: &crate::config::StorageConfig,
+    primary: &Storage,
+    bucket: &str,
+) -> Result<Storage, LaneError> {
+    if config.buckets().first().map(String::as_str) == Some(bucket) {
+        return Ok(primary.clone());
+    }
+    primary
+        .open_beside(storage, bucket)
+        .map_err(|e| LaneError::Open { bucket: bucket.to_owned(), message: e.to_string() })
 }
 
 /// `state.backend: bucket`: the shards' state lives in the bucket, so a Go state file is
@@ -231,13 +243,7 @@ pub fn start(
 /// actix system.
 pub fn start_requests(config: &Config, primary: &Storage, bucket: &str) -> Result<Target, LaneError> {
     let bucket_config = config.for_bucket(bucket);
-    let storage = if config.buckets().first().map(String::as_str) == Some(bucket) {
-        primary.clone()
-    } else {
-        primary
-            .open_beside(&bucket_config.storage, bucket)
-            .map_err(|e| LaneError::Open { bucket: bucket.to_owned(), message: e.to_string() })?
-    };
+    let storage = storage_of(config, &bucket_config.storage, primary, bucket)?;
     // The bucket's ledger, read (in bucket mode: what a member that holds no shard sees),
     // and its write rule.
     let mut backend = match bucket_config.state.cluster.clone() {

@@ -85,6 +85,7 @@ pub mod metrics;
 pub mod mode;
 pub mod model;
 pub mod naming;
+pub mod outputs;
 pub mod planner;
 pub mod reason;
 pub mod request;

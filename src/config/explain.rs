@@ -212,6 +212,12 @@ fn sections(c: &Config) -> Value {
             "keep_icc": o.keep_icc,
             "keep_exif": o.keep_exif,
             "keep_xmp": o.keep_xmp,
+            "outputs": c.outputs.specs().iter().map(|s| json!({
+                "format": s.format.ext(),
+                "width": s.width,
+                "quality": s.quality.map(|q| num(f64::from(q))),
+                "name": format!("{{stem}}{}", s.suffix),
+            })).collect::<Vec<_>>(),
         },
         "resize": { "presets": presets },
         "cron": {

@@ -63,6 +63,8 @@ pub struct Config {
     /// Lower-case extensions of the objects to convert (`conversion.formats`).
     pub formats: Vec<String>,
     pub convert: ConvertOptions,
+    /// What each source gets (`conversion.outputs`; by default one WebP, as in Go).
+    pub outputs: crate::outputs::Outputs,
     /// Named resize presets (`resize.presets`).
     pub presets: std::collections::BTreeMap<String, ResizeSpec>,
     /// Keep the source, and do not upload, when the WebP is larger (`conversion.skip_if_larger`).

@@ -101,6 +101,20 @@ pub struct RawConversion {
     pub keep_icc: Option<bool>,
     pub keep_exif: Option<bool>,
     pub keep_xmp: Option<bool>,
+    /// What each source gets (`[{format: webp}, {format: avif, width: 640}]`); absent:
+    /// one WebP, as the Go server writes.
+    pub outputs: Option<Vec<RawOutputEntry>>,
+}
+
+/// One entry of `conversion.outputs`. Unknown fields are refused here (the key check
+/// does not walk into lists).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOutputEntry {
+    pub format: Option<String>,
+    pub width: Option<i64>,
+    pub quality: Option<f64>,
+    pub name: Option<String>,
 }
 
 /// One entry of `conversion.per_format`.

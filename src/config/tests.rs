@@ -464,3 +464,41 @@ fn the_memory_budget_follows_the_machine_s_limit_unless_set() {
     );
     assert!(load_yaml("pipeline: {memory_budget_mb: 8}\n", &[]).unwrap_err().to_string().contains("memory_budget_mb"));
 }
+
+#[test]
+fn conversion_outputs_beyond_one_webp_are_refused_until_the_pipeline_makes_them() {
+    let err = load_yaml("conversion: {outputs: [{format: avif}]}\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("only the one full-size WebP"), "{err}");
+    assert!(load_yaml("conversion: {outputs: [{format: webp}]}\n", &[]).unwrap().outputs.is_go_default());
+}
+
+#[test]
+#[ignore = "conversion.outputs beyond one WebP is refused until the pipeline makes them"]
+fn conversion_outputs_are_read_from_the_file() {
+    let c = load_yaml(
+        "conversion:\n  outputs:\n    - format: webp\n    - format: avif\n      quality: 60\n    - {format: webp, width: 640}\n    - {format: avif, width: 640, name: \"{stem}-{width}.{format}\"}\n",
+        &[],
+    )
+    .unwrap();
+    let keys: Vec<String> = c.outputs.specs().iter().map(|s| s.key("p/cat.jpg")).collect();
+    assert_eq!(keys, ["p/cat.webp", "p/cat.avif", "p/cat_w640.webp", "p/cat-640.avif"]);
+    assert_eq!(c.outputs.specs()[1].quality, Some(60.0));
+    // Absent: the Go server's one WebP.
+    assert!(load_yaml("conversion: {quality: 70}\n", &[]).unwrap().outputs.is_go_default());
+}
+
+#[test]
+fn conversion_outputs_that_would_be_misread_are_refused() {
+    for (yaml, want) in [
+        ("conversion: {outputs: [{format: webp, widht: 640}]}", "unknown field `widht`"),
+        ("conversion: {outputs: [{format: gif}]}", "conversion.outputs[0].format must be webp or avif"),
+        (
+            "conversion: {outputs: [{format: webp, width: 320}, {format: webp, width: 320}]}",
+            "conversion.outputs[0] and conversion.outputs[1] both write \"photos/cat_w320.webp\"",
+        ),
+        ("conversion: {outputs: []}", "conversion.outputs is empty"),
+    ] {
+        let err = load_yaml(yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains(want), "{yaml}: {err}");
+    }
+}

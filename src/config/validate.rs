@@ -24,6 +24,7 @@ impl Config {
         let mut storage = super::storage::storage(&raw.storage, &raw.r2, origins)?;
         let mut warnings = Vec::new();
         let (formats, mut convert, skip_if_larger) = conversion(&raw.conversion)?;
+        let outputs = outputs(raw.conversion.outputs.as_deref())?;
         let mut presets = BTreeMap::new();
         let raw_presets = raw.resize.presets.unwrap_or_else(default_presets);
         for (name, p) in raw_presets {
@@ -229,6 +230,7 @@ impl Config {
             storage,
             formats,
             convert,
+            outputs,
             presets,
             skip_if_larger,
             cron,
@@ -302,6 +304,28 @@ fn log_level(level: String) -> Result<String, ConfigError> {
         })
         && tracing_subscriber::EnvFilter::builder().parse(&level).is_ok();
     if ok { Ok(level) } else { Err(ConfigError::invalid("log.level", format!("{level:?}"), allowed)) }
+}
+
+/// `conversion.outputs`: absent is the Go server's one WebP.
+fn outputs(raw: Option<&[super::raw::RawOutputEntry]>) -> Result<crate::outputs::Outputs, ConfigError> {
+    let entries: Option<Vec<crate::outputs::RawOutput>> = raw.map(|list| {
+        list.iter()
+            .map(|e| crate::outputs::RawOutput {
+                format: e.format.clone(),
+                width: e.width,
+                quality: e.quality,
+                name: e.name.clone(),
+            })
+            .collect()
+    });
+    let outputs = crate::outputs::Outputs::parse(entries.as_deref()).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    // Read and checked, but the pipeline still writes the one WebP: refused rather than ignored.
+    if !outputs.is_go_default() {
+        return Err(ConfigError::Parse(
+            "conversion.outputs: only the one full-size WebP (format: webp) is built so far".into(),
+        ));
+    }
+    Ok(outputs)
 }
 
 fn conversion(c: &RawConversion) -> Result<(Vec<String>, ConvertOptions, bool), ConfigError> {

@@ -27,6 +27,7 @@ mod kubernetes;
 mod listing;
 mod load;
 mod memory;
+mod outputs;
 mod packaging;
 mod pipeline;
 mod s3;

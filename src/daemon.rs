@@ -327,6 +327,7 @@ pub async fn dry_run(
         let state = backend.0.read_state(&storage).await?;
         let rules = PlanRules {
             formats: config.formats.clone(),
+            outputs: config.outputs.clone(),
             ignore_before: state.ignore_before,
             reprocess_from: state.reprocess_from,
             force,
@@ -337,13 +338,15 @@ pub async fn dry_run(
         let mut listing = storage.list_ordered(None);
         let mut decisions = Vec::new();
         let mut plan = |d: &Decision| match d {
-            Decision::Convert { source, output, .. } => {
-                counts.convert += 1;
-                emit(Planned::Convert { source: name(&source.key), output: name(output) });
+            Decision::Convert { source, due } => {
+                for d in due {
+                    counts.convert += 1;
+                    emit(Planned::Convert { source: name(&source.key), output: name(&d.output) });
+                }
             }
-            Decision::Conflict { sources, output } => emit(Planned::Conflict {
+            Decision::Conflict { claimants, output } => emit(Planned::Conflict {
                 output: name(output),
-                sources: sources.iter().map(|s| name(&s.key)).collect(),
+                sources: claimants.iter().map(|(s, _)| name(&s.key)).collect(),
             }),
             Decision::Skip { .. } => counts.skip += 1,
         };

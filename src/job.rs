@@ -14,6 +14,7 @@ use futures::StreamExt;
 
 use crate::convert::{ConvertError, ConvertOptions};
 use crate::naming::{self, SourceError};
+use crate::outputs::Outputs;
 use crate::reason::Reason;
 use crate::storage::{ObjectInfo, OutputWrite, Storage, StorageError};
 
@@ -227,4 +228,66 @@ pub async fn list_stem(storage: &Storage, key: &str, formats: &[String]) -> Resu
         }
     }
     Ok(stem)
+}
+
+/// Everything in the bucket that decides the outputs of source `key`
+/// (`conversion.outputs`), in key order: the LIST of its stem (`p/cat.`: the sources
+/// claiming its outputs, and outputs named `stem.…`) and, for an output named otherwise
+/// (`p/cat_w640.webp`), a LIST from that output's key and one of every other stem the
+/// output could belong to (`p/cat_w640.`: `p/cat_w640.jpg` claims it too). With the Go
+/// server's one WebP this is the one LIST of [`list_stem`].
+pub async fn neighbourhood(storage: &Storage, key: &str, outputs: &Outputs) -> Result<Vec<ObjectInfo>, JobError> {
+    let own = naming::stem_prefix(key);
+    let mut prefixes = vec![own.clone()];
+    for spec in outputs.specs() {
+        let output = spec.key(key);
+        if output.starts_with(&own) {
+            continue;
+        }
+        prefixes.push(output.clone());
+        for (_, stem) in outputs.inversions(&output) {
+            prefixes.push(format!("{stem}."));
+        }
+    }
+    prefixes.sort();
+    prefixes.dedup();
+    // A prefix another one covers adds nothing.
+    let covered = |p: &String| prefixes.iter().any(|q| q != p && p.starts_with(q.as_str()));
+    let lists: Vec<String> = prefixes.iter().filter(|p| !covered(p)).cloned().collect();
+    let mut found = std::collections::BTreeMap::new();
+    for prefix in lists {
+        // A stem's prefix (`p/cat.`) is no key that matters: listed after it, as
+        // list_stem does. An output's key is listed from just before it, so that it is
+        // listed too.
+        let mut after = prefix.clone();
+        if !prefix.ends_with('.') {
+            after.pop();
+        }
+        let mut listing = storage.list_ordered((!after.is_empty()).then_some(after.as_str()));
+        while let Some(item) = listing.next().await {
+            let o = match item {
+                Ok(o) => o,
+                Err(StorageError::Unlistable { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if o.key.as_str() < prefix.as_str() {
+                continue;
+            }
+            if !o.key.starts_with(&prefix) {
+                break;
+            }
+            found.insert(o.key.clone(), o);
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+/// The sources among `listed` (by `formats`) whose output (any of `outputs`) is `output`.
+pub fn claimants_of(output: &str, listed: &[ObjectInfo], outputs: &Outputs, formats: &[String]) -> Vec<String> {
+    listed
+        .iter()
+        .filter(|o| naming::is_candidate(&o.key, formats))
+        .filter(|o| outputs.specs().iter().any(|s| s.key(&o.key) == output))
+        .map(|o| o.key.clone())
+        .collect()
 }

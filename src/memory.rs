@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::convert::cost::{MIB, work_pool_mb};
-use crate::convert::{ConvertError, ConvertOptions, ResizeSpec, admit, over_memory_budget};
+use crate::convert::{ConvertError, ConvertOptions, ResizeSpec, Target, admit, over_memory_budget, targets_cost};
 
 /// One pool, in MiB units.
 #[derive(Debug, Clone)]
@@ -105,6 +105,23 @@ impl MemoryBudget {
         // A limit the header breaks is refused here, with the converter's own reason;
         // an unreadable header costs nothing (its conversion fails before decoding).
         let cost = admit(bytes, resize, opts)?.unwrap_or(0);
+        if cost > self.work.bytes() {
+            return Err(over_memory_budget(cost, self.budget_mb));
+        }
+        let work = self.work.take(cost).await;
+        Ok(Reservation { _file: file, _work: work })
+    }
+
+    /// [`MemoryBudget::reserve_work`] for making every one of `targets` from `bytes`
+    /// (`conversion.outputs`): the decoded source and each output's conversion.
+    pub async fn reserve_targets(
+        &self,
+        file: Option<FileReservation>,
+        bytes: &[u8],
+        targets: &[Target],
+        opts: &ConvertOptions,
+    ) -> Result<Reservation, ConvertError> {
+        let cost = targets_cost(bytes, opts, targets)?.unwrap_or(0);
         if cost > self.work.bytes() {
             return Err(over_memory_budget(cost, self.budget_mb));
         }

@@ -9,13 +9,23 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::storage::ObjectInfo;
 
-/// A source the Lister decided to convert, with where its WebP goes.
+/// A source the Lister decided to convert, with the outputs of it that are due.
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub run_id: Arc<str>,
     pub source: ObjectInfo,
+    /// In `conversion.outputs` order; never empty.
+    pub due: Vec<Due>,
+}
+
+/// One output of a source that is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Due {
+    /// Its place in `conversion.outputs`.
+    pub spec: usize,
+    /// Its key.
     pub output: String,
-    /// The ETag of the WebP this one replaces (a stale or forced one); `None` when
+    /// The ETag of the output this one replaces (a stale or forced one); `None` when
     /// there is none. With `state.backend: bucket` the put is conditional on it.
     pub replaces: Option<String>,
 }
@@ -24,9 +34,16 @@ pub struct Candidate {
 /// the Converter pool and the Uploader to the StateKeeper, and frees the slot when the
 /// StateKeeper has recorded the image — so the images between listing and record are
 /// bounded (`PipelineConfig::max_in_flight`, derived from the request and queue limits),
-/// and a slow stage holds the Lister back.
-#[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] pub OwnedSemaphorePermit);
+/// and a slow stage holds the Lister back. A source with several outputs shares one
+/// slot among them (clones): it is freed when the last is recorded.
+#[derive(Debug, Clone)]
+pub struct Slot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+impl Slot {
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(permit))
+    }
+}
 
 /// What became of one candidate.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +58,12 @@ pub enum ItemOutcome {
     Kept {
         bytes_in: u64,
         bytes_out: u64,
+    },
+    /// The output does not apply to this source (a width it is not wider than): none is
+    /// made, and the ledger leaves this version alone.
+    NotMade {
+        code: crate::reason::Reason,
+        reason: String,
     },
     /// Bucket mode: another instance now holds the shard, or wrote this WebP first;
     /// nothing is recorded, the shard's holder sees to it.

@@ -74,13 +74,30 @@ pub fn claims_same_output(key: &str, other: &str, formats: &[String]) -> bool {
 /// The shard a source key belongs to among `shards`: FNV-1a (64 bit) of the key, modulo
 /// `shards`. Stable across versions and platforms: changing it would move every key
 /// (shared buckets keep their shards' state by it; static shards split the work by it).
+///
+/// A ledger key of a source's other output (`p/cat.jpg#avif`) is in its source's shard
+/// ([`ledger_source`]), so a shard's state holds every entry of its sources.
 pub fn shard_of(key: &str, shards: u32) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
+    for b in ledger_source(key).as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     (h % u64::from(shards.max(1))) as u32
+}
+
+/// The source a ledger key is of: `p/cat.jpg` for `p/cat.jpg#webp_w640` (an output's
+/// entry: `#`, then `webp` or `avif`, then an optional `_w` and a width), the key itself
+/// otherwise. A source key ends with its extension, so it never ends like an output's.
+pub fn ledger_source(key: &str) -> &str {
+    let Some((source, id)) = key.rsplit_once('#') else { return key };
+    let rest = id.strip_prefix("webp").or_else(|| id.strip_prefix("avif"));
+    let is_output = match rest {
+        Some("") => true,
+        Some(r) => r.strip_prefix("_w").is_some_and(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    };
+    if is_output && !source.is_empty() { source } else { key }
 }
 
 /// Groups sources by output key and keeps the outputs claimed by more than one source.
@@ -163,6 +180,22 @@ mod tests {
         for other in ["p/cat.webp", "p/cat.x.png", "p/cats.png", "p/cat.txt"] {
             assert!(!claims_same_output("p/cat.jpg", other, &formats), "{other}");
         }
+    }
+
+    #[test]
+    fn an_outputs_ledger_entry_is_in_its_sources_shard() {
+        for (k, source) in [
+            ("p/cat.jpg#avif", "p/cat.jpg"),
+            ("p/cat.jpg#webp_w640", "p/cat.jpg"),
+            ("p/a#1.jpg", "p/a#1.jpg"),
+            ("p/a#webp.jpg", "p/a#webp.jpg"),
+            ("p/cat.jpg#webp_w", "p/cat.jpg#webp_w"),
+            ("p/cat.jpg#gif", "p/cat.jpg#gif"),
+            ("#avif", "#avif"),
+        ] {
+            assert_eq!(ledger_source(k), source, "{k}");
+        }
+        assert_eq!(shard_of("p/cat.jpg#avif", 16), shard_of("p/cat.jpg", 16));
     }
 
     #[test]

@@ -191,7 +191,8 @@ impl Outputs {
     }
 
     /// The ledger's key for output `spec` of `source`: the source's key for the Go
-    /// server's WebP (so a Go state file reads the same), `source#id` for any other.
+    /// server's WebP (so a Go state file reads the same), `source#id` for any other
+    /// ([`crate::naming::ledger_source`] reads the source back).
     pub fn ledger_key(&self, source: &str, spec: usize) -> String {
         let s = &self.specs[spec];
         if s.is_go_webp() { source.to_owned() } else { format!("{source}#{}", s.id()) }

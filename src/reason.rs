@@ -24,6 +24,9 @@ pub enum Reason {
     LimitExceeded,
     OverMemoryBudget,
     InvalidResize,
+    /// An output that does not apply to its source (a width it is not wider than; an
+    /// AVIF of an animation): not made, on purpose.
+    NotApplicable,
     // The conversion itself.
     EncodeFailed,
     WorkerFailed,
@@ -58,6 +61,7 @@ impl Reason {
         Self::LimitExceeded,
         Self::OverMemoryBudget,
         Self::InvalidResize,
+        Self::NotApplicable,
         Self::EncodeFailed,
         Self::WorkerFailed,
         Self::Cancelled,
@@ -94,6 +98,7 @@ impl Reason {
             Self::LimitExceeded => "limit_exceeded",
             Self::OverMemoryBudget => "over_memory_budget",
             Self::InvalidResize => "invalid_resize",
+            Self::NotApplicable => "not_applicable",
             Self::EncodeFailed => "encode_failed",
             Self::WorkerFailed => "worker_failed",
             Self::Cancelled => "cancelled",
@@ -124,6 +129,7 @@ impl Reason {
             // Its own code: the remedy is a setting (named in the message), not the file.
             Self::OverMemoryBudget => (413, "over_memory_budget"),
             Self::InvalidResize => (400, "invalid_resize_params"),
+            Self::NotApplicable => (422, "not_applicable"),
             Self::EncodeFailed | Self::WorkerFailed => (500, "conversion_failed"),
             // Only a request that already timed out cancels its conversion.
             Self::Cancelled => (504, "timeout"),

@@ -25,17 +25,19 @@ use actix::Addr;
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::actors::converter::{ConvertBytes, Converter};
+use crate::actors::converter::{ConvertBytes, ConvertTargets, Converter};
 use crate::actors::state_keeper::{AskLedger, StateKeeper};
 use crate::actors::uploader::{PutWebp, Uploader};
 use crate::config::Config;
-use crate::convert::ResizeSpec;
 use crate::convert::webp::Cancel;
+use crate::convert::{ConvertError, ResizeSpec};
 use crate::job::{self, JobError, Outcome, Report, Written};
 use crate::memory::MemoryBudget;
+use crate::model::Due;
 use crate::naming;
+use crate::planner::{Decision, PlanRules, Planner};
 use crate::reason::Reason;
-use crate::state::LedgerKind;
+use crate::state::{LedgerEntry, LedgerKind, State};
 use crate::storage::{ObjectInfo, Storage};
 
 /// What a request needs of one bucket: its storage and configuration, the shared pool
@@ -195,4 +197,152 @@ pub async fn convert_bytes(
 
 fn elapsed_ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
+}
+
+/// What the per-image rules decide for every output of one source
+/// (`conversion.outputs`; a bucket event makes them all).
+#[derive(Debug, Default)]
+pub struct OutputsPlan {
+    /// The source as listed; `None` when it was not (every output is then due, and its
+    /// download says why).
+    pub source: Option<ObjectInfo>,
+    /// The outputs to make, in `conversion.outputs` order.
+    pub due: Vec<Due>,
+    /// Outputs another source claims too: its place, its key and every claimant.
+    pub conflicts: Vec<(usize, String, Vec<String>)>,
+    /// Outputs at least as new as the source.
+    pub up_to_date: usize,
+    /// Outputs the ledger leaves alone (this version given up or kept), with the entry.
+    pub ledgered: Vec<(usize, LedgerEntry)>,
+}
+
+/// The *decide* step for every output of `key`: a key the bucket can hold, a
+/// candidate's extension, then the planner's own decision over what the bucket holds
+/// around the key ([`job::neighbourhood`]: for the Go server's one WebP, the one LIST of
+/// its stem) — each output due, up to date, or claimed by another source too — and,
+/// unless `force`, the ledger, output by output.
+pub async fn decide_outputs(target: &Target, key: &str, force: bool) -> Result<OutputsPlan, JobError> {
+    let config = &target.config;
+    target.storage.check(key)?;
+    if !naming::is_candidate(key, &config.formats) {
+        let ext = naming::extension(key).unwrap_or("").to_owned();
+        return Err(JobError::NotCandidate { key: key.to_owned(), ext });
+    }
+    let listed = job::neighbourhood(&target.storage, key, &config.outputs).await?;
+    let mut plan = OutputsPlan { source: listed.iter().find(|o| o.key == key).cloned(), ..OutputsPlan::default() };
+    let rules = PlanRules {
+        formats: config.formats.clone(),
+        outputs: config.outputs.clone(),
+        ignore_before: None,
+        reprocess_from: None,
+        force,
+        now: chrono::Utc::now(),
+        upto: None,
+    };
+    let mut planner = Planner::new(rules, Arc::new(State::default()));
+    let mut decisions = Vec::new();
+    for o in listed {
+        planner.push(o, &mut decisions);
+    }
+    planner.finish(&mut decisions);
+    for d in decisions {
+        match d {
+            Decision::Convert { source, due } if source.key == key => plan.due = due,
+            Decision::Conflict { claimants, output } => {
+                if let Some((_, spec)) = claimants.iter().find(|(s, _)| s.key == key) {
+                    let names = claimants.iter().map(|(s, _)| s.key.clone()).collect();
+                    plan.conflicts.push((*spec, output, names));
+                }
+            }
+            _ => {}
+        }
+    }
+    let specs = config.outputs.specs();
+    let Some(source) = plan.source.clone() else {
+        plan.due = (0..specs.len())
+            .filter(|i| !plan.conflicts.iter().any(|(spec, ..)| spec == i))
+            .map(|spec| Due { spec, output: specs[spec].key(key), replaces: None })
+            .collect();
+        return Ok(plan);
+    };
+    plan.up_to_date = specs.len() - plan.due.len() - plan.conflicts.len();
+    if !force {
+        let mut due = Vec::with_capacity(plan.due.len());
+        for d in std::mem::take(&mut plan.due) {
+            let asked = AskLedger { key: config.outputs.ledger_key(key, d.spec), etag: source.etag.clone() };
+            match target.state_keeper.send(asked).await {
+                Ok(Some(entry)) => plan.ledgered.push((d.spec, entry)),
+                _ => due.push(d),
+            }
+        }
+        plan.due = due;
+    }
+    Ok(plan)
+}
+
+/// Converts `bytes` (the source `key`) into each of `due` — decoded once, in the
+/// converter pool, under the memory budget — and writes each beside it by the bucket's
+/// Uploader, conditionally over the output seen ([`Due::replaces`]). One answer per
+/// output, in `due`'s order; `Err` when the source itself could not be converted.
+pub async fn convert_outputs(
+    target: &Target,
+    key: &str,
+    bytes: Bytes,
+    due: &[Due],
+    admitted: Arc<OwnedSemaphorePermit>,
+    file: Option<crate::memory::FileReservation>,
+    started: Instant,
+) -> Result<Vec<Result<Outcome, JobError>>, JobError> {
+    let config = &target.config;
+    let worker = |message: String| JobError::Worker { key: key.to_owned(), message };
+    let convert_error = |error: ConvertError| JobError::Convert { key: key.to_owned(), error };
+    let targets: Vec<crate::convert::Target> =
+        due.iter().map(|d| crate::convert::Target::from(&config.outputs.specs()[d.spec])).collect();
+    let original_size = bytes.len() as u64;
+    let memory = target.memory.reserve_targets(file, &bytes, &targets, &config.convert).await.map_err(convert_error)?;
+    let cancel = Arc::new(Cancel::new(false));
+    let msg = ConvertTargets { bytes, targets, memory, admitted, cancel };
+    let answers = target
+        .converter
+        .send(msg)
+        .await
+        .map_err(|_| worker("the converter pool is stopping".into()))?
+        .map_err(convert_error)?;
+    let bucket = target.storage.bucket();
+    let mut out = Vec::with_capacity(due.len());
+    for (d, answer) in due.iter().zip(answers) {
+        let converted = match answer {
+            Ok(c) => c,
+            Err(error) => {
+                out.push(Err(convert_error(error)));
+                continue;
+            }
+        };
+        let data = Bytes::from(converted.webp);
+        let report = Report {
+            source: naming::address(bucket, key),
+            destination: naming::address(bucket, &d.output),
+            original_size,
+            converted_size: data.len() as u64,
+            width: converted.width,
+            height: converted.height,
+            frames: converted.frames,
+            lossless: converted.lossless,
+            source_megapixels: converted.source_megapixels,
+            duration_ms: elapsed_ms(started),
+        };
+        if config.skip_if_larger && data.len() as u64 >= original_size {
+            out.push(Ok(Outcome::KeptSource(report)));
+            continue;
+        }
+        let put =
+            PutWebp { key: d.output.clone(), source: key.to_owned(), webp: data, replaces: Some(d.replaces.clone()) };
+        out.push(match target.uploader.send(put).await {
+            Err(_) => Err(worker("the uploader is stopping".into())),
+            Ok(Err(error)) => Err(JobError::Upload { key: d.output.clone(), error }),
+            Ok(Ok(Written::Stored)) => Ok(Outcome::Converted(report)),
+            Ok(Ok(Written::Superseded)) => Ok(Outcome::Superseded(report)),
+        });
+    }
+    Ok(out)
 }

@@ -82,17 +82,20 @@ impl RunBook {
         }
     }
 
-    /// What became of a queued source (`part`: its shard, in bucket mode). Answers
-    /// whether a checkpoint is due (every `checkpoint_every` outcomes).
+    /// What became of a queued output (`unit`: the key it was queued under, its ledger
+    /// key) of source `key` (`part`: its shard, in bucket mode). Answers whether a
+    /// checkpoint is due (every `checkpoint_every` outcomes).
+    #[allow(clippy::too_many_arguments)]
     pub fn done(
         &mut self,
+        unit: &str,
         key: &str,
         output: &str,
         part: Option<u32>,
         outcome: &ItemOutcome,
         checkpoint_every: u32,
     ) -> bool {
-        if let Some(entry) = self.queue.iter_mut().find(|(k, done)| !*done && k == key) {
+        if let Some(entry) = self.queue.iter_mut().find(|(k, done)| !*done && k == unit) {
             entry.1 = true;
         }
         while self.queue.front().is_some_and(|(_, done)| *done) {
@@ -111,6 +114,7 @@ impl RunBook {
                 }
             }
             ItemOutcome::Superseded { .. } => self.counts.superseded += 1,
+            ItemOutcome::NotMade { .. } => self.counts.skipped += 1,
             ItemOutcome::Kept { .. } => self.counts.kept += 1,
             ItemOutcome::Failed { code, reason, .. } => {
                 self.counts.failed += 1;
@@ -184,6 +188,7 @@ fn count_part(part: &mut PartRun, outcome: &ItemOutcome) {
         }
         ItemOutcome::Kept { .. } => part.kept += 1,
         ItemOutcome::Superseded { .. } => part.superseded += 1,
+        ItemOutcome::NotMade { .. } => part.kept += 1,
         ItemOutcome::Failed { .. } => part.failed += 1,
     }
 }
@@ -210,12 +215,12 @@ mod tests {
         b.listed(3, 0, Some("c".into()));
         assert_eq!(b.cursor(), None);
         // "b" done before "a": the cursor waits for "a".
-        b.done("b", "b.webp", None, &converted(), 100);
+        b.done("b", "b", "b.webp", None, &converted(), 100);
         assert_eq!(b.cursor(), None);
-        b.done("a", "a.webp", None, &converted(), 100);
+        b.done("a", "a", "a.webp", None, &converted(), 100);
         assert_eq!(b.cursor().as_deref(), Some("b"));
         assert_eq!(b.in_flight(), 1);
-        b.done("c", "c.webp", None, &converted(), 100);
+        b.done("c", "c", "c.webp", None, &converted(), 100);
         assert_eq!(b.cursor().as_deref(), Some("c"));
         assert!(!b.finished(), "the listing is not over");
         b.listing_finished(None, None);
@@ -243,7 +248,7 @@ mod tests {
         for (i, o) in outcomes.iter().enumerate() {
             let key = format!("k{i}");
             b.queued(key.clone());
-            due.push(b.done(&key, "out", Some(i as u32 % 2), o, 2));
+            due.push(b.done(&key, &key, "out", Some(i as u32 % 2), o, 2));
         }
         assert_eq!(due, [false, true, false, true]);
         let c = &b.counts;

@@ -24,8 +24,9 @@ use crate::memory::Reservation;
 use crate::model::{Candidate, ItemOutcome, Slot};
 use crate::reason::Reason;
 
-/// What converting one image yields: its WebP or its error.
-type Converted = Result<convert::Converted, ConvertError>;
+/// What converting one image yields: each due output or its error, or the error of the
+/// source itself.
+type Converted = Result<Vec<Result<convert::Converted, ConvertError>>, ConvertError>;
 
 /// Where a run's image goes after the pool: its bucket's Uploader (a WebP), or its
 /// StateKeeper (a failure, a kept source).
@@ -40,6 +41,8 @@ pub struct Route {
 #[rtype(result = "()")]
 pub struct ConvertImage {
     pub candidate: Candidate,
+    /// What to make of each of `candidate.due`, in its order.
+    pub targets: Vec<convert::Target>,
     pub bytes: Bytes,
     pub slot: Slot,
     /// Its working memory is released as soon as the WebP is made (decoded pixels
@@ -70,6 +73,19 @@ pub struct ConvertBytes {
     pub cancel: Arc<convert::webp::Cancel>,
 }
 
+/// Converts bytes into several outputs for a bucket event (`conversion.outputs`):
+/// decoded once, each of `targets` encoded; answers each output's result, or the
+/// source's error. Reservation and admission travel with it as with [`ConvertBytes`].
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Result<convert::Converted, ConvertError>>, ConvertError>")]
+pub struct ConvertTargets {
+    pub bytes: Bytes,
+    pub targets: Vec<convert::Target>,
+    pub memory: Reservation,
+    pub admitted: Arc<OwnedSemaphorePermit>,
+    pub cancel: Arc<convert::webp::Cancel>,
+}
+
 /// One worker of the pool.
 pub struct Converter {
     opts: ConvertOptions,
@@ -84,14 +100,9 @@ impl Converter {
         Self { opts, busy: pool.0, workers: pool.1, skip_if_larger }
     }
 
-    /// Converts (a panic caught as `Err`), with libwebp's second thread when no other
-    /// worker is busy.
-    fn convert(
-        &self,
-        bytes: &[u8],
-        resize: Option<convert::ResizeSpec>,
-        cancel: &convert::webp::Cancel,
-    ) -> std::thread::Result<Converted> {
+    /// Runs `work` (a panic caught as `Err`) with the options in force: libwebp's second
+    /// thread when no other worker is busy.
+    fn convert<T>(&self, work: impl FnOnce(&ConvertOptions) -> T) -> std::thread::Result<T> {
         let others_busy = self.busy.fetch_add(1, Ordering::SeqCst);
         let threaded;
         let opts = if others_busy == 0 && self.workers > 1 && !self.opts.multithread {
@@ -100,7 +111,7 @@ impl Converter {
         } else {
             &self.opts
         };
-        let result = catch_unwind(AssertUnwindSafe(|| convert::convert_cancellable(bytes, opts, resize, cancel)));
+        let result = catch_unwind(AssertUnwindSafe(|| work(opts)));
         self.busy.fetch_sub(1, Ordering::SeqCst);
         result
     }
@@ -119,42 +130,64 @@ impl Handler<ConvertImage> for Converter {
     type Result = ();
 
     fn handle(&mut self, msg: ConvertImage, _: &mut SyncContext<Self>) {
-        let ConvertImage { candidate, bytes, slot, memory, route, queued } = msg;
+        let ConvertImage { candidate, targets, bytes, slot, memory, route, queued } = msg;
         // Taken off the queue: the Lister may ready the next image.
         drop(queued);
         let started = Instant::now();
-        let result = self.convert(&bytes, None, &convert::webp::Cancel::new(false));
+        let cancel = convert::webp::Cancel::new(false);
+        let result: std::thread::Result<Converted> =
+            self.convert(|opts| convert::convert_targets(&bytes, opts, &targets, &cancel));
+        let convert_ms = started.elapsed().as_millis() as u64;
         let bytes_in = bytes.len() as u64;
         drop(bytes);
-        let file = memory.into_file();
+        let file = memory.into_file().map(Arc::new);
         let fail = |code: Reason, reason: String, permanent: bool| ItemOutcome::Failed { code, reason, permanent };
-        let outcome = match result {
-            Ok(Ok(c)) if self.skip_if_larger && c.webp.len() as u64 >= bytes_in => {
-                ItemOutcome::Kept { bytes_in, bytes_out: c.webp.len() as u64 }
+        let answers: Vec<Result<convert::Converted, ItemOutcome>> = match result {
+            Ok(Ok(answers)) => answers.into_iter().map(|a| a.map_err(|e| outcome_of(&e))).collect(),
+            Ok(Err(e)) => targets.iter().map(|_| Err(outcome_of(&e))).collect(),
+            Err(_) => {
+                let panicked = || fail(Reason::WorkerFailed, "the image decoder or encoder panicked".into(), true);
+                targets.iter().map(|_| Err(panicked())).collect()
             }
-            Ok(Ok(c)) => {
-                let convert_ms = started.elapsed().as_millis() as u64;
-                route.uploader.do_send(UploadWebp {
-                    candidate,
-                    webp: c.webp.into(),
-                    bytes_in,
-                    megapixels: c.source_megapixels,
-                    convert_ms,
-                    slot,
-                    file,
-                });
-                return;
-            }
-            Ok(Err(e)) => fail(e.reason(), e.to_string(), is_permanent(&e)),
-            Err(_) => fail(Reason::WorkerFailed, "the image decoder or encoder panicked".into(), true),
         };
-        route.state_keeper.do_send(RecordDone {
-            key: candidate.source.key,
-            output: candidate.output,
-            etag: candidate.source.etag,
-            outcome,
-            slot,
-        });
+        let Candidate { source, due, .. } = candidate;
+        for (d, answer) in due.into_iter().zip(answers) {
+            let outcome = match answer {
+                Ok(c) if self.skip_if_larger && c.webp.len() as u64 >= bytes_in => {
+                    ItemOutcome::Kept { bytes_in, bytes_out: c.webp.len() as u64 }
+                }
+                Ok(c) => {
+                    route.uploader.do_send(UploadWebp {
+                        source: source.clone(),
+                        due: d,
+                        webp: c.webp.into(),
+                        bytes_in,
+                        megapixels: c.source_megapixels,
+                        convert_ms,
+                        slot: slot.clone(),
+                        file: file.clone(),
+                    });
+                    continue;
+                }
+                Err(outcome) => outcome,
+            };
+            route.state_keeper.do_send(RecordDone {
+                key: source.key.clone(),
+                spec: d.spec,
+                output: d.output,
+                etag: source.etag.clone(),
+                outcome,
+                slot: slot.clone(),
+            });
+        }
+    }
+}
+
+/// What a conversion error makes of an output: not made on purpose, or failed.
+fn outcome_of(e: &ConvertError) -> ItemOutcome {
+    match e.reason() {
+        Reason::NotApplicable => ItemOutcome::NotMade { code: Reason::NotApplicable, reason: e.to_string() },
+        code => ItemOutcome::Failed { code, reason: e.to_string(), permanent: is_permanent(e) },
     }
 }
 
@@ -163,11 +196,24 @@ impl Handler<ConvertBytes> for Converter {
 
     fn handle(&mut self, msg: ConvertBytes, _: &mut SyncContext<Self>) -> Self::Result {
         let ConvertBytes { bytes, resize, memory, admitted, cancel } = msg;
-        let result = self.convert(&bytes, resize, &cancel);
+        let result = self.convert(|opts| convert::convert_cancellable(&bytes, opts, resize, &cancel));
         if matches!(result, Ok(Err(ConvertError::Cancelled))) {
             tracing::info!("Cancelled an API conversion: its request timed out");
         }
         // The pixels are gone: only now may another conversion use their memory.
+        drop((bytes, memory, admitted));
+        result.unwrap_or_else(|_| {
+            Err(ConvertError::Encode(convert::webp::EncodeError("the image decoder or encoder panicked".into())))
+        })
+    }
+}
+
+impl Handler<ConvertTargets> for Converter {
+    type Result = Result<Vec<Result<convert::Converted, ConvertError>>, ConvertError>;
+
+    fn handle(&mut self, msg: ConvertTargets, _: &mut SyncContext<Self>) -> Self::Result {
+        let ConvertTargets { bytes, targets, memory, admitted, cancel } = msg;
+        let result = self.convert(|opts| convert::convert_targets(&bytes, opts, &targets, &cancel));
         drop((bytes, memory, admitted));
         result.unwrap_or_else(|_| {
             Err(ConvertError::Encode(convert::webp::EncodeError("the image decoder or encoder panicked".into())))

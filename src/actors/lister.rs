@@ -20,8 +20,9 @@ use tokio::sync::Semaphore;
 use super::converter::{ConvertImage, Converter, Route};
 use super::state_keeper::{ListingFinished, RecordDone, RecordListed, RecordQueued, RunStart, StateKeeper};
 use crate::config::Config;
+use crate::convert::Target;
 use crate::memory::MemoryBudget;
-use crate::model::{Candidate, ItemOutcome, Slot};
+use crate::model::{Candidate, Due, ItemOutcome, Slot};
 use crate::naming;
 use crate::planner::{Decision, PlanRules, Planner};
 use crate::reason::Reason;
@@ -146,6 +147,7 @@ impl ListingJob {
     ) -> Option<String> {
         let rules = PlanRules {
             formats: self.config.formats.clone(),
+            outputs: self.config.outputs.clone(),
             ignore_before: start.state.ignore_before,
             reprocess_from: start.state.reprocess_from,
             force: start.force,
@@ -170,7 +172,7 @@ impl ListingJob {
                     seen.saw(&start.state, &key);
                     if naming::is_candidate(&key, &self.config.formats) && self.mine(start, &key) {
                         let reason = format!("{key}: cannot be used as an object key: {reason}");
-                        skipped += self.give_up(start, key, None, Reason::InvalidKey, reason).await;
+                        skipped += self.give_up(start, &key, 0, None, Reason::InvalidKey, reason).await;
                     }
                     continue;
                 }
@@ -208,19 +210,19 @@ impl ListingJob {
         for d in decisions {
             match d {
                 Decision::Skip { .. } => skipped += 1,
-                Decision::Convert { source, output, replaces } => {
+                Decision::Convert { source, due } => {
                     if self.mine(start, &source.key) {
-                        self.dispatch(start, source, output, replaces).await
+                        self.dispatch(start, source, due).await
                     }
                 }
-                Decision::Conflict { mut sources, output } => {
-                    sources.retain(|s| self.mine(start, &s.key));
-                    let names: Vec<String> = sources.iter().map(|s| s.key.clone()).collect();
+                Decision::Conflict { mut claimants, output } => {
+                    claimants.retain(|(s, _)| self.mine(start, &s.key));
+                    let names: Vec<String> = claimants.iter().map(|(s, _)| s.key.clone()).collect();
                     // The one wording of a collision, as events, the API and the CLI give it.
                     let reason = crate::job::JobError::Collision { output: output.clone(), sources: names }.to_string();
-                    for source in sources {
-                        let reason = reason.clone();
-                        skipped += self.give_up(start, source.key, source.etag, Reason::OutputCollision, reason).await;
+                    for (source, spec) in claimants {
+                        let (code, reason) = (Reason::OutputCollision, reason.clone());
+                        skipped += self.give_up(start, &source.key, spec, source.etag, code, reason).await;
                     }
                 }
             }
@@ -230,18 +232,29 @@ impl ListingJob {
 
     /// Ledgers `key` as given up with `code` (unless the ledger already leaves this
     /// version alone: then it counts as skipped, and 1 is returned).
-    async fn give_up(&self, start: &RunStart, key: String, etag: Option<String>, code: Reason, reason: String) -> u64 {
+    /// Records output `spec` of `key` as given up for good (unless the ledger already
+    /// leaves it alone); answers 1 when it only counts as skipped.
+    async fn give_up(
+        &self,
+        start: &RunStart,
+        key: &str,
+        spec: usize,
+        etag: Option<String>,
+        code: Reason,
+        reason: String,
+    ) -> u64 {
         let now = chrono::Utc::now();
-        if start.state.decide(&key, etag.as_deref(), now) == crate::state::LedgerDecision::Leave
-            || start.state.gave_up(&key, etag.as_deref(), code.code())
+        let ledger = self.config.outputs.ledger_key(key, spec);
+        if start.state.decide(&ledger, etag.as_deref(), now) == crate::state::LedgerDecision::Leave
+            || start.state.gave_up(&ledger, etag.as_deref(), code.code())
         {
             return 1;
         }
         let outcome = ItemOutcome::Failed { code, reason, permanent: true };
         let slot = self.slot().await;
-        let output = naming::webp_key(&key);
-        self.state_keeper.do_send(RecordQueued { key: key.clone() });
-        self.state_keeper.do_send(RecordDone { key, output, etag, outcome, slot });
+        let output = self.config.outputs.specs()[spec].key(key);
+        self.state_keeper.do_send(RecordQueued { key: ledger });
+        self.state_keeper.do_send(RecordDone { key: key.to_owned(), spec, output, etag, outcome, slot });
         0
     }
 
@@ -252,19 +265,23 @@ impl ListingJob {
     }
 
     async fn slot(&self) -> Slot {
-        Slot(self.slots.clone().acquire_owned().await.expect("the semaphore is never closed"))
+        Slot::new(self.slots.clone().acquire_owned().await.expect("the semaphore is never closed"))
     }
 
     /// Waits for a free slot, then (in a task) for room in the memory budget for the
-    /// file, downloads it, waits for room to decode and encode it, and hands it to the pool.
-    async fn dispatch(&self, start: &RunStart, source: ObjectInfo, output: String, replaces: Option<String>) {
+    /// file, downloads it, waits for room to decode it and encode its due outputs, and
+    /// hands it to the pool.
+    async fn dispatch(&self, start: &RunStart, source: ObjectInfo, due: Vec<Due>) {
         let slot = self.slot().await;
         // A stop may have come while we waited: start nothing new.
         if start.stopping.load(Ordering::SeqCst) {
             return;
         }
-        self.state_keeper.do_send(RecordQueued { key: source.key.clone() });
-        let candidate = Candidate { run_id: start.id.clone(), source, output, replaces };
+        for d in &due {
+            self.state_keeper.do_send(RecordQueued { key: self.config.outputs.ledger_key(&source.key, d.spec) });
+        }
+        let targets: Vec<Target> = due.iter().map(|d| Target::from(&self.config.outputs.specs()[d.spec])).collect();
+        let candidate = Candidate { run_id: start.id.clone(), source, due };
         let storage = self.storage.clone();
         let converter = self.converter.clone();
         let state_keeper = self.state_keeper.clone();
@@ -278,20 +295,15 @@ impl ListingJob {
                 let _request = downloads.acquire_owned().await.expect("never closed");
                 storage.get(&candidate.source.key, opts.limits.max_input_bytes).await
             };
-            match fetched {
-                Ok((_, bytes)) => match budget.reserve_work(Some(file), &bytes, None, &opts).await {
+            let failed = match fetched {
+                Ok((_, bytes)) => match budget.reserve_targets(Some(file), &bytes, &targets, &opts).await {
                     Ok(memory) => {
                         let queued = queue.acquire_owned().await.expect("never closed");
-                        converter.do_send(ConvertImage { candidate, bytes, slot, memory, route, queued })
+                        converter.do_send(ConvertImage { candidate, targets, bytes, slot, memory, route, queued });
+                        return;
                     }
                     // A limit its header breaks (pixels, frames, the memory budget).
-                    Err(e) => state_keeper.do_send(RecordDone {
-                        key: candidate.source.key,
-                        output: candidate.output,
-                        etag: candidate.source.etag,
-                        outcome: ItemOutcome::Failed { code: e.reason(), reason: e.to_string(), permanent: true },
-                        slot,
-                    }),
+                    Err(e) => ItemOutcome::Failed { code: e.reason(), reason: e.to_string(), permanent: true },
                 },
                 Err(e) => {
                     let permanent = !e.is_transient();
@@ -299,14 +311,18 @@ impl ListingJob {
                         Reason::StorageError => Reason::DownloadFailed,
                         reason => reason,
                     };
-                    state_keeper.do_send(RecordDone {
-                        key: candidate.source.key,
-                        output: candidate.output,
-                        etag: candidate.source.etag,
-                        outcome: ItemOutcome::Failed { code, reason: e.to_string(), permanent },
-                        slot,
-                    });
+                    ItemOutcome::Failed { code, reason: e.to_string(), permanent }
                 }
+            };
+            for d in candidate.due {
+                state_keeper.do_send(RecordDone {
+                    key: candidate.source.key.clone(),
+                    spec: d.spec,
+                    output: d.output,
+                    etag: candidate.source.etag.clone(),
+                    outcome: failed.clone(),
+                    slot: slot.clone(),
+                });
             }
         });
     }

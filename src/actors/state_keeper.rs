@@ -34,7 +34,8 @@ pub struct BeginRun {
     pub force: bool,
 }
 
-/// A source was handed to the converters.
+/// An output of a source was handed to the converters; `key` is its ledger key
+/// ([`crate::outputs::Outputs::ledger_key`]: the source's key for the Go server's WebP).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RecordQueued {
@@ -50,11 +51,14 @@ pub struct RecordListed {
     pub skipped: u64,
 }
 
-/// One queued source is finished, one way or the other. Dropping `slot` frees its place.
+/// One queued output of source `key` is finished, one way or the other. Dropping `slot`
+/// frees its place (the source's last output's does).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RecordDone {
     pub key: String,
+    /// The output's place in `conversion.outputs`.
+    pub spec: usize,
     pub output: String,
     pub etag: Option<String>,
     pub outcome: ItemOutcome,
@@ -355,6 +359,14 @@ fn ledger_event(state: &mut State, msg: &RecordEvent, policy: &RetryPolicy, now:
             state.record_failure(&msg.key, msg.etag.clone(), failure, policy, now);
             true
         }
+        ItemOutcome::NotMade { code, reason } => {
+            let known = state.ledger.get(&msg.key);
+            if known.is_some_and(|e| e.kind == crate::state::LedgerKind::Kept && e.etag == msg.etag) {
+                return false;
+            }
+            state.record_kept(&msg.key, msg.etag.clone(), code.code(), reason, now);
+            true
+        }
         ItemOutcome::Superseded { .. } => false,
     }
 }
@@ -454,7 +466,9 @@ impl Handler<RecordDone> for StateKeeper {
         let now = Utc::now();
         let Some(run) = &mut self.run else { return };
         let part = self.store.part_of(&msg.key);
-        let checkpoint = run.book.done(&msg.key, &msg.output, part, &msg.outcome, self.config.state.checkpoint_every);
+        let ledger = self.config.outputs.ledger_key(&msg.key, msg.spec);
+        let every = self.config.state.checkpoint_every;
+        let checkpoint = run.book.done(&ledger, &msg.key, &msg.output, part, &msg.outcome, every);
         // The ledger, the metrics and the log: what the books do not keep.
         match &msg.outcome {
             ItemOutcome::Converted { bytes_in, bytes_out, convert_ms, .. } => {
@@ -462,30 +476,35 @@ impl Handler<RecordDone> for StateKeeper {
                 self.state.totals.converted += 1;
                 self.state.totals.bytes_in += bytes_in;
                 self.state.totals.bytes_out += bytes_out;
-                self.state.record_success(&msg.key);
+                self.state.record_success(&ledger);
                 tracing::info!("Converted image: {} -> {}", msg.key, msg.output);
             }
             ItemOutcome::Superseded { reason } => {
                 self.metrics.superseded();
-                tracing::info!(key = %msg.key, "Left to another instance: {reason}");
+                tracing::info!(key = %msg.key, output = %msg.output, "Left to another instance: {reason}");
             }
             ItemOutcome::Kept { bytes_in, bytes_out } => {
                 self.metrics.kept();
                 let reason = kept_reason(*bytes_in, *bytes_out);
-                self.state.record_kept(&msg.key, msg.etag.clone(), "webp_larger", &reason, now);
-                tracing::info!(key = %msg.key, "Kept source: {reason}");
+                self.state.record_kept(&ledger, msg.etag.clone(), "webp_larger", &reason, now);
+                tracing::info!(key = %msg.key, output = %msg.output, "Kept source: {reason}");
+            }
+            ItemOutcome::NotMade { code, reason } => {
+                self.metrics.skipped(1);
+                self.state.record_kept(&ledger, msg.etag.clone(), code.code(), reason, now);
+                tracing::info!(key = %msg.key, output = %msg.output, "Not made: {reason}");
             }
             ItemOutcome::Failed { code, reason, permanent } => {
                 self.metrics.failed(*code);
                 self.state.totals.failed += 1;
                 let kind = self.state.record_failure(
-                    &msg.key,
+                    &ledger,
                     msg.etag.clone(),
                     Failure { code: code.code(), reason, permanent: *permanent },
                     &self.policy,
                     now,
                 );
-                tracing::error!(code = %code, ledger = ?kind, "Failed to convert image: {} - {}", msg.key, reason);
+                tracing::error!(code = %code, ledger = ?kind, output = %msg.output, "Failed to convert image: {} - {}", msg.key, reason);
             }
         }
         drop(msg.slot);

@@ -36,11 +36,11 @@ impl StateStore for FillingDisk {
 }
 
 async fn finish_one(keeper: &Addr<StateKeeper>, slots: &Arc<Semaphore>, key: &str) {
-    let slot = Slot(slots.clone().acquire_owned().await.unwrap());
+    let slot = Slot::new(slots.clone().acquire_owned().await.unwrap());
     keeper.send(RecordQueued { key: key.into() }).await.unwrap();
     let outcome = ItemOutcome::Converted { bytes_in: 10, bytes_out: 5, megapixels: 0.1, convert_ms: 1 };
     let output = key.replace(".jpg", ".webp");
-    keeper.send(RecordDone { key: key.into(), output, etag: None, outcome, slot }).await.unwrap();
+    keeper.send(RecordDone { key: key.into(), spec: 0, output, etag: None, outcome, slot }).await.unwrap();
 }
 
 #[test]

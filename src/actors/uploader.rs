@@ -19,23 +19,26 @@ use tokio::sync::Semaphore;
 use super::state_keeper::{RecordDone, StateKeeper};
 use crate::job::{self, WriteRule, Written};
 use crate::memory::FileReservation;
-use crate::model::{Candidate, ItemOutcome, Slot};
+use crate::model::{Due, ItemOutcome, Slot};
 use crate::reason::Reason;
 use crate::scope::{RunScope, admit};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{ObjectInfo, Storage, StorageError};
 
-/// Uploads one converted image.
+/// Uploads one output of a run's source.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UploadWebp {
-    pub candidate: Candidate,
+    pub source: ObjectInfo,
+    pub due: Due,
+    /// The encoded output (WebP or AVIF, by its key's extension).
     pub webp: Bytes,
     pub bytes_in: u64,
     pub megapixels: f64,
     pub convert_ms: u64,
     pub slot: Slot,
-    /// The source's share of the files pool, standing for the WebP until it is put.
-    pub file: Option<FileReservation>,
+    /// The source's share of the files pool, standing for its outputs until the last is
+    /// put (shared by a source's outputs).
+    pub file: Option<Arc<FileReservation>>,
 }
 
 /// Puts one WebP for an on-demand request (the API) by the same write rule as the runs,
@@ -81,18 +84,24 @@ impl Uploader {
 /// Puts one run's WebP by the one write rule ([`job::write_webp`]): plainly, or (when
 /// several writers may race: bucket mode) only while the scope admits its source, and
 /// conditionally on the WebP the listing saw.
-async fn put_run_webp(storage: &Storage, scope: &dyn RunScope, c: &Candidate, webp: Bytes) -> Result<(), Put> {
+async fn put_run_webp(
+    storage: &Storage,
+    scope: &dyn RunScope,
+    source: &ObjectInfo,
+    d: &Due,
+    webp: Bytes,
+) -> Result<(), Put> {
     let rule = if scope.conditional_writes() {
-        if !admit(scope, &c.source.key, chrono::Utc::now()) {
+        if !admit(scope, &source.key, chrono::Utc::now()) {
             return Err(Put::Superseded("this instance no longer holds the shard's lease".into()));
         }
-        WriteRule::Conditional { replaces: Some(c.replaces.clone()) }
+        WriteRule::Conditional { replaces: Some(d.replaces.clone()) }
     } else {
         WriteRule::Plain
     };
-    match job::write_webp(storage, &c.output, &c.source.key, webp, rule).await {
+    match job::write_webp(storage, &d.output, &source.key, webp, rule).await {
         Ok(Written::Stored) => Ok(()),
-        Ok(Written::Superseded) => Err(Put::Superseded(format!("{} was written by another instance first", c.output))),
+        Ok(Written::Superseded) => Err(Put::Superseded(format!("{} was written by another instance first", d.output))),
         Err(e) => Err(Put::Failed(e)),
     }
 }
@@ -116,9 +125,9 @@ impl Handler<UploadWebp> for Uploader {
         let scope = self.scope.clone();
         actix::spawn(async move {
             let _permit = uploads.acquire_owned().await.expect("never closed");
-            let UploadWebp { candidate, webp, bytes_in, megapixels, convert_ms, slot, file } = msg;
+            let UploadWebp { source, due, webp, bytes_in, megapixels, convert_ms, slot, file } = msg;
             let bytes_out = webp.len() as u64;
-            let put = put_run_webp(&storage, scope.as_ref(), &candidate, webp).await;
+            let put = put_run_webp(&storage, scope.as_ref(), &source, &due, webp).await;
             drop(file);
             let outcome = match put {
                 Ok(()) => ItemOutcome::Converted { bytes_in, bytes_out, megapixels, convert_ms },
@@ -127,13 +136,8 @@ impl Handler<UploadWebp> for Uploader {
                     ItemOutcome::Failed { code: Reason::UploadFailed, reason: e.to_string(), permanent: false }
                 }
             };
-            let done = RecordDone {
-                key: candidate.source.key,
-                output: candidate.output,
-                etag: candidate.source.etag,
-                outcome,
-                slot,
-            };
+            let done =
+                RecordDone { key: source.key, spec: due.spec, output: due.output, etag: source.etag, outcome, slot };
             match state_keeper {
                 Some(state_keeper) => state_keeper.do_send(done),
                 None => tracing::error!(key = %done.key, "A run's upload reached an Uploader of requests only"),

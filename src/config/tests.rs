@@ -466,22 +466,24 @@ fn the_memory_budget_follows_the_machine_s_limit_unless_set() {
 }
 
 #[test]
-fn conversion_outputs_beyond_one_webp_are_refused_until_the_pipeline_makes_them() {
-    let err = load_yaml("conversion: {outputs: [{format: avif}]}\n", &[]).unwrap_err().to_string();
-    assert!(err.contains("only the one full-size WebP"), "{err}");
-    assert!(load_yaml("conversion: {outputs: [{format: webp}]}\n", &[]).unwrap().outputs.is_go_default());
+fn conversion_outputs_not_built_yet_are_refused_not_ignored() {
+    let err = load_yaml("conversion: {outputs: [{format: webp}, {format: avif}]}\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("format avif is not built yet"), "{err}");
+    let err = load_yaml("conversion: {outputs: [{format: webp, width: 64}, {format: webp}]}\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("the first output must be the full-size WebP"), "{err}");
+    let c = load_yaml("conversion: {outputs: [{format: webp}, {format: webp, width: 64}]}\n", &[]).unwrap();
+    assert_eq!(c.outputs.specs()[1].key("a.jpg"), "a_w64.webp");
 }
 
 #[test]
-#[ignore = "conversion.outputs beyond one WebP is refused until the pipeline makes them"]
 fn conversion_outputs_are_read_from_the_file() {
     let c = load_yaml(
-        "conversion:\n  outputs:\n    - format: webp\n    - format: avif\n      quality: 60\n    - {format: webp, width: 640}\n    - {format: avif, width: 640, name: \"{stem}-{width}.{format}\"}\n",
+        "conversion:\n  outputs:\n    - format: webp\n    - {format: webp, width: 640, quality: 60}\n    - {format: webp, width: 320, name: \"{stem}-{width}.{format}\"}\n",
         &[],
     )
     .unwrap();
     let keys: Vec<String> = c.outputs.specs().iter().map(|s| s.key("p/cat.jpg")).collect();
-    assert_eq!(keys, ["p/cat.webp", "p/cat.avif", "p/cat_w640.webp", "p/cat-640.avif"]);
+    assert_eq!(keys, ["p/cat.webp", "p/cat_w640.webp", "p/cat-320.webp"]);
     assert_eq!(c.outputs.specs()[1].quality, Some(60.0));
     // Absent: the Go server's one WebP.
     assert!(load_yaml("conversion: {quality: 70}\n", &[]).unwrap().outputs.is_go_default());

@@ -10,6 +10,7 @@
 pub mod cost;
 mod decode;
 mod jpeg_frame;
+mod many;
 mod options;
 mod sniff;
 pub mod webp;
@@ -18,6 +19,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 
 pub use decode::{image_format, netscape_loop_count, webp_loop_count};
+pub use many::{Target, convert_targets, targets_cost};
 pub use options::{
     ANIMATION_CANVASES, ConvertOptions, FormatOverride, Limits, LosslessPolicy, Oversize, ResizeSpec, SourceFormat,
 };
@@ -74,6 +76,13 @@ pub enum ConvertError {
     InvalidResize(String),
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// An output of a width the source is not wider than: never upscaled, not made.
+    #[error("the source is {source_width} px wide, not wider than the output's {width} px: no such output is made")]
+    NotWider { width: u32, source_width: u32 },
+    #[error("this build has no {format} encoder")]
+    NoEncoder { format: crate::outputs::Format },
+    #[error("an animation gets no {format} output: only stills are encoded to {format}")]
+    StillsOnly { format: crate::outputs::Format },
 }
 
 impl ConvertError {
@@ -96,7 +105,8 @@ impl ConvertError {
             Self::LimitExceeded { .. } => R::LimitExceeded,
             Self::InvalidResize(_) => R::InvalidResize,
             Self::Cancelled => R::Cancelled,
-            Self::Encode(_) => R::EncodeFailed,
+            Self::Encode(_) | Self::NoEncoder { .. } => R::EncodeFailed,
+            Self::NotWider { .. } | Self::StillsOnly { .. } => R::NotApplicable,
         }
     }
 

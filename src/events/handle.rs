@@ -48,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::model::ItemOutcome;
 use crate::naming;
 use crate::reason::Reason;
-use crate::request::{self, Decided, Target};
+use crate::request::{self, Target};
 use crate::storage::{ObjectInfo, Storage, StorageError};
 
 /// How one event ended.
@@ -151,10 +151,8 @@ impl Handler {
         };
         drop(guard);
         self.unlock(&event.key, lock);
-        match &handled {
-            Handled::Done(Done::Converted) => self.summary.converted(&event.key, &naming::webp_key(&event.key)),
-            Handled::Done(Done::GivenUp { .. }) => self.summary.failed(),
-            _ => {}
+        if let Handled::Done(Done::GivenUp { .. }) = &handled {
+            self.summary.failed();
         }
         handled
     }
@@ -200,34 +198,43 @@ impl Handler {
             Ok(None) => {}
             Err(h) => return h,
         }
-        let output = naming::webp_key(&event.key);
-        let owner = match self.storage.output_source(&output).await {
-            Ok(owner) => owner,
-            Err(StorageError::NotFound { .. }) => return Handled::Done(Done::Removed { webp_deleted: false }),
+        let listed = match job::neighbourhood(&self.storage, &event.key, &self.config.outputs).await {
+            Ok(listed) => listed,
             Err(e) => return Handled::Retry(e.to_string()),
         };
-        let claimants = match job::colliding_sources(&self.storage, &event.key, &self.config.formats).await {
-            Ok(c) => c,
-            Err(e) => return Handled::Retry(e.to_string()),
-        };
-        match claimants.as_slice() {
-            [] if owner.as_deref() == Some(event.key.as_str()) => match self.storage.delete(&output).await {
-                Ok(()) => Handled::Done(Done::Removed { webp_deleted: true }),
-                Err(e) => Handled::Retry(e.to_string()),
-            },
-            [left] if owner.as_deref() != Some(left.as_str()) => {
-                let lock = self.lock(left);
-                let guard = lock.lock().await;
-                let handled = self.create(left, None, None, true).await;
-                drop(guard);
-                self.unlock(left, lock);
-                match handled {
-                    Handled::Done(Done::Converted) => Handled::Done(Done::Removed { webp_deleted: false }),
-                    other => other,
+        let mut deleted = false;
+        let mut left_over = Vec::new();
+        for spec in self.config.outputs.specs() {
+            let output = spec.key(&event.key);
+            let owner = match self.storage.output_source(&output).await {
+                Ok(owner) => owner,
+                Err(StorageError::NotFound { .. }) => continue,
+                Err(e) => return Handled::Retry(e.to_string()),
+            };
+            let claimants = job::claimants_of(&output, &listed, &self.config.outputs, &self.config.formats);
+            match claimants.as_slice() {
+                [] if owner.as_deref() == Some(event.key.as_str()) => match self.storage.delete(&output).await {
+                    Ok(()) => deleted = true,
+                    Err(e) => return Handled::Retry(e.to_string()),
+                },
+                [left] if owner.as_deref() != Some(left.as_str()) && !left_over.contains(left) => {
+                    left_over.push(left.clone())
                 }
+                _ => {}
             }
-            _ => Handled::Done(Done::Removed { webp_deleted: false }),
         }
+        for left in left_over {
+            let lock = self.lock(&left);
+            let guard = lock.lock().await;
+            let handled = self.create(&left, None, None, true).await;
+            drop(guard);
+            self.unlock(&left, lock);
+            match handled {
+                Handled::Done(_) => {}
+                other => return other,
+            }
+        }
+        Handled::Done(Done::Removed { webp_deleted: deleted })
     }
 
     async fn created(&self, event: &ObjectEvent) -> Handled {
@@ -252,18 +259,32 @@ impl Handler {
             {
                 return Handled::Done(Done::Stale);
             }
-            // The one path's decision (a second claimant of the WebP, up to date, the
-            // ledger), from one LIST of the key's stem.
-            let stem = match request::decide(&target, key, force, false).await {
-                Ok(Decided::Convert(stem)) => stem,
-                Ok(Decided::UpToDate(_)) => return Handled::Done(Done::UpToDate),
-                Ok(Decided::Ledgered(..)) => return Handled::Done(Done::Ledgered),
+            // The one path's decision for every output (a second claimant, up to date,
+            // the ledger), from the LIST of the key's stem (and, for outputs named
+            // otherwise, of their own neighbourhoods).
+            let plan = match request::decide_outputs(&target, key, force).await {
+                Ok(plan) => plan,
                 Err(JobError::Storage(e)) if e.is_transient() => return Handled::Retry(e.to_string()),
                 Err(e) => return self.give_up(&source, e.reason(), e.to_string()).await,
             };
-            let replaces = stem.webp.and_then(|w| w.etag);
+            let mut collided = None;
+            for (spec, output, sources) in &plan.conflicts {
+                let reason = JobError::Collision { output: output.clone(), sources: sources.clone() }.to_string();
+                let ledger = self.config.outputs.ledger_key(key, *spec);
+                match self.give_up_key(&ledger, source.etag.clone(), Reason::OutputCollision, reason, true).await {
+                    Handled::Retry(e) => return Handled::Retry(e),
+                    given_up => collided = collided.or(Some(given_up)),
+                }
+            }
+            if plan.due.is_empty() {
+                return match collided {
+                    Some(given_up) if plan.up_to_date == 0 && plan.ledgered.is_empty() => given_up,
+                    _ if plan.up_to_date == 0 && !plan.ledgered.is_empty() => Handled::Done(Done::Ledgered),
+                    _ => Handled::Done(Done::UpToDate),
+                };
+            }
             let converted_etag = source.etag.clone();
-            match self.convert(&target, source, replaces).await {
+            match self.convert(&target, source, plan.due).await {
                 Handled::Done(Done::Converted) => {}
                 other => return other,
             }
@@ -289,10 +310,12 @@ impl Handler {
         }
     }
 
-    /// Downloads one source, then converts and stores its WebP by the one path's
-    /// convert, finish and write steps ([`request::convert_bytes`]), conditionally over
-    /// the WebP seen before (`replaces`: its ETag, `None` when there was none).
-    async fn convert(&self, target: &Target, source: ObjectInfo, replaces: Option<String>) -> Handled {
+    /// Downloads one source, then converts it into each of its due outputs and stores
+    /// them by the one path's convert, finish and write steps
+    /// ([`request::convert_outputs`]), each conditionally over the output seen before
+    /// (`Due::replaces`). Each output is recorded in the ledger on its own; the answer is
+    /// `Retry` when any output should be tried again, else `Converted` when any was.
+    async fn convert(&self, target: &Target, source: ObjectInfo, due: Vec<crate::model::Due>) -> Handled {
         let started = std::time::Instant::now();
         let opts = &self.config.convert;
         let file = self.memory.reserve_file(source.size).await;
@@ -310,60 +333,81 @@ impl Handler {
             Err(e) => return self.give_up(&source, Reason::DownloadFailed, e.to_string()).await,
         };
         let bytes_in = bytes.len() as u64;
-        let ask = request::Ask {
-            resize: None,
-            admitted: Arc::new(self.admitted.clone().acquire_owned().await.expect("never closed")),
-            cancel: Arc::new(crate::convert::webp::Cancel::new(false)),
-            force: true,
-            replaces: Some(replaces),
-            file: Some(file),
+        let admitted = Arc::new(self.admitted.clone().acquire_owned().await.expect("never closed"));
+        let answers =
+            match request::convert_outputs(target, &source.key, bytes, &due, admitted, Some(file), started).await {
+                Ok(answers) => answers,
+                Err(e @ (JobError::Worker { .. } | JobError::Upload { .. })) => return Handled::Retry(e.to_string()),
+                Err(JobError::Convert { error: e @ crate::convert::ConvertError::Encode(_), .. }) => {
+                    return Handled::Retry(e.to_string());
+                }
+                Err(e) => return self.give_up(&source, e.reason(), e.to_string()).await,
+            };
+        let mut answer: Option<Handled> = None;
+        // The answer of the event: a retry over anything, a conversion over the rest.
+        let mut settle = |h: Handled| {
+            let rank = |h: &Handled| match h {
+                Handled::Retry(_) => 5,
+                Handled::Done(Done::Converted) => 4,
+                Handled::Done(Done::GivenUp { .. }) => 3,
+                Handled::Done(Done::Kept) => 2,
+                Handled::Done(Done::Superseded) => 1,
+                Handled::Done(_) => 0,
+            };
+            if answer.as_ref().is_none_or(|a| rank(&h) > rank(a)) {
+                answer = Some(h);
+            }
         };
-        let address = naming::address(self.storage.bucket(), &source.key);
-        match request::convert_bytes(target, &source.key, address, bytes, ask, started).await {
-            Ok(Outcome::Converted(report)) => {
-                let seconds = started.elapsed().as_secs_f64();
-                self.metrics.converted(bytes_in, report.converted_size, seconds);
-                // Drops a ledger entry of an earlier failure. The WebP is stored, so a
-                // failure here only leaves the entry for the next complete run to see.
-                let outcome = ItemOutcome::Converted {
-                    bytes_in,
-                    bytes_out: report.converted_size,
-                    megapixels: report.source_megapixels,
-                    convert_ms: (seconds * 1000.0) as u64,
-                };
-                if let Handled::Retry(e) = self.record(&source, outcome, Done::Converted).await {
-                    tracing::warn!(key = %source.key, "A converted source's ledger entry was not dropped: {e}");
+        for (d, result) in due.iter().zip(answers) {
+            let ledger = self.config.outputs.ledger_key(&source.key, d.spec);
+            let etag = source.etag.clone();
+            settle(match result {
+                Ok(Outcome::Converted(report)) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    self.metrics.converted(bytes_in, report.converted_size, seconds);
+                    self.summary.converted(&source.key, &d.output);
+                    // Drops a ledger entry of an earlier failure. The output is stored, so
+                    // a failure here only leaves the entry for the next complete run to see.
+                    let outcome = ItemOutcome::Converted {
+                        bytes_in,
+                        bytes_out: report.converted_size,
+                        megapixels: report.source_megapixels,
+                        convert_ms: (seconds * 1000.0) as u64,
+                    };
+                    if let Handled::Retry(e) = self.record_key(&ledger, etag, outcome, Done::Converted).await {
+                        tracing::warn!(key = %source.key, output = %d.output, "A converted output's ledger entry was not dropped: {e}");
+                    }
+                    Handled::Done(Done::Converted)
                 }
-                Handled::Done(Done::Converted)
-            }
-            Ok(Outcome::KeptSource(report)) => {
-                let kept = ItemOutcome::Kept { bytes_in, bytes_out: report.converted_size };
-                let handled = self.record(&source, kept, Done::Kept).await;
-                if handled == Handled::Done(Done::Kept) {
-                    self.metrics.kept();
+                Ok(Outcome::KeptSource(report)) => {
+                    let kept = ItemOutcome::Kept { bytes_in, bytes_out: report.converted_size };
+                    let handled = self.record_key(&ledger, etag, kept, Done::Kept).await;
+                    if handled == Handled::Done(Done::Kept) {
+                        self.metrics.kept();
+                    }
+                    handled
                 }
-                handled
-            }
-            Ok(Outcome::Superseded(_)) => {
-                self.metrics.superseded();
-                Handled::Done(Done::Superseded)
-            }
-            Ok(Outcome::UpToDate(_)) => Handled::Done(Done::UpToDate),
-            Err(JobError::Convert { error: e @ crate::convert::ConvertError::Encode(_), .. }) => {
-                Handled::Retry(e.to_string())
-            }
-            Err(JobError::Convert { error, .. }) => self.give_up(&source, error.reason(), error.to_string()).await,
-            Err(e @ (JobError::Worker { .. } | JobError::Upload { .. })) => Handled::Retry(e.to_string()),
-            Err(e) => self.give_up(&source, e.reason(), e.to_string()).await,
+                Ok(Outcome::Superseded(_)) => {
+                    self.metrics.superseded();
+                    Handled::Done(Done::Superseded)
+                }
+                Ok(Outcome::UpToDate(_)) => Handled::Done(Done::UpToDate),
+                Err(JobError::Convert { error: e @ crate::convert::ConvertError::Encode(_), .. }) => {
+                    Handled::Retry(e.to_string())
+                }
+                Err(JobError::Convert { error, .. }) if error.reason() == Reason::NotApplicable => {
+                    let outcome = ItemOutcome::NotMade { code: Reason::NotApplicable, reason: error.to_string() };
+                    self.record_key(&ledger, etag, outcome, Done::Ledgered).await
+                }
+                Err(e @ (JobError::Worker { .. } | JobError::Upload { .. })) => Handled::Retry(e.to_string()),
+                Err(e) => self.give_up_key(&ledger, etag, e.reason(), e.to_string(), true).await,
+            });
         }
+        answer.unwrap_or(Handled::Done(Done::UpToDate))
     }
 
-    /// Records `outcome` in the ledger and answers `done`; when it cannot be stored, the
-    /// event is left to come back.
-    async fn record(&self, source: &ObjectInfo, outcome: ItemOutcome, done: Done) -> Handled {
-        self.record_key(&source.key, source.etag.clone(), outcome, done).await
-    }
-
+    /// Records `outcome` of the ledger key `key` and answers `done`; when it cannot be
+    /// stored, the event is left to come back.
     async fn record_key(&self, key: &str, etag: Option<String>, outcome: ItemOutcome, done: Done) -> Handled {
         let msg = RecordEvent { key: key.to_owned(), etag, outcome };
         match self.state_keeper.send(msg).await {

@@ -81,7 +81,7 @@ fn bad_entries_are_refused_with_their_place() {
         (RawOutput { name: Some("{stem}.avif".into()), ..raw("webp", None) }, "must end with the output's extension"),
     ];
     for (r, want) in cases {
-        let err = Outputs::parse(Some(&[r.clone()])).unwrap_err().to_string();
+        let err = Outputs::parse(Some(std::slice::from_ref(&r))).unwrap_err().to_string();
         assert!(err.contains(want), "{r:?}: {err}");
     }
     assert_eq!(Outputs::parse(Some(&[])).unwrap_err(), OutputsError::Empty);

@@ -21,9 +21,18 @@ pub struct LedgerSeen {
 
 impl LedgerSeen {
     /// Notes a listed key (or a name the listing could not turn into a key, as shown).
+    /// The entries of the source's other outputs (`key#avif`, `key#webp_w640`) are met
+    /// with it.
     pub fn saw(&mut self, state: &State, key: &str) {
         if state.ledger.contains_key(key) && !self.seen.contains(key) {
             self.seen.insert(key.to_owned());
+        }
+        let after = (std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded);
+        for (k, _) in state.ledger.range::<str, _>(after) {
+            let Some(rest) = k.strip_prefix(key) else { break };
+            if rest.starts_with('#') && !self.seen.contains(k) {
+                self.seen.insert(k.clone());
+            }
         }
     }
 
@@ -70,5 +79,13 @@ mod tests {
         let mut now = state_with(&["a.jpg", "gone/b.png", "c.gif", "new.jpg"]);
         assert_eq!(now.forget(&unseen), 1);
         assert_eq!(now.ledger.keys().collect::<Vec<_>>(), ["a.jpg", "c.gif", "new.jpg"]);
+    }
+
+    #[test]
+    fn a_listed_source_keeps_the_entries_of_its_other_outputs() {
+        let state = state_with(&["a.jpg#avif", "a.jpg#webp_w640", "a.jpg2#avif", "b.jpg#avif"]);
+        let mut seen = LedgerSeen::default();
+        seen.saw(&state, "a.jpg");
+        assert_eq!(seen.unseen(&state), ["a.jpg2#avif", "b.jpg#avif"]);
     }
 }

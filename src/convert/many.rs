@@ -1,0 +1,144 @@
+//! Several outputs of one source (`conversion.outputs`): the source is decoded once and
+//! each output encoded from the decoded picture, widths resized from it, largest first.
+//!
+//! One output that is the plain full-size WebP takes [`super::convert_cancellable`]'s
+//! path unchanged. An animation is decoded once per output (its frames stream through
+//! the encoder and are not kept). An output whose width the source is not wider than is
+//! not made ([`ConvertError::NotWider`]); the others go on. Whatever fails for the
+//! source itself (its bytes, its limits) fails every output alike, as the outer error.
+
+use image::GenericImageView;
+
+use super::decode::{self, Decoded};
+use super::{ConvertError, ConvertOptions, Converted, ResizeSpec, convert_cancellable, convert_still, cost, webp};
+use crate::outputs::Format;
+
+/// One output to make.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    pub format: Format,
+    /// Resized to this width, aspect kept; never upscaled.
+    pub width: Option<u32>,
+    /// Its own quality, over `conversion.quality` and `per_format`.
+    pub quality: Option<f32>,
+}
+
+impl Target {
+    /// The Go server's one output: the full-size WebP at the configured quality.
+    pub const WEBP: Target = Target { format: Format::Webp, width: None, quality: None };
+
+    fn resize(&self) -> Option<ResizeSpec> {
+        self.width.map(|w| ResizeSpec { width: Some(w), height: None })
+    }
+
+    fn options(&self, opts: &ConvertOptions) -> ConvertOptions {
+        let mut o = opts.clone();
+        if let Some(q) = self.quality {
+            o.quality = q;
+            for ov in o.per_format.values_mut() {
+                ov.quality = None;
+            }
+        }
+        o
+    }
+}
+
+impl From<&crate::outputs::OutputSpec> for Target {
+    fn from(s: &crate::outputs::OutputSpec) -> Self {
+        Target { format: s.format, width: s.width, quality: s.quality }
+    }
+}
+
+/// Makes each of `targets` from `input`; the answers in `targets`' order.
+pub fn convert_targets(
+    input: &[u8],
+    opts: &ConvertOptions,
+    targets: &[Target],
+    cancel: &webp::Cancel,
+) -> Result<Vec<Result<Converted, ConvertError>>, ConvertError> {
+    if let [only] = targets
+        && only.format == Format::Webp
+        && only.width.is_none()
+    {
+        return Ok(vec![convert_cancellable(input, &only.options(opts), None, cancel)]);
+    }
+    if input.len() as u64 > opts.limits.max_input_bytes {
+        return Err(ConvertError::TooLarge { size: input.len() as u64, max: opts.limits.max_input_bytes });
+    }
+    let format = super::sniff(input)?;
+    super::admit(input, None, opts)?;
+    let header = cost::read_header(input).ok();
+    if header.as_ref().is_some_and(|h| h.is_animation()) {
+        let (w, _) = header.as_ref().map_or((0, 0), |h| (h.width, h.height));
+        return Ok(targets.iter().map(|t| animation_target(input, opts, t, w, cancel)).collect());
+    }
+    let Decoded::Still(still) = decode::decode(input, format, opts)? else {
+        // The header said still but the decoder found frames: one output at a time.
+        return Ok(targets.iter().map(|t| animation_target(input, opts, t, u32::MAX, cancel)).collect());
+    };
+    let (source_width, _) = still.image.dimensions();
+    // Largest first: full size, then the widths from the widest down.
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(targets[i].width.unwrap_or(u32::MAX)));
+    let mut answers: Vec<Option<Result<Converted, ConvertError>>> = vec![None; targets.len()];
+    for i in order {
+        let t = &targets[i];
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            answers[i] = Some(Err(ConvertError::Cancelled));
+            continue;
+        }
+        if let Some(w) = t.width
+            && source_width <= w
+        {
+            answers[i] = Some(Err(ConvertError::NotWider { width: w, source_width }));
+            continue;
+        }
+        let copy = decode::Still {
+            image: still.image.clone(),
+            metadata: still.metadata.clone(),
+            orientation: still.orientation,
+        };
+        answers[i] = Some(match t.format {
+            Format::Webp => convert_still(copy, format, &t.options(opts), t.resize(), cancel, false),
+            Format::Avif => Err(ConvertError::NoEncoder { format: Format::Avif }),
+        });
+    }
+    Ok(answers.into_iter().map(|a| a.expect("every target answered")).collect())
+}
+
+/// One output of an animation, decoded afresh.
+fn animation_target(
+    input: &[u8],
+    opts: &ConvertOptions,
+    t: &Target,
+    source_width: u32,
+    cancel: &webp::Cancel,
+) -> Result<Converted, ConvertError> {
+    if t.format != Format::Webp {
+        return Err(ConvertError::StillsOnly { format: t.format });
+    }
+    if let Some(w) = t.width
+        && source_width <= w
+    {
+        return Err(ConvertError::NotWider { width: w, source_width });
+    }
+    convert_cancellable(input, &t.options(opts), t.resize(), cancel)
+}
+
+/// The working memory making every one of `targets` may need at once: the decoded source
+/// (held while each output is encoded) and each output's own conversion — an upper bound,
+/// as each output's estimate counts the decode again.
+pub fn targets_cost(input: &[u8], opts: &ConvertOptions, targets: &[Target]) -> Result<Option<u64>, ConvertError> {
+    let full = super::admit(input, None, opts)?;
+    if targets.len() <= 1 && targets.iter().all(|t| t.width.is_none()) {
+        return Ok(full);
+    }
+    let (Some(full), Ok(header)) = (full, cost::read_header(input)) else { return Ok(None) };
+    // An output no narrower than the source is not made (whichever way it is turned).
+    let widest = header.width.max(header.height);
+    let mut total = full;
+    for t in targets.iter().filter(|t| t.width.is_none_or(|w| w < widest)) {
+        total += super::admit(input, t.resize(), opts)?.unwrap_or(0);
+    }
+    Ok(Some(total))
+}

@@ -42,6 +42,7 @@ fn every_output_is_made_once_and_a_changed_source_redoes_them_all() {
     let first = summary(&run(dir.path(), &["run-once", "--json"]));
     // wide: 3 outputs; mid: 3; narrow: the full size and 100 px, not 200 px.
     assert_eq!(first["converted"], 8, "{first}");
+    assert_eq!(first["by_format"], serde_json::json!({"webp": 8}), "{first}");
     assert_eq!(first["failed"], 0, "{first}");
     assert_eq!(width_of(&bucket.join("p/wide.webp")), 640);
     assert_eq!(width_of(&bucket.join("p/wide_w200.webp")), 200);

@@ -333,6 +333,8 @@ pub async fn dry_run(
             force,
             now: chrono::Utc::now(),
             upto: None,
+            defer: None,
+            only: None,
         };
         let mut planner = Planner::new(rules, Arc::new(state));
         let mut listing = storage.list_ordered(None);

@@ -41,6 +41,8 @@ pub struct Metrics {
     runs_failed: IntCounterVec,
     last_run_failed: IntGaugeVec,
     converted: IntCounterVec,
+    /// Outputs written, by format (`conversion.outputs`; one per image by default).
+    outputs: IntCounterVec,
     skipped: IntCounterVec,
     kept: IntCounterVec,
     failed: IntCounterVec,
@@ -115,6 +117,14 @@ impl Metrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("ICS_BUILD_COMMIT"), &crate::convert::webp::version()])
             .set(1);
+        let outputs = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new("ics_outputs_converted_total", "Outputs written (runs and events), by bucket and format."),
+                &["bucket", "format"],
+            )
+            .expect("valid metric"),
+        );
         let failed = register(
             &r,
             IntCounterVec::new(
@@ -214,6 +224,7 @@ impl Metrics {
             ),
             last_run_failed: gauges(&r, "ics_last_run_failed", "1 when the last run failed as a whole, else 0."),
             converted: counters(&r, "ics_images_converted_total", "Images converted and uploaded by runs."),
+            outputs,
             skipped: counters(
                 &r,
                 "ics_images_skipped_total",
@@ -297,8 +308,11 @@ impl Metrics {
         }
     }
 
-    pub fn converted(&self, bytes_in: u64, bytes_out: u64, seconds: f64) {
+    /// One output written: `output` is its key (its extension names the format).
+    pub fn converted(&self, output: &str, bytes_in: u64, bytes_out: u64, seconds: f64) {
         self.converted.with_label_values(&[&self.bucket]).inc();
+        let format = crate::naming::extension(output).unwrap_or("webp").to_ascii_lowercase();
+        self.outputs.with_label_values(&[self.bucket.as_str(), format.as_str()]).inc();
         self.input_bytes.with_label_values(&[&self.bucket]).inc_by(bytes_in);
         self.output_bytes.with_label_values(&[&self.bucket]).inc_by(bytes_out);
         self.duration.with_label_values(&[&self.bucket]).observe(seconds);
@@ -388,13 +402,15 @@ mod tests {
     fn renders_counters_labels_and_a_cumulative_histogram() {
         let m = Metrics::default().for_bucket("b");
         m.run_started();
-        m.converted(100, 40, 0.2);
-        m.converted(100, 40, 3.0);
+        m.converted("a.webp", 100, 40, 0.2);
+        m.converted("a_w64.avif", 100, 40, 3.0);
         m.failed(Reason::DecodeFailed);
         m.failed(Reason::DecodeFailed);
         let text = m.render();
         assert!(text.contains("ics_runs_started_total{bucket=\"b\"} 1\n"));
         assert!(text.contains("ics_images_converted_total{bucket=\"b\"} 2\n"));
+        assert!(text.contains("ics_outputs_converted_total{bucket=\"b\",format=\"webp\"} 1\n"), "{text}");
+        assert!(text.contains("ics_outputs_converted_total{bucket=\"b\",format=\"avif\"} 1\n"), "{text}");
         assert!(text.contains("ics_images_failed_total{bucket=\"b\",reason=\"decode_failed\"} 2\n"));
         assert!(text.contains("ics_conversion_duration_seconds_bucket{bucket=\"b\",le=\"0.25\"} 1\n"));
         assert!(text.contains("ics_conversion_duration_seconds_bucket{bucket=\"b\",le=\"5\"} 2\n"));
@@ -437,9 +453,9 @@ mod tests {
     fn each_bucket_has_its_own_series_on_one_registry() {
         let registry = Metrics::new();
         let (a, b) = (registry.for_bucket("images-a"), registry.for_bucket("images-b"));
-        a.converted(10, 5, 0.1);
-        b.converted(10, 5, 0.1);
-        b.converted(10, 5, 0.1);
+        a.converted("x.webp", 10, 5, 0.1);
+        b.converted("x.webp", 10, 5, 0.1);
+        b.converted("y.webp", 10, 5, 0.1);
         b.failed(Reason::DecodeFailed);
         let text = registry.render();
         assert!(text.contains("ics_images_converted_total{bucket=\"images-a\"} 1\n"), "{text}");

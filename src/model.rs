@@ -95,6 +95,10 @@ pub struct RunCounts {
     pub superseded: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// `converted` split by the format of each output (`webp`, `avif`). `converted`
+    /// counts outputs: with `conversion.outputs` a source may have several.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub by_format: std::collections::BTreeMap<String, u64>,
 }
 
 /// A run's summary, as `run-once --json` prints it.

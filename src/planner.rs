@@ -36,6 +36,9 @@ pub enum SkipReason {
     RetryLater,
     /// Last modified before `ignore_before` (`state.initial`).
     TooOld,
+    /// Another pass's ([`PlanRules::defer`], [`PlanRules::only`]: a run makes every
+    /// WebP before any AVIF).
+    OtherPass,
 }
 
 /// The planner's verdict on one source.
@@ -74,6 +77,11 @@ pub struct PlanRules {
     pub now: DateTime<Utc>,
     /// Only sources at or before this key (the wrap-around pass of a resumed run).
     pub upto: Option<String>,
+    /// Outputs of this format are not due in this pass, even when they would be: the
+    /// run's first pass makes the WebPs and leaves the AVIFs to a second.
+    pub defer: Option<crate::outputs::Format>,
+    /// Only outputs of this format are considered (that second pass).
+    pub only: Option<crate::outputs::Format>,
 }
 
 /// An output key the listing has met, waiting until no key to come can claim it.
@@ -283,18 +291,25 @@ impl Planner {
         output: String,
         existing: Option<&ObjectInfo>,
     ) -> Result<Due, SkipReason> {
+        if self.rules.only.is_some_and(|f| self.rules.outputs.specs()[spec].format != f) {
+            return Err(SkipReason::OtherPass);
+        }
         let replaces = existing.map(|w| w.etag.clone().unwrap_or_default());
         let forced = self.rules.force || self.rules.reprocess_from.is_some_and(|t| source.last_modified >= t);
         if !forced && existing.is_some_and(|w| w.last_modified >= source.last_modified) {
             return Err(SkipReason::UpToDate);
         }
         let ledger_key = self.rules.outputs.ledger_key(&source.key, spec);
-        match self.state.decide(&ledger_key, source.etag.as_deref(), self.rules.now) {
-            LedgerDecision::Convert | LedgerDecision::Retry => Ok(Due { spec, output, replaces }),
-            LedgerDecision::Wait => Err(SkipReason::RetryLater),
-            LedgerDecision::Leave if forced => Ok(Due { spec, output, replaces }),
-            LedgerDecision::Leave => Err(SkipReason::Ledgered),
+        let due = match self.state.decide(&ledger_key, source.etag.as_deref(), self.rules.now) {
+            LedgerDecision::Convert | LedgerDecision::Retry => Due { spec, output, replaces },
+            LedgerDecision::Wait => return Err(SkipReason::RetryLater),
+            LedgerDecision::Leave if forced => Due { spec, output, replaces },
+            LedgerDecision::Leave => return Err(SkipReason::Ledgered),
+        };
+        if self.rules.defer.is_some_and(|f| self.rules.outputs.specs()[spec].format == f) {
+            return Err(SkipReason::OtherPass);
         }
+        Ok(due)
     }
 }
 
@@ -323,6 +338,8 @@ mod tests {
             force: false,
             now: Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap(),
             upto: None,
+            defer: None,
+            only: None,
         }
     }
 
@@ -489,6 +506,27 @@ mod tests {
         let Decision::Convert { due, .. } = &d[0] else { panic!() };
         assert_eq!(due[0].replaces.as_deref(), Some("etag-p/cat.webp"));
         assert_eq!(due[1].replaces, None);
+    }
+
+    #[test]
+    fn a_first_pass_makes_the_webps_and_a_second_only_the_avifs() {
+        use crate::outputs::Format;
+        let outputs = outputs_of(&[("webp", None), ("avif", None)]);
+        let first = PlanRules { outputs: outputs.clone(), defer: Some(Format::Avif), ..rules() };
+        let second = PlanRules { outputs, only: Some(Format::Avif), ..rules() };
+        let listing = vec![obj("a.jpg", 1), obj("b.jpg", 1), obj("b.webp", 2), obj("c.avif", 2), obj("c.jpg", 1)];
+        let d = plan(listing.clone(), first, State::default());
+        assert_eq!(
+            dues(&d),
+            [("a.jpg".to_owned(), vec!["a.webp".to_owned()]), ("c.jpg".to_owned(), vec!["c.webp".to_owned()])]
+        );
+        // b's WebP is up to date and its AVIF left for later; c's AVIF is up to date.
+        assert!(d.contains(&Decision::Skip { source: obj("b.jpg", 1), reason: SkipReason::OtherPass }));
+        let d = plan(listing, second, State::default());
+        assert_eq!(
+            dues(&d),
+            [("a.jpg".to_owned(), vec!["a.avif".to_owned()]), ("b.jpg".to_owned(), vec!["b.avif".to_owned()])]
+        );
     }
 
     #[test]

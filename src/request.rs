@@ -238,6 +238,8 @@ pub async fn decide_outputs(target: &Target, key: &str, force: bool) -> Result<O
         force,
         now: chrono::Utc::now(),
         upto: None,
+        defer: None,
+        only: None,
     };
     let mut planner = Planner::new(rules, Arc::new(State::default()));
     let mut decisions = Vec::new();

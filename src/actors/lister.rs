@@ -24,7 +24,8 @@ use crate::convert::Target;
 use crate::memory::MemoryBudget;
 use crate::model::{Candidate, Due, ItemOutcome, Slot};
 use crate::naming;
-use crate::planner::{Decision, PlanRules, Planner};
+use crate::outputs::Format;
+use crate::planner::{Decision, PlanRules, Planner, SkipReason};
 use crate::reason::Reason;
 use crate::scope::{RunScope, admit};
 use crate::state::LedgerSeen;
@@ -115,24 +116,55 @@ fn receiver_stream<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> Box
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
 }
 
+/// How one pass over the listing plans and counts.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    /// Outputs of this format are left to a later pass.
+    defer: Option<Format>,
+    /// Only outputs of this format are made.
+    only: Option<Format>,
+    /// Whether its objects and skips are counted (a run's second pass lists the same
+    /// objects again).
+    counted: bool,
+}
+
+impl Pass {
+    /// Whether this pass makes outputs of `format`.
+    fn covers(&self, format: Format) -> bool {
+        self.defer != Some(format) && self.only.is_none_or(|f| f == format)
+    }
+}
+
 /// How often (in listed objects) progress is reported.
 const REPORT_EVERY: u64 = 500;
 
 impl ListingJob {
     async fn run(self, start: RunStart) {
+        // With AVIF beside WebP outputs, the first pass makes every WebP and leaves the
+        // AVIFs (several times the CPU each) to a second pass over the bucket: it
+        // becomes WebP-complete about as fast as without AVIF, and AVIF follows.
+        let outputs = &self.config.outputs;
+        let avif_later = outputs.has(Format::Avif) && outputs.specs().iter().any(|s| s.format != Format::Avif);
+        let first = Pass { defer: avif_later.then_some(Format::Avif), only: None, counted: true };
         // A resumed run lists after its cursor, then wraps around to list up to it again:
         // sources that arrived before the cursor while the daemon was down are not left
         // for the next run. (The repeat is cheap: up-to-date sources are skipped.)
         let mut seen = LedgerSeen::default();
-        let mut error = self.pass(&start, start.cursor.as_deref(), None, &mut seen).await;
+        let mut error = self.pass(&start, start.cursor.as_deref(), None, &mut seen, first).await;
         if let (None, Some(cursor)) = (&error, &start.cursor)
             && !start.stopping.load(Ordering::SeqCst)
         {
-            error = self.pass(&start, None, Some(cursor.clone()), &mut seen).await;
+            error = self.pass(&start, None, Some(cursor.clone()), &mut seen, first).await;
         }
         // Only a listing of the whole key space may say which ledgered sources are gone.
         let whole = error.is_none() && !start.stopping.load(Ordering::SeqCst);
         let unseen = whole.then(|| seen.unseen(&start.state));
+        if avif_later && whole {
+            // The whole bucket again, every output due now (the WebPs are up to date):
+            // its objects and skips were counted by the first pass.
+            let second = Pass { defer: None, only: Some(Format::Avif), counted: false };
+            error = self.pass(&start, None, None, &mut LedgerSeen::default(), second).await;
+        }
         self.state_keeper.do_send(ListingFinished { error, unseen });
     }
 
@@ -144,6 +176,7 @@ impl ListingJob {
         offset: Option<&str>,
         upto: Option<String>,
         seen: &mut LedgerSeen,
+        how: Pass,
     ) -> Option<String> {
         let rules = PlanRules {
             formats: self.config.formats.clone(),
@@ -153,6 +186,8 @@ impl ListingJob {
             force: start.force,
             now: chrono::Utc::now(),
             upto: upto.clone(),
+            defer: how.defer,
+            only: how.only,
         };
         let mut planner = Planner::new(rules, start.state.clone());
         let mut listing = read_ahead(self.storage.list_ordered(offset), LIST_AHEAD);
@@ -167,6 +202,7 @@ impl ListingJob {
                 Ok(o) => o,
                 // A name that cannot be a key: counted, and ledgered when it looks like an
                 // image, so that it is reported instead of silently never converted.
+                Err(StorageError::Unlistable { .. }) if !how.counted => continue,
                 Err(StorageError::Unlistable { key, reason }) => {
                     listed += 1;
                     seen.saw(&start.state, &key);
@@ -185,11 +221,11 @@ impl ListingJob {
             seen.saw(&start.state, &obj.key);
             let key = obj.key.clone();
             planner.push(obj, &mut decisions);
-            skipped += self.act(start, decisions.drain(..)).await;
+            skipped += self.act(start, decisions.drain(..), how).await;
             if upto.as_deref().is_some_and(|u| key.as_str() > u) && planner.first_pending().is_none() {
                 break;
             }
-            if listed % REPORT_EVERY == 0 {
+            if how.counted && listed % REPORT_EVERY == 0 {
                 // Keys below the first source still waiting for its WebP are all decided.
                 let position = planner.first_pending().is_none().then_some(key);
                 self.state_keeper.do_send(RecordListed { position, listed, skipped });
@@ -198,17 +234,21 @@ impl ListingJob {
         }
         if error.is_none() && !start.stopping.load(Ordering::SeqCst) {
             planner.finish(&mut decisions);
-            skipped += self.act(start, decisions.drain(..)).await;
+            skipped += self.act(start, decisions.drain(..), how).await;
         }
-        self.state_keeper.do_send(RecordListed { position: None, listed, skipped });
+        if how.counted {
+            self.state_keeper.do_send(RecordListed { position: None, listed, skipped });
+        }
         error
     }
 
     /// Carries out decisions; returns how many were skips.
-    async fn act(&self, start: &RunStart, decisions: impl Iterator<Item = Decision>) -> u64 {
+    async fn act(&self, start: &RunStart, decisions: impl Iterator<Item = Decision>, how: Pass) -> u64 {
         let mut skipped = 0;
         for d in decisions {
             match d {
+                // Made in the second pass, and counted there.
+                Decision::Skip { reason: SkipReason::OtherPass, .. } => {}
                 Decision::Skip { .. } => skipped += 1,
                 Decision::Convert { source, due } => {
                     if self.mine(start, &source.key) {
@@ -216,6 +256,11 @@ impl ListingJob {
                     }
                 }
                 Decision::Conflict { mut claimants, output } => {
+                    // Another pass's output: given up there.
+                    let format = claimants.first().map(|(_, spec)| self.config.outputs.specs()[*spec].format);
+                    if format.is_some_and(|f| !how.covers(f)) {
+                        continue;
+                    }
                     claimants.retain(|(s, _)| self.mine(start, &s.key));
                     let names: Vec<String> = claimants.iter().map(|(s, _)| s.key.clone()).collect();
                     // The one wording of a collision, as events, the API and the CLI give it.
@@ -230,8 +275,6 @@ impl ListingJob {
         skipped
     }
 
-    /// Ledgers `key` as given up with `code` (unless the ledger already leaves this
-    /// version alone: then it counts as skipped, and 1 is returned).
     /// Records output `spec` of `key` as given up for good (unless the ledger already
     /// leaves it alone); answers 1 when it only counts as skipped.
     async fn give_up(

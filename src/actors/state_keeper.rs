@@ -472,7 +472,7 @@ impl Handler<RecordDone> for StateKeeper {
         // The ledger, the metrics and the log: what the books do not keep.
         match &msg.outcome {
             ItemOutcome::Converted { bytes_in, bytes_out, convert_ms, .. } => {
-                self.metrics.converted(*bytes_in, *bytes_out, *convert_ms as f64 / 1000.0);
+                self.metrics.converted(&msg.output, *bytes_in, *bytes_out, *convert_ms as f64 / 1000.0);
                 self.state.totals.converted += 1;
                 self.state.totals.bytes_in += bytes_in;
                 self.state.totals.bytes_out += bytes_out;

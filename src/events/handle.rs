@@ -364,7 +364,7 @@ impl Handler {
             settle(match result {
                 Ok(Outcome::Converted(report)) => {
                     let seconds = started.elapsed().as_secs_f64();
-                    self.metrics.converted(bytes_in, report.converted_size, seconds);
+                    self.metrics.converted(&d.output, bytes_in, report.converted_size, seconds);
                     self.summary.converted(&source.key, &d.output);
                     // Drops a ledger entry of an earlier failure. The output is stored, so
                     // a failure here only leaves the entry for the next complete run to see.

@@ -116,6 +116,9 @@ pub struct Counts {
     failed: u64,
     bytes_in: u64,
     bytes_out: u64,
+    /// `converted` split by output format (`webp`, `avif`); absent before the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_format: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// `GET /api/status`: the run going on, the last one, the next one and the ledger.

@@ -54,6 +54,9 @@ pub enum Command {
         /// Resize with a named preset from resize.presets.
         #[arg(long, conflicts_with_all = ["width", "height"])]
         preset: Option<String>,
+        /// The output's format: webp (the default) or avif (p/cat.jpg -> p/cat.avif).
+        #[arg(long, value_name = "FORMAT", default_value = "webp")]
+        format: String,
         /// Convert even when the WebP is up to date, or the ledger leaves this version of
         /// the source alone (given up or kept earlier).
         #[arg(long)]
@@ -281,7 +284,11 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 }
             }
         }
-        Command::Convert { source, bucket, width, height, preset, force, json } => {
+        Command::Convert { source, bucket, width, height, preset, format, force, json } => {
+            let Some(format) = crate::outputs::Format::parse(&format) else {
+                eprintln!("Error: --format must be webp or avif, got {format:?}");
+                return ExitCode::from(exit::USAGE);
+            };
             let resize = match (preset, width, height) {
                 (Some(name), _, _) => match config.presets.get(&name) {
                     Some(spec) => Some(*spec),
@@ -294,7 +301,8 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                 (None, None, None) => None,
                 (None, w, h) => Some(ResizeSpec { width: w, height: h }),
             };
-            actix::System::new().block_on(convert_one(config, &source, bucket.as_deref(), resize, force, json))
+            let ask = (format, resize, force);
+            actix::System::new().block_on(convert_one(config, &source, bucket.as_deref(), ask, json))
         }
     }
 }
@@ -358,12 +366,12 @@ fn route(config: &Config, source: &str, only: Option<&str>) -> Result<(String, S
     }
 }
 
+/// `ask`: the output's format, its size and whether to force it.
 async fn convert_one(
     config: Config,
     source: &str,
     only: Option<&str>,
-    resize: Option<ResizeSpec>,
-    force: bool,
+    ask: (crate::outputs::Format, Option<ResizeSpec>, bool),
     json: bool,
 ) -> ExitCode {
     let (bucket, key) = match route(&config, source, only) {
@@ -374,7 +382,7 @@ async fn convert_one(
         }
     };
     let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
-    let converted = match crate::daemon::convert(config, storage, &bucket, &key, resize, force).await {
+    let converted = match crate::daemon::convert(config, storage, &bucket, &key, ask).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");

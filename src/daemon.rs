@@ -291,13 +291,13 @@ pub async fn convert(
     storage: Storage,
     bucket: &str,
     key: &str,
-    resize: Option<crate::convert::ResizeSpec>,
-    force: bool,
+    (format, resize, force): (crate::outputs::Format, Option<crate::convert::ResizeSpec>, bool),
 ) -> Result<Result<crate::job::Outcome, crate::job::JobError>, String> {
     lanes::select(&config, Some(bucket)).map_err(|e| e.to_string())?;
     let target = lanes::start_requests(&config, &storage, bucket).map_err(|e| e.to_string())?;
     let admitted = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
     let ask = crate::request::Ask {
+        format,
         resize,
         admitted: Arc::new(admitted.acquire_owned().await.expect("never closed")),
         cancel: Arc::new(crate::convert::webp::Cancel::new(false)),

@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use crate::convert::{ConvertError, ConvertOptions};
 use crate::naming::{self, SourceError};
-use crate::outputs::Outputs;
+use crate::outputs::{Format, Outputs};
 use crate::reason::Reason;
 use crate::storage::{ObjectInfo, OutputWrite, Storage, StorageError};
 
@@ -161,19 +161,19 @@ pub async fn write_webp(
     }
 }
 
-/// What the one LIST of a key's stem showed: the source itself, its WebP, and every
-/// source claiming that WebP.
+/// What the one LIST of a key's stem showed: the source itself, its output of the
+/// asked format (its WebP by default), and every source claiming that output.
 #[derive(Debug, Clone, Default)]
 pub struct Stem {
     pub source: Option<ObjectInfo>,
-    pub webp: Option<ObjectInfo>,
+    pub output: Option<ObjectInfo>,
     pub claimants: Vec<String>,
 }
 
 impl Stem {
-    /// Whether `key`'s WebP is at least as new as `key` (as a run decides up to date).
+    /// Whether `key`'s output is at least as new as `key` (as a run decides up to date).
     pub fn up_to_date(&self) -> bool {
-        matches!((&self.source, &self.webp), (Some(s), Some(w)) if w.last_modified >= s.last_modified)
+        matches!((&self.source, &self.output), (Some(s), Some(w)) if w.last_modified >= s.last_modified)
     }
 }
 
@@ -182,15 +182,15 @@ impl Stem {
 /// planner, over the listing): a safe key, an extension in `conversion.formats`, and no
 /// other source claiming the same WebP. The source's bucket was matched when its address
 /// was parsed ([`naming::parse_source`]). Answers what the LIST of its stem showed.
-pub async fn check_source(storage: &Storage, formats: &[String], key: &str) -> Result<Stem, JobError> {
+pub async fn check_source(storage: &Storage, formats: &[String], key: &str, format: Format) -> Result<Stem, JobError> {
     storage.check(key)?;
     if !naming::is_candidate(key, formats) {
         let ext = naming::extension(key).unwrap_or("").to_owned();
         return Err(JobError::NotCandidate { key: key.to_owned(), ext });
     }
-    let stem = list_stem(storage, key, formats).await?;
+    let stem = list_stem(storage, key, formats, format).await?;
     if stem.claimants.len() > 1 {
-        return Err(JobError::Collision { output: naming::webp_key(key), sources: stem.claimants });
+        return Err(JobError::Collision { output: naming::output_key(key, format, None), sources: stem.claimants });
     }
     Ok(stem)
 }
@@ -198,14 +198,14 @@ pub async fn check_source(storage: &Storage, formats: &[String], key: &str) -> R
 /// The sources that would write the same WebP as `key` (itself included when it
 /// exists).
 pub async fn colliding_sources(storage: &Storage, key: &str, formats: &[String]) -> Result<Vec<String>, JobError> {
-    Ok(list_stem(storage, key, formats).await?.claimants)
+    Ok(list_stem(storage, key, formats, Format::Webp).await?.claimants)
 }
 
 /// One listing from the key's stem ([`naming::stem_prefix`]), stopped at the first key
 /// past it: one LIST request however large the folder.
-pub async fn list_stem(storage: &Storage, key: &str, formats: &[String]) -> Result<Stem, JobError> {
+pub async fn list_stem(storage: &Storage, key: &str, formats: &[String], format: Format) -> Result<Stem, JobError> {
     let prefix = naming::stem_prefix(key);
-    let output = naming::webp_key(key);
+    let output = naming::output_key(key, format, None);
     let mut listing = storage.list_ordered(Some(&prefix));
     let mut stem = Stem::default();
     while let Some(item) = listing.next().await {
@@ -224,7 +224,7 @@ pub async fn list_stem(storage: &Storage, key: &str, formats: &[String]) -> Resu
         if o.key == key {
             stem.source = Some(o);
         } else if o.key == output {
-            stem.webp = Some(o);
+            stem.output = Some(o);
         }
     }
     Ok(stem)

@@ -46,15 +46,16 @@ pub fn webp_key(key: &str) -> String {
     }
 }
 
-/// Where a conversion of `key` goes: its WebP ([`webp_key`]), or — resized to
-/// `width`×`height` — a name of its own with the size in it (`p/cat_150x100.webp`), so a
-/// resized conversion never takes the full-size name that runs keep up to date. The one
-/// naming rule of the API and the CLI.
-pub fn output_key(key: &str, resized: Option<(u32, u32)>) -> String {
-    let out = webp_key(key);
+/// Where a conversion of `key` to `format` goes: its stem and the format's extension
+/// (`p/cat.webp`, [`webp_key`] for WebP), or — resized to `width`×`height` — a name of
+/// its own with the size in it (`p/cat_150x100.webp`), so a resized conversion never
+/// takes the full-size name that runs keep up to date. The one naming rule of the API
+/// and the CLI.
+pub fn output_key(key: &str, format: crate::outputs::Format, resized: Option<(u32, u32)>) -> String {
+    let stem = crate::outputs::stem(key);
     match resized {
-        None => out,
-        Some((w, h)) => format!("{}_{w}x{h}.webp", &out[..out.len() - ".webp".len()]),
+        None => format!("{stem}.{format}"),
+        Some((w, h)) => format!("{stem}_{w}x{h}.{format}"),
     }
 }
 
@@ -163,9 +164,12 @@ mod tests {
 
     #[test]
     fn a_resized_output_never_takes_the_full_size_name() {
-        assert_eq!(output_key("p/cat.jpg", None), "p/cat.webp");
-        assert_eq!(output_key("p/cat.jpg", Some((150, 100))), "p/cat_150x100.webp");
-        assert_eq!(output_key("noext", Some((1, 2))), "noext_1x2.webp");
+        use crate::outputs::Format::{Avif, Webp};
+        assert_eq!(output_key("p/cat.jpg", Webp, None), "p/cat.webp");
+        assert_eq!(output_key("p/cat.jpg", Webp, Some((150, 100))), "p/cat_150x100.webp");
+        assert_eq!(output_key("noext", Webp, Some((1, 2))), "noext_1x2.webp");
+        assert_eq!(output_key("p/cat.jpg", Avif, None), "p/cat.avif");
+        assert_eq!(output_key("p/cat.k.png", Avif, Some((3, 4))), "p/cat.k_3x4.avif");
     }
 
     #[test]

@@ -188,7 +188,16 @@ async fn decide(entry: Entry, setup: &Setup, key: &str, expected: &Decision) -> 
         }
         Entry::Cli => {
             let config = (*w.config).clone();
-            match crate::daemon::convert(config, w.storage.clone(), "bucket", key, None, false).await.unwrap() {
+            match crate::daemon::convert(
+                config,
+                w.storage.clone(),
+                "bucket",
+                key,
+                (crate::outputs::Format::Webp, None, false),
+            )
+            .await
+            .unwrap()
+            {
                 Ok(Outcome::Converted(_)) => Decision::Converted,
                 Ok(Outcome::UpToDate(_)) => Decision::UpToDate,
                 Ok(Outcome::KeptSource(_)) => Decision::Kept,
@@ -285,10 +294,16 @@ async fn a_resize_never_replaces_the_full_size_output() {
     // The CLI.
     let w = world(&setup).await;
     let resize = Some(crate::convert::ResizeSpec { width: Some(100), height: None });
-    let out = crate::daemon::convert((*w.config).clone(), w.storage.clone(), "bucket", "photos/x.jpg", resize, false)
-        .await
-        .unwrap()
-        .unwrap();
+    let out = crate::daemon::convert(
+        (*w.config).clone(),
+        w.storage.clone(),
+        "bucket",
+        "photos/x.jpg",
+        (crate::outputs::Format::Webp, resize, false),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let Outcome::Converted(report) = out else { panic!("{out:?}") };
     assert_eq!(report.destination, "r2://bucket/photos/x_100x67.webp");
     assert!(w.storage.head("photos/x.webp").await.is_err(), "the full-size name is not taken");

@@ -199,6 +199,16 @@ impl Outputs {
     }
 }
 
+/// The ledger's key for the full-size output of `source` in `format` (the API's and
+/// `convert`'s): the source's own for WebP, `source#avif` for AVIF, as
+/// [`Outputs::ledger_key`] names the configured ones.
+pub fn full_size_ledger_key(source: &str, format: Format) -> String {
+    match format {
+        Format::Webp => source.to_owned(),
+        other => format!("{source}#{other}"),
+    }
+}
+
 /// A source key without its extension: where every output name begins.
 pub fn stem(source: &str) -> &str {
     match crate::naming::extension(source) {

@@ -25,7 +25,7 @@ use actix::Addr;
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::actors::converter::{ConvertBytes, ConvertTargets, Converter};
+use crate::actors::converter::{ConvertTargets, Converter};
 use crate::actors::state_keeper::{AskLedger, StateKeeper};
 use crate::actors::uploader::{PutWebp, Uploader};
 use crate::config::Config;
@@ -35,6 +35,7 @@ use crate::job::{self, JobError, Outcome, Report, Written};
 use crate::memory::MemoryBudget;
 use crate::model::Due;
 use crate::naming;
+use crate::outputs::{Format, full_size_ledger_key};
 use crate::planner::{Decision, PlanRules, Planner};
 use crate::reason::Reason;
 use crate::state::{LedgerEntry, LedgerKind, State};
@@ -55,6 +56,8 @@ pub struct Target {
 
 /// How one request is to be done.
 pub struct Ask {
+    /// The output's format (WebP, the Go server's, by default).
+    pub format: Format,
     pub resize: Option<ResizeSpec>,
     /// The requester's admission, held until the conversion has really ended.
     pub admitted: Arc<OwnedSemaphorePermit>,
@@ -86,13 +89,19 @@ pub enum Decided {
 /// LIST of its stem), then — unless `force` — up to date (full size only: a resize has
 /// a name of its own) and the ledger. A missing source is decided `Convert` (its
 /// download then says not found).
-pub async fn decide(target: &Target, key: &str, force: bool, resize: bool) -> Result<Decided, JobError> {
-    let stem = job::check_source(&target.storage, &target.config.formats, key).await?;
+pub async fn decide(
+    target: &Target,
+    key: &str,
+    format: Format,
+    force: bool,
+    resize: bool,
+) -> Result<Decided, JobError> {
+    let stem = job::check_source(&target.storage, &target.config.formats, key, format).await?;
     let Some(listed) = stem.source.clone().filter(|_| !force) else { return Ok(Decided::Convert(stem)) };
     if !resize && stem.up_to_date() {
         return Ok(Decided::UpToDate(stem));
     }
-    let asked = AskLedger { key: key.to_owned(), etag: listed.etag.clone() };
+    let asked = AskLedger { key: full_size_ledger_key(key, format), etag: listed.etag.clone() };
     match target.state_keeper.send(asked).await {
         Ok(Some(entry)) if entry.kind == LedgerKind::GivenUp || !resize => Ok(Decided::Ledgered(stem, entry)),
         _ => Ok(Decided::Convert(stem)),
@@ -106,7 +115,7 @@ pub async fn convert_key(target: &Target, key: &str, mut ask: Ask) -> Result<Out
     let source = naming::address(target.storage.bucket(), key);
     let unconverted = |listed: &ObjectInfo, webp: Option<&ObjectInfo>| Report {
         source: source.clone(),
-        destination: naming::address(target.storage.bucket(), &naming::webp_key(key)),
+        destination: naming::address(target.storage.bucket(), &naming::output_key(key, ask.format, None)),
         original_size: listed.size,
         converted_size: webp.map_or(0, |w| w.size),
         width: 0,
@@ -116,7 +125,7 @@ pub async fn convert_key(target: &Target, key: &str, mut ask: Ask) -> Result<Out
         source_megapixels: 0.0,
         duration_ms: elapsed_ms(started),
     };
-    match decide(target, key, ask.force, ask.resize.is_some()).await? {
+    match decide(target, key, ask.format, ask.force, ask.resize.is_some()).await? {
         // The source's share of the memory budget, before its download.
         Decided::Convert(stem) => {
             if let (None, Some(listed)) = (&ask.file, &stem.source) {
@@ -125,7 +134,7 @@ pub async fn convert_key(target: &Target, key: &str, mut ask: Ask) -> Result<Out
         }
         Decided::UpToDate(stem) => {
             let listed = stem.source.as_ref().expect("an up-to-date source was listed");
-            return Ok(Outcome::UpToDate(unconverted(listed, stem.webp.as_ref())));
+            return Ok(Outcome::UpToDate(unconverted(listed, stem.output.as_ref())));
         }
         Decided::Ledgered(stem, entry) => {
             let listed = stem.source.as_ref().expect("a ledgered source was listed");
@@ -155,16 +164,23 @@ pub async fn convert_bytes(
     let convert_error = |error| JobError::Convert { key: key.to_owned(), error };
     let original_size = bytes.len() as u64;
     let file = ask.file.take();
-    let memory = target.memory.reserve_work(file, &bytes, ask.resize, opts).await.map_err(convert_error)?;
-    let Ask { resize, admitted, cancel, replaces, .. } = ask;
-    let msg = ConvertBytes { bytes, resize, memory, admitted, cancel };
-    let converted = target
-        .converter
-        .send(msg)
-        .await
-        .map_err(|_| worker("the converter pool is stopping".into()))?
+    let Ask { format, resize, admitted, cancel, replaces, .. } = ask;
+    // As the Go server: a resize may upscale.
+    let targets = vec![crate::convert::Target { format, resize, upscale: true, quality: None }];
+    let memory = target.memory.reserve_targets(file, &bytes, &targets, opts).await.map_err(convert_error)?;
+    let msg = ConvertTargets { bytes, targets, memory, admitted, cancel: cancel.clone() };
+    let answer = target.converter.send(msg).await.map_err(|_| worker("the converter pool is stopping".into()))?;
+    if matches!(answer, Err(ConvertError::Cancelled)) || matches!(answer.as_deref(), Ok([Err(ConvertError::Cancelled)]))
+    {
+        tracing::info!("Cancelled an API conversion: its request timed out");
+    }
+    let converted = answer
+        .map_err(convert_error)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| worker("the converter answered no output".into()))?
         .map_err(convert_error)?;
-    let output = naming::output_key(key, resize.map(|_| (converted.width, converted.height)));
+    let output = naming::output_key(key, format, resize.map(|_| (converted.width, converted.height)));
     let webp = Bytes::from(converted.webp);
     let report = |duration_ms| Report {
         source: source.clone(),

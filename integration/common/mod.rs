@@ -167,9 +167,15 @@ pub async fn convert_object(
     key: &str,
     resize: Option<ics::convert::ResizeSpec>,
 ) -> Result<ics::job::Outcome, ics::job::JobError> {
-    ics::daemon::convert(config.clone(), storage.clone(), storage.bucket(), key, resize, false)
-        .await
-        .expect("the bucket opens")
+    ics::daemon::convert(
+        config.clone(),
+        storage.clone(),
+        storage.bucket(),
+        key,
+        (ics::outputs::Format::Webp, resize, false),
+    )
+    .await
+    .expect("the bucket opens")
 }
 
 /// PSNR of `b` against `a` (same size required).

@@ -55,27 +55,15 @@ pub struct ConvertImage {
     pub queued: OwnedSemaphorePermit,
 }
 
-/// Converts bytes for an on-demand request (the API) and answers with the result.
-/// It queues in the same mailbox as the runs' images, so neither starves the other.
+/// Converts bytes for a conversion on request (the API, `convert`: one target) or a
+/// bucket event (every output of `conversion.outputs`): decoded once, each of `targets`
+/// encoded; answers each output's result, or the source's error. It queues in the same
+/// mailbox as the runs' images, so neither starves the other.
 ///
 /// The request's memory reservation and its admission travel with the message: they
 /// are released when the conversion has really ended — or, when the requester gave up
 /// (a 504) before a worker took the message, when the worker skips it — never while
 /// a worker still holds the pixels.
-#[derive(Message)]
-#[rtype(result = "Result<convert::Converted, ConvertError>")]
-pub struct ConvertBytes {
-    pub bytes: Bytes,
-    pub resize: Option<convert::ResizeSpec>,
-    pub memory: Reservation,
-    pub admitted: Arc<OwnedSemaphorePermit>,
-    /// Set when the requester gave up (a 504): the encode stops early.
-    pub cancel: Arc<convert::webp::Cancel>,
-}
-
-/// Converts bytes into several outputs for a bucket event (`conversion.outputs`):
-/// decoded once, each of `targets` encoded; answers each output's result, or the
-/// source's error. Reservation and admission travel with it as with [`ConvertBytes`].
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Result<convert::Converted, ConvertError>>, ConvertError>")]
 pub struct ConvertTargets {
@@ -83,6 +71,7 @@ pub struct ConvertTargets {
     pub targets: Vec<convert::Target>,
     pub memory: Reservation,
     pub admitted: Arc<OwnedSemaphorePermit>,
+    /// Set when the requester gave up (a 504): the encode stops early.
     pub cancel: Arc<convert::webp::Cancel>,
 }
 
@@ -188,23 +177,6 @@ fn outcome_of(e: &ConvertError) -> ItemOutcome {
     match e.reason() {
         Reason::NotApplicable => ItemOutcome::NotMade { code: Reason::NotApplicable, reason: e.to_string() },
         code => ItemOutcome::Failed { code, reason: e.to_string(), permanent: is_permanent(e) },
-    }
-}
-
-impl Handler<ConvertBytes> for Converter {
-    type Result = Result<convert::Converted, ConvertError>;
-
-    fn handle(&mut self, msg: ConvertBytes, _: &mut SyncContext<Self>) -> Self::Result {
-        let ConvertBytes { bytes, resize, memory, admitted, cancel } = msg;
-        let result = self.convert(|opts| convert::convert_cancellable(&bytes, opts, resize, &cancel));
-        if matches!(result, Ok(Err(ConvertError::Cancelled))) {
-            tracing::info!("Cancelled an API conversion: its request timed out");
-        }
-        // The pixels are gone: only now may another conversion use their memory.
-        drop((bytes, memory, admitted));
-        result.unwrap_or_else(|_| {
-            Err(ConvertError::Encode(convert::webp::EncodeError("the image decoder or encoder panicked".into())))
-        })
     }
 }
 

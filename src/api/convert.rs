@@ -16,7 +16,6 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::AppState;
 use super::error::ApiError;
@@ -111,6 +110,12 @@ async fn convert(
         return Err(ApiError::bad_request("missing_source", "source is required"));
     }
     let resize = resize_from(query, &state)?;
+    let format = match query.get("format").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => crate::outputs::Format::Webp,
+        Some(v) => crate::outputs::Format::parse(v).ok_or_else(|| {
+            ApiError::bad_request("invalid_request", format!("format must be webp or avif, got {v:?}"))
+        })?,
+    };
     let force = match query.get("force").map(|v| v.trim().to_ascii_lowercase()) {
         None => false,
         Some(v) if v == "true" || v == "1" => true,
@@ -131,9 +136,8 @@ async fn convert(
     // held until the converter has really finished (or skipped) its work.
     let admitted = Arc::new(admitted);
     let cancel = Arc::new(crate::convert::webp::Cancel::new(false));
-    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), resize, force, admitted, cancel.clone()))
-        .await
-    {
+    let ask = request::Ask { format, resize, admitted, cancel: cancel.clone(), force, replaces: None, file: None };
+    match tokio::time::timeout(timeout, convert_inner(&state, source.trim(), ask)).await {
         Ok(r) => r,
         Err(_) => Err({
             // A conversion under way stops early; its memory is released when it has.
@@ -147,16 +151,8 @@ async fn convert(
     }
 }
 
-async fn convert_inner(
-    state: &AppState,
-    source: &str,
-    resize: Option<ResizeSpec>,
-    force: bool,
-    admitted: Arc<OwnedSemaphorePermit>,
-    cancel: Arc<crate::convert::webp::Cancel>,
-) -> Result<HttpResponse, ApiError> {
+async fn convert_inner(state: &AppState, source: &str, ask: request::Ask) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let ask = request::Ask { resize, admitted, cancel, force, replaces: None, file: None };
     let is_url = source.starts_with("http://") || source.starts_with("https://");
     // `r2://<bucket>/<key>` goes to that bucket's lane; a bare key or a URL to the primary.
     let outcome = if is_url {

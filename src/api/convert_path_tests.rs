@@ -63,9 +63,15 @@ async fn post(state: &AppState, uri: &str, source: &str) -> (u16, Value) {
 /// What the CLI's `convert` says for `source` (its address parsed as the CLI does).
 async fn cli_convert(state: &AppState, source: &str) -> Result<job::Outcome, JobError> {
     let key = crate::naming::parse_source(source, state.storage.bucket())?;
-    crate::daemon::convert((*state.config).clone(), state.storage.clone(), state.storage.bucket(), &key, None, false)
-        .await
-        .expect("the bucket opens")
+    crate::daemon::convert(
+        (*state.config).clone(),
+        state.storage.clone(),
+        state.storage.bucket(),
+        &key,
+        (crate::outputs::Format::Webp, None, false),
+    )
+    .await
+    .expect("the bucket opens")
 }
 
 /// For each failing source: the API's status and wire code, and the CLI's reason.

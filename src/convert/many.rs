@@ -17,18 +17,22 @@ use crate::outputs::Format;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target {
     pub format: Format,
-    /// Resized to this width, aspect kept; never upscaled.
-    pub width: Option<u32>,
+    /// Resized to this size (one side: aspect kept).
+    pub resize: Option<ResizeSpec>,
+    /// Whether it may be larger than the source: an API resize may (as in Go); a
+    /// configured width may not, and a source no wider than it gets no such output.
+    pub upscale: bool,
     /// Its own quality, over `conversion.quality` and `per_format`.
     pub quality: Option<f32>,
 }
 
 impl Target {
     /// The Go server's one output: the full-size WebP at the configured quality.
-    pub const WEBP: Target = Target { format: Format::Webp, width: None, quality: None };
+    pub const WEBP: Target = Target { format: Format::Webp, resize: None, upscale: false, quality: None };
 
-    fn resize(&self) -> Option<ResizeSpec> {
-        self.width.map(|w| ResizeSpec { width: Some(w), height: None })
+    /// The width it must not exceed the source's, if any.
+    fn no_wider_than(&self) -> Option<u32> {
+        if self.upscale { None } else { self.resize.and_then(|r| r.width) }
     }
 
     fn options(&self, opts: &ConvertOptions) -> ConvertOptions {
@@ -45,7 +49,8 @@ impl Target {
 
 impl From<&crate::outputs::OutputSpec> for Target {
     fn from(s: &crate::outputs::OutputSpec) -> Self {
-        Target { format: s.format, width: s.width, quality: s.quality }
+        let resize = s.width.map(|w| ResizeSpec { width: Some(w), height: None });
+        Target { format: s.format, resize, upscale: false, quality: s.quality }
     }
 }
 
@@ -58,9 +63,9 @@ pub fn convert_targets(
 ) -> Result<Vec<Result<Converted, ConvertError>>, ConvertError> {
     if let [only] = targets
         && only.format == Format::Webp
-        && only.width.is_none()
+        && only.no_wider_than().is_none()
     {
-        return Ok(vec![convert_cancellable(input, &only.options(opts), None, cancel)]);
+        return Ok(vec![convert_cancellable(input, &only.options(opts), only.resize, cancel)]);
     }
     if input.len() as u64 > opts.limits.max_input_bytes {
         return Err(ConvertError::TooLarge { size: input.len() as u64, max: opts.limits.max_input_bytes });
@@ -79,7 +84,8 @@ pub fn convert_targets(
     let (source_width, _) = still.image.dimensions();
     // Largest first: full size, then the widths from the widest down.
     let mut order: Vec<usize> = (0..targets.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(targets[i].width.unwrap_or(u32::MAX)));
+    let width = |t: &Target| t.resize.map_or(u32::MAX, |r| r.width.unwrap_or(u32::MAX));
+    order.sort_by_key(|&i| std::cmp::Reverse(width(&targets[i])));
     let mut answers: Vec<Option<Result<Converted, ConvertError>>> = vec![None; targets.len()];
     for i in order {
         let t = &targets[i];
@@ -87,7 +93,7 @@ pub fn convert_targets(
             answers[i] = Some(Err(ConvertError::Cancelled));
             continue;
         }
-        if let Some(w) = t.width
+        if let Some(w) = t.no_wider_than()
             && source_width <= w
         {
             answers[i] = Some(Err(ConvertError::NotWider { width: w, source_width }));
@@ -99,7 +105,7 @@ pub fn convert_targets(
             orientation: still.orientation,
         };
         answers[i] = Some(match t.format {
-            Format::Webp => convert_still(copy, format, &t.options(opts), t.resize(), cancel, false),
+            Format::Webp => convert_still(copy, format, &t.options(opts), t.resize, cancel, false),
             Format::Avif => Err(ConvertError::NoEncoder { format: Format::Avif }),
         });
     }
@@ -117,28 +123,28 @@ fn animation_target(
     if t.format != Format::Webp {
         return Err(ConvertError::StillsOnly { format: t.format });
     }
-    if let Some(w) = t.width
+    if let Some(w) = t.no_wider_than()
         && source_width <= w
     {
         return Err(ConvertError::NotWider { width: w, source_width });
     }
-    convert_cancellable(input, &t.options(opts), t.resize(), cancel)
+    convert_cancellable(input, &t.options(opts), t.resize, cancel)
 }
 
 /// The working memory making every one of `targets` may need at once: the decoded source
 /// (held while each output is encoded) and each output's own conversion — an upper bound,
 /// as each output's estimate counts the decode again.
 pub fn targets_cost(input: &[u8], opts: &ConvertOptions, targets: &[Target]) -> Result<Option<u64>, ConvertError> {
-    let full = super::admit(input, None, opts)?;
-    if targets.len() <= 1 && targets.iter().all(|t| t.width.is_none()) {
-        return Ok(full);
+    if let [only] = targets {
+        return super::admit(input, only.resize, opts);
     }
-    let (Some(full), Ok(header)) = (full, cost::read_header(input)) else { return Ok(None) };
+    let full = super::admit(input, None, opts)?;
+    let (Some(full), Ok(header)) = (full, cost::read_header(input)) else { return Ok(full) };
     // An output no narrower than the source is not made (whichever way it is turned).
     let widest = header.width.max(header.height);
     let mut total = full;
-    for t in targets.iter().filter(|t| t.width.is_none_or(|w| w < widest)) {
-        total += super::admit(input, t.resize(), opts)?.unwrap_or(0);
+    for t in targets.iter().filter(|t| t.no_wider_than().is_none_or(|w| w < widest)) {
+        total += super::admit(input, t.resize, opts)?.unwrap_or(0);
     }
     Ok(Some(total))
 }

@@ -187,7 +187,7 @@ impl CfQueue {
 
 #[test]
 #[ignore = "needs the S3 test server: bash scripts/test.sh"]
-fn a_backfill_through_a_cloudflare_queue_is_converted_by_its_consumer_and_a_wrong_token_sends_nothing() {
+fn a_backfill_through_a_cloudflare_queue_is_converted_by_its_consumer_and_a_wrong_token_stops_it() {
     need_s3!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bucket = new_bucket("bfcf");
@@ -204,11 +204,13 @@ fn a_backfill_through_a_cloudflare_queue_is_converted_by_its_consumer_and_a_wron
         parse(cmd)
     };
 
-    // A wrong token: nothing is taken, every message is reported, the token shown nowhere.
+    // A wrong token: the queue takes no call, so the backfill stops (exit 1) with every
+    // message of its batch reported; the token is shown nowhere.
     let (out, s) = run(&cf.yaml("wrong-token"), &["--rate", "0"]);
-    assert_eq!(out.status.code(), Some(2), "{s}");
+    assert_eq!(out.status.code(), Some(1), "{s}");
     assert_eq!((s["due"].as_u64(), s["sent"].as_u64(), s["failed"].as_u64()), (Some(40), Some(0), Some(40)));
     assert!(s["failures"][0]["error"].as_str().unwrap().contains("401"), "{s}");
+    assert!(s["error"].as_str().unwrap().contains("stopped"), "{s}");
     let said = format!("{s}{}", String::from_utf8_lossy(&out.stderr));
     assert!(!said.contains("wrong-token"), "the token is not shown: {said}");
     assert_eq!(cf.stats("q2")["sent"], 0);

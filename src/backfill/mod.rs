@@ -9,7 +9,8 @@
 //! ledger leaves alone or retries later, and outputs several sources claim are not sent
 //! (counted by reason). The messages are uploads to the consumers ([`message`]); the
 //! batches go out within the queue's limits, what the queue did not take is sent again
-//! and then reported ([`queue`]), at `--rate` messages a second. After each batch the
+//! and then reported ([`queue`]), at `--rate` messages a second; a queue that takes no
+//! call at all stops the backfill (there is no point listing on). After each batch the
 //! queue confirmed whole, the [`cursor`] records its last key, so a backfill stopped
 //! anywhere resumes after it; one that sent everything removes it. Nothing here
 //! converts or writes to the bucket: a second backfill once the consumers are done finds
@@ -342,6 +343,12 @@ impl<Q: Queue> Sender<'_, Q> {
                 s.failures.push(Failure { key, error });
             }
             self.frozen = true;
+        }
+        if let Some(e) = sent.down {
+            s.error = Some(format!(
+                "the queue took no message of a batch after {} attempts, stopped: {e}",
+                self.retry.attempts
+            ));
         }
         if self.frozen {
             return;

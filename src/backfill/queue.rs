@@ -95,6 +95,9 @@ impl Default for Retry {
 pub struct Sent {
     pub sent: usize,
     pub failed: Vec<(String, String)>,
+    /// The last attempt failed whole (the queue unreachable, or refusing every call):
+    /// why. The backfill stops there rather than list on for a queue that takes nothing.
+    pub down: Option<String>,
 }
 
 /// Sends `batch` to `queue`, sending what it does not take again by `retry`.
@@ -102,6 +105,7 @@ pub async fn send_batch(queue: &impl Queue, batch: &[Entry], retry: Retry) -> Se
     // Indices into `batch` still to send.
     let mut left: Vec<usize> = (0..batch.len()).collect();
     let mut failed = Vec::new();
+    let mut down = None;
     let mut wait = retry.backoff;
     for attempt in 1..=retry.attempts.max(1) {
         let bodies: Vec<&str> = left.iter().map(|&i| batch[i].body.as_str()).collect();
@@ -122,6 +126,7 @@ pub async fn send_batch(queue: &impl Queue, batch: &[Entry], retry: Retry) -> Se
             }
             Err(e) if last => {
                 failed.extend(left.drain(..).map(|i| (batch[i].key.clone(), e.clone())));
+                down = Some(e);
             }
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "Cannot send a backfill batch; sending it again");
@@ -134,7 +139,7 @@ pub async fn send_batch(queue: &impl Queue, batch: &[Entry], retry: Retry) -> Se
         wait *= 2;
     }
     failed.sort();
-    Sent { sent: batch.len() - failed.len(), failed }
+    Sent { sent: batch.len() - failed.len(), failed, down }
 }
 
 /// A token bucket: `rate` messages a second on average, a second's worth at once at most
@@ -228,7 +233,8 @@ mod tests {
             fail_calls: 0,
         };
         let sent = send_batch(&fake, &batch(5), NOW).await;
-        assert_eq!(sent, Sent { sent: 4, failed: vec![("k3".into(), "InvalidMessageContents: bad".into())] });
+        let failed = vec![("k3".into(), "InvalidMessageContents: bad".into())];
+        assert_eq!(sent, Sent { sent: 4, failed, down: None });
         assert_eq!(*fake.calls.borrow(), [vec!["b0", "b1", "b2", "b3", "b4"], vec!["b1"]]);
     }
 
@@ -240,7 +246,8 @@ mod tests {
             fail_calls: 0,
         };
         let sent = send_batch(&fake, &batch(3), NOW).await;
-        assert_eq!(sent, Sent { sent: 2, failed: vec![("k2".into(), "InternalError: try again".into())] });
+        let failed = vec![("k2".into(), "InternalError: try again".into())];
+        assert_eq!(sent, Sent { sent: 2, failed, down: None }, "the queue answered: not down");
         assert_eq!(fake.calls.borrow().len(), 4, "attempts in all");
         assert!(fake.calls.borrow()[1..].iter().all(|c| c == &["b2"]));
     }
@@ -248,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_that_fails_whole_is_sent_again_whole_then_reported() {
         let flaky = Fake { calls: Default::default(), refuse: Box::new(|_, _| None), fail_calls: 2 };
-        assert_eq!(send_batch(&flaky, &batch(3), NOW).await, Sent { sent: 3, failed: vec![] });
+        assert_eq!(send_batch(&flaky, &batch(3), NOW).await, Sent { sent: 3, failed: vec![], down: None });
         assert_eq!(flaky.calls.borrow().len(), 3);
         let down = Fake { calls: Default::default(), refuse: Box::new(|_, _| None), fail_calls: 99 };
         let sent = send_batch(&down, &batch(2), NOW).await;
@@ -257,6 +264,7 @@ mod tests {
             sent.failed,
             [("k0".into(), "HTTP 503: unavailable".into()), ("k1".into(), "HTTP 503: unavailable".into())]
         );
+        assert_eq!(sent.down.as_deref(), Some("HTTP 503: unavailable"), "the backfill stops on it");
     }
 
     #[test]

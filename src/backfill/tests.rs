@@ -9,16 +9,18 @@ use super::queue::Refused;
 use super::*;
 use crate::events::record::{self, Parsed};
 
-/// A queue that takes `up_calls` calls, then fails every call whole.
+/// A queue that takes `up_calls` calls, then fails every call whole; it never takes the
+/// message of `refused` (as SQS answers an entry it calls the sender's fault).
 struct Flaky {
     up_calls: usize,
+    refused: Option<String>,
     calls: RefCell<usize>,
     keys: RefCell<Vec<String>>,
 }
 
 impl Flaky {
     fn new(up_calls: usize) -> Self {
-        Self { up_calls, calls: RefCell::new(0), keys: RefCell::default() }
+        Self { up_calls, refused: None, calls: RefCell::new(0), keys: RefCell::default() }
     }
 }
 
@@ -36,12 +38,18 @@ impl Queue for Flaky {
         if *self.calls.borrow() > self.up_calls {
             return Err("SQS SendMessageBatch: cannot reach the queue".into());
         }
-        for b in bodies {
+        let mut refused = Vec::new();
+        for (index, b) in bodies.iter().enumerate() {
             // What a consumer would read.
             let Ok(Parsed::Events { events, .. }) = record::parse(b) else { panic!("not an S3 notification: {b}") };
-            self.keys.borrow_mut().push(events[0].key.clone());
+            if self.refused.as_ref() == Some(&events[0].key) {
+                let reason = "InvalidMessageContents: refused".into();
+                refused.push(Refused { index, reason, retryable: false });
+            } else {
+                self.keys.borrow_mut().push(events[0].key.clone());
+            }
         }
-        Ok(Vec::new())
+        Ok(refused)
     }
 }
 
@@ -95,14 +103,16 @@ fn a_backfill_stopped_by_the_queue_resumes_after_its_cursor_and_sends_each_due_s
     b.put("q/readme.txt");
     let expected: Vec<String> = (0..35).map(due_key).collect();
 
-    // The queue takes two batches (20 messages), then goes down.
+    // The queue takes two batches (20 messages), then goes down: the third batch is
+    // tried twice and the backfill stops there instead of listing on.
     let down = Flaky::new(2);
     let s = b.run(&down, Options::default());
-    assert_eq!((s.listed, s.due, s.sent, s.failed), (40, 35, 20, 15), "{s:?}");
+    assert_eq!((s.due, s.sent, s.failed), (30, 20, 10), "{s:?}");
+    assert_eq!(*down.calls.borrow(), 4);
     assert_eq!(*down.keys.borrow(), expected[..20]);
-    assert!(!s.complete && s.error.is_none(), "{s:?}");
+    assert!(!s.complete && s.error.as_deref().is_some_and(|e| e.contains("stopped")), "{s:?}");
     assert_eq!(s.cursor.as_deref(), Some(expected[19].as_str()), "the last key of the last confirmed batch");
-    assert_eq!(s.failures.len(), 15);
+    assert_eq!(s.failures.len(), 10);
     assert!(s.failures[0].error.contains("cannot reach"), "{:?}", s.failures[0]);
     assert!(b.cursor_file().exists());
 
@@ -138,4 +148,24 @@ fn a_cursor_of_another_queue_is_refused_not_resumed() {
         Job { config: &b.config, storage: &b.storage, bucket: "b", opts: &Options::default(), state: State::default() };
     let e = b.rt.block_on(job.run(&Flaky::new(9), "", b.cursor_file(), Retry::default())).unwrap_err();
     assert!(e.to_string().contains("--from-start"), "{e}");
+}
+
+#[test]
+fn a_message_the_queue_refuses_is_reported_and_holds_the_cursor_before_it_while_the_rest_is_sent() {
+    let b = Bucket::new();
+    for i in 0..25 {
+        b.put(&due_key(i));
+    }
+    let expected: Vec<String> = (0..25).map(due_key).collect();
+    let picky = Flaky { refused: Some(expected[12].clone()), ..Flaky::new(usize::MAX) };
+    let s = b.run(&picky, Options::default());
+    assert_eq!((s.due, s.sent, s.failed, s.error.as_deref()), (25, 24, 1, None), "{s:?}");
+    assert_eq!(s.failures, [Failure { key: expected[12].clone(), error: "InvalidMessageContents: refused".into() }]);
+    assert_eq!(s.cursor.as_deref(), Some(expected[9].as_str()), "the batch before the refused message");
+    assert!(!s.complete);
+    // The next backfill sends from there: the refused one again, and (at no cost) the rest.
+    let up = Flaky::new(usize::MAX);
+    let s = b.run(&up, Options::default());
+    assert_eq!(*up.keys.borrow(), expected[10..]);
+    assert!(s.complete, "{s:?}");
 }

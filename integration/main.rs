@@ -11,6 +11,7 @@
 mod common;
 
 mod api;
+mod backfill;
 mod buckets;
 mod cgroup;
 mod cli;

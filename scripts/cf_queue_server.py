@@ -13,11 +13,15 @@ Implements the documented pull-consumer API of one account and any queue id:
   -> {"success": true, "result": {"ackCount", "retryCount", "warnings"}}: an ack deletes
   the message, a retry makes it visible again after the delay; an expired or unknown
   lease is a warning, not an ack.
-Both need "Authorization: Bearer TOKEN" (else 401 with Cloudflare's error shape).
+- POST .../messages/batch {"messages": [{"body": ..., "content_type": "json"|"text"}]}
+  -> {"success": true, "errors": [], "messages": [], "result": {}}: enqueues every message
+  (a json body as its JSON text, as R2 notifications arrive), all or none; more than 100
+  messages is a 400.
+All need "Authorization: Bearer TOKEN" (else 401 with Cloudflare's error shape).
 Test hooks: POST /_test/send?queue=Q {"body": ...} enqueues one message (its body as
 JSON text, as R2 notifications arrive; with &encoding=base64 that text base64-encoded, as
 the pull API may hand a message over); GET /_test/stats?queue=Q gives {"visible",
-"leased", "acked", "retried", "pulls"}.
+"leased", "acked", "retried", "pulls", "sent"}.
 """
 
 import base64
@@ -34,7 +38,17 @@ QUEUES = {}
 
 
 def queue(name):
-    return QUEUES.setdefault(name, {"messages": {}, "acked": 0, "retried": 0, "pulls": 0})
+    return QUEUES.setdefault(name, {"messages": {}, "acked": 0, "retried": 0, "pulls": 0, "sent": 0})
+
+
+def enqueue(q, body):
+    """Puts one message (its body as text) in q; the caller holds LOCK."""
+    mid = uuid.uuid4().hex
+    q["messages"][mid] = {
+        "id": mid, "body": body, "timestamp_ms": int(time.time() * 1000),
+        "attempts": 0, "visible_at": 0.0, "lease_id": None,
+    }
+    return mid
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -63,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 visible = sum(1 for m in q["messages"].values() if m["visible_at"] <= now)
                 stats = {"visible": visible, "leased": len(q["messages"]) - visible}
-                stats.update({k: q[k] for k in ("acked", "retried", "pulls")})
+                stats.update({k: q[k] for k in ("acked", "retried", "pulls", "sent")})
             return self.reply(200, stats)
         self.reply(404, {"success": False, "errors": [{"code": 7003, "message": "No route"}]})
 
@@ -77,11 +91,7 @@ class Handler(BaseHTTPRequestHandler):
             if query.get("encoding", [""])[0] == "base64":
                 body = base64.b64encode(body.encode()).decode()
             with LOCK:
-                mid = uuid.uuid4().hex
-                q["messages"][mid] = {
-                    "id": mid, "body": body, "timestamp_ms": int(time.time() * 1000),
-                    "attempts": 0, "visible_at": 0.0, "lease_id": None,
-                }
+                mid = enqueue(q, body)
             return self.reply(200, {"id": mid})
         parts = url.path.strip("/").split("/")
         # client/v4/accounts/{account}/queues/{queue}/messages/{pull|ack}
@@ -109,6 +119,16 @@ class Handler(BaseHTTPRequestHandler):
                 backlog = sum(1 for m in q["messages"].values() if m["visible_at"] <= now)
             result = {"message_backlog_count": backlog, "messages": out}
             return self.reply(200, {"success": True, "errors": [], "messages": [], "result": result})
+        if parts[7] == "batch":
+            messages = req.get("messages", [])
+            if len(messages) > 100:
+                return self.reply(400, {"success": False, "errors": [{"code": 10101, "message": "too many messages"}]})
+            with LOCK:
+                for m in messages:
+                    body = m.get("body")
+                    enqueue(q, json.dumps(body) if m.get("content_type", "json") == "json" else str(body))
+                    q["sent"] += 1
+            return self.reply(200, {"success": True, "errors": [], "messages": [], "result": {}})
         if parts[7] == "ack":
             acked, retried, warnings = 0, 0, []
             with LOCK:

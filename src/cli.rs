@@ -88,6 +88,35 @@ pub enum Command {
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
     },
+    /// Put a message per due source in the queue `serve` consumes (events.sqs or
+    /// events.cloudflare_queue), for any number of consumers to convert; resumable.
+    /// Exit 0 all sent, 2 some not sent, 1 fatal, 64 usage.
+    Backfill {
+        /// Required: the backfill goes through the queue (the only kind there is).
+        #[arg(long, required = true)]
+        to_queue: bool,
+        /// The bucket (one of r2.buckets; default: the primary).
+        #[arg(long, value_name = "NAME")]
+        bucket: Option<String>,
+        /// Which queue, when both events.sqs and events.cloudflare_queue are configured.
+        #[arg(long, value_enum)]
+        queue: Option<backfill::QueueArg>,
+        /// Where it stands (default: backfill-<bucket>.cursor in state.dir).
+        #[arg(long, value_name = "FILE")]
+        cursor: Option<PathBuf>,
+        /// Ignore the cursor: list from the first key.
+        #[arg(long)]
+        from_start: bool,
+        /// Messages a second at most (0: as fast as the queue takes them).
+        #[arg(long, value_name = "N", default_value_t = backfill::DEFAULT_RATE)]
+        rate: f64,
+        /// Only list and count what would be sent.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print a JSON summary (listed, due, sent, failed, skipped, cursor, duration_ms).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the next fire times of the configured schedule, one RFC 3339 time a line.
     Schedule {
         /// How many.
@@ -142,6 +171,7 @@ pub mod exit {
     pub const USAGE: u8 = 64;
 }
 
+mod backfill;
 mod report;
 
 /// `--shard I/N` (or `--shard N`, I from the engine's environment: Kubernetes'
@@ -248,6 +278,11 @@ pub fn run(cli: Cli, config: Config) -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Backfill { to_queue: _, bucket, queue, cursor, from_start, rate, dry_run, json } => {
+            let Some(storage) = open_bucket(&config) else { return ExitCode::from(exit::FATAL) };
+            let args = backfill::Args { bucket, queue, cursor, from_start, rate, dry_run, json };
+            backfill::run(&config, &storage, args)
         }
         Command::Schedule { count, after } => print_schedule(&config, count, after.as_deref()),
         Command::Completions { shell } => {

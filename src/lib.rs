@@ -37,6 +37,8 @@
 //! - [`state`]: the state file, the ledger and the run lock.
 //! - [`schedule`]: the cron schedule (robfig/cron's syntax) in its time zone.
 //! - [`metrics`]: the counters behind `/metrics`.
+//! - [`backfill`]: `backfill --to-queue` — a message per due source into the queue `serve`
+//!   consumes, with a cursor and a rate limit, for many consumers to share a backlog.
 //! - [`webhook`]: `batch.completed` and manual sends to `webhook.url`, signed, with
 //!   undelivered ones kept on disk in the Go server's format and retried.
 //!
@@ -69,6 +71,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod backfill;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -141,6 +141,20 @@ impl QueueClient {
     }
 }
 
+impl QueueClient {
+    /// Sends `bodies` as one batch (`messages/batch`, up to 100 messages and 256 KB in
+    /// all), each a JSON message. The API takes the batch whole or not at all.
+    pub async fn send_batch(&self, bodies: &[Value]) -> Result<(), QueueError> {
+        let messages: Vec<Value> = bodies.iter().map(|b| json!({"body": b, "content_type": "json"})).collect();
+        self.call("batch", json!({ "messages": messages })).await.map(|_| ())
+    }
+
+    /// The queue, as `backfill --to-queue` names it: `<account>/<queue id>`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.config.account_id, self.config.queue_id)
+    }
+}
+
 /// Reads one R2 event notification: the message body as an object, as JSON text, or as
 /// JSON text base64-encoded (how the pull API may hand a `json` or `bytes` message).
 pub fn parse(body: &Value) -> Result<Option<ObjectEvent>, RecordError> {

@@ -141,7 +141,7 @@ pub fn to_body(events: &[ObjectEvent]) -> String {
 }
 
 /// Encodes a key as `quote_plus` does (what [`decode_key`] reads).
-fn encode_key(key: &str) -> String {
+pub fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         match b {

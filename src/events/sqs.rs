@@ -47,7 +47,18 @@ pub struct Message {
     pub sent: DateTime<Utc>,
 }
 
-/// The few SQS calls the source makes.
+/// An entry of a `SendMessageBatch` that SQS did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The entry's id in the call.
+    pub id: String,
+    /// SQS says the entry itself is wrong (resending it cannot help).
+    pub sender_fault: bool,
+    /// Its code and message.
+    pub reason: String,
+}
+
+/// The few SQS calls the source makes (and `backfill --to-queue`'s send).
 pub struct SqsClient {
     http: reqwest::Client,
     config: SqsConfig,
@@ -70,6 +81,11 @@ impl SqsClient {
             .build()
             .map_err(|e| format!("cannot make the SQS client: {e}"))?;
         Ok(Self { http, config, url, host })
+    }
+
+    /// The queue's URL (not a secret: the credentials sign, the URL only names it).
+    pub fn queue_url(&self) -> &str {
+        &self.config.queue_url
     }
 
     async fn call(&self, action: &'static str, mut body: Value) -> Result<Value, SqsError> {
@@ -154,6 +170,23 @@ impl SqsClient {
     pub async fn has_dead_letter_queue(&self) -> Result<bool, SqsError> {
         let v = self.call("GetQueueAttributes", json!({"AttributeNames": ["RedrivePolicy"]})).await?;
         Ok(v["Attributes"]["RedrivePolicy"].as_str().is_some_and(|p| !p.trim().is_empty()))
+    }
+
+    /// `SendMessageBatch`: up to 10 `(id, body)` entries (ids unique within the call, 256 KiB
+    /// in all). SQS answers per entry: the ones it did not take come back as
+    /// [`Rejected`], the rest were sent.
+    pub async fn send_batch(&self, entries: &[(String, String)]) -> Result<Vec<Rejected>, SqsError> {
+        let list: Vec<Value> = entries.iter().map(|(id, body)| json!({"Id": id, "MessageBody": body})).collect();
+        let v = self.call("SendMessageBatch", json!({ "Entries": list })).await?;
+        let failed = v["Failed"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(failed
+            .iter()
+            .map(|f| Rejected {
+                id: f["Id"].as_str().unwrap_or_default().to_owned(),
+                sender_fault: f["SenderFault"].as_bool().unwrap_or(false),
+                reason: format!("{}: {}", f["Code"].as_str().unwrap_or("?"), f["Message"].as_str().unwrap_or("")),
+            })
+            .collect())
     }
 
     pub async fn delete(&self, receipt_handle: &str) -> Result<(), SqsError> {

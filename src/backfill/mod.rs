@@ -221,11 +221,14 @@ impl Job<'_> {
         };
         let rules = PlanRules {
             formats: self.config.formats.clone(),
+            outputs: self.config.outputs.clone(),
             ignore_before: self.state.ignore_before,
             reprocess_from: self.state.reprocess_from,
             force: false,
             now: chrono::Utc::now(),
             upto: None,
+            defer: None,
+            only: None,
         };
         let mut planner = Planner::new(rules, Arc::new(self.state));
         let mut sender = Sender {
@@ -271,11 +274,15 @@ impl Job<'_> {
                             SkipReason::RetryLater => &mut s.skipped.retry_later,
                             SkipReason::Ledgered => &mut s.skipped.ledgered,
                             SkipReason::TooOld => &mut s.skipped.too_old,
+                            // Never planned so: a backfill's plan defers no format.
+                            SkipReason::OtherPass => &mut s.skipped.up_to_date,
                         } += 1;
                         continue;
                     }
-                    Decision::Conflict { sources, .. } => {
-                        s.skipped.conflict += sources.len() as u64;
+                    // One per output several sources claim (a source's other outputs may
+                    // still be due: then it is sent for them).
+                    Decision::Conflict { claimants, .. } => {
+                        s.skipped.conflict += claimants.len() as u64;
                         continue;
                     }
                 };

@@ -7,6 +7,7 @@
 //! [`ConvertError`] that says what is wrong with the input and carries a stable
 //! [`ConvertError::code`] for ledgers, metrics and API responses.
 
+pub mod avif;
 pub mod cost;
 mod decode;
 mod jpeg_frame;

@@ -190,7 +190,10 @@ pub async fn check_source(storage: &Storage, formats: &[String], key: &str, form
     }
     let stem = list_stem(storage, key, formats, format).await?;
     if stem.claimants.len() > 1 {
-        return Err(JobError::Collision { output: naming::output_key(key, format, None), sources: stem.claimants });
+        return Err(JobError::Collision {
+            output: naming::output_key(key, format.ext(), None),
+            sources: stem.claimants,
+        });
     }
     Ok(stem)
 }
@@ -205,7 +208,7 @@ pub async fn colliding_sources(storage: &Storage, key: &str, formats: &[String])
 /// past it: one LIST request however large the folder.
 pub async fn list_stem(storage: &Storage, key: &str, formats: &[String], format: Format) -> Result<Stem, JobError> {
     let prefix = naming::stem_prefix(key);
-    let output = naming::output_key(key, format, None);
+    let output = naming::output_key(key, format.ext(), None);
     let mut listing = storage.list_ordered(Some(&prefix));
     let mut stem = Stem::default();
     while let Some(item) = listing.next().await {

@@ -129,6 +129,11 @@ impl MemoryBudget {
         Ok(Reservation { _file: file, _work: work })
     }
 
+    /// The work pool's size: the most one conversion may reserve.
+    pub fn work_bytes(&self) -> u64 {
+        self.work.bytes()
+    }
+
     /// Bytes reserved right now (files, work).
     pub fn reserved_bytes(&self) -> (u64, u64) {
         (self.files.reserved_bytes(), self.work.reserved_bytes())

@@ -46,16 +46,24 @@ pub fn webp_key(key: &str) -> String {
     }
 }
 
-/// Where a conversion of `key` to `format` goes: its stem and the format's extension
+/// Where a conversion of `key` to `format` (an extension: `webp`, `avif`) goes: its stem and that extension
 /// (`p/cat.webp`, [`webp_key`] for WebP), or — resized to `width`×`height` — a name of
 /// its own with the size in it (`p/cat_150x100.webp`), so a resized conversion never
 /// takes the full-size name that runs keep up to date. The one naming rule of the API
 /// and the CLI.
-pub fn output_key(key: &str, format: crate::outputs::Format, resized: Option<(u32, u32)>) -> String {
-    let stem = crate::outputs::stem(key);
+pub fn output_key(key: &str, format: &str, resized: Option<(u32, u32)>) -> String {
+    let stem = stem(key);
     match resized {
         None => format!("{stem}.{format}"),
         Some((w, h)) => format!("{stem}_{w}x{h}.{format}"),
+    }
+}
+
+/// A source key without its extension: where every output name begins.
+pub fn stem(source: &str) -> &str {
+    match extension(source) {
+        Some(ext) => &source[..source.len() - ext.len() - 1],
+        None => source,
     }
 }
 
@@ -164,12 +172,12 @@ mod tests {
 
     #[test]
     fn a_resized_output_never_takes_the_full_size_name() {
-        use crate::outputs::Format::{Avif, Webp};
-        assert_eq!(output_key("p/cat.jpg", Webp, None), "p/cat.webp");
-        assert_eq!(output_key("p/cat.jpg", Webp, Some((150, 100))), "p/cat_150x100.webp");
-        assert_eq!(output_key("noext", Webp, Some((1, 2))), "noext_1x2.webp");
-        assert_eq!(output_key("p/cat.jpg", Avif, None), "p/cat.avif");
-        assert_eq!(output_key("p/cat.k.png", Avif, Some((3, 4))), "p/cat.k_3x4.avif");
+        let (webp, avif) = ("webp", "avif");
+        assert_eq!(output_key("p/cat.jpg", webp, None), "p/cat.webp");
+        assert_eq!(output_key("p/cat.jpg", webp, Some((150, 100))), "p/cat_150x100.webp");
+        assert_eq!(output_key("noext", webp, Some((1, 2))), "noext_1x2.webp");
+        assert_eq!(output_key("p/cat.jpg", avif, None), "p/cat.avif");
+        assert_eq!(output_key("p/cat.k.png", avif, Some((3, 4))), "p/cat.k_3x4.avif");
     }
 
     #[test]

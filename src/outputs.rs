@@ -209,13 +209,7 @@ pub fn full_size_ledger_key(source: &str, format: Format) -> String {
     }
 }
 
-/// A source key without its extension: where every output name begins.
-pub fn stem(source: &str) -> &str {
-    match crate::naming::extension(source) {
-        Some(ext) => &source[..source.len() - ext.len() - 1],
-        None => source,
-    }
-}
+pub use crate::naming::stem;
 
 /// The fixed text a template puts after the stem, or what is wrong with it.
 fn suffix_of(template: &str, format: Format, width: Option<u32>) -> Result<String, &'static str> {

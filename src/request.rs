@@ -115,7 +115,7 @@ pub async fn convert_key(target: &Target, key: &str, mut ask: Ask) -> Result<Out
     let source = naming::address(target.storage.bucket(), key);
     let unconverted = |listed: &ObjectInfo, webp: Option<&ObjectInfo>| Report {
         source: source.clone(),
-        destination: naming::address(target.storage.bucket(), &naming::output_key(key, ask.format, None)),
+        destination: naming::address(target.storage.bucket(), &naming::output_key(key, ask.format.ext(), None)),
         original_size: listed.size,
         converted_size: webp.map_or(0, |w| w.size),
         width: 0,
@@ -180,7 +180,7 @@ pub async fn convert_bytes(
         .next()
         .ok_or_else(|| worker("the converter answered no output".into()))?
         .map_err(convert_error)?;
-    let output = naming::output_key(key, format, resize.map(|_| (converted.width, converted.height)));
+    let output = naming::output_key(key, format.ext(), resize.map(|_| (converted.width, converted.height)));
     let webp = Bytes::from(converted.webp);
     let report = |duration_ms| Report {
         source: source.clone(),
@@ -314,25 +314,32 @@ pub async fn convert_outputs(
     let config = &target.config;
     let worker = |message: String| JobError::Worker { key: key.to_owned(), message };
     let convert_error = |error: ConvertError| JobError::Convert { key: key.to_owned(), error };
-    let targets: Vec<crate::convert::Target> =
+    let all: Vec<crate::convert::Target> =
         due.iter().map(|d| crate::convert::Target::from(&config.outputs.specs()[d.spec])).collect();
+    // Outputs that cannot fit beside the others are answered alone; the rest go on.
+    let (kept, refused) = crate::convert::fit_targets(&bytes, &config.convert, &all, target.memory.work_bytes());
+    let mut answers: Vec<Option<Result<Outcome, JobError>>> = (0..due.len()).map(|_| None).collect();
+    for (i, error) in refused {
+        answers[i] = Some(Err(convert_error(error)));
+    }
+    let targets: Vec<crate::convert::Target> = kept.iter().map(|&i| all[i]).collect();
     let original_size = bytes.len() as u64;
     let memory = target.memory.reserve_targets(file, &bytes, &targets, &config.convert).await.map_err(convert_error)?;
     let cancel = Arc::new(Cancel::new(false));
     let msg = ConvertTargets { bytes, targets, memory, admitted, cancel };
-    let answers = target
+    let converted = target
         .converter
         .send(msg)
         .await
         .map_err(|_| worker("the converter pool is stopping".into()))?
         .map_err(convert_error)?;
     let bucket = target.storage.bucket();
-    let mut out = Vec::with_capacity(due.len());
-    for (d, answer) in due.iter().zip(answers) {
+    for (&i, answer) in kept.iter().zip(converted) {
+        let d = &due[i];
         let converted = match answer {
             Ok(c) => c,
             Err(error) => {
-                out.push(Err(convert_error(error)));
+                answers[i] = Some(Err(convert_error(error)));
                 continue;
             }
         };
@@ -350,16 +357,23 @@ pub async fn convert_outputs(
             duration_ms: elapsed_ms(started),
         };
         if config.skip_if_larger && data.len() as u64 >= original_size {
-            out.push(Ok(Outcome::KeptSource(report)));
+            answers[i] = Some(Ok(Outcome::KeptSource(report)));
             continue;
         }
         let put =
             PutWebp { key: d.output.clone(), source: key.to_owned(), webp: data, replaces: Some(d.replaces.clone()) };
-        out.push(match target.uploader.send(put).await {
+        answers[i] = Some(match target.uploader.send(put).await {
             Err(_) => Err(worker("the uploader is stopping".into())),
             Ok(Err(error)) => Err(JobError::Upload { key: d.output.clone(), error }),
             Ok(Ok(Written::Stored)) => Ok(Outcome::Converted(report)),
             Ok(Ok(Written::Superseded)) => Ok(Outcome::Superseded(report)),
+        });
+    }
+    let mut out = Vec::with_capacity(answers.len());
+    for answer in answers {
+        out.push(match answer {
+            Some(a) => a,
+            None => Err(worker("the converter answered no output".into())),
         });
     }
     Ok(out)

@@ -338,6 +338,28 @@ impl ListingJob {
                 let _request = downloads.acquire_owned().await.expect("never closed");
                 storage.get(&candidate.source.key, opts.limits.max_input_bytes).await
             };
+            let mut candidate = candidate;
+            let mut targets = targets;
+            if let Ok((_, bytes)) = &fetched {
+                // Outputs that cannot fit beside the others (an AVIF of a huge photo in a
+                // small budget) are given up alone; the rest go on.
+                let (kept, refused) = crate::convert::fit_targets(bytes, &opts, &targets, budget.work_bytes());
+                for (i, e) in &refused {
+                    let d = &candidate.due[*i];
+                    state_keeper.do_send(RecordDone {
+                        key: candidate.source.key.clone(),
+                        spec: d.spec,
+                        output: d.output.clone(),
+                        etag: candidate.source.etag.clone(),
+                        outcome: ItemOutcome::Failed { code: e.reason(), reason: e.to_string(), permanent: true },
+                        slot: slot.clone(),
+                    });
+                }
+                if !refused.is_empty() {
+                    candidate.due = kept.iter().map(|&i| candidate.due[i].clone()).collect();
+                    targets = kept.iter().map(|&i| targets[i]).collect();
+                }
+            }
             let failed = match fetched {
                 Ok((_, bytes)) => match budget.reserve_targets(Some(file), &bytes, &targets, &opts).await {
                     Ok(memory) => {

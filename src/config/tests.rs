@@ -466,24 +466,14 @@ fn the_memory_budget_follows_the_machine_s_limit_unless_set() {
 }
 
 #[test]
-fn conversion_outputs_not_built_yet_are_refused_not_ignored() {
-    let err = load_yaml("conversion: {outputs: [{format: webp}, {format: avif}]}\n", &[]).unwrap_err().to_string();
-    assert!(err.contains("format avif is not built yet"), "{err}");
-    let err = load_yaml("conversion: {outputs: [{format: webp, width: 64}, {format: webp}]}\n", &[]).unwrap_err();
-    assert!(err.to_string().contains("the first output must be the full-size WebP"), "{err}");
-    let c = load_yaml("conversion: {outputs: [{format: webp}, {format: webp, width: 64}]}\n", &[]).unwrap();
-    assert_eq!(c.outputs.specs()[1].key("a.jpg"), "a_w64.webp");
-}
-
-#[test]
 fn conversion_outputs_are_read_from_the_file() {
     let c = load_yaml(
-        "conversion:\n  outputs:\n    - format: webp\n    - {format: webp, width: 640, quality: 60}\n    - {format: webp, width: 320, name: \"{stem}-{width}.{format}\"}\n",
+        "conversion:\n  outputs:\n    - format: webp\n    - {format: webp, width: 640, quality: 60}\n    - {format: avif, width: 320, name: \"{stem}-{width}.{format}\"}\n    - format: avif\n",
         &[],
     )
     .unwrap();
     let keys: Vec<String> = c.outputs.specs().iter().map(|s| s.key("p/cat.jpg")).collect();
-    assert_eq!(keys, ["p/cat.webp", "p/cat_w640.webp", "p/cat-320.webp"]);
+    assert_eq!(keys, ["p/cat.webp", "p/cat_w640.webp", "p/cat-320.avif", "p/cat.avif"]);
     assert_eq!(c.outputs.specs()[1].quality, Some(60.0));
     // Absent: the Go server's one WebP.
     assert!(load_yaml("conversion: {quality: 70}\n", &[]).unwrap().outputs.is_go_default());

@@ -318,18 +318,7 @@ fn outputs(raw: Option<&[super::raw::RawOutputEntry]>) -> Result<crate::outputs:
             })
             .collect()
     });
-    let outputs = crate::outputs::Outputs::parse(entries.as_deref()).map_err(|e| ConfigError::Parse(e.to_string()))?;
-    // Runs and bucket events make every output; the API and `convert` make the first,
-    // so far, and there is no AVIF encoder yet: refused rather than half done.
-    if outputs.has(crate::outputs::Format::Avif) {
-        return Err(ConfigError::Parse("conversion.outputs: format avif is not built yet (webp only)".into()));
-    }
-    if !outputs.specs()[0].is_go_webp() {
-        return Err(ConfigError::Parse(
-            "conversion.outputs: the first output must be the full-size WebP ({format: webp}, named {stem}.webp): the API and convert make that one".into(),
-        ));
-    }
-    Ok(outputs)
+    crate::outputs::Outputs::parse(entries.as_deref()).map_err(|e| ConfigError::Parse(e.to_string()))
 }
 
 fn conversion(c: &RawConversion) -> Result<(Vec<String>, ConvertOptions, bool), ConfigError> {

@@ -106,10 +106,50 @@ pub fn convert_targets(
         };
         answers[i] = Some(match t.format {
             Format::Webp => convert_still(copy, format, &t.options(opts), t.resize, cancel, false),
-            Format::Avif => Err(ConvertError::NoEncoder { format: Format::Avif }),
+            Format::Avif => encode_avif(copy, format, t, cancel),
         });
     }
     Ok(answers.into_iter().map(|a| a.expect("every target answered")).collect())
+}
+
+/// An AVIF of a decoded still: resized as asked, then ravif ([`super::avif`]). Its
+/// ICC profile is not embedded (ravif writes sRGB); EXIF orientation is already applied.
+fn encode_avif(
+    still: decode::Still,
+    format: super::SourceFormat,
+    t: &Target,
+    cancel: &webp::Cancel,
+) -> Result<Converted, ConvertError> {
+    let (w, h) = still.image.dimensions();
+    let (tw, th) = t.resize.and_then(|r| r.target(w, h)).unwrap_or((w, h));
+    let mut image = still.image;
+    if (tw, th) != (w, h) {
+        image = image.resize_exact(tw, th, image::imageops::FilterType::Lanczos3);
+    }
+    let has_alpha = image.color().has_alpha();
+    let pixels: Vec<u8> = if has_alpha { image.into_rgba8().into_raw() } else { image.into_rgb8().into_raw() };
+    let config = avif_config(t);
+    let px = webp::Pixels { data: &pixels, width: tw, height: th, has_alpha };
+    let bytes = super::avif::encode_still(&px, &config, cancel).map_err(|e| {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) { ConvertError::Cancelled } else { e.into() }
+    })?;
+    Ok(Converted {
+        webp: bytes,
+        format,
+        width: tw,
+        height: th,
+        frames: 1,
+        lossless: false,
+        orientation: still.orientation,
+        icc: false,
+        source_megapixels: f64::from(w) * f64::from(h) / 1e6,
+    })
+}
+
+/// The AVIF encoder's settings for `t`: its quality over the measured default.
+fn avif_config(t: &Target) -> super::avif::AvifConfig {
+    let default = super::avif::AvifConfig::default();
+    super::avif::AvifConfig { quality: t.quality.unwrap_or(default.quality), ..default }
 }
 
 /// One output of an animation, decoded afresh.
@@ -131,12 +171,61 @@ fn animation_target(
     convert_cancellable(input, &t.options(opts), t.resize, cancel)
 }
 
+/// Which of `targets` fit a work pool of `pool` bytes together: when all of them do not,
+/// AVIF outputs (the costliest, and never the Go server's) are left out, the largest
+/// first, until the rest fit; each left out is answered `OverMemoryBudget` on its own,
+/// so a WebP is still made where its AVIF cannot be. Answers the indexes kept and the
+/// refusals. The kept may still not fit: then their reservation refuses them all.
+pub fn fit_targets(
+    input: &[u8],
+    opts: &ConvertOptions,
+    targets: &[Target],
+    pool: u64,
+) -> (Vec<usize>, Vec<(usize, ConvertError)>) {
+    let mut kept: Vec<usize> = (0..targets.len()).collect();
+    let mut refused = Vec::new();
+    // One output (the Go default): nothing to choose; its reservation decides.
+    if !targets.iter().any(|t| t.format == Format::Avif) || targets.len() == 1 {
+        return (kept, refused);
+    }
+    let cost = |kept: &[usize]| {
+        let chosen: Vec<Target> = kept.iter().map(|&i| targets[i]).collect();
+        targets_cost(input, opts, &chosen).ok().flatten().unwrap_or(0)
+    };
+    loop {
+        let total = cost(&kept);
+        if total <= pool || kept.len() <= 1 {
+            break;
+        }
+        let widest_avif = kept
+            .iter()
+            .copied()
+            .filter(|&i| targets[i].format == Format::Avif)
+            .max_by_key(|&i| targets[i].resize.map_or(u32::MAX, |r| r.width.unwrap_or(u32::MAX)));
+        let Some(drop) = widest_avif else { break };
+        kept.retain(|&i| i != drop);
+        let alone = cost(&[drop]).max(total - cost(&kept));
+        refused.push((drop, super::over_memory_budget(alone, opts.limits.memory_budget_mb)));
+    }
+    (kept, refused)
+}
+
 /// The working memory making every one of `targets` may need at once: the decoded source
 /// (held while each output is encoded) and each output's own conversion — an upper bound,
 /// as each output's estimate counts the decode again.
 pub fn targets_cost(input: &[u8], opts: &ConvertOptions, targets: &[Target]) -> Result<Option<u64>, ConvertError> {
     if let [only] = targets {
-        return super::admit(input, only.resize, opts);
+        let Some(cost) = super::admit(input, only.resize, opts)? else { return Ok(None) };
+        if only.format == Format::Avif
+            && let Ok(header) = cost::read_header(input)
+        {
+            let (w, h) = only
+                .resize
+                .and_then(|r| r.target(header.width, header.height))
+                .unwrap_or((header.width, header.height));
+            return Ok(Some(cost + avif_work_bytes(w, h)));
+        }
+        return Ok(Some(cost));
     }
     let full = super::admit(input, None, opts)?;
     let (Some(full), Ok(header)) = (full, cost::read_header(input)) else { return Ok(full) };
@@ -145,6 +234,19 @@ pub fn targets_cost(input: &[u8], opts: &ConvertOptions, targets: &[Target]) -> 
     let mut total = full;
     for t in targets.iter().filter(|t| t.no_wider_than().is_none_or(|w| w < widest)) {
         total += super::admit(input, t.resize, opts)?.unwrap_or(0);
+        if t.format == Format::Avif {
+            let (w, h) =
+                t.resize.and_then(|r| r.target(header.width, header.height)).unwrap_or((header.width, header.height));
+            total += avif_work_bytes(w, h);
+        }
     }
     Ok(Some(total))
+}
+
+/// The AVIF encoder's working memory beyond the pixels handed to it, at or above its
+/// measured peak: rav1e's 10-bit 4:4:4 frames and tile state (40 bytes a pixel), an
+/// alpha channel's second encoder (20 more, counted always: the header does not say),
+/// and 8 MiB of tables (BENCHMARKS.md, "AVIF working memory").
+fn avif_work_bytes(width: u32, height: u32) -> u64 {
+    u64::from(width) * u64::from(height) * 60 + 8 * cost::MIB
 }

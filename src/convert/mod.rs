@@ -20,7 +20,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView};
 
 pub use decode::{image_format, netscape_loop_count, webp_loop_count};
-pub use many::{Target, convert_targets, targets_cost};
+pub use many::{Target, convert_targets, fit_targets, targets_cost};
 pub use options::{
     ANIMATION_CANVASES, ConvertOptions, FormatOverride, Limits, LosslessPolicy, Oversize, ResizeSpec, SourceFormat,
 };

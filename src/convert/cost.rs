@@ -46,9 +46,9 @@ const JPEG_PICTURE_BPP: f64 = 1.6;
 /// above any detail in between as long as tokens grow no faster than linearly with it.
 const TOKENS_BASE: f64 = 1.0;
 /// The same for a PNG (or other lossless source) made lossy: its photos peak higher at
-/// the bottom of the line (wallpapers' gradients and dithering: up to 2.4 bytes a pixel
-/// at a fullness of 0.01).
-const LOSSLESS_SOURCE_TOKENS_BASE: f64 = 2.5;
+/// the bottom of the line (a wallpaper's gradients and dithering: 2.2 bytes a pixel at a
+/// fullness of 0.0001, sway__Sway_Wallpaper_Blue_1920x1080.png).
+const LOSSLESS_SOURCE_TOKENS_BASE: f64 = 2.2;
 const MAX_TOKENS: f64 = LOSSY_ENCODER_BPP as f64 - JPEG_PICTURE_BPP;
 /// A JPEG of noise: 4.09 bytes a pixel at quantiser 1 (quality 100), 1.87 at 11.5 (90),
 /// 0.85 at 57.6 (50): `NOISE_JPEG_BPP × quantiser^-NOISE_QUANT_POWER` (fitted so that
@@ -69,9 +69,9 @@ const LOSSLESS_FULLNESS_POWER: f64 = 6.0;
 /// made lossy (mate__Flow.png, mate__Gulp.png), an opaque RGBA PNG at 6.
 const ALPHA_ENCODER_BPP: f64 = 36.0;
 /// A lossy encode's fixed part for other sources than JPEG: their decoders' and
-/// libwebp's tables (a 0.7 MP PNG made lossy peaks at 5.6 MiB); with an alpha plane, the
-/// lossless encoder's ([`FIXED`]).
-const LOSSY_FIXED: u64 = 3 * MIB / 2;
+/// libwebp's tables (a 32×32 PNG made lossy peaks at 0.6 MiB, a 0.7 MP one at 5.7); with
+/// an alpha plane, the lossless encoder's ([`FIXED`]).
+const LOSSY_FIXED: u64 = 5 * MIB / 4;
 /// With `low_memory` libwebp holds no tokens, only its output: a tenth
 /// (24 MP of noise peaks at 139 MiB with it, 498 MiB without).
 const LOW_MEMORY_TOKENS: f64 = 0.1;

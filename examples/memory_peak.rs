@@ -7,8 +7,11 @@
 //! ```
 //!
 //! `--synthetic DIR` first writes the worst cases the corpus lacks into DIR and measures
-//! them too: JPEGs of seeded RGB noise (quality 90, 4:2:0) of 6, 16 and 24 MP, and the
-//! repository's photo (testdata/images/reference_chelsea.png) upscaled to 24 and 31 MP.
+//! them too: JPEGs of seeded RGB noise (quality 90, 4:4:4) of 6, 16 and 24 MP and of
+//! 6 MP at quality 50 and 100 (noise is the encoder's worst case at any quality), the
+//! repository's photo (testdata/images/reference_chelsea.png) upscaled to 24 and 31 MP,
+//! and that photo at 4 MP as a truecolour PNG with seeded grain of ±0, 4, 16 and 64 a
+//! channel, and RGB and RGBA noise (a PNG's detail, from smooth to none compressible).
 //!
 //! Each file is converted in a fresh process (this one run again with `--one FILE`) with
 //! the default settings, as `convert` and the daemon do (glibc's large frees returned at

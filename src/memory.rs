@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::convert::cost::{MIB, work_pool_mb};
@@ -98,13 +99,17 @@ impl MemoryBudget {
     pub async fn reserve_work(
         &self,
         file: Option<FileReservation>,
-        bytes: &[u8],
+        bytes: &Bytes,
         resize: Option<ResizeSpec>,
         opts: &ConvertOptions,
     ) -> Result<Reservation, ConvertError> {
         // A limit the header breaks is refused here, with the converter's own reason;
         // an unreadable header costs nothing (its conversion fails before decoding).
-        let cost = admit(bytes, resize, opts)?.unwrap_or(0);
+        // Off the async threads: reading a large PNG's rows for its colours takes up to
+        // a tenth of a second. A panic there is the converter's to catch and report.
+        let (input, options) = (bytes.clone(), opts.clone());
+        let admitted = tokio::task::spawn_blocking(move || admit(&input, resize, &options)).await;
+        let cost = admitted.unwrap_or(Ok(None))?.unwrap_or(0);
         if cost > self.work.bytes() {
             return Err(over_memory_budget(cost, self.budget_mb));
         }
@@ -184,7 +189,7 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "4 MiB more does not fit in 10 with 8 taken");
         // The work pool is separate: an image can still start converting.
-        let work = budget.reserve_work(Some(big), &fixture("jpeg_baseline.jpg"), None, &limits).await.unwrap();
+        let work = budget.reserve_work(Some(big), &fixture("jpeg_baseline.jpg").into(), None, &limits).await.unwrap();
         // (the waiter already holds the 2 MiB that were free: tokio hands permits out
         // to the head of the queue as they come)
         assert_eq!(budget.reserved_bytes(), (10 * MIB, cost("jpeg_baseline.jpg").div_ceil(MIB) * MIB));
@@ -203,7 +208,7 @@ mod tests {
     async fn work_larger_than_the_whole_pool_is_refused_not_run_alone() {
         let budget = MemoryBudget::new(16); // work 12 MiB
         let limits = ConvertOptions::default();
-        let jpeg = fixture("jpeg_baseline.jpg"); // 4 MiB to convert as it is
+        let jpeg = Bytes::from(fixture("jpeg_baseline.jpg")); // 4 MiB to convert as it is
         let upscale = Some(ResizeSpec { width: Some(2000), height: None });
         let e = budget.reserve_work(None, &jpeg, upscale, &limits).await.unwrap_err();
         assert_eq!(e.code(), "over_memory_budget");

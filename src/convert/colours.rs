@@ -101,20 +101,21 @@ pub fn png_colours(png: &[u8]) -> Scan {
     let mut pixel = [0u8; 4];
     while let Ok(Some(row)) = reader.next_row() {
         let data = row.data();
-        let counting = read < SCAN_PIXELS;
-        for px in data.chunks_exact(step) {
-            for (c, out) in pixel[..channels].iter_mut().enumerate() {
-                // image's 16-to-8-bit rounding: (v + 128) / 257.
-                *out = if wide {
-                    ((u32::from(u16::from_be_bytes([px[2 * c], px[2 * c + 1]])) + 128) / 257) as u8
-                } else {
-                    px[c]
-                };
+        if seen.is_some() && read < SCAN_PIXELS {
+            for px in data.chunks_exact(step) {
+                for (c, out) in pixel[..channels].iter_mut().enumerate() {
+                    *out = if wide { to_8_bits(px[2 * c], px[2 * c + 1]) } else { px[c] };
+                }
+                if seen.as_mut().is_some_and(|s| !s.add(&pixel[..channels])) {
+                    seen = None;
+                    break;
+                }
             }
-            transparent |= alpha && pixel[channels - 1] < 255;
-            if counting && seen.as_mut().is_some_and(|s| !s.add(&pixel[..channels])) {
-                seen = None;
-            }
+        }
+        if alpha && !transparent {
+            let a = step - if wide { 2 } else { 1 };
+            transparent =
+                data.chunks_exact(step).any(|px| if wide { to_8_bits(px[a], px[a + 1]) } else { px[a] } < 255);
         }
         read += (data.len() / step) as u64;
         let colours_known = seen.is_none() || read >= SCAN_PIXELS;
@@ -137,6 +138,11 @@ pub fn png_colours(png: &[u8]) -> Scan {
         Transparency::Unknown
     };
     Scan { colours, transparency }
+}
+
+/// A 16-bit sample (big-endian) as image rounds it to 8 bits: (v + 128) / 257.
+fn to_8_bits(high: u8, low: u8) -> u8 {
+    ((u32::from(u16::from_be_bytes([high, low])) + 128) / 257) as u8
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@
 # ICS_BENCH_BASE_BIN=<an earlier build of the daemon> adds the A/B on this machine, no
 # memory limit: `run-once` over CORPUS_DIR's JPEG and PNG files with the default
 # configuration, that build and this one (target/debug unless ICS_BENCH_NEW_BIN says)
-# alternating, ROUNDS rounds (default 3); prints each run's seconds and peak RSS (GNU
-# time) and the median of this build's throughput over the base's. Build a base without
+# alternating, ROUNDS rounds (default 3); prints each run's seconds, CPU seconds and
+# peak RSS (GNU time) and the median of this build's throughput over the base's. Build a base without
 # a checkout (release, as BENCHMARKS.md's figures):
 #   git archive REV | tar -x -C /tmp/base && (cd /tmp/base && cargo build --release)
 # ICS_BENCH_NEW_BIN=<this build's binary, already built, of the base's profile:
@@ -59,10 +59,11 @@ if [ -n "${ICS_BENCH_BASE_BIN:-}" ]; then
             done
             env -u ICS__PIPELINE__MEMORY_BUDGET_MB ICS__STORAGE__BACKEND=local \
                 ICS__STORAGE__LOCAL_ROOT="$work/bucket" ICS__STATE__DIR="$work/state" ICS__LOG__LEVEL=warn \
-                nice -n 10 /usr/bin/time -f "%e %M" -o "$work/time" "$exe" run-once --json >"$work/summary"
-            read -r seconds kb <"$work/time"
+                nice -n 10 /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$exe" run-once --json >"$work/summary"
+            read -r seconds kb user sys <"$work/time"
+            cpu=$(python3 -c "print(f'{$user + $sys:.1f}')")
             converted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["converted"])' "$work/summary")
-            echo "round $round  $which  ${seconds} s  peak RSS $((kb / 1024)) MiB  converted $converted"
+            echo "round $round  $which  ${seconds} s  CPU ${cpu} s  peak RSS $((kb / 1024)) MiB  converted $converted"
             took[$which]=$seconds
             rm -rf "$work"
         done

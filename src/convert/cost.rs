@@ -477,6 +477,32 @@ mod tests {
     }
 
     #[test]
+    fn a_png_photo_under_auto_fits_a_budget_that_its_lossless_encode_would_not() {
+        // Issue 23: every PNG was reserved the lossless encoder's 44 bytes a pixel, so a
+        // 4 MP photo (171 MiB) was refused under a budget of 64 (48 MiB of work) although
+        // its lossy encode peaks near 20. Its rows show many colours: planned lossy.
+        let photo = image::open(format!("{}/testdata/images/reference_chelsea.png", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+            .resize_exact(2448, 1632, image::imageops::FilterType::Triangle)
+            .into_rgb8();
+        let mut png = Vec::new();
+        photo.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let limits = super::super::Limits { memory_budget_mb: 64, ..Default::default() };
+        let opts = ConvertOptions { limits, ..Default::default() };
+        let h = read_header(&png).unwrap();
+        assert_eq!(h.colours, Colours::Many);
+        assert!(working_set(&h, (2448, 1632), true) > opts.limits.max_work_bytes());
+        let planned = plan_for(&png, None, &opts).unwrap().bytes;
+        assert!(planned < 32 * MIB, "{}", planned / MIB);
+        let converted = super::super::convert(&png, &opts, None).unwrap();
+        assert!(!converted.lossless);
+        // Lossless asked for: refused with the budget to raise, as before.
+        let always = ConvertOptions { lossless: LosslessPolicy::Always, ..opts };
+        let refused = super::super::convert(&png, &always, None).unwrap_err();
+        assert_eq!(refused.code(), "over_memory_budget");
+    }
+
+    #[test]
     fn low_memory_is_planned_only_where_it_is_the_difference_between_converting_and_refusing() {
         let noise = jpeg(6000, 4000, 1.87);
         let fast = working_set(&noise, (6000, 4000), false);

@@ -7,8 +7,11 @@
 //! ```
 //!
 //! `--synthetic DIR` first writes the worst cases the corpus lacks into DIR and measures
-//! them too: JPEGs of seeded RGB noise (quality 90, 4:2:0) of 6, 16 and 24 MP, and the
-//! repository's photo (testdata/images/reference_chelsea.png) upscaled to 24 and 31 MP.
+//! them too: JPEGs of seeded RGB noise (quality 90, 4:4:4) of 6, 16 and 24 MP and of
+//! 6 MP at quality 50 and 100 (noise is the encoder's worst case at any quality), the
+//! repository's photo (testdata/images/reference_chelsea.png) upscaled to 24 and 31 MP,
+//! and that photo at 4 MP as a truecolour PNG with seeded grain of ±0, 4, 16 and 64 a
+//! channel, and RGB and RGBA noise (a PNG's detail, from smooth to none compressible).
 //!
 //! Each file is converted in a fresh process (this one run again with `--one FILE`) with
 //! the default settings, as `convert` and the daemon do (glibc's large frees returned at
@@ -20,7 +23,7 @@
 //! includes libwebp's `low_memory` where the budget calls for it).
 //!
 //! Prints one line per file, `file  megapixels  file MB  reserved MB  peak MB  ratio
-//! encoder` (`low_memory` where the plan uses it), then the lowest and highest
+//! encoder` (`lossless` or `lossy`, with `low_memory` where the plan uses it), then the lowest and highest
 //! reserved/peak ratio over the files of at least 1 MP (below
 //! that both are a few MB and the ratio measures the allocator, not the model). Exit
 //! status 1 when a reservation is under its peak. `scripts/bench-memory.sh` runs it.
@@ -62,8 +65,9 @@ fn files(args: &[String]) -> Vec<PathBuf> {
     out
 }
 
-/// A JPEG of `width`×`height`: seeded RGB noise, or the repository's photo upscaled.
-fn synthetic_jpeg(width: u32, height: u32, noise: bool) -> Vec<u8> {
+/// A JPEG of `width`×`height` at `quality`: seeded RGB noise, or the repository's photo
+/// upscaled.
+fn synthetic_jpeg(width: u32, height: u32, noise: bool, quality: u8) -> Vec<u8> {
     let rgb = if noise {
         let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(width);
         let data = (0..width as usize * height as usize * 3)
@@ -81,29 +85,77 @@ fn synthetic_jpeg(width: u32, height: u32, noise: bool) -> Vec<u8> {
         base.resize_exact(width, height, image::imageops::FilterType::Triangle).into_rgb8()
     };
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&rgb).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality).encode_image(&rgb).unwrap();
+    out
+}
+
+/// A truecolour PNG of `width`×`height`: the repository's photo upscaled, each channel
+/// moved by seeded noise of ±`grain` (`None`: noise alone), with alpha when `alpha`.
+fn synthetic_png(width: u32, height: u32, grain: Option<i32>, alpha: bool) -> Vec<u8> {
+    let photo = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/images/reference_chelsea.png");
+    let base = image::open(photo).expect("the repository's photo");
+    let mut rgba = base.resize_exact(width, height, image::imageops::FilterType::Triangle).into_rgba8();
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ u64::from(width);
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 24) as u8
+    };
+    for px in rgba.pixels_mut() {
+        for c in 0..if alpha { 4 } else { 3 } {
+            px[c] = match grain {
+                None => next(),
+                Some(g) => (i32::from(px[c]) + i32::from(next()) % (2 * g + 1) - g).clamp(0, 255) as u8,
+            };
+        }
+    }
+    let image = if alpha {
+        image::DynamicImage::ImageRgba8(rgba)
+    } else {
+        image::DynamicImage::ImageRgba8(rgba).to_rgb8().into()
+    };
+    let mut out = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
     out
 }
 
 fn write_synthetic(dir: &str) {
     fs::create_dir_all(dir).unwrap();
     let cases = [
-        ("noise-6mp.jpg", 3000, 2000, true),
-        ("noise-16mp.jpg", 4900, 3265, true),
-        ("noise-24mp.jpg", 6000, 4000, true),
-        ("photo-24mp.jpg", 6000, 4000, false),
-        ("photo-31mp.jpg", 6800, 4560, false),
+        ("noise-6mp.jpg", 3000, 2000, true, 90),
+        ("noise-6mp-q50.jpg", 3000, 2000, true, 50),
+        ("noise-6mp-q100.jpg", 3000, 2000, true, 100),
+        ("noise-16mp.jpg", 4900, 3265, true, 90),
+        ("noise-24mp.jpg", 6000, 4000, true, 90),
+        ("photo-24mp.jpg", 6000, 4000, false, 90),
+        ("photo-31mp.jpg", 6800, 4560, false, 90),
     ];
-    for (name, w, h, noise) in cases {
+    for (name, w, h, noise, quality) in cases {
         let path = PathBuf::from(dir).join(name);
         if !path.exists() {
-            fs::write(&path, synthetic_jpeg(w, h, noise)).unwrap();
+            fs::write(&path, synthetic_jpeg(w, h, noise, quality)).unwrap();
+        }
+    }
+    // Photos as truecolour PNGs (encoded lossy under `auto`), from smooth to noise.
+    let pngs = [
+        ("png-photo-4mp.png", Some(0), false),
+        ("png-grain4-4mp.png", Some(4), false),
+        ("png-grain16-4mp.png", Some(16), false),
+        ("png-grain64-4mp.png", Some(64), false),
+        ("png-noise-4mp.png", None, false),
+        ("png-noise-rgba-4mp.png", None, true),
+    ];
+    for (name, grain, alpha) in pngs {
+        let path = PathBuf::from(dir).join(name);
+        if !path.exists() {
+            fs::write(&path, synthetic_png(2448, 1632, grain, alpha)).unwrap();
         }
     }
 }
 
 /// Measures one file in this process: `(file, megapixels, file MB, reserved MB, peak
-/// MB, low_memory)`, or why it could not.
+/// MB, encoder)`, or why it could not.
 fn measure(path: &Path, opts: &ConvertOptions) -> Result<String, String> {
     let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let plan = cost::plan_for(&bytes, None, opts).ok_or(format!("{}: no estimate", path.display()))?;
@@ -119,7 +171,11 @@ fn measure(path: &Path, opts: &ConvertOptions) -> Result<String, String> {
         "{name}\t{:.2}\t{:.2}\t{reserved:.0}\t{peak:.1}\t{}",
         converted.source_megapixels,
         bytes.len() as f64 / MB,
-        if plan.low_memory { "low_memory" } else { "-" }
+        match (converted.lossless, plan.low_memory) {
+            (true, _) => "lossless",
+            (false, true) => "lossy low_memory",
+            (false, false) => "lossy",
+        }
     ))
 }
 

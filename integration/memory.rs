@@ -365,3 +365,39 @@ fn a_timed_out_conversion_is_cancelled_and_holds_its_slot_and_memory_until_it_st
     assert!(log.contains("Cancelled an API conversion"), "not cancelled:\n{log}");
     assert_eq!(server.get("/health").status, 200);
 }
+
+/// Every output on (WebP and AVIF, full size and 640 px): a run's peak stays within
+/// 100 MB + the budget, as with the one WebP, and every output is made.
+#[test]
+fn every_output_on_keeps_a_run_within_100_mb_and_its_budget() {
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let base = image::load_from_memory(&fixture("reference_chelsea.png")).unwrap();
+    for i in 0..3u32 {
+        let photo = base.resize_exact(1800 + i * 8, 1250, image::imageops::FilterType::Triangle).into_rgb8();
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&photo).unwrap();
+        std::fs::write(root.path().join(format!("p{i}.jpg")), out).unwrap();
+    }
+    let budget: u32 = 512;
+    let config = state.path().join("outputs.yaml");
+    let yaml = "conversion:\n  outputs: [{format: webp}, {format: avif}, {format: webp, width: 640}, {format: avif, width: 640}]\n";
+    std::fs::write(&config, yaml).unwrap();
+    let mut cmd = binary();
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["run-once", "--json"])
+        .env("ICS__STORAGE__BACKEND", "local")
+        .env("ICS__STORAGE__LOCAL_ROOT", root.path())
+        .env("ICS__STATE__DIR", state.path())
+        .env("ICS__PIPELINE__WORKERS", "2")
+        .env("ICS__PIPELINE__MEMORY_BUDGET_MB", budget.to_string())
+        .env("ICS__LOG__LEVEL", "warn");
+    let m = run_with_peak_rss(cmd);
+    let summary: serde_json::Value =
+        serde_json::from_str(&m.stdout).unwrap_or_else(|_| panic!("no summary: {}{}", m.stdout, m.stderr));
+    assert_eq!(summary["converted"], 12, "{summary}");
+    assert_eq!(summary["by_format"], serde_json::json!({"avif": 6, "webp": 6}), "{summary}");
+    eprintln!("memory: every output of 3 photos of 2.25 MP, budget {budget} MB: peak RSS {:.1} MB", m.peak_rss_mb);
+    assert!(m.peak_rss_mb <= BASE_MB + f64::from(budget), "peak {:.1} MB over 100 MB + {budget} MB", m.peak_rss_mb);
+}

@@ -78,7 +78,7 @@ fn a_second_run_over_every_output_sends_no_get_and_no_put() {
     fill_direct(&bucket, &objects, &[&fixture("jpeg_baseline.jpg")]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("outputs.yaml");
-    std::fs::write(&config, OUTPUTS).unwrap();
+    std::fs::write(&config, format!("{OUTPUTS}    - format: avif\n")).unwrap();
     let run_s3 = || {
         let mut cmd = binary_on_s3(&bucket, &dir.path().join("state.json"));
         cmd.arg("--config").arg(&config).args(["run-once", "--json"]);
@@ -86,9 +86,10 @@ fn a_second_run_over_every_output_sends_no_get_and_no_put() {
     };
     request_counts(&bucket, true);
     let first = run_s3();
-    assert_eq!(first["converted"], 18, "{first}");
+    assert_eq!(first["converted"], 24, "{first}");
+    assert_eq!(first["by_format"], serde_json::json!({"avif": 6, "webp": 18}), "{first}");
     let puts = successful_puts(&bucket);
-    assert_eq!(puts.len(), 18, "{puts:?}");
+    assert_eq!(puts.len(), 24, "{puts:?}");
     assert!(puts.values().all(|n| *n == 1), "each output stored once: {puts:?}");
     request_counts(&bucket, true);
     let second = run_s3();

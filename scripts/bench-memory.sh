@@ -3,7 +3,9 @@
 #   bash scripts/bench-memory.sh [CORPUS_DIR...]
 # Builds examples/memory_peak (dev profile: dependencies, libwebp included, are built
 # optimised), writes the worst cases a corpus lacks into target/memory-synthetic (JPEGs
-# of seeded noise of 6, 16 and 24 MP; the repository's photo upscaled to 24 and 31 MP),
+# of seeded noise of 6, 16 and 24 MP, and of 6 MP at quality 50 and 100; the
+# repository's photo upscaled to 24 and 31 MP; 4 MP truecolour PNGs of that photo with
+# grain of ±0, 4, 16 and 64, and of RGB and RGBA noise),
 # then measures each file of those and of CORPUS_DIR in a process of its own: what the
 # budget reserves for it against the peak RSS its conversion adds. Then the noise again
 # under a 330 MB budget (what a 512 MiB container gets), where libwebp's low_memory is
@@ -13,12 +15,14 @@
 #
 # ICS_BENCH_BASE_BIN=<an earlier build of the daemon> adds the A/B on this machine, no
 # memory limit: `run-once` over CORPUS_DIR's JPEG and PNG files with the default
-# configuration, that build and this one (target/debug, the same profile) alternating,
-# ROUNDS rounds (default 3); prints each run's seconds and peak RSS (GNU time) and the
-# median of this build's throughput over the base's. Build a base without a checkout:
-#   git archive REV | tar -x -C /tmp/base && (cd /tmp/base && cargo build)
-# ICS_BENCH_NEW_BIN=<this build's binary, already built> skips building it;
-# ICS_BENCH_TABLES=0 skips the tables (the A/B alone).
+# configuration, that build and this one (target/debug unless ICS_BENCH_NEW_BIN says)
+# alternating, ROUNDS rounds (default 3); prints each run's seconds, CPU seconds and
+# peak RSS (GNU time) and the median of this build's throughput over the base's. Build a base without
+# a checkout (release, as BENCHMARKS.md's figures):
+#   git archive REV | tar -x -C /tmp/base && (cd /tmp/base && cargo build --release)
+# ICS_BENCH_NEW_BIN=<this build's binary, already built, of the base's profile:
+# target/release/image-converting-server> skips building it; ICS_BENCH_TABLES=0 skips
+# the tables (the A/B alone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,7 +36,7 @@ if [ "${ICS_BENCH_TABLES:-1}" != 0 ]; then
     nice -n 10 "$bin" --synthetic "$synthetic" "$@" || status=1
     echo
     echo "== pipeline.memory_budget_mb 330 (a 512 MiB container): the noise"
-    nice -n 10 "$bin" --budget 330 "$synthetic"/noise-*.jpg || status=1
+    nice -n 10 "$bin" --budget 330 "$synthetic"/noise-*mp.jpg || status=1
 fi
 
 if [ -n "${ICS_BENCH_BASE_BIN:-}" ]; then
@@ -55,10 +59,11 @@ if [ -n "${ICS_BENCH_BASE_BIN:-}" ]; then
             done
             env -u ICS__PIPELINE__MEMORY_BUDGET_MB ICS__STORAGE__BACKEND=local \
                 ICS__STORAGE__LOCAL_ROOT="$work/bucket" ICS__STATE__DIR="$work/state" ICS__LOG__LEVEL=warn \
-                nice -n 10 /usr/bin/time -f "%e %M" -o "$work/time" "$exe" run-once --json >"$work/summary"
-            read -r seconds kb <"$work/time"
+                nice -n 10 /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$exe" run-once --json >"$work/summary"
+            read -r seconds kb user sys <"$work/time"
+            cpu=$(python3 -c "print(f'{$user + $sys:.1f}')")
             converted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["converted"])' "$work/summary")
-            echo "round $round  $which  ${seconds} s  peak RSS $((kb / 1024)) MiB  converted $converted"
+            echo "round $round  $which  ${seconds} s  CPU ${cpu} s  peak RSS $((kb / 1024)) MiB  converted $converted"
             took[$which]=$seconds
             rm -rf "$work"
         done

@@ -19,10 +19,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::convert::cost::{MIB, work_pool_mb};
-use crate::convert::{ConvertError, ConvertOptions, ResizeSpec, Target, admit, over_memory_budget, targets_cost};
+use crate::convert::{
+    ConvertError, ConvertOptions, ResizeSpec, Target, admit, fit_targets, over_memory_budget, targets_cost,
+};
 
 /// One pool, in MiB units.
 #[derive(Debug, Clone)]
@@ -98,13 +101,17 @@ impl MemoryBudget {
     pub async fn reserve_work(
         &self,
         file: Option<FileReservation>,
-        bytes: &[u8],
+        bytes: &Bytes,
         resize: Option<ResizeSpec>,
         opts: &ConvertOptions,
     ) -> Result<Reservation, ConvertError> {
         // A limit the header breaks is refused here, with the converter's own reason;
         // an unreadable header costs nothing (its conversion fails before decoding).
-        let cost = admit(bytes, resize, opts)?.unwrap_or(0);
+        // Off the async threads: reading a large PNG's rows for its colours takes up to
+        // a tenth of a second. A panic there is the converter's to catch and report.
+        let (input, options) = (bytes.clone(), opts.clone());
+        let admitted = tokio::task::spawn_blocking(move || admit(&input, resize, &options)).await;
+        let cost = admitted.unwrap_or(Ok(None))?.unwrap_or(0);
         if cost > self.work.bytes() {
             return Err(over_memory_budget(cost, self.budget_mb));
         }
@@ -113,20 +120,39 @@ impl MemoryBudget {
     }
 
     /// [`MemoryBudget::reserve_work`] for making every one of `targets` from `bytes`
-    /// (`conversion.outputs`): the decoded source and each output's conversion.
+    /// (`conversion.outputs`, or a request's one output): the decoded source and each
+    /// output's conversion, read off the async threads as there.
     pub async fn reserve_targets(
         &self,
         file: Option<FileReservation>,
-        bytes: &[u8],
+        bytes: &Bytes,
         targets: &[Target],
         opts: &ConvertOptions,
     ) -> Result<Reservation, ConvertError> {
-        let cost = targets_cost(bytes, opts, targets)?.unwrap_or(0);
+        let (input, options, targets) = (bytes.clone(), opts.clone(), targets.to_vec());
+        let costed = tokio::task::spawn_blocking(move || targets_cost(&input, &options, &targets)).await;
+        let cost = costed.unwrap_or(Ok(None))?.unwrap_or(0);
         if cost > self.work.bytes() {
             return Err(over_memory_budget(cost, self.budget_mb));
         }
         let work = self.work.take(cost).await;
         Ok(Reservation { _file: file, _work: work })
+    }
+
+    /// Which of `targets` fit the work pool together ([`fit_targets`]: the indexes kept,
+    /// and the outputs left out with their refusal), read off the async threads.
+    pub async fn fit(
+        &self,
+        bytes: &Bytes,
+        targets: &[Target],
+        opts: &ConvertOptions,
+    ) -> (Vec<usize>, Vec<(usize, ConvertError)>) {
+        if targets.len() <= 1 || targets.iter().all(|t| t.format != crate::outputs::Format::Avif) {
+            return ((0..targets.len()).collect(), Vec::new());
+        }
+        let (input, options, list, pool) = (bytes.clone(), opts.clone(), targets.to_vec(), self.work.bytes());
+        let fitted = tokio::task::spawn_blocking(move || fit_targets(&input, &options, &list, pool)).await;
+        fitted.unwrap_or_else(|_| ((0..targets.len()).collect(), Vec::new()))
     }
 
     /// The work pool's size: the most one conversion may reserve.
@@ -174,10 +200,17 @@ mod tests {
         // 23 bytes a pixel of noise (this photo's file has 0.4 bytes a pixel).
         let jpeg = cost("jpeg_baseline.jpg");
         assert!(jpeg > 640 * 427 * 5 && jpeg < 640 * 427 * 15, "{jpeg}");
-        // 16-bit RGBA costs more to decode; lossless encoding (auto, a PNG) dominates.
-        assert_eq!(cost("png_rgba16.png"), cost("png_alpha.png"));
+        // 16-bit RGBA costs more to decode; the lossless encoder dominates.
+        let always = ConvertOptions { lossless: crate::convert::LosslessPolicy::Always, ..Default::default() };
+        let lossless = |name: &str| estimate(&fixture(name), None, &always).unwrap();
+        assert_eq!(lossless("png_rgba16.png"), lossless("png_alpha.png"));
         let lossy = ConvertOptions { lossless: crate::convert::LosslessPolicy::Never, ..Default::default() };
-        assert!(estimate(&fixture("png_alpha.png"), None, &lossy).unwrap() < cost("png_alpha.png"));
+        // Under auto a PNG photo (more than 256 colours in its rows) is reserved for the
+        // lossy encode it gets, a palette PNG for the lossless one.
+        let photo = &fixture("reference_chelsea.png");
+        assert_eq!(cost("reference_chelsea.png"), estimate(photo, None, &lossy).unwrap());
+        assert!(cost("reference_chelsea.png") < estimate(photo, None, &always).unwrap() / 3);
+        assert_eq!(cost("png_palette.png"), lossless("png_palette.png"));
         // The 100000x100000 bomb is a tiny file with a huge cost; a size the limits
         // refuse anyway (16383 px a side) reserves nothing: it fails before decoding.
         let header = crate::convert::cost::read_header(&fixture("bad/bomb.png")).unwrap();
@@ -199,7 +232,7 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "4 MiB more does not fit in 10 with 8 taken");
         // The work pool is separate: an image can still start converting.
-        let work = budget.reserve_work(Some(big), &fixture("jpeg_baseline.jpg"), None, &limits).await.unwrap();
+        let work = budget.reserve_work(Some(big), &fixture("jpeg_baseline.jpg").into(), None, &limits).await.unwrap();
         // (the waiter already holds the 2 MiB that were free: tokio hands permits out
         // to the head of the queue as they come)
         assert_eq!(budget.reserved_bytes(), (10 * MIB, cost("jpeg_baseline.jpg").div_ceil(MIB) * MIB));
@@ -218,7 +251,7 @@ mod tests {
     async fn work_larger_than_the_whole_pool_is_refused_not_run_alone() {
         let budget = MemoryBudget::new(16); // work 12 MiB
         let limits = ConvertOptions::default();
-        let jpeg = fixture("jpeg_baseline.jpg"); // 4 MiB to convert as it is
+        let jpeg = Bytes::from(fixture("jpeg_baseline.jpg")); // 4 MiB to convert as it is
         let upscale = Some(ResizeSpec { width: Some(2000), height: None });
         let e = budget.reserve_work(None, &jpeg, upscale, &limits).await.unwrap_err();
         assert_eq!(e.code(), "over_memory_budget");

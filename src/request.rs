@@ -170,10 +170,6 @@ pub async fn convert_bytes(
     let memory = target.memory.reserve_targets(file, &bytes, &targets, opts).await.map_err(convert_error)?;
     let msg = ConvertTargets { bytes, targets, memory, admitted, cancel: cancel.clone() };
     let answer = target.converter.send(msg).await.map_err(|_| worker("the converter pool is stopping".into()))?;
-    if matches!(answer, Err(ConvertError::Cancelled)) || matches!(answer.as_deref(), Ok([Err(ConvertError::Cancelled)]))
-    {
-        tracing::info!("Cancelled an API conversion: its request timed out");
-    }
     let converted = answer
         .map_err(convert_error)?
         .into_iter()
@@ -317,7 +313,7 @@ pub async fn convert_outputs(
     let all: Vec<crate::convert::Target> =
         due.iter().map(|d| crate::convert::Target::from(&config.outputs.specs()[d.spec])).collect();
     // Outputs that cannot fit beside the others are answered alone; the rest go on.
-    let (kept, refused) = crate::convert::fit_targets(&bytes, &config.convert, &all, target.memory.work_bytes());
+    let (kept, refused) = target.memory.fit(&bytes, &all, &config.convert).await;
     let mut answers: Vec<Option<Result<Outcome, JobError>>> = (0..due.len()).map(|_| None).collect();
     for (i, error) in refused {
         answers[i] = Some(Err(convert_error(error)));

@@ -186,6 +186,13 @@ impl Handler<ConvertTargets> for Converter {
     fn handle(&mut self, msg: ConvertTargets, _: &mut SyncContext<Self>) -> Self::Result {
         let ConvertTargets { bytes, targets, memory, admitted, cancel } = msg;
         let result = self.convert(|opts| convert::convert_targets(&bytes, opts, &targets, &cancel));
+        // Only a request that timed out sets `cancel`; its waiter is gone, so it is said here.
+        let cancelled = |r: &Result<convert::Converted, ConvertError>| matches!(r, Err(ConvertError::Cancelled));
+        if matches!(&result, Ok(Err(ConvertError::Cancelled)))
+            || matches!(&result, Ok(Ok(v)) if v.iter().any(cancelled))
+        {
+            tracing::info!("Cancelled an API conversion: its request timed out");
+        }
         drop((bytes, memory, admitted));
         result.unwrap_or_else(|_| {
             Err(ConvertError::Encode(convert::webp::EncodeError("the image decoder or encoder panicked".into())))

@@ -343,7 +343,7 @@ impl ListingJob {
             if let Ok((_, bytes)) = &fetched {
                 // Outputs that cannot fit beside the others (an AVIF of a huge photo in a
                 // small budget) are given up alone; the rest go on.
-                let (kept, refused) = crate::convert::fit_targets(bytes, &opts, &targets, budget.work_bytes());
+                let (kept, refused) = budget.fit(bytes, &targets, &opts).await;
                 for (i, e) in &refused {
                     let d = &candidate.due[*i];
                     state_keeper.do_send(RecordDone {

@@ -15,6 +15,7 @@ use std::io::Cursor;
 
 use image::{ImageDecoder, ImageReader};
 
+use super::colours::{Colours, Scan, Transparency, png_colours};
 use super::decode::image_format;
 use super::jpeg_frame::{JpegFrame, jpeg_frame};
 use super::{ConvertError, ConvertOptions, LosslessPolicy, ResizeSpec, SourceFormat, output_size, sniff};
@@ -36,21 +37,44 @@ const LOSSLESS_ENCODER_BPP: u64 = 40;
 /// A JPEG's lossy encode, per output pixel: the picture handed to libwebp (YUV 4:2:0)
 /// and the encoder's per-macroblock state.
 const JPEG_PICTURE_BPP: f64 = 1.6;
-/// A JPEG's lossy encode: libwebp's tokens and output, which follow how much detail the
-/// image has. Its compressed size says that, once corrected for its quality: a photo
-/// saved at quality 98 is three times the bytes of the same photo at 75 (the mean of
-/// its luma quantisation table is 1 against 11.5 at libjpeg's 90 and 17 at 75). Fitted
-/// (scripts/bench-memory.sh, BENCHMARKS.md) so that every JPEG of the corpus and the
-/// noise worst cases stay at or above their measured peak:
-/// `tokens a pixel = TOKENS_SCALE × detail^TOKENS_POWER`, `detail = bytes a pixel ×
-/// (mean quantiser / 11.5)^QUANT_POWER`, at most [`LOSSY_ENCODER_BPP`] in all.
-const TOKENS_SCALE: f64 = 13.0;
-const TOKENS_POWER: f64 = 0.6;
-const QUANT_POWER: f64 = 0.6;
+/// A lossy encode's tokens and output, per pixel, follow how much detail the image has.
+/// Its file says that: how close its bytes a pixel come to those of noise encoded the
+/// same way (nothing compresses) — its *fullness*, from a photo's 0.02 to noise's 1. Noise
+/// peaks at the same 17 bytes a pixel of tokens whatever the JPEG's quality (50, 90 or
+/// 100: measured), and a photo at 0.3 to 2, so the tokens are taken as the line from
+/// [`TOKENS_BASE`] at fullness 0 to [`MAX_TOKENS`] at 1: above every measured image, and
+/// above any detail in between as long as tokens grow no faster than linearly with it.
+const TOKENS_BASE: f64 = 1.0;
+/// The same for a PNG (or other lossless source) made lossy: its photos peak higher at
+/// the bottom of the line (a wallpaper's gradients and dithering: 2.2 bytes a pixel at a
+/// fullness of 0.0001, sway__Sway_Wallpaper_Blue_1920x1080.png).
+const LOSSLESS_SOURCE_TOKENS_BASE: f64 = 2.2;
+const MAX_TOKENS: f64 = LOSSY_ENCODER_BPP as f64 - JPEG_PICTURE_BPP;
+/// A JPEG of noise: 4.09 bytes a pixel at quantiser 1 (quality 100), 1.87 at 11.5 (90),
+/// 0.85 at 57.6 (50): `NOISE_JPEG_BPP × quantiser^-NOISE_QUANT_POWER` (fitted so that
+/// the corpus's JPEGs stay at or above their peaks and the noise at its).
+const NOISE_JPEG_BPP: f64 = 4.09;
+const NOISE_QUANT_POWER: f64 = 0.45;
 const REFERENCE_QUANT: f64 = 11.5;
-/// With `low_memory` libwebp holds no tokens, only its output: a tenth of the scale
+/// A PNG (or other lossless source) made lossy: its file against its decoded bytes, to
+/// the power [`LOSSLESS_FULLNESS_POWER`] — lossless files keep the grain and gradients a
+/// lossy encode drops, so a photo's PNG is a third of its raw size yet has a photo's
+/// tokens. Measured on a 4 MP photo with added grain of ±0, 4, 16, 64 and on noise
+/// (`scripts/bench-memory.sh`): file/raw 0.28, 0.55, 0.85, 1.0, 1.0 against tokens of
+/// 0.6, 0.7, 5.8, 12.8, 17.3 bytes a pixel.
+const LOSSLESS_FULLNESS_POWER: f64 = 6.0;
+/// A lossy encode of a picture with transparency: libwebp encodes its alpha plane
+/// lossless (`alpha_quality` 100), the lossless encoder's buffers over every pixel
+/// whatever the plane holds: PNGs with transparent pixels peak at 37–42 bytes a pixel
+/// made lossy (mate__Flow.png, mate__Gulp.png), an opaque RGBA PNG at 6.
+const ALPHA_ENCODER_BPP: f64 = 36.0;
+/// A lossy encode's fixed part for other sources than JPEG: their decoders' and
+/// libwebp's tables (a 32×32 PNG made lossy peaks at 0.6 MiB, a 0.7 MP one at 5.7); with
+/// an alpha plane, the lossless encoder's ([`FIXED`]).
+const LOSSY_FIXED: u64 = 5 * MIB / 4;
+/// With `low_memory` libwebp holds no tokens, only its output: a tenth
 /// (24 MP of noise peaks at 139 MiB with it, 498 MiB without).
-const LOW_MEMORY_TOKENS_SCALE: f64 = 1.3;
+const LOW_MEMORY_TOKENS: f64 = 0.1;
 /// A progressive JPEG's decoder holds, besides its coefficients and output, per pixel.
 const PROGRESSIVE_EXTRA_BPP: f64 = 1.0;
 /// A JPEG conversion's fixed part: tables, buffers of a row, the encoded file.
@@ -107,6 +131,10 @@ pub struct Header {
     pub luma_quant: u32,
     /// Whether the orientation turns the image a quarter (a rotated copy is made).
     pub turned: bool,
+    /// A PNG's colours and transparency, read from its rows ([`png_colours`]); unknown
+    /// for the others.
+    pub colours: Colours,
+    pub transparency: Transparency,
 }
 
 impl Header {
@@ -131,7 +159,21 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, ConvertError> {
     let jpeg = if format == SourceFormat::Jpeg { jpeg_frame(bytes) } else { JpegFrame::default() };
     let file_bytes = bytes.len() as u64;
     let (decoder_bytes, luma_quant) = (jpeg.coefficients, jpeg.luma_quant);
-    Ok(Header { format, width, height, decoded_bpp, alpha, frames, file_bytes, decoder_bytes, luma_quant, turned })
+    let Scan { colours, transparency } = if format == SourceFormat::Png { png_colours(bytes) } else { Scan::default() };
+    Ok(Header {
+        format,
+        width,
+        height,
+        decoded_bpp,
+        alpha,
+        frames,
+        file_bytes,
+        decoder_bytes,
+        luma_quant,
+        turned,
+        colours,
+        transparency,
+    })
 }
 
 /// Counts a GIF's image blocks by walking its block structure (lengths only: no pixel
@@ -200,8 +242,8 @@ fn phases(h: &Header, out: (u32, u32), lossless: bool, low_memory: bool) -> u64 
     // Each phase's buffers alive at once: the decoder's output and its planes (or the
     // orientation's copy); resampling: source, intermediate, output; our 8-bit copy
     // beside the decoded output; the 8-bit picture and the encoder.
-    if h.format == SourceFormat::Jpeg && !lossless {
-        return jpeg_phases(h, px_in, px_out, resized.then_some(intermediate), low_memory);
+    if !lossless {
+        return lossy_phases(h, px_in, px_out, resized.then_some(intermediate), low_memory);
     }
     let decode = px_in * 2 * dec;
     let resample = if resized { px_in * dec + intermediate + px_out * dec } else { 0 };
@@ -210,25 +252,52 @@ fn phases(h: &Header, out: (u32, u32), lossless: bool, low_memory: bool) -> u64 
     decode.max(resample).max(copy).max(encode) + FIXED
 }
 
-/// A JPEG made lossy WebP: decoded straight into its output (a progressive one beside
-/// its coefficients, a quarter-turned one beside its turned copy); resampled (source,
-/// intermediate, output); our 8-bit copy of a gray one; the picture and libwebp's
-/// tokens, which follow the file's detail ([`TOKENS_SCALE`]).
-fn jpeg_phases(h: &Header, px_in: u64, px_out: u64, intermediate: Option<u64>, low_memory: bool) -> u64 {
+/// A still made lossy WebP: decoded into its output (a progressive JPEG beside its
+/// coefficients, a quarter-turned image beside its turned copy; decoders other than
+/// JPEG's and PNG's, unmeasured, beside planes as large); resampled (source,
+/// intermediate, output); our 8-bit RGB(A) copy where the decoder gives another layout
+/// (a gray or 16-bit image; an 8-bit one is handed over as it is); then the picture,
+/// libwebp's YUV(A) planes and its tokens, which follow the file's detail
+/// ([`fullness`]); with transparency (or where it may be), the lossless encode of the
+/// alpha plane.
+fn lossy_phases(h: &Header, px_in: u64, px_out: u64, intermediate: Option<u64>, low_memory: bool) -> u64 {
     let dec = h.decoded_bpp;
+    let picture = if h.alpha { 4 } else { 3 };
     let mut decode = px_in * dec + if h.turned { px_in * dec } else { 0 };
-    if h.decoder_bytes > 0 {
-        decode += h.decoder_bytes + (px_in as f64 * PROGRESSIVE_EXTRA_BPP) as u64;
+    match h.format {
+        SourceFormat::Jpeg if h.decoder_bytes > 0 => {
+            decode += h.decoder_bytes + (px_in as f64 * PROGRESSIVE_EXTRA_BPP) as u64;
+        }
+        SourceFormat::Jpeg | SourceFormat::Png => {}
+        _ => decode += px_in * dec,
     }
     let resample = intermediate.map_or(0, |i| px_in * dec + i + px_out * dec);
-    let copy = if dec == 3 { 0 } else { px_out * (dec + 3) };
-    let quant = (f64::from(h.luma_quant) / 64.0).max(1.0);
-    let quant = if h.luma_quant == 0 { REFERENCE_QUANT } else { quant };
-    let detail = h.file_bytes as f64 / px_in.max(1) as f64 * (quant / REFERENCE_QUANT).powf(QUANT_POWER);
-    let scale = if low_memory { LOW_MEMORY_TOKENS_SCALE } else { TOKENS_SCALE };
-    let tokens = (scale * detail.powf(TOKENS_POWER)).min(LOSSY_ENCODER_BPP as f64 - JPEG_PICTURE_BPP);
-    let encode = px_out * 3 + (px_out as f64 * (JPEG_PICTURE_BPP + tokens)) as u64;
-    decode.max(resample).max(copy).max(encode) + JPEG_FIXED
+    let copy = if dec == picture { 0 } else { px_out * (dec + picture) };
+    let alpha_plane = h.alpha && h.transparency != Transparency::Opaque;
+    let planes = JPEG_PICTURE_BPP + if alpha_plane { 1.0 + ALPHA_ENCODER_BPP } else { 0.0 };
+    let base = if h.format == SourceFormat::Jpeg { TOKENS_BASE } else { LOSSLESS_SOURCE_TOKENS_BASE };
+    let tokens = base + (MAX_TOKENS - base) * fullness(h, px_in);
+    let tokens = tokens * if low_memory { LOW_MEMORY_TOKENS } else { 1.0 };
+    let encode = px_out * picture + (px_out as f64 * (planes + tokens)) as u64;
+    let fixed = match h.format {
+        _ if alpha_plane => FIXED,
+        SourceFormat::Jpeg => JPEG_FIXED,
+        _ => LOSSY_FIXED,
+    };
+    decode.max(resample).max(copy).max(encode) + fixed
+}
+
+/// How close the file of the image `h` comes to noise's bytes, 0 to 1: what libwebp's
+/// tokens follow ([`TOKENS_BASE`]).
+fn fullness(h: &Header, px_in: u64) -> f64 {
+    let bytes_a_pixel = h.file_bytes as f64 / px_in.max(1) as f64;
+    let fullness = if h.format == SourceFormat::Jpeg {
+        let quant = if h.luma_quant == 0 { REFERENCE_QUANT } else { (f64::from(h.luma_quant) / 64.0).max(1.0) };
+        bytes_a_pixel / (NOISE_JPEG_BPP * quant.powf(-NOISE_QUANT_POWER))
+    } else {
+        (bytes_a_pixel / h.decoded_bpp.max(1) as f64).powf(LOSSLESS_FULLNESS_POWER)
+    };
+    fullness.min(1.0)
 }
 
 /// How a conversion will run: the working memory it reserves, and whether libwebp's
@@ -251,14 +320,20 @@ pub fn plan(h: &Header, out: (u32, u32), lossless: bool, max_work: u64) -> Plan 
     if low.bytes < fast.bytes { low } else { fast }
 }
 
-/// Whether `opts` may encode a `format` source lossless (`auto` decides per image, from
-/// its colours: the cost assumes it may).
-pub fn may_be_lossless(format: SourceFormat, opts: &ConvertOptions) -> bool {
-    match opts.effective(format).1 {
+/// Whether `opts` may encode the image `h` made into `out` pixels lossless. `auto`
+/// decides per image, from its decoded colours: a PNG whose rows showed more than 256
+/// ([`Colours::Many`]) is encoded lossy, so it is planned lossy; any other lossless
+/// source may be lossless, and so is a resized one (resampling makes new colours, and
+/// can merge them).
+pub fn lossless_for(h: &Header, out: (u32, u32), opts: &ConvertOptions) -> bool {
+    match opts.effective(h.format).1 {
         LosslessPolicy::Never => false,
         LosslessPolicy::Always => true,
         // Animated GIFs are always lossless under auto, stills when they have few colours.
-        LosslessPolicy::Auto => format.is_lossless_source(),
+        LosslessPolicy::Auto => {
+            let photo = h.colours == Colours::Many && !h.is_animation() && out == (h.width, h.height);
+            h.format.is_lossless_source() && !photo
+        }
     }
 }
 
@@ -273,7 +348,7 @@ pub fn estimate(bytes: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions)
 pub fn plan_for(bytes: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Option<Plan> {
     let header = read_header(bytes).ok()?;
     let out = output_size(header.width, header.height, resize, &opts.limits).ok()?;
-    Some(plan(&header, out, may_be_lossless(header.format, opts), opts.limits.max_work_bytes()))
+    Some(plan(&header, out, lossless_for(&header, out, opts), opts.limits.max_work_bytes()))
 }
 
 #[cfg(test)]
@@ -292,6 +367,8 @@ mod tests {
         decoder_bytes: 0,
         luma_quant: 0,
         turned: false,
+        colours: Colours::Unknown,
+        transparency: Transparency::Unknown,
     };
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -370,8 +447,10 @@ mod tests {
         let up = working_set(&h, (16383, 16383), false);
         let per_pixel = |bytes: u64, px: u64| (bytes - JPEG_FIXED) as f64 / px as f64;
         assert!((per_pixel(up, 16383 * 16383) - per_pixel(plain, 640 * 427)).abs() < 0.01, "{plain} {up}");
-        // A downscale costs what decoding and resampling the source cost.
-        assert!(working_set(&h, (320, 214), false) < plain);
+        // A downscale costs what resampling the source costs: source, the resampler's
+        // intermediate (a row of the source's width per output row), output.
+        let resample = 640 * 427 * 3 + 640 * 214 * RESAMPLE_BPP + 320 * 214 * 3;
+        assert_eq!(working_set(&h, (320, 214), false), resample + JPEG_FIXED);
     }
 
     #[test]
@@ -383,6 +462,10 @@ mod tests {
         let noise = working_set(&jpeg(6000, 4000, 1.87), (6000, 4000), false);
         assert!(photo > 114 * MIB && photo < 114 * MIB * 3 / 2, "{}", photo / MIB);
         assert!(noise > 498 * MIB && noise <= px * 23 + JPEG_FIXED, "{}", noise / MIB);
+        // Noise is noise at any quality: 6 MP at quality 100 (quantiser 1, 4.09 bytes a
+        // pixel) peaks at 126 MiB as at 90 (it was reserved 99).
+        let fine_noise = Header { luma_quant: 64, ..jpeg(3000, 2000, 4.09) };
+        assert!(working_set(&fine_noise, (3000, 2000), false) > 126 * MIB);
         // The same bytes at a higher quality hold less detail (quantiser 1 against 11.5).
         let fine = Header { luma_quant: 64, ..jpeg(6000, 4000, 0.5) };
         assert!(working_set(&fine, (6000, 4000), false) < working_set(&jpeg(6000, 4000, 0.5), (6000, 4000), false));
@@ -391,6 +474,32 @@ mod tests {
         assert!(working_set(&progressive, (6000, 4000), false) >= px * 9);
         // Lossless (`lossless: always`) keeps the lossless encoder's cost.
         assert_eq!(working_set(&jpeg(6000, 4000, 0.069), (6000, 4000), true), px * 43 + FIXED);
+    }
+
+    #[test]
+    fn a_png_photo_under_auto_fits_a_budget_that_its_lossless_encode_would_not() {
+        // Issue 23: every PNG was reserved the lossless encoder's 44 bytes a pixel, so a
+        // 4 MP photo (171 MiB) was refused under a budget of 64 (48 MiB of work) although
+        // its lossy encode peaks near 20. Its rows show many colours: planned lossy.
+        let photo = image::open(format!("{}/testdata/images/reference_chelsea.png", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+            .resize_exact(2448, 1632, image::imageops::FilterType::Triangle)
+            .into_rgb8();
+        let mut png = Vec::new();
+        photo.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let limits = super::super::Limits { memory_budget_mb: 64, ..Default::default() };
+        let opts = ConvertOptions { limits, ..Default::default() };
+        let h = read_header(&png).unwrap();
+        assert_eq!(h.colours, Colours::Many);
+        assert!(working_set(&h, (2448, 1632), true) > opts.limits.max_work_bytes());
+        let planned = plan_for(&png, None, &opts).unwrap().bytes;
+        assert!(planned < 32 * MIB, "{}", planned / MIB);
+        let converted = super::super::convert(&png, &opts, None).unwrap();
+        assert!(!converted.lossless);
+        // Lossless asked for: refused with the budget to raise, as before.
+        let always = ConvertOptions { lossless: LosslessPolicy::Always, ..opts };
+        let refused = super::super::convert(&png, &always, None).unwrap_err();
+        assert_eq!(refused.code(), "over_memory_budget");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! [`ConvertError::code`] for ledgers, metrics and API responses.
 
 pub mod avif;
+mod colours;
 pub mod cost;
 mod decode;
 mod jpeg_frame;
@@ -170,8 +171,7 @@ pub fn convert_cancellable(
         }
     }
     let format = sniff(input)?;
-    admit(input, resize, opts)?;
-    let low_memory = cost::plan_for(input, resize, opts).is_some_and(|p| p.low_memory);
+    let low_memory = admit_plan(input, resize, opts)?.is_some_and(|p| p.low_memory);
     match decode::decode(input, format, opts)? {
         Decoded::Still(still) => convert_still(still, format, opts, resize, cancel, low_memory),
         Decoded::Animation(anim) => convert_animation(anim, format, opts, resize, cancel),
@@ -187,13 +187,26 @@ pub fn convert_cancellable(
 /// The memory budget's admission calls this too, so an image is refused for the same
 /// reason whether a reservation or a converter sees it first.
 pub fn admit(input: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Result<Option<u64>, ConvertError> {
+    Ok(admit_plan(input, resize, opts)?.map(|p| p.bytes))
+}
+
+/// [`admit`], with the whole plan: the bytes and whether libwebp runs with `low_memory`.
+fn admit_plan(
+    input: &[u8],
+    resize: Option<ResizeSpec>,
+    opts: &ConvertOptions,
+) -> Result<Option<cost::Plan>, ConvertError> {
     match cost::read_header(input) {
         Ok(header) => check_header(&header, resize, opts).map(Some),
         Err(_) => Ok(None),
     }
 }
 
-fn check_header(h: &cost::Header, resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Result<u64, ConvertError> {
+fn check_header(
+    h: &cost::Header,
+    resize: Option<ResizeSpec>,
+    opts: &ConvertOptions,
+) -> Result<cost::Plan, ConvertError> {
     let limits = &opts.limits;
     decode::check_pixels(h.width, h.height, limits)?;
     let canvas = u64::from(h.width) * u64::from(h.height);
@@ -213,11 +226,11 @@ fn check_header(h: &cost::Header, resize: Option<ResizeSpec>, opts: &ConvertOpti
     if u64::from(tw) * u64::from(th) > limits.max_pixels {
         return Err(ConvertError::OutputTooManyPixels { width: tw, height: th, max: limits.max_pixels });
     }
-    let needed = cost::plan(h, (tw, th), cost::may_be_lossless(h.format, opts), limits.max_work_bytes()).bytes;
-    if needed > limits.max_work_bytes() {
-        return Err(over_memory_budget(needed, limits.memory_budget_mb));
+    let plan = cost::plan(h, (tw, th), cost::lossless_for(h, (tw, th), opts), limits.max_work_bytes());
+    if plan.bytes > limits.max_work_bytes() {
+        return Err(over_memory_budget(plan.bytes, limits.memory_budget_mb));
     }
-    Ok(needed)
+    Ok(plan)
 }
 
 /// The refusal of a conversion needing `needed` bytes under a budget of `budget_mb`.
@@ -288,7 +301,9 @@ fn convert_still(
     let lossless = match opts.effective(format).1 {
         LosslessPolicy::Never => false,
         LosslessPolicy::Always => true,
-        LosslessPolicy::Auto => format.is_lossless_source() && few_colours(&pixels, if has_alpha { 4 } else { 3 }),
+        LosslessPolicy::Auto => {
+            format.is_lossless_source() && colours::few_colours(&pixels, if has_alpha { 4 } else { 3 })
+        }
     };
     let px = Pixels { data: &pixels, width: tw, height: th, has_alpha };
     let config = EncodeConfig { low_memory, ..encode_config(opts, format, lossless) };
@@ -369,20 +384,6 @@ fn convert_animation(
         icc: false,
         source_megapixels: f64::from(count) * f64::from(w) * f64::from(h) / 1e6,
     })
-}
-
-/// True when the picture has at most 256 distinct colours ("graphics", not a photo).
-/// Stops counting at the 257th colour, so photos cost a few rows.
-fn few_colours(pixels: &[u8], channels: usize) -> bool {
-    let mut seen = std::collections::HashSet::with_capacity(257);
-    for px in pixels.chunks_exact(channels) {
-        let mut key = [0u8; 4];
-        key[..channels].copy_from_slice(px);
-        if seen.insert(u32::from_le_bytes(key)) && seen.len() > 256 {
-            return false;
-        }
-    }
-    true
 }
 
 /// Peak signal-to-noise ratio (dB) between two images of one size, over RGB with

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cf_queue::CfQueue;
 use common::server::*;
 use common::*;
 use serde_json::Value;
@@ -145,44 +146,13 @@ fn a_backfill_of_1000_sources_through_sqs_is_converted_once_by_three_consumers_o
     assert_eq!(queue_depth(&queue), (0, 0));
 }
 
-/// The stand-in Cloudflare Queue (scripts/cf_queue_server.py) on 127.0.0.1.
-struct CfQueue {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for CfQueue {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl CfQueue {
-    fn start(token: &str) -> Self {
-        use std::io::BufRead;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cf_queue_server.py");
-        let mut child = Command::new("python3")
-            .args([script, token])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the stand-in queue");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        Self { child, base: format!("http://127.0.0.1:{}", line.trim()) }
-    }
-
-    fn stats(&self, queue: &str) -> Value {
-        http("GET", &format!("{}/_test/stats?queue={queue}", self.base), None, &[]).json()
-    }
-
-    fn yaml(&self, token: &str) -> String {
-        format!(
-            "events: {{cloudflare_queue: {{account_id: acc1, queue_id: q2, api_token: {token}, \
-             api: \"{}/client/v4\", visibility_timeout_seconds: 30, poll_interval_ms: 50}}}}\n",
-            self.base
-        )
-    }
+/// Events from the stand-in queue `cf`, as the consumers' YAML.
+fn cf_yaml(cf: &CfQueue, token: &str) -> String {
+    format!(
+        "events: {{cloudflare_queue: {{account_id: acc1, queue_id: q2, api_token: {token}, \
+         api: \"{}/client/v4\", visibility_timeout_seconds: 30, poll_interval_ms: 50}}}}\n",
+        cf.base
+    )
 }
 
 #[test]
@@ -206,7 +176,7 @@ fn a_backfill_through_a_cloudflare_queue_is_converted_by_its_consumer_and_a_wron
 
     // A wrong token: the queue takes no call, so the backfill stops (exit 1) with every
     // message of its batch reported; the token is shown nowhere.
-    let (out, s) = run(&cf.yaml("wrong-token"), &["--rate", "0"]);
+    let (out, s) = run(&cf_yaml(&cf, "wrong-token"), &["--rate", "0"]);
     assert_eq!(out.status.code(), Some(1), "{s}");
     assert_eq!((s["due"].as_u64(), s["sent"].as_u64(), s["failed"].as_u64()), (Some(40), Some(0), Some(40)));
     assert!(s["failures"][0]["error"].as_str().unwrap().contains("401"), "{s}");
@@ -216,12 +186,12 @@ fn a_backfill_through_a_cloudflare_queue_is_converted_by_its_consumer_and_a_wron
     assert_eq!(cf.stats("q2")["sent"], 0);
 
     // Sent at 100 messages a second: one batch of 40; the consumer converts them all.
-    let (out, s) = run(&cf.yaml("cf-token"), &[]);
+    let (out, s) = run(&cf_yaml(&cf, "cf-token"), &[]);
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert_eq!((s["queue"].as_str(), s["queue_name"].as_str()), (Some("cloudflare_queue"), Some("acc1/q2")));
     assert_eq!((s["sent"].as_u64(), s["complete"].as_bool()), (Some(40), Some(true)), "{s}");
     assert_eq!(cf.stats("q2")["visible"], 40);
-    let consumer = Server::start(Some(&bucket), &cf.yaml("cf-token"));
+    let consumer = Server::start(Some(&bucket), &cf_yaml(&cf, "cf-token"));
     wait_for("every WebP", Duration::from_secs(120), || (webp_puts(&bucket).len() == keys.len()).then_some(()));
     let stats = wait_for("every message acked", Duration::from_secs(30), || {
         let s = cf.stats("q2");
@@ -232,7 +202,7 @@ fn a_backfill_through_a_cloudflare_queue_is_converted_by_its_consumer_and_a_wron
     let status = consumer.get("/api/status").json();
     assert_eq!(status["events"]["cloudflare_queue"]["converted"], 40, "{status}");
     // Nothing is due any more.
-    let (_, s) = run(&cf.yaml("cf-token"), &["--dry-run"]);
+    let (_, s) = run(&cf_yaml(&cf, "cf-token"), &["--dry-run"]);
     assert_eq!((s["due"].as_u64(), s["skipped"]["up_to_date"].as_u64()), (Some(0), Some(40)), "{s}");
 }
 

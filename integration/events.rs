@@ -28,6 +28,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cf_queue::CfQueue;
 use common::server::*;
 use common::*;
 use ics::events::handle::{Done, Handled, Handler};
@@ -399,50 +400,6 @@ fn concurrent_duplicates_convert_once_and_removals_delete_when_asked() {
     b.rt.block_on(b.storage.delete("d/y.jpg")).unwrap();
     assert_eq!(removed(&b), Handled::Done(Done::Removed { webp_deleted: true }));
     assert!(matches!(b.rt.block_on(b.storage.head("d/y.webp")), Err(ics::storage::StorageError::NotFound { .. })));
-}
-
-/// The stand-in Cloudflare Queue (scripts/cf_queue_server.py) on 127.0.0.1.
-struct CfQueue {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for CfQueue {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl CfQueue {
-    fn start(token: &str) -> Self {
-        use std::io::BufRead;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cf_queue_server.py");
-        let mut child = std::process::Command::new("python3")
-            .args([script, token])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs the stand-in queue");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        Self { child, base: format!("http://127.0.0.1:{}", line.trim()) }
-    }
-
-    /// Enqueues `body` as JSON text, or that text base64-encoded.
-    fn send(&self, queue: &str, body: serde_json::Value, base64: bool) {
-        let encoding = if base64 { "&encoding=base64" } else { "" };
-        let r = http(
-            "POST",
-            &format!("{}/_test/send?queue={queue}{encoding}", self.base),
-            Some(serde_json::json!({ "body": body }).to_string().as_bytes()),
-            &[],
-        );
-        assert_eq!(r.status, 200);
-    }
-
-    fn stats(&self, queue: &str) -> serde_json::Value {
-        http("GET", &format!("{}/_test/stats?queue={queue}", self.base), None, &[]).json()
-    }
 }
 
 #[test]

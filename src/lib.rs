@@ -102,3 +102,5 @@ pub mod webhook;
 
 #[cfg(test)]
 mod one_path_tests;
+#[cfg(test)]
+mod test_rng;

@@ -559,16 +559,7 @@ mod tests {
         );
     }
 
-    /// A small deterministic generator (no dependency): xorshift64*.
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// What the planner must decide, worked out from the whole listing at once.
     /// (source, its due outputs) and (output, its claimants).

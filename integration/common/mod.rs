@@ -2,6 +2,7 @@
 //! that `scripts/test.sh` starts, and a config pointing at it.
 #![allow(dead_code)]
 
+pub mod cf_queue;
 pub mod http;
 pub mod server;
 

@@ -108,17 +108,7 @@ async fn a_directory_swapped_for_a_link_between_listing_and_get_or_put_is_not_fo
     }
 }
 
-/// A small deterministic generator (xorshift64*), so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    }
-}
+use crate::test_rng::Rng;
 
 const NAMES: [&str; 4] = ["a", "b", "c.jpg", "d.webp"];
 

@@ -37,7 +37,7 @@ impl Default for AvifConfig {
     /// Measured on the photo corpus (BENCHMARKS.md): at least 25% smaller than the
     /// default WebP (quality 80, method 4) at a mean SSIMULACRA2 within a point of it.
     fn default() -> Self {
-        Self { quality: 70.0, speed: 6, alpha_quality: 90.0, threads: 1 }
+        Self { quality: 80.0, speed: 6, alpha_quality: 90.0, threads: 1 }
     }
 }
 

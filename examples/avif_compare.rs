@@ -7,8 +7,11 @@
 //!     [--threads N] [--detail FILE] JPEG...
 //! ```
 //!
-//! Each photo is decoded with the `image` crate and turned upright by its EXIF
-//! orientation: that is the reference, and the picture every AVIF encoder is handed.
+//! A grid of `none` leaves that encoder out (`--ravif none`: the default setting too).
+//!
+//! Each photo is decoded with the `image` crate, turned upright by its EXIF orientation
+//! and cut to even sides (SVT-AV1 1.4 refuses odd ones): that is the reference, and the
+//! picture every AVIF encoder is handed and the WebP is scored on.
 //! The WebP is this project's, `ics::convert::convert` with the default options (its
 //! bytes and score); its CPU time is the encode alone (`webp::encode_still` with the same
 //! settings), as for the AVIF encoders. Candidates:
@@ -74,7 +77,10 @@ fn reference(path: &Path) -> Result<RgbImage, String> {
     let orientation = decoder.orientation().map_err(|e| e.to_string())?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
     img.apply_orientation(orientation);
-    Ok(img.to_rgb8())
+    // Even sides: SVT-AV1 1.4 refuses an odd height or width in 4:2:0 (a column or row
+    // less for every encoder, so that all compare the same picture).
+    let (w, h) = (img.width() & !1, img.height() & !1);
+    Ok(img.crop_imm(0, 0, w.max(2), h.max(2)).to_rgb8())
 }
 
 fn linear(img: &RgbImage) -> Rgb {
@@ -95,7 +101,8 @@ fn avifdec(avif: &[u8], dir: &Path) -> RgbImage {
     image::open(&p).expect("avifdec's PNG").to_rgb8()
 }
 
-fn avifenc(codec: &str, speed: u8, q: u32, png: &Path, dir: &Path) -> (Vec<u8>, f64) {
+/// The AVIF and its CPU seconds, or avifenc's last error line.
+fn avifenc(codec: &str, speed: u8, q: u32, png: &Path, dir: &Path) -> Result<(Vec<u8>, f64), String> {
     let out = dir.join("enc.avif");
     let before = cpu_seconds(libc::RUSAGE_CHILDREN);
     let status = Command::new("avifenc")
@@ -105,15 +112,27 @@ fn avifenc(codec: &str, speed: u8, q: u32, png: &Path, dir: &Path) -> (Vec<u8>, 
         .arg(&out)
         .output()
         .expect("avifenc");
-    assert!(status.status.success(), "avifenc -c {codec}: {}", String::from_utf8_lossy(&status.stderr));
-    (fs::read(&out).unwrap(), cpu_seconds(libc::RUSAGE_CHILDREN) - before)
+    if !status.status.success() {
+        let stderr = String::from_utf8_lossy(&status.stderr).into_owned();
+        let error = stderr.lines().find(|l| l.contains("rror")).unwrap_or("no message").to_owned();
+        return Err(error);
+    }
+    Ok((fs::read(&out).unwrap(), cpu_seconds(libc::RUSAGE_CHILDREN) - before))
 }
 
-/// `4,6,8:60,70,80` as speeds × qualities.
+/// `6:75,80,85;8,10:75,85` as speeds × qualities, each `;`-separated part a cross product;
+/// `none` for none.
 fn grid(spec: &str) -> Vec<(u8, u32)> {
-    let (s, q) = spec.split_once(':').unwrap_or_else(|| panic!("{spec}: expected SPEEDS:QUALITIES"));
+    if spec == "none" {
+        return Vec::new();
+    }
     let list = |l: &str| l.split(',').filter(|x| !x.is_empty()).map(|x| x.parse::<u32>().unwrap()).collect::<Vec<_>>();
-    list(s).into_iter().flat_map(|s| list(q).into_iter().map(move |q| (s as u8, q))).collect()
+    let mut out = Vec::new();
+    for part in spec.split(';') {
+        let (s, q) = part.split_once(':').unwrap_or_else(|| panic!("{spec}: expected SPEEDS:QUALITIES[;...]"));
+        out.extend(list(s).into_iter().flat_map(|s| list(q).into_iter().map(move |q| (s as u8, q))));
+    }
+    out
 }
 
 fn on_path(tool: &str) -> bool {
@@ -122,7 +141,7 @@ fn on_path(tool: &str) -> bool {
 
 fn main() {
     let (mut ravif, mut aom, mut svt) =
-        ("4,6,8:60,70,80".to_owned(), "6,8:18,24,30".to_owned(), "8,10:18,24,30".to_owned());
+        ("6:75,80,85;8,10:75,85".to_owned(), "6,8:16,20,24".to_owned(), "8:30,38,46".to_owned());
     let (mut threads, mut detail, mut files) = (2usize, None::<PathBuf>, Vec::<PathBuf>::new());
     let mut args = env::args().skip(1);
     while let Some(a) = args.next() {
@@ -154,7 +173,8 @@ fn main() {
     let default = AvifConfig::default();
     let mut settings: Vec<Setting> = grid(&ravif).into_iter().map(|(s, q)| ("ravif".to_owned(), s, q)).collect();
     let default_setting = ("ravif".to_owned(), default.speed, default.quality as u32);
-    if !settings.contains(&default_setting) {
+    let with_ravif = ravif != "none";
+    if with_ravif && !settings.contains(&default_setting) {
         settings.push(default_setting.clone());
     }
     if libavif {
@@ -200,7 +220,8 @@ fn main() {
         let before = cpu_seconds(libc::RUSAGE_SELF);
         webp::encode_still(&px, &webp_cfg, &no).expect("WebP encode");
         let cpu = cpu_seconds(libc::RUSAGE_SELF) - before;
-        let decoded = decode_webp(&converted.webp).expect("our WebP decodes").to_rgb8();
+        // Scored on the reference's even-sided part (the WebP is of the whole photo).
+        let decoded = decode_webp(&converted.webp).expect("our WebP decodes").crop_imm(0, 0, w, h).to_rgb8();
         let s = score(&ref_lin, &decoded);
         webp_t.add(converted.webp.len(), s, cpu);
         line(file, "webp", opts.method, opts.quality as u32, converted.webp.len(), s, cpu);
@@ -210,20 +231,38 @@ fn main() {
         if libavif {
             reference.save(&png).unwrap();
         }
+        let mut refused: Vec<String> = Vec::new();
         for setting in &settings {
             let (enc, speed, q) = setting;
+            if refused.contains(enc) {
+                continue;
+            }
             let (avif, cpu) = if enc == "ravif" {
                 let config = AvifConfig { quality: *q as f32, speed: *speed, ..default };
                 let before = cpu_seconds(libc::RUSAGE_SELF);
                 let avif = avif::encode_still(&px, &config, &no).expect("AVIF encode");
                 (avif, cpu_seconds(libc::RUSAGE_SELF) - before)
             } else {
-                avifenc(enc, *speed, *q, &png, work.path())
+                match avifenc(enc, *speed, *q, &png, work.path()) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // An encoder that cannot take every photo is out of the comparison.
+                        eprintln!("  {enc}: refused {}: {e}; left out of the comparison", file.display());
+                        println!("{enc} left out: refused {}x{} ({}): {e}", w, h, file.display());
+                        refused.push(enc.clone());
+                        continue;
+                    }
+                }
             };
             let s = score(&ref_lin, &avifdec(&avif, work.path()));
             totals.entry(setting.clone()).or_default().add(avif.len(), s, cpu);
             line(file, enc, *speed, *q, avif.len(), s, cpu);
             eprintln!("  {enc} s{speed} q{q}: {} bytes, score {s:.2}, {:.2} CPU s/MP", avif.len(), cpu / mp);
+        }
+        settings.retain(|(enc, _, _)| !refused.contains(enc));
+        totals.retain(|(enc, _, _), _| !refused.contains(enc));
+        if !with_ravif {
+            continue;
         }
         let config = AvifConfig { threads, ..default };
         let (before, start) = (cpu_seconds(libc::RUSAGE_SELF), Instant::now());

@@ -379,7 +379,7 @@ fn every_output_on_keeps_a_run_within_100_mb_and_its_budget() {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&photo).unwrap();
         std::fs::write(root.path().join(format!("p{i}.jpg")), out).unwrap();
     }
-    let budget: u32 = 512;
+    let budget: u32 = 1024;
     let config = state.path().join("outputs.yaml");
     let yaml = "conversion:\n  outputs: [{format: webp}, {format: avif}, {format: webp, width: 640}, {format: avif, width: 640}]\n";
     std::fs::write(&config, yaml).unwrap();

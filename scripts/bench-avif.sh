@@ -5,8 +5,9 @@
 #   ICS_AVIF_PHOTOS=4 bash scripts/bench-avif.sh CORPUS_DIR     # quick check
 #
 # CORPUS_DIR holds the images and a MANIFEST.tsv (columns file, format, width, height,
-# megapixels, ...). The photos are its JPEG rows, sorted by megapixels; ICS_AVIF_PHOTOS
-# (default 10) of them are taken evenly spaced over that order, smallest and largest
+# megapixels, ...). The photos are its JPEG rows of at most ICS_AVIF_MAX_MP megapixels
+# (default 8: rav1e takes seconds a megapixel), sorted by megapixels; ICS_AVIF_PHOTOS
+# (default 6) of them are taken evenly spaced over that order, smallest and largest
 # included. Without a MANIFEST.tsv every *.jpg / *.jpeg of the directory is taken.
 #
 # examples/avif_compare.rs (built with --release --features avif-bench) then prints, for
@@ -17,10 +18,11 @@
 # one line per output to target/bench-avif.tsv.
 #
 # Environment:
-#   ICS_AVIF_PHOTOS    photos to take (default 10)
-#   ICS_AVIF_RAVIF     ravif speeds:qualities (default 4,6,8:60,70,80)
-#   ICS_AVIF_AOM       libaom speeds:quantizers through avifenc (default 6,8:18,24,30)
-#   ICS_AVIF_SVT       SVT-AV1 speeds:quantizers through avifenc (default 8,10:18,24,30)
+#   ICS_AVIF_PHOTOS    photos to take (default 6)
+#   ICS_AVIF_MAX_MP    largest photo to take, megapixels (default 8)
+#   ICS_AVIF_RAVIF     ravif speeds:qualities (default 6:75,80,85;8,10:75,85)
+#   ICS_AVIF_AOM       libaom speeds:quantizers through avifenc (default 6,8:16,20,24)
+#   ICS_AVIF_SVT       SVT-AV1 speeds:quantizers through avifenc (default 8:30,38,46)
 #   ICS_AVIF_THREADS   threads for the default setting's threaded timing (default nproc)
 #   ICS_BENCH_FEATURES more cargo features (e.g. avif-asm: rav1e's assembly, needs nasm)
 #   ICS_AVIF_PROFILE   cargo profile: release (default) or dev (dependencies are built at
@@ -35,7 +37,8 @@ cd "$(dirname "$0")/.."
 
 corpus=${1:?usage: bash scripts/bench-avif.sh CORPUS_DIR}
 [ -d "$corpus" ] || { echo "no directory $corpus" >&2; exit 64; }
-photos=${ICS_AVIF_PHOTOS:-10}
+photos=${ICS_AVIF_PHOTOS:-6}
+max_mp=${ICS_AVIF_MAX_MP:-8}
 features="avif-bench ${ICS_BENCH_FEATURES:-}"
 
 apt_install() {
@@ -49,7 +52,7 @@ case " $features " in *" avif-asm "*) command -v nasm >/dev/null || apt_install 
 # The photos: evenly spaced over the JPEGs sorted by megapixels.
 mapfile -t all < <(
     if [ -f "$corpus/MANIFEST.tsv" ]; then
-        awk -F'\t' 'NR > 1 && $2 == "JPEG" { print $5 "\t" $1 }' "$corpus/MANIFEST.tsv" | sort -g | cut -f2
+        awk -F'\t' -v max="$max_mp" 'NR > 1 && $2 == "JPEG" && $5 <= max { print $5 "\t" $1 }' "$corpus/MANIFEST.tsv" | sort -g | cut -f2
     else
         find "$corpus" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.jpeg' \) -printf '%f\n' | sort
     fi
@@ -71,9 +74,9 @@ mkdir -p target
     echo "# bench-avif: ${#files[@]} of $n JPEG photos in $(basename "$corpus"), $(date -u +%F), $(nproc) cores, features: $features, profile: $profile"
     printf '#   %s\n' "${files[@]##*/}"
     nice -n 10 "target/$dir/examples/avif_compare" \
-        --ravif "${ICS_AVIF_RAVIF:-4,6,8:60,70,80}" \
-        --aom "${ICS_AVIF_AOM:-6,8:18,24,30}" \
-        --svt "${ICS_AVIF_SVT:-8,10:18,24,30}" \
+        --ravif "${ICS_AVIF_RAVIF:-6:75,80,85;8,10:75,85}" \
+        --aom "${ICS_AVIF_AOM:-6,8:16,20,24}" \
+        --svt "${ICS_AVIF_SVT:-8:30,38,46}" \
         --threads "${ICS_AVIF_THREADS:-$(nproc)}" \
         --detail target/bench-avif.tsv \
         "${files[@]}"

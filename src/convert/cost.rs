@@ -15,6 +15,7 @@ use std::io::Cursor;
 
 use image::{ImageDecoder, ImageReader};
 
+use super::avif::AvifConfig;
 use super::colours::{Colours, Scan, Transparency, png_colours};
 use super::decode::image_format;
 use super::jpeg_frame::{JpegFrame, jpeg_frame};
@@ -351,6 +352,28 @@ pub fn plan_for(bytes: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions)
     Some(plan(&header, out, lossless_for(&header, out, opts), opts.limits.max_work_bytes()))
 }
 
+/// ravif's working memory per pixel of an opaque picture: rav1e's 10-bit 4:4:4 frames
+/// (the input, its reconstruction, the lookahead's copies) and its block and token state.
+/// Measured with examples/avif_memory.rs at speed 6, one thread (BENCHMARKS.md, "AVIF
+/// working memory"): noise peaks at 61-69 bytes a pixel (1, 4, 9 and 16 MP), a smooth
+/// picture at 40.
+const AVIF_BPP: u64 = 72;
+/// An alpha channel: ravif's cleaned RGBA copy and a second, 4:0:0 rav1e encode.
+const AVIF_ALPHA_BPP: u64 = 28;
+/// Each tile thread past the first: its own tile state.
+const AVIF_THREAD_FIXED: u64 = 4 * MIB;
+/// rav1e's tables and buffers whatever the size.
+const AVIF_FIXED: u64 = 8 * MIB;
+
+/// The AVIF encoder's working memory ([`super::avif::encode_still`]) beyond the pixels
+/// handed to it, at or above its measured peak RSS (examples/avif_memory.rs).
+pub fn avif_work_bytes(width: u32, height: u32, has_alpha: bool, config: &AvifConfig) -> u64 {
+    let px = u64::from(width) * u64::from(height);
+    let bpp = AVIF_BPP + if has_alpha { AVIF_ALPHA_BPP } else { 0 };
+    let threads = config.threads.max(1) as u64;
+    px * bpp + AVIF_FIXED + (threads - 1) * AVIF_THREAD_FIXED
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +523,26 @@ mod tests {
         let always = ConvertOptions { lossless: LosslessPolicy::Always, ..opts };
         let refused = super::super::convert(&png, &always, None).unwrap_err();
         assert_eq!(refused.code(), "over_memory_budget");
+    }
+
+    #[test]
+    fn the_avif_estimate_stays_at_or_above_the_measured_peaks() {
+        // (width, height, alpha, peak MiB) from examples/avif_memory.rs, noise, speed 6,
+        // one thread: the worst of each size (BENCHMARKS.md, "AVIF working memory").
+        let c = AvifConfig::default();
+        for (w, h, alpha, peak) in [
+            (1225, 816, false, 70.7),
+            (2449, 1633, false, 263.1),
+            (3674, 2449, false, 591.6),
+            (4899, 3266, false, 930.5),
+        ] {
+            let estimate = avif_work_bytes(w, h, alpha, &c) as f64 / MIB as f64;
+            assert!(estimate >= peak, "{w}x{h}: {estimate:.1} MiB under the measured {peak} MiB");
+            assert!(estimate < peak * 1.25, "{w}x{h}: {estimate:.1} MiB far over {peak} MiB");
+        }
+        assert!(avif_work_bytes(100, 100, true, &c) > avif_work_bytes(100, 100, false, &c));
+        let two = AvifConfig { threads: 2, ..c };
+        assert!(avif_work_bytes(100, 100, false, &two) > avif_work_bytes(100, 100, false, &c));
     }
 
     #[test]

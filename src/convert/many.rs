@@ -243,10 +243,8 @@ pub fn targets_cost(input: &[u8], opts: &ConvertOptions, targets: &[Target]) -> 
     Ok(Some(total))
 }
 
-/// The AVIF encoder's working memory beyond the pixels handed to it, at or above its
-/// measured peak: rav1e's 10-bit 4:4:4 frames and tile state (40 bytes a pixel), an
-/// alpha channel's second encoder (20 more, counted always: the header does not say),
-/// and 8 MiB of tables (BENCHMARKS.md, "AVIF working memory").
+/// The AVIF encoder's working memory for a `width`×`height` output (measured:
+/// [`cost::avif_work_bytes`]); alpha counted always, as the header does not say.
 fn avif_work_bytes(width: u32, height: u32) -> u64 {
-    u64::from(width) * u64::from(height) * 60 + 8 * cost::MIB
+    cost::avif_work_bytes(width, height, true, &super::avif::AvifConfig::default())
 }

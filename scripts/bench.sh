@@ -36,6 +36,9 @@
 #                      it exists — its MANIFEST.tsv picks the JPEG and PNG rows — else
 #                      testdata/images)
 #   ICS_BENCH_LIMIT    take only the first N files, sorted by name (default 0 = all)
+#   ICS_BENCH_AVIF     0 leaves out the AVIF scripts run at the end (scripts/bench-avif.sh:
+#                      AVIF against WebP bytes, SSIMULACRA2 and CPU s/MP; scripts/bench-webp-first.sh:
+#                      the WebP-complete time with AVIF outputs on against off); default 1
 #   ROUNDS             rounds (default 3; ICS_BENCH_ROUNDS is accepted too)
 #   ICS_BENCH_QUALITY  quality Q (default 80)
 #   ICS_BENCH_METHOD   method / effort M, 0-6 (default 4)
@@ -498,6 +501,16 @@ main() {
     echo "quality of the last round's outputs (examples/quality.rs: SSIM of BT.601 luma over white, 11x11 Gaussian):"
     cat "$W/quality.txt"
     latency_scenario
+    # Issue 24: AVIF against WebP (bytes, SSIMULACRA2, CPU s/MP of each output) and the
+    # time until the bucket is WebP-complete with AVIF outputs on against off, on the
+    # same set (ICS_BENCH_AVIF=0 leaves them out: they take a while).
+    if [ "${ICS_BENCH_AVIF:-1}" != 0 ]; then
+        echo
+        bash "$ROOT/scripts/bench-avif.sh" "$SET_DIR" || echo "bench-avif.sh failed"
+        echo
+        PROFILE="${ICS_BENCH_PROFILE:-release}" bash "$ROOT/scripts/bench-webp-first.sh" "$SET_DIR" ||
+            echo "bench-webp-first.sh failed"
+    fi
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     echo "per-file SSIM: target/bench-ssim.tsv; this report: target/bench.txt"

@@ -52,6 +52,9 @@
 //!   key's stem, fetch, the write rule.
 //! - [`naming`]: which keys are candidates, where their WebP goes (a resize has a name of
 //!   its own), `r2://` addresses.
+//! - [`outputs`]: `conversion.outputs` — each source's outputs (WebP, AVIF, widths), their
+//!   names (stem + a fixed suffix, so a listed key inverts to the outputs it could be) and
+//!   ledger keys.
 //! - [`reason`]: why an image was not converted — one enum for the ledger, the metrics
 //!   and the API (which answers with the Go server's wire codes).
 //! - [`convert`]: the conversion core — sniff, decode, orient, resize, encode — as plain

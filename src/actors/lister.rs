@@ -160,6 +160,11 @@ impl ListingJob {
         let whole = error.is_none() && !start.stopping.load(Ordering::SeqCst);
         let unseen = whole.then(|| seen.unseen(&start.state));
         if avif_later && whole {
+            // Every WebP of the first pass made and recorded (each frees its slot) before
+            // any AVIF is dispatched: otherwise a small AVIF readied while a large WebP
+            // is still downloading takes a converter before it.
+            let all = u32::try_from(self.config.pipeline.max_in_flight).unwrap_or(u32::MAX);
+            drop(self.slots.acquire_many(all).await);
             // The whole bucket again, every output due now (the WebPs are up to date):
             // its objects and skips were counted by the first pass.
             let second = Pass { defer: None, only: Some(Format::Avif), counted: false };

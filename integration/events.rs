@@ -68,17 +68,6 @@ fn webps(rt: &tokio::runtime::Runtime, storage: &ics::storage::Storage) -> BTree
         .collect()
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn upload(rt: &tokio::runtime::Runtime, storage: &ics::storage::Storage, i: usize) {
     let data = bytes::Bytes::from(fixture(NAMES[i % NAMES.len()]));
     rt.block_on(storage.put(&key_of(i), data, "application/octet-stream")).unwrap();

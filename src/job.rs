@@ -198,12 +198,6 @@ pub async fn check_source(storage: &Storage, formats: &[String], key: &str, form
     Ok(stem)
 }
 
-/// The sources that would write the same WebP as `key` (itself included when it
-/// exists).
-pub async fn colliding_sources(storage: &Storage, key: &str, formats: &[String]) -> Result<Vec<String>, JobError> {
-    Ok(list_stem(storage, key, formats, Format::Webp).await?.claimants)
-}
-
 /// One listing from the key's stem ([`naming::stem_prefix`]), stopped at the first key
 /// past it: one LIST request however large the folder.
 pub async fn list_stem(storage: &Storage, key: &str, formats: &[String], format: Format) -> Result<Stem, JobError> {

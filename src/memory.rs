@@ -23,9 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::convert::cost::{MIB, work_pool_mb};
-use crate::convert::{
-    ConvertError, ConvertOptions, ResizeSpec, Target, admit, fit_targets, over_memory_budget, targets_cost,
-};
+use crate::convert::{ConvertError, ConvertOptions, ResizeSpec, Target, fit_targets, over_memory_budget, targets_cost};
 
 /// One pool, in MiB units.
 #[derive(Debug, Clone)]
@@ -105,23 +103,17 @@ impl MemoryBudget {
         resize: Option<ResizeSpec>,
         opts: &ConvertOptions,
     ) -> Result<Reservation, ConvertError> {
-        // A limit the header breaks is refused here, with the converter's own reason;
-        // an unreadable header costs nothing (its conversion fails before decoding).
-        // Off the async threads: reading a large PNG's rows for its colours takes up to
-        // a tenth of a second. A panic there is the converter's to catch and report.
-        let (input, options) = (bytes.clone(), opts.clone());
-        let admitted = tokio::task::spawn_blocking(move || admit(&input, resize, &options)).await;
-        let cost = admitted.unwrap_or(Ok(None))?.unwrap_or(0);
-        if cost > self.work.bytes() {
-            return Err(over_memory_budget(cost, self.budget_mb));
-        }
-        let work = self.work.take(cost).await;
-        Ok(Reservation { _file: file, _work: work })
+        // One WebP: its cost is `admit`'s (a limit the header breaks is refused with the
+        // converter's own reason; an unreadable header costs nothing).
+        let one = Target { format: crate::outputs::Format::Webp, resize, upscale: true, quality: None };
+        self.reserve_targets(file, bytes, &[one], opts).await
     }
 
     /// [`MemoryBudget::reserve_work`] for making every one of `targets` from `bytes`
     /// (`conversion.outputs`, or a request's one output): the decoded source and each
-    /// output's conversion, read off the async threads as there.
+    /// output's conversion. Off the async threads: reading a large PNG's rows for its
+    /// colours takes up to a tenth of a second. A panic there is the converter's to
+    /// catch and report.
     pub async fn reserve_targets(
         &self,
         file: Option<FileReservation>,

@@ -362,3 +362,15 @@ pub fn queue_send(queue: &str, body: &str) {
     let (status, answer) = hook_request("POST", &format!("/_ics/send?name={queue}"), body.as_bytes());
     assert_eq!(status, 200, "send: {answer}");
 }
+
+/// Polls `f` every 200 ms until it answers, failing the test after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -451,3 +451,53 @@ fn ready_probes_every_buckets_storage_and_names_the_one_that_does_not_answer() {
     assert!(reason.contains("did not answer") && reason.contains(&format!("bucket {b}")), "{reason}");
     assert!(!reason.contains(&format!("bucket {a}")), "{reason}");
 }
+
+#[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
+fn a_bucket_with_outputs_of_its_own_gets_them_and_the_other_keeps_the_go_webp() {
+    need_s3!();
+    let (a, b) = (new_bucket("own-a"), new_bucket("own-b"));
+    let (sa, sb) = (open(&a), open(&b));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    put(&rt, &sa, "p/x.jpg", "jpeg_baseline.jpg");
+    put(&rt, &sb, "p/x.jpg", "jpeg_baseline.jpg");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), dotenv(&[&a, &b], "")).unwrap();
+    std::fs::create_dir(dir.path().join("config")).unwrap();
+    let yaml = format!(
+        "conversion:\n  per_bucket:\n    {b}:\n      outputs: [{{format: webp}}, {{format: avif, width: 320}}]\n"
+    );
+    std::fs::write(dir.path().join("config/config.yaml"), yaml).unwrap();
+
+    let o = run(dir.path(), &["check-config", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(config["conversion"]["per_bucket"][&b]["outputs"][1]["width"], 320, "{config}");
+
+    let o = run(dir.path(), &["run-once", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let all: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(all["buckets"][0]["by_format"], json!({"webp": 1}), "{all}");
+    assert_eq!(all["buckets"][1]["by_format"], json!({"avif": 1, "webp": 1}), "{all}");
+    assert!(exists(&rt, &sa, "p/x.webp") && !exists(&rt, &sa, "p/x_w320.avif"));
+    assert!(exists(&rt, &sb, "p/x.webp") && exists(&rt, &sb, "p/x_w320.avif"));
+
+    let o = run(dir.path(), &["run-once", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let again: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&again["buckets"][0]["converted"], &again["buckets"][1]["converted"]),
+        (&json!(0), &json!(0)),
+        "{again}"
+    );
+
+    // A name that is not one of the buckets is refused before anything runs.
+    std::fs::write(
+        dir.path().join("config/config.yaml"),
+        "conversion: {per_bucket: {nope: {outputs: [{format: avif}]}}}\n",
+    )
+    .unwrap();
+    let o = run(dir.path(), &["run-once"]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("conversion.per_bucket.nope"), "{}", text(&o));
+}

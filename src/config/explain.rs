@@ -212,12 +212,10 @@ fn sections(c: &Config) -> Value {
             "keep_icc": o.keep_icc,
             "keep_exif": o.keep_exif,
             "keep_xmp": o.keep_xmp,
-            "outputs": c.outputs.specs().iter().map(|s| json!({
-                "format": s.format.ext(),
-                "width": s.width,
-                "quality": s.quality.map(|q| num(f64::from(q))),
-                "name": format!("{{stem}}{}", s.suffix),
-            })).collect::<Vec<_>>(),
+            "outputs": outputs(&c.outputs),
+            "per_bucket": c.bucket_outputs.iter()
+                .map(|(b, o)| (b.clone(), json!({ "outputs": outputs(o) })))
+                .collect::<serde_json::Map<_, _>>(),
         },
         "resize": { "presets": presets },
         "cron": {
@@ -292,4 +290,19 @@ fn sections(c: &Config) -> Value {
     // A URL's password and its secret-named query values (a webhook URL's `?token=`).
     super::mask::mask_urls(&mut v);
     v
+}
+
+/// `conversion.outputs` (or a bucket's) as check-config shows it.
+fn outputs(o: &crate::outputs::Outputs) -> Vec<Value> {
+    o.specs()
+        .iter()
+        .map(|s| {
+            json!({
+                "format": s.format.ext(),
+                "width": s.width,
+                "quality": s.quality.map(|q| num(f64::from(q))),
+                "name": format!("{{stem}}{}", s.suffix),
+            })
+        })
+        .collect()
 }

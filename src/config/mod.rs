@@ -65,6 +65,9 @@ pub struct Config {
     pub convert: ConvertOptions,
     /// What each source gets (`conversion.outputs`; by default one WebP, as in Go).
     pub outputs: crate::outputs::Outputs,
+    /// A bucket's own outputs (`conversion.per_bucket.<bucket>.outputs`), in place of
+    /// `outputs` in [`Config::for_bucket`].
+    pub bucket_outputs: std::collections::BTreeMap<String, crate::outputs::Outputs>,
     /// Named resize presets (`resize.presets`).
     pub presets: std::collections::BTreeMap<String, ResizeSpec>,
     /// Keep the source, and do not upload, when the WebP is larger (`conversion.skip_if_larger`).
@@ -376,6 +379,9 @@ impl Config {
         let mut c = self.clone();
         if let StorageConfig::S3(s3) = &mut c.storage {
             s3.bucket = bucket.to_owned();
+        }
+        if let Some(own) = self.bucket_outputs.get(bucket) {
+            c.outputs = own.clone();
         }
         if self.buckets().len() > 1 {
             let safe = bucket_file_name(bucket);

@@ -104,6 +104,16 @@ pub struct RawConversion {
     /// What each source gets (`[{format: webp}, {format: avif, width: 640}]`); absent:
     /// one WebP, as the Go server writes.
     pub outputs: Option<Vec<RawOutputEntry>>,
+    /// Per bucket of `r2.buckets` where buckets differ: `media: {outputs: [...]}`.
+    pub per_bucket: BTreeMap<String, RawBucketConversion>,
+}
+
+/// One entry of `conversion.per_bucket`: what that bucket's sources get in place of
+/// `conversion.outputs`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBucketConversion {
+    pub outputs: Option<Vec<RawOutputEntry>>,
 }
 
 /// One entry of `conversion.outputs`. Unknown fields are refused here (the key check

@@ -494,3 +494,37 @@ fn conversion_outputs_that_would_be_misread_are_refused() {
         assert!(err.contains(want), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn a_bucket_of_several_may_have_outputs_of_its_own() {
+    let yaml = "r2: {endpoint: \"http://127.0.0.1:9\", access_key: a, secret_key: b, buckets: [photos, media]}\n\
+                conversion:\n  outputs: [{format: webp}]\n  per_bucket:\n    media:\n      outputs: [{format: webp}, {format: avif, width: 640}]\n";
+    let c = load_yaml(yaml, &[]).unwrap();
+    let keys = |c: &Config| c.outputs.specs().iter().map(|s| s.key("p/cat.jpg")).collect::<Vec<_>>();
+    assert_eq!(keys(&c.for_bucket("photos")), ["p/cat.webp"]);
+    assert!(c.for_bucket("photos").outputs.is_go_default());
+    assert_eq!(keys(&c.for_bucket("media")), ["p/cat.webp", "p/cat_w640.avif"]);
+    let shown = super::explain::to_json(&c);
+    assert_eq!(shown["conversion"]["per_bucket"]["media"]["outputs"][1]["format"], "avif", "{shown}");
+}
+
+#[test]
+fn a_bucket_entry_that_would_be_misread_is_refused_naming_it() {
+    let r2 = "r2: {endpoint: \"http://127.0.0.1:9\", access_key: a, secret_key: b, buckets: [photos, media]}\n";
+    for (conversion, want) in [
+        (
+            "conversion: {per_bucket: {medai: {outputs: [{format: avif}]}}}",
+            "conversion.per_bucket.medai: \"medai\" is not a bucket this daemon keeps (photos, media)",
+        ),
+        (
+            "conversion: {per_bucket: {media: {outputs: [{format: gif}]}}}",
+            "conversion.per_bucket.media.outputs[0].format",
+        ),
+        ("conversion: {per_bucket: {media: {outputs: []}}}", "conversion.per_bucket.media.outputs is empty"),
+        ("conversion: {per_bucket: {media: {}}}", "conversion.per_bucket.media.outputs is missing"),
+        ("conversion: {per_bucket: {media: {output: [{format: avif}]}}}", "output"),
+    ] {
+        let err = load_yaml(&format!("{r2}{conversion}\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains(want), "{conversion}: {err}");
+    }
+}

@@ -25,6 +25,16 @@ impl Config {
         let mut warnings = Vec::new();
         let (formats, mut convert, skip_if_larger) = conversion(&raw.conversion)?;
         let outputs = outputs(raw.conversion.outputs.as_deref())?;
+        let mut bucket_outputs = BTreeMap::new();
+        for (bucket, c) in &raw.conversion.per_bucket {
+            let key = format!("conversion.per_bucket.{bucket}.outputs");
+            let Some(list) = c.outputs.as_deref() else {
+                return Err(ConfigError::Parse(format!("{key} is missing: a bucket's entry lists its outputs")));
+            };
+            let own = self::outputs(Some(list))
+                .map_err(|e| ConfigError::Parse(e.to_string().replace("conversion.outputs", &key)))?;
+            bucket_outputs.insert(bucket.clone(), own);
+        }
         let mut presets = BTreeMap::new();
         let raw_presets = raw.resize.presets.unwrap_or_else(default_presets);
         for (name, p) in raw_presets {
@@ -224,13 +234,14 @@ impl Config {
             region: super::storage::region(&raw.r2),
             virtual_hosted_style: raw.r2.virtual_hosted_style.unwrap_or(false),
         };
-        Ok(Config {
+        let config = Config {
             events,
             r2,
             storage,
             formats,
             convert,
             outputs,
+            bucket_outputs,
             presets,
             skip_if_larger,
             cron,
@@ -242,7 +253,15 @@ impl Config {
             log,
             origins: Origins::default(),
             warnings,
-        })
+        };
+        let buckets = config.buckets();
+        if let Some(stray) = config.bucket_outputs.keys().find(|b| !buckets.contains(b)) {
+            return Err(ConfigError::Parse(format!(
+                "conversion.per_bucket.{stray}: {stray:?} is not a bucket this daemon keeps ({})",
+                buckets.join(", ")
+            )));
+        }
+        Ok(config)
     }
 
     /// The checks `serve` adds to [`Config::validate`]: an API on a public address needs a

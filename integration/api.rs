@@ -315,6 +315,7 @@ fn webhooks_are_signed_and_retried_until_delivered() {
         "destination": "h/a.webp",
         "source_address": format!("r2://{bucket}/h/a.jpg"),
         "destination_address": format!("r2://{bucket}/h/a.webp"),
+        "format": "webp",
     })));
     assert_eq!(headers["x-webhook-signature"], format!("sha256={}", ics::webhook::signature("hook-secret", body)));
     assert_eq!(requests[0].2, requests[1].2, "the retry sends the same body");

@@ -149,7 +149,7 @@ fn serve_keeps_every_bucket_of_a_dotenv_webp_complete_each_on_its_own() {
     assert_eq!(
         hb["images"],
         json!([{"bucket": b, "source": "photos/three.jpg", "destination": "photos/three.webp",
-        "source_address": format!("r2://{b}/photos/three.jpg"), "destination_address": format!("r2://{b}/photos/three.webp")}])
+        "source_address": format!("r2://{b}/photos/three.jpg"), "destination_address": format!("r2://{b}/photos/three.webp"), "format": "webp"}])
     );
     assert!(ha["images"].as_array().unwrap().iter().all(|i| i["bucket"] == json!(a)), "{ha}");
 

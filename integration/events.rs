@@ -538,6 +538,9 @@ fn event_conversions_are_announced_in_summaries_not_per_event() {
     let sources: BTreeSet<&str> =
         announced.iter().flat_map(|b| b["images"].as_array().unwrap()).map(|i| i["source"].as_str().unwrap()).collect();
     assert_eq!(sources.len(), total);
+    let webps: u64 = announced.iter().map(|b| b["by_format"]["webp"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(webps, total as u64, "by_format counts every output: {announced:?}");
+    assert!(announced.iter().flat_map(|b| b["images"].as_array().unwrap()).all(|i| i["format"] == "webp"));
     drop(server);
 }
 

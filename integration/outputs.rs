@@ -248,3 +248,45 @@ fn convert_makes_the_avif_it_is_asked_for_and_then_finds_it_up_to_date() {
     assert_eq!(o.status.code(), Some(64), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--format must be webp or avif"));
 }
+
+#[test]
+#[ignore = "needs the S3 test server: bash scripts/test.sh"]
+fn a_runs_webhook_status_and_metrics_count_and_list_each_output_by_format() {
+    need_s3!();
+    use common::http::TestHttp;
+    use common::server::Server;
+    let hook = TestHttp::start("127.0.0.1:0", vec![200], std::collections::HashMap::new());
+    let bucket = new_bucket("outputs-hook");
+    let storage = ics::storage::Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(storage.put("h/a.jpg", fixture("jpeg_baseline.jpg").into(), "image/jpeg")).unwrap();
+    let pending = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "conversion:\n  outputs: [{{format: webp}}, {{format: avif, width: 320}}]\nwebhook: {{url: 'http://{}/hook', pending_dir: '{}'}}\n",
+        hook.addr,
+        pending.path().display()
+    );
+    let server = Server::start(Some(&bucket), &yaml);
+    assert_eq!(server.post("/api/runs", serde_json::json!({})).status, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while hook.requests.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no webhook: {:?}", server.log.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let body: Value = serde_json::from_slice(&hook.requests.lock().unwrap()[0].2).unwrap();
+    assert_eq!(body["event"], "batch.completed", "{body}");
+    assert_eq!(body["processed_count"], 2, "{body}");
+    assert_eq!(body["by_format"], serde_json::json!({"avif": 1, "webp": 1}), "{body}");
+    let images = body["images"].as_array().unwrap();
+    let listed: Vec<(&str, &str)> =
+        images.iter().map(|i| (i["destination"].as_str().unwrap(), i["format"].as_str().unwrap())).collect();
+    assert!(listed.contains(&("h/a.webp", "webp")) && listed.contains(&("h/a_w320.avif", "avif")), "{body}");
+
+    let status: Value = serde_json::from_slice(&server.get("/api/status").body).unwrap();
+    assert_eq!(status["last_run"]["by_format"], serde_json::json!({"avif": 1, "webp": 1}), "{status}");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    for format in ["webp", "avif"] {
+        let line = format!("ics_outputs_converted_total{{bucket=\"{bucket}\",format=\"{format}\"}} 1");
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+}

@@ -44,12 +44,15 @@ impl Summary {
         if p.images.is_empty() && p.failed == 0 {
             return None;
         }
+        let mut by_format = std::collections::BTreeMap::<String, u64>::new();
         let images: Vec<Value> = p
             .images
             .iter()
             .map(|(s, d)| {
+                let format = naming::extension(d).unwrap_or("webp").to_ascii_lowercase();
+                *by_format.entry(format.clone()).or_default() += 1;
                 json!({"source": s, "destination": d, "source_address": naming::address(bucket, s),
-                    "destination_address": naming::address(bucket, d)})
+                    "destination_address": naming::address(bucket, d), "format": format})
             })
             .collect();
         Some(json!({
@@ -58,6 +61,7 @@ impl Summary {
             "processed_count": images.len(),
             "failed_count": p.failed,
             "images": images,
+            "by_format": by_format,
             "timestamp": chrono::Utc::now().to_rfc3339(),
         }))
     }

@@ -68,7 +68,8 @@ pub fn manual(event: &str, images: &[ImageEntry]) -> Value {
     })
 }
 
-/// The body announcing a finished run of `bucket`; `images` are (source key, WebP key).
+/// The body announcing a finished run of `bucket`; `images` are (source key, output key),
+/// each listed with its output's format, and `by_format` counts the outputs made of each.
 pub fn batch_completed(bucket: &str, summary: &RunSummary, images: &[(String, String)]) -> Value {
     let images: Vec<Value> = images
         .iter()
@@ -79,6 +80,7 @@ pub fn batch_completed(bucket: &str, summary: &RunSummary, images: &[(String, St
                 "destination": d,
                 "source_address": naming::address(bucket, s),
                 "destination_address": naming::address(bucket, d),
+                "format": naming::extension(d).unwrap_or("webp").to_ascii_lowercase(),
             })
         })
         .collect();
@@ -87,6 +89,7 @@ pub fn batch_completed(bucket: &str, summary: &RunSummary, images: &[(String, St
         "processed_count": summary.counts.converted,
         "failed_count": summary.counts.failed,
         "images": images,
+        "by_format": summary.counts.by_format,
         "bucket": bucket,
         "run_id": summary.run_id,
         "complete": summary.complete,

@@ -112,8 +112,9 @@ pub fn convert_targets(
     Ok(answers.into_iter().map(|a| a.expect("every target answered")).collect())
 }
 
-/// An AVIF of a decoded still: resized as asked, then ravif ([`super::avif`]). Its
-/// ICC profile is not embedded (ravif writes sRGB); EXIF orientation is already applied.
+/// An AVIF of a decoded still: resized as asked, its colours turned into sRGB through its
+/// ICC profile ([`super::srgb`]: ravif writes sRGB and embeds no profile), then ravif
+/// ([`super::avif`]). EXIF orientation is already applied.
 fn encode_avif(
     still: decode::Still,
     format: super::SourceFormat,
@@ -127,7 +128,10 @@ fn encode_avif(
         image = image.resize_exact(tw, th, image::imageops::FilterType::Lanczos3);
     }
     let has_alpha = image.color().has_alpha();
-    let pixels: Vec<u8> = if has_alpha { image.into_rgba8().into_raw() } else { image.into_rgb8().into_raw() };
+    let mut pixels: Vec<u8> = if has_alpha { image.into_rgba8().into_raw() } else { image.into_rgb8().into_raw() };
+    if let Some(icc) = still.metadata.icc.as_deref() {
+        super::srgb::icc_to_srgb(&mut pixels, has_alpha, icc);
+    }
     let config = avif_config(t);
     let px = webp::Pixels { data: &pixels, width: tw, height: th, has_alpha };
     let bytes = super::avif::encode_still(&px, &config, cancel).map_err(|e| {

@@ -15,6 +15,7 @@ mod jpeg_frame;
 mod many;
 mod options;
 mod sniff;
+mod srgb;
 pub mod webp;
 
 use image::imageops::FilterType;

@@ -309,3 +309,29 @@ fn a_cancelled_conversion_stops_with_its_reason() {
     // Not cancelled: the same call converts.
     assert!(convert_cancellable(&fixture("jpeg_baseline.jpg"), &opts(), None, &webp::Cancel::new(false)).is_ok());
 }
+
+#[test]
+fn an_avif_is_made_of_the_colours_its_sources_profile_means() {
+    use image::ImageEncoder;
+    // One picture as a JPEG twice: with a profile that swaps red and green, and without.
+    let picture = image::load_from_memory(&fixture("jpeg_baseline.jpg")).unwrap().crop_imm(0, 0, 64, 48).to_rgb8();
+    let jpeg = |icc: Option<Vec<u8>>| {
+        let mut out = Vec::new();
+        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+        if let Some(p) = icc {
+            enc.set_icc_profile(p).unwrap();
+        }
+        enc.write_image(picture.as_raw(), 64, 48, image::ExtendedColorType::Rgb8).unwrap();
+        out
+    };
+    let srgb = [[0.4361, 0.2225, 0.0139], [0.3851, 0.7169, 0.0971], [0.1431, 0.0606, 0.7141]];
+    let swapped = super::srgb::tests::matrix_profile([srgb[1], srgb[0], srgb[2]]);
+    let avif = Target { format: crate::outputs::Format::Avif, resize: None, upscale: false, quality: None };
+    let make = |bytes: &[u8]| {
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        convert_targets(bytes, &opts(), &[avif], &cancel).unwrap().remove(0).unwrap().webp
+    };
+    let (plain, tagged) = (make(&jpeg(None)), make(&jpeg(Some(swapped))));
+    // The colours themselves are srgb.rs's tests; here, that the AVIF path applies them.
+    assert_ne!(plain, tagged, "the profile was applied before the encode");
+}

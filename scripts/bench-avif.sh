@@ -20,7 +20,7 @@
 # Environment:
 #   ICS_AVIF_PHOTOS    photos to take (default 6)
 #   ICS_AVIF_MAX_MP    largest photo to take, megapixels (default 8)
-#   ICS_AVIF_RAVIF     ravif speeds:qualities (default 6:75,80,85;8,10:75,85)
+#   ICS_AVIF_RAVIF     ravif speeds:qualities (default 6:75,80,82,85;8,10:75,85)
 #   ICS_AVIF_AOM       libaom speeds:quantizers through avifenc (default 6,8:16,20,24)
 #   ICS_AVIF_SVT       SVT-AV1 speeds:quantizers through avifenc (default 8:30,38,46)
 #   ICS_AVIF_THREADS   threads for the default setting's threaded timing (default nproc)
@@ -74,7 +74,7 @@ mkdir -p target
     echo "# bench-avif: ${#files[@]} of $n JPEG photos in $(basename "$corpus"), $(date -u +%F), $(nproc) cores, features: $features, profile: $profile"
     printf '#   %s\n' "${files[@]##*/}"
     nice -n 10 "target/$dir/examples/avif_compare" \
-        --ravif "${ICS_AVIF_RAVIF:-6:75,80,85;8,10:75,85}" \
+        --ravif "${ICS_AVIF_RAVIF:-6:75,80,82,85;8,10:75,85}" \
         --aom "${ICS_AVIF_AOM:-6,8:16,20,24}" \
         --svt "${ICS_AVIF_SVT:-8:30,38,46}" \
         --threads "${ICS_AVIF_THREADS:-$(nproc)}" \

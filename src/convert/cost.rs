@@ -45,7 +45,20 @@ const JPEG_PICTURE_BPP: f64 = 1.6;
 /// 100: measured), and a photo at 0.3 to 2, so the tokens are taken as the line from
 /// [`TOKENS_BASE`] at fullness 0 to [`MAX_TOKENS`] at 1: above every measured image, and
 /// above any detail in between as long as tokens grow no faster than linearly with it.
+/// This foot is a progressive JPEG's: those peak higher at a given fullness than the
+/// baseline ones (mate__Elephants_5640x3172.jpg 9.3 bytes a pixel at 0.22, where
+/// mate__Blinds.jpg peaks at 6.0 at 0.20), whether in their tokens or in what zune-jpeg
+/// holds besides their coefficients ([`PROGRESSIVE_EXTRA_BPP`]).
 const TOKENS_BASE: f64 = 1.0;
+/// A baseline JPEG's line: from 0 at fullness 0 to [`BASELINE_MAX_TOKENS`] at 1. The 19
+/// baseline JPEGs of the corpus, its noise and upscaled photos all sit under it (the
+/// closest: mate__Dune.jpg, 1.9 bytes a pixel of tokens where the line gives 2.5).
+const BASELINE_TOKENS_BASE: f64 = 0.0;
+/// Noise, which is baseline: 17.4 bytes a pixel of tokens at 6, 16 and 24 MP and at
+/// quality 50, 90 and 100 (its peak: 21.7 bytes a pixel and 1.9 MiB); a margin of 0.4.
+/// On the line of progressive JPEGs (1.0 to [`MAX_TOKENS`]), mate__Blinds.jpg (fullness
+/// 0.20, 1.0 bytes a pixel of tokens) was reserved 21 MiB for a peak of 13.2; here 19.
+const BASELINE_MAX_TOKENS: f64 = 17.8;
 /// The same for a PNG (or other lossless source) made lossy: its photos peak higher at
 /// the bottom of the line (a wallpaper's gradients and dithering: 2.2 bytes a pixel at a
 /// fullness of 0.0001, sway__Sway_Wallpaper_Blue_1920x1080.png).
@@ -101,8 +114,10 @@ const HISTOGRAM_TILE_BYTES: u64 = 9 * 1024;
 const LOW_MEMORY_TOKENS: f64 = 0.1;
 /// A progressive JPEG's decoder holds, besides its coefficients and output, per pixel.
 const PROGRESSIVE_EXTRA_BPP: f64 = 1.0;
-/// A JPEG conversion's fixed part: tables, buffers of a row, the encoded file.
-const JPEG_FIXED: u64 = MIB / 2;
+/// A JPEG conversion's fixed part: tables, buffers of a row, the encoded file. The
+/// smallest JPEGs say how much: mpl__grace_hopper.jpg (0.31 MP) peaks at 3.3 MiB, 0.9
+/// above its per-pixel part (it was 0.5, within its peak only by the whole MiB reserved).
+const JPEG_FIXED: u64 = MIB;
 /// Any other conversion's fixed part: libwebp's lossless encoder and animation encoder
 /// allocate their histograms and tables whatever the size (a 32×32 PNG peaks at 2.1 MiB).
 const FIXED: u64 = 3 * MIB;
@@ -385,8 +400,12 @@ fn lossy_phases(
     let alpha_plane = h.alpha && h.transparency != Transparency::Opaque;
     let planes = JPEG_PICTURE_BPP + if alpha_plane { 1.0 + ALPHA_PICTURE_BPP } else { 0.0 };
     let alpha_encode = if alpha_plane { palette_encode(h, px_in, out, intermediate.is_some(), method) } else { 0 };
-    let base = if h.format == SourceFormat::Jpeg { TOKENS_BASE } else { LOSSLESS_SOURCE_TOKENS_BASE };
-    let tokens = base + (MAX_TOKENS - base) * fullness(h, px_in);
+    let (base, top) = match h.format {
+        SourceFormat::Jpeg if h.decoder_bytes == 0 => (BASELINE_TOKENS_BASE, BASELINE_MAX_TOKENS),
+        SourceFormat::Jpeg => (TOKENS_BASE, MAX_TOKENS),
+        _ => (LOSSLESS_SOURCE_TOKENS_BASE, MAX_TOKENS),
+    };
+    let tokens = base + (top - base) * fullness(h, px_in);
     let tokens = tokens * if low_memory { LOW_MEMORY_TOKENS } else { 1.0 };
     let encode = px_out * picture + (px_out as f64 * (planes + tokens)) as u64 + alpha_encode;
     let fixed = match h.format {

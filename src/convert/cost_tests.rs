@@ -120,6 +120,34 @@ fn a_jpeg_s_cost_follows_its_detail_and_noise_keeps_the_old_worst_case() {
 }
 
 #[test]
+fn a_baseline_jpeg_is_reserved_within_1_5x_of_its_peak_and_never_under_it() {
+    // Issue 23: mate__Blinds.jpg was reserved 21 MiB for a peak of 13.2 (1.58x) on the
+    // line a progressive JPEG needs. (name, width, height, file bytes, luma quantisers
+    // summed, peak MiB) of baseline JPEGs, from examples/memory_peak.rs (BENCHMARKS.md):
+    // the closest to the line, the smallest (its fixed part) and noise (its top).
+    for (name, w, h, file_bytes, luma_quant, peak, within) in [
+        ("mate__Blinds.jpg", 1920, 1200, 1_157_513, 188, 13.3, true),
+        ("mate__Dune.jpg", 1680, 1050, 1_021_283, 64, 11.6, true),
+        ("mate__Storm.jpg", 1920, 1280, 695_070, 151, 12.2, true),
+        ("mpl__grace_hopper.jpg", 512, 600, 61_306, 1477, 3.3, false),
+        ("noise, quality 90", 3000, 2000, 11_200_386, 736, 126.1, true),
+        ("noise, quality 100", 3000, 2000, 24_552_275, 64, 125.6, true),
+        ("noise 24 MP", 6000, 4000, 44_799_716, 736, 497.8, true),
+    ] {
+        let h = Header { width: w, height: h, file_bytes, luma_quant, ..PLAIN };
+        let estimate = working_set(&h, (w, h.height), false) as f64 / MIB as f64;
+        assert!(estimate >= peak, "{name}: {estimate:.1} MiB under its peak of {peak}");
+        assert!(!within || estimate.ceil() <= peak * 1.5, "{name}: {estimate:.1} MiB over 1.5x {peak}");
+    }
+    // A progressive JPEG keeps the higher line (mate__Elephants_5640x3172.jpg: 158.1 MiB).
+    let (w, h) = (5640, 3172);
+    let elephants = Header { width: w, height: h, file_bytes: 16_376_668, luma_quant: 64, ..PLAIN };
+    let progressive = Header { decoder_bytes: u64::from(w) * u64::from(h) * 4, ..elephants };
+    assert!(working_set(&progressive, (w, h), false) as f64 / MIB as f64 >= 158.1);
+    assert!(working_set(&progressive, (w, h), false) > working_set(&elephants, (w, h), false));
+}
+
+#[test]
 fn a_png_photo_under_auto_fits_a_budget_that_its_lossless_encode_would_not() {
     // Issue 23: every PNG was reserved the lossless encoder's 44 bytes a pixel, so a
     // 4 MP photo (171 MiB) was refused under a budget of 64 (48 MiB of work) although

@@ -24,6 +24,10 @@
 //! reset (`/proc/self/clear_refs` `5`) and the RSS noted; the conversion's peak is the
 //! mark afterwards less that RSS. What is reserved is the estimate in whole MiB (the
 //! budget's unit), at least one.
+//! `--time-header FILE...` prints what reading each header (and a PNG's rows) takes,
+//! the least of five reads (build with `--release` for the daemon's figure).
+//! `--lossless-always` converts under `lossless: always` (the lossless encoder for every
+//! picture, the estimate then its flat one).
 //! `--budget MB` converts under that `pipeline.memory_budget_mb` (the estimate then
 //! includes libwebp's `low_memory` where the budget calls for it).
 //!
@@ -270,11 +274,17 @@ fn measure(path: &Path, opts: &ConvertOptions) -> Result<String, String> {
 fn main() {
     let mut args: Vec<String> = env::args().skip(1).collect();
     let mut opts = ConvertOptions::default();
-    let mut budget = Vec::new();
+    // The options each file's process is run with too.
+    let mut settings = Vec::new();
     if let Some(i) = args.iter().position(|a| a == "--budget") {
         let mb = args.get(i + 1).and_then(|v| v.parse().ok()).expect("--budget MB");
         opts.limits = Limits { memory_budget_mb: mb, ..Limits::default() };
-        budget = args.drain(i..i + 2).collect();
+        settings = args.drain(i..i + 2).collect();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--lossless-always") {
+        // `lossless: always`: every file through libwebp's lossless encoder.
+        opts.lossless = ics::convert::LosslessPolicy::Always;
+        settings.push(args.remove(i));
     }
     if let Some(i) = args.iter().position(|a| a == "--synthetic") {
         let dir = args.get(i + 1).cloned().expect("--synthetic DIR");
@@ -287,6 +297,22 @@ fn main() {
         // One synthetic graphic of any size: `--graphic KIND WIDTH HEIGHT FILE`.
         let side = |i: usize| args[i].parse().expect("--graphic KIND WIDTH HEIGHT FILE");
         fs::write(&args[4], synthetic_graphic(side(2), side(3), &args[1])).unwrap();
+        return;
+    }
+    if args.first().is_some_and(|a| a == "--time-header") {
+        // What admission spends reading each file's header (and a PNG's rows), in ms:
+        // the least of 5 reads. `--time-header FILE...`
+        for f in &args[1..] {
+            let bytes = fs::read(f).unwrap();
+            let least = (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    let _ = std::hint::black_box(cost::read_header(&bytes));
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::INFINITY, f64::min);
+            println!("{f}\t{least:.1} ms");
+        }
         return;
     }
     if args.first().is_some_and(|a| a == "--one") {
@@ -303,7 +329,7 @@ fn main() {
     for path in files(&args) {
         // A fresh process for each file: what earlier images left in the allocator
         // would otherwise lower the next one's peak.
-        let out = process::Command::new(&me).args(&budget).arg("--one").arg(&path).output().unwrap();
+        let out = process::Command::new(&me).args(&settings).arg("--one").arg(&path).output().unwrap();
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let f: Vec<&str> = line.split('\t').collect();

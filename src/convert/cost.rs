@@ -33,6 +33,9 @@ pub const DEFAULT_BUDGET_MB: u32 = 6144;
 /// encoded bytes and our copy of them, at most. Measured on noise (the worst case:
 /// nothing compresses), 16 MP: a JPEG peaks at 21 bytes a pixel over the process and the
 /// file in all (decoder, RGB, lossy encode), a 256-colour RGBA PNG at 40.7 (lossless).
+/// The lossless encoder holds its histograms besides ([`TILE_BYTES`]): small truecolour
+/// pictures under `lossless: always` peak far above 44 bytes a pixel (skimage__chelsea.png,
+/// 0.14 MP and 2166 tiles: 23.0 MiB, where 9 were reserved without them).
 const LOSSY_ENCODER_BPP: u64 = 20;
 const LOSSLESS_ENCODER_BPP: u64 = 40;
 /// A JPEG's lossy encode, per output pixel: the picture handed to libwebp (YUV 4:2:0)
@@ -104,11 +107,18 @@ const PALETTE_REFS_BPP: f64 = 20.0;
 /// Not the file's size: busy diagonal stripes, which deflate makes 35 KB of 16 MP
 /// (0.002 bytes a pixel), peak at noise's 32.5 bytes a pixel.
 const REFS_A_CHANGE: f64 = 1.5;
-/// libwebp's lossless histograms, per tile of its histogram image (two sets of one
-/// histogram a tile, whose side is 2^bits with bits from the method and the size: at most
-/// 2600 tiles, [`histogram_tiles`]). Measured: the same graphic of 2.66 MP peaks 16.4 MiB
-/// higher at 1600×1664 (2600 tiles) than at 1632×1632 (676): 8.9 KiB a tile.
-const HISTOGRAM_TILE_BYTES: u64 = 9 * 1024;
+/// libwebp's lossless histograms, per tile of its histogram image (whose side is 2^bits
+/// with bits from the method and the size: at most 2600 tiles, [`histogram_tiles`]): two
+/// sets of one histogram a tile alive at once (`VP8LGetHistoImageSymbols`' and its
+/// caller's), each 3352 bytes and 4 a literal code: 280 and the colour cache's, at most
+/// 2^9 with a palette (its size's log2 + 1), 2^10 without. Measured without a cache: the
+/// same graphic of 2.66 MP peaks 16.4 MiB higher at 1600×1664 (2600 tiles) than at
+/// 1632×1632 (676), 8.9 KiB a tile, which is 2 × (3352 + 4 × 280).
+const fn histogram_tile_bytes(cache_bits: u32) -> u64 {
+    2 * (3352 + 4 * (280 + (1 << cache_bits)))
+}
+const PALETTE_TILE_BYTES: u64 = histogram_tile_bytes(9);
+const TILE_BYTES: u64 = histogram_tile_bytes(10);
 /// With `low_memory` libwebp holds no tokens, only its output: a tenth
 /// (24 MP of noise peaks at 139 MiB with it, 498 MiB without).
 const LOW_MEMORY_TOKENS: f64 = 0.1;
@@ -309,7 +319,12 @@ fn phases(h: &Header, out: (u32, u32), enc: Encoder, low_memory: bool) -> u64 {
         // Per frame: the decoder's canvases, the resampled frame, the encoder's canvases
         // and its encode of a full-canvas frame.
         let resampled = if resized { intermediate + px_out * 4 } else { 0 };
-        return px_in * ANIMATION_INPUT_BPP + resampled + px_out * (ANIMATION_CANVASES_BPP + encoder) + FIXED;
+        let histograms = if lossless { histogram_tiles(out, enc.method, false) * TILE_BYTES } else { 0 };
+        return px_in * ANIMATION_INPUT_BPP
+            + resampled
+            + px_out * (ANIMATION_CANVASES_BPP + encoder)
+            + histograms
+            + FIXED;
     }
     let dec = h.decoded_bpp;
     let picture = if h.alpha { 4 } else { 3 };
@@ -319,7 +334,7 @@ fn phases(h: &Header, out: (u32, u32), enc: Encoder, low_memory: bool) -> u64 {
     // beside the decoded output; the 8-bit picture and the encoder.
     let encode = match enc.encode {
         Encode::Lossy => return lossy(),
-        Encode::Lossless => px_out * (picture + encoder),
+        Encode::Lossless => px_out * (picture + encoder) + histogram_tiles(out, enc.method, false) * TILE_BYTES,
         Encode::Palette | Encode::PaletteOrLossy => {
             px_out * picture + palette_encode(h, px_in, out, resized, enc.method)
         }
@@ -338,7 +353,7 @@ fn phases(h: &Header, out: (u32, u32), enc: Encoder, low_memory: bool) -> u64 {
 fn palette_encode(h: &Header, px_in: u64, out: (u32, u32), resized: bool, method: u8) -> u64 {
     let px_out = u64::from(out.0) * u64::from(out.1);
     let refs = if resized { 1.0 } else { refs_share(h, px_in) };
-    let histograms = histogram_tiles(out, method, true) * HISTOGRAM_TILE_BYTES;
+    let histograms = histogram_tiles(out, method, true) * PALETTE_TILE_BYTES;
     (px_out as f64 * (PALETTE_ENCODER_BPP + PALETTE_REFS_BPP * refs)) as u64 + histograms
 }
 

@@ -116,7 +116,8 @@ fn a_jpeg_s_cost_follows_its_detail_and_noise_keeps_the_old_worst_case() {
     let progressive = Header { decoder_bytes: px * 6, ..jpeg(6000, 4000, 0.069) };
     assert!(working_set(&progressive, (6000, 4000), false) >= px * 9);
     // Lossless (`lossless: always`) keeps the lossless encoder's cost.
-    assert_eq!(working_set(&jpeg(6000, 4000, 0.069), (6000, 4000), true), px * 43 + FIXED);
+    let histograms = histogram_tiles((6000, 4000), 4, false) * TILE_BYTES;
+    assert_eq!(working_set(&jpeg(6000, 4000, 0.069), (6000, 4000), true), px * 43 + histograms + FIXED);
 }
 
 #[test]
@@ -238,6 +239,24 @@ fn the_palette_encode_stays_at_or_above_its_measured_peaks_and_the_corpus_graphi
         let reserved = auto(&graphic(w, h, alpha, dec, changes)).bytes.div_ceil(MIB) as f64;
         assert!(reserved >= peak, "{name}: {reserved} MiB under its peak of {peak}");
         assert!(!corpus || reserved <= peak * 1.5, "{name}: {reserved} MiB over 1.5x its peak of {peak}");
+    }
+}
+
+#[test]
+fn lossless_always_reserves_the_histograms_that_small_truecolour_pictures_peak_at() {
+    // Found in issue 23: under `lossless: always` skimage__chelsea.png was reserved 9 MiB
+    // for a peak of 23.0 (2166 tiles of histograms). (name, format, width, height, peak
+    // MiB) from examples/memory_peak.rs --lossless-always.
+    for (name, format, w, h, peak) in [
+        ("skimage__chelsea.png", SourceFormat::Png, 451, 300, 23.2),
+        ("mpl__grace_hopper.jpg", SourceFormat::Jpeg, 512, 600, 29.3),
+        ("skimage__astronaut.png", SourceFormat::Png, 512, 512, 17.0),
+        ("sway__Sway_Wallpaper_Blue_1136x640_Portrait.png", SourceFormat::Png, 640, 1136, 32.2),
+        ("plasma__Altai_1080x1920.png", SourceFormat::Png, 1080, 1920, 66.7),
+    ] {
+        let header = Header { format, width: w, height: h, ..PLAIN };
+        let estimate = working_set(&header, (w, h), true) as f64 / MIB as f64;
+        assert!(estimate >= peak, "{name}: {estimate:.1} MiB under its peak of {peak}");
     }
 }
 

@@ -82,9 +82,10 @@ const REFERENCE_QUANT: f64 = 11.5;
 const LOSSLESS_FULLNESS_POWER: f64 = 6.0;
 /// A lossy encode of a picture with transparency: libwebp encodes its alpha plane
 /// lossless (`alpha_quality` 100): the plane as ARGB (4 bytes a pixel) and the palette
-/// encode of it (at most 256 values), over every pixel whatever the plane holds: PNGs
-/// with transparent pixels peak at 37–42 bytes a pixel made lossy (mate__Flow.png,
-/// mate__Gulp.png), an opaque RGBA PNG at 6.
+/// encode of it (at most 256 values), over every pixel whatever the plane holds, before
+/// the token loop (`VP8EncStartAlpha`): PNGs with transparent pixels peak at 37–42
+/// bytes a pixel made lossy (mate__Flow.png, mate__Gulp.png; RGBA noise at 36, not the
+/// 54 of its tokens and alpha plane together), an opaque RGBA PNG at 6.
 const ALPHA_PICTURE_BPP: f64 = 4.0;
 /// A lossy encode's fixed part for other sources than JPEG: their decoders' and
 /// libwebp's tables (a 32×32 PNG made lossy peaks at 0.6 MiB, a 0.7 MP one at 5.7); with
@@ -284,18 +285,22 @@ pub enum Encode {
     PaletteOrLossy,
 }
 
-/// The encode and libwebp's `method` (which sets the histogram image's tiles).
+/// The encode, libwebp's `method` (which sets the histogram image's tiles) and whether
+/// it encodes a lossy picture's alpha plane in a thread beside the tokens
+/// (`multithread`) rather than before them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Encoder {
     pub encode: Encode,
     pub method: u8,
+    pub multithread: bool,
 }
 
 impl Encoder {
-    /// Lossless or lossy at the default method.
+    /// Lossless or lossy with the default method and threads.
     pub fn of(lossless: bool) -> Self {
         let encode = if lossless { Encode::Lossless } else { Encode::Lossy };
-        Self { encode, method: ConvertOptions::default().method }
+        let defaults = ConvertOptions::default();
+        Self { encode, method: defaults.method, multithread: defaults.multithread }
     }
 }
 
@@ -328,7 +333,7 @@ fn phases(h: &Header, out: (u32, u32), enc: Encoder, low_memory: bool) -> u64 {
     }
     let dec = h.decoded_bpp;
     let picture = if h.alpha { 4 } else { 3 };
-    let lossy = || lossy_phases(h, px_in, out, resized.then_some(intermediate), enc.method, low_memory);
+    let lossy = || lossy_phases(h, px_in, out, resized.then_some(intermediate), enc, low_memory);
     // Each phase's buffers alive at once: the decoder's output and its planes (or the
     // orientation's copy); resampling: source, intermediate, output; our 8-bit copy
     // beside the decoded output; the 8-bit picture and the encoder.
@@ -396,7 +401,7 @@ fn lossy_phases(
     px_in: u64,
     out: (u32, u32),
     intermediate: Option<u64>,
-    method: u8,
+    enc: Encoder,
     low_memory: bool,
 ) -> u64 {
     let px_out = u64::from(out.0) * u64::from(out.1);
@@ -413,8 +418,12 @@ fn lossy_phases(
     let resample = intermediate.map_or(0, |i| px_in * dec + i + px_out * dec);
     let copy = if dec == picture { 0 } else { px_out * (dec + picture) };
     let alpha_plane = h.alpha && h.transparency != Transparency::Opaque;
-    let planes = JPEG_PICTURE_BPP + if alpha_plane { 1.0 + ALPHA_PICTURE_BPP } else { 0.0 };
-    let alpha_encode = if alpha_plane { palette_encode(h, px_in, out, intermediate.is_some(), method) } else { 0 };
+    let planes = JPEG_PICTURE_BPP + if alpha_plane { 1.0 } else { 0.0 };
+    let alpha_encode = if alpha_plane {
+        (px_out as f64 * ALPHA_PICTURE_BPP) as u64 + palette_encode(h, px_in, out, intermediate.is_some(), enc.method)
+    } else {
+        0
+    };
     let (base, top) = match h.format {
         SourceFormat::Jpeg if h.decoder_bytes == 0 => (BASELINE_TOKENS_BASE, BASELINE_MAX_TOKENS),
         SourceFormat::Jpeg => (TOKENS_BASE, MAX_TOKENS),
@@ -422,7 +431,11 @@ fn lossy_phases(
     };
     let tokens = base + (top - base) * fullness(h, px_in);
     let tokens = tokens * if low_memory { LOW_MEMORY_TOKENS } else { 1.0 };
-    let encode = px_out * picture + (px_out as f64 * (planes + tokens)) as u64 + alpha_encode;
+    let tokens = (px_out as f64 * tokens) as u64;
+    // libwebp encodes the alpha plane before its token loop, and frees what that took,
+    // unless `multithread` runs it in a thread beside the loop.
+    let encoded = if enc.multithread { tokens + alpha_encode } else { tokens.max(alpha_encode) };
+    let encode = px_out * picture + (px_out as f64 * planes) as u64 + encoded;
     let fixed = match h.format {
         _ if alpha_plane => FIXED,
         SourceFormat::Jpeg => JPEG_FIXED,
@@ -483,7 +496,7 @@ pub fn encoder_for(h: &Header, out: (u32, u32), opts: &ConvertOptions) -> Encode
             Colours::Unknown => Encode::PaletteOrLossy,
         },
     };
-    Encoder { encode, method: opts.method }
+    Encoder { encode, method: opts.method, multithread: opts.multithread }
 }
 
 /// The working memory of converting `bytes` with `resize` under `opts`; `None` when the

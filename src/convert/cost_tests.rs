@@ -219,7 +219,8 @@ fn the_palette_encode_stays_at_or_above_its_measured_peaks_and_the_corpus_graphi
     // Issue 23: lossless graphics were reserved 44 bytes a pixel, 1.38-1.67x their
     // peaks. (width, height, alpha, decoded bytes a pixel, share of pixels starting a
     // run, peak MiB, from the corpus) from examples/memory_peak.rs (BENCHMARKS.md).
-    let auto = |h: &Header| plan(h, (h.width, h.height), Encoder { encode: Encode::Palette, method: 4 }, u64::MAX);
+    let auto =
+        |h: &Header| plan(h, (h.width, h.height), Encoder { encode: Encode::Palette, ..Encoder::of(false) }, u64::MAX);
     for (name, w, h, alpha, dec, changes, peak, corpus) in [
         ("Arc-Colors", 2140, 1200, true, 4, 0.0915, 67.2, true),
         ("Silk", 1600, 1200, true, 4, 0.1079, 51.2, true),
@@ -272,7 +273,7 @@ fn a_graphic_whose_colours_are_not_all_counted_is_reserved_for_either_encode() {
     // Either encode: at or above the palette encode with every reference held, and
     // the lossy encode with its alpha plane.
     let either = plan(&unknown, full, encoder_for(&unknown, full, &opts), u64::MAX).bytes;
-    let palette = Encoder { encode: Encode::Palette, method: 4 };
+    let palette = Encoder { encode: Encode::Palette, ..Encoder::of(false) };
     let every_ref = plan(&graphic(1920, 1200, true, 4, 1.0), full, palette, u64::MAX).bytes;
     let lossy = plan(&unknown, full, Encoder::of(false), u64::MAX).bytes;
     assert!(either >= every_ref && either >= lossy, "{either} against {every_ref} and {lossy}");

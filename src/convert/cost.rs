@@ -33,10 +33,11 @@ pub const DEFAULT_BUDGET_MB: u32 = 6144;
 /// encoded bytes and our copy of them, at most. Measured on noise (the worst case:
 /// nothing compresses), 16 MP: a JPEG peaks at 21 bytes a pixel over the process and the
 /// file in all (decoder, RGB, lossy encode), a 256-colour RGBA PNG at 40.7 (lossless).
-/// The lossless encoder holds its histograms besides ([`TILE_BYTES`]): small truecolour
-/// pictures under `lossless: always` peak far above 44 bytes a pixel (skimage__chelsea.png,
-/// 0.14 MP and 2166 tiles: 23.0 MiB, where 9 were reserved without them).
 const LOSSY_ENCODER_BPP: u64 = 20;
+/// The lossless encoder's per pixel (any picture); it holds its histograms besides
+/// ([`TILE_BYTES`]): small truecolour pictures under `lossless: always` peak far above 44
+/// bytes a pixel (skimage__chelsea.png, 0.14 MP and 2166 tiles: 23.0 MiB, where 9 were
+/// reserved without them).
 const LOSSLESS_ENCODER_BPP: u64 = 40;
 /// A JPEG's lossy encode, per output pixel: the picture handed to libwebp (YUV 4:2:0)
 /// and the encoder's per-macroblock state.

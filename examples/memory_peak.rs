@@ -11,7 +11,12 @@
 //! 6 MP at quality 50 and 100 (noise is the encoder's worst case at any quality), the
 //! repository's photo (testdata/images/reference_chelsea.png) upscaled to 24 and 31 MP,
 //! and that photo at 4 MP as a truecolour PNG with seeded grain of ±0, 4, 16 and 64 a
-//! channel, and RGB and RGBA noise (a PNG's detail, from smooth to none compressible).
+//! channel, and RGB and RGBA noise (a PNG's detail, from smooth to none compressible);
+//! and graphics of at most 256 colours, encoded lossless (`gfx-*`: noise, stripes, a
+//! dithered gradient, flat blocks; 1, 4 and 16 MP, transparent, and the shapes of
+//! libwebp's most and fewest histogram tiles). `--graphic KIND WIDTH HEIGHT FILE` writes
+//! one such graphic of any size (KIND as in `synthetic_graphic`, `-rgba` for
+//! transparency) to measure a shape the set lacks.
 //!
 //! Each file is converted in a fresh process (this one run again with `--one FILE`) with
 //! the default settings, as `convert` and the daemon do (glibc's large frees returned at
@@ -19,6 +24,10 @@
 //! reset (`/proc/self/clear_refs` `5`) and the RSS noted; the conversion's peak is the
 //! mark afterwards less that RSS. What is reserved is the estimate in whole MiB (the
 //! budget's unit), at least one.
+//! `--time-header FILE...` prints what reading each header (and a PNG's rows) takes,
+//! the least of five reads (build with `--release` for the daemon's figure).
+//! `--lossless-always` converts under `lossless: always` (the lossless encoder for every
+//! picture, the estimate then its flat one).
 //! `--budget MB` converts under that `pipeline.memory_budget_mb` (the estimate then
 //! includes libwebp's `low_memory` where the budget calls for it).
 //!
@@ -120,6 +129,66 @@ fn synthetic_png(width: u32, height: u32, grain: Option<i32>, alpha: bool) -> Ve
     out
 }
 
+/// The graphics a lossless encode is made of, worst to best (`lossless: auto` encodes
+/// each by libwebp's palette: at most 256 colours), as RGB PNGs of `width`×`height`:
+/// seeded noise of 256 and of 16 colours, of 4 colours a 64-pixel block (what libwebp's
+/// colour cache could help), half the rows noise of 256 and half flat blocks, busy
+/// diagonal stripes, a gradient quantised to 256 colours with ordered dithering, and
+/// flat 64-pixel blocks; from files as large as their pixels to a few bytes.
+/// `KIND-rgba`: the same as an indexed PNG whose palette has transparent colours (a
+/// byte a pixel: 16 MP of it is within the default 50 MB a file).
+fn synthetic_graphic(width: u32, height: u32, kind: &str) -> Vec<u8> {
+    let (kind, alpha) = kind.strip_suffix("-rgba").map_or((kind, false), |k| (k, true));
+    let palette: Vec<[u8; 4]> = (0..256u32)
+        .map(|i| {
+            let v = i.wrapping_mul(0x9e37_79b9).rotate_left(7);
+            [v as u8, (v >> 8) as u8, (v >> 16) as u8, if alpha { (v >> 24) as u8 | 1 } else { 255 }]
+        })
+        .collect();
+    let mut state = 0x5851_f42d_4c95_7f2du64 ^ u64::from(width);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 24) as u32
+    };
+    const BAYER: [u32; 16] = [0, 8, 2, 10, 12, 4, 14, 6, 3, 11, 1, 9, 15, 7, 13, 5];
+    let mut index = Vec::with_capacity(width as usize * height as usize);
+    for y in 0..height {
+        for x in 0..width {
+            let block = (x / 64).wrapping_mul(31) ^ (y / 64).wrapping_mul(17);
+            index.push(match kind {
+                "noise256" => next() % 256,
+                "noise16" => next() % 16,
+                "localnoise" => (block * 4 + next() % 4) % 256,
+                "halfnoise" if y < height / 2 => next() % 256,
+                "halfnoise" | "blocks" => block % 256,
+                "stripes" => ((x * 7 + y * 3) / 5 + (x / 97) * (y / 89)) % 256,
+                "gradient" => {
+                    let level = (x * 255 / width + y * 255 / height) * 8 + BAYER[(x % 4 + 4 * (y % 4)) as usize];
+                    (level / 16).min(255)
+                }
+                _ => panic!("no graphic {kind}"),
+            } as u8);
+        }
+    }
+    let mut out = Vec::new();
+    if alpha {
+        let mut png = png::Encoder::new(&mut out, width, height);
+        png.set_color(png::ColorType::Indexed);
+        png.set_palette(palette.iter().flat_map(|c| [c[0], c[1], c[2]]).collect::<Vec<u8>>());
+        png.set_trns(palette.iter().map(|c| c[3]).collect::<Vec<u8>>());
+        png.write_header().unwrap().write_image_data(&index).unwrap();
+    } else {
+        let rgb = index
+            .iter()
+            .flat_map(|&i| [palette[usize::from(i)][0], palette[usize::from(i)][1], palette[usize::from(i)][2]]);
+        let img = image::RgbImage::from_raw(width, height, rgb.collect()).unwrap();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    }
+    out
+}
+
 fn write_synthetic(dir: &str) {
     fs::create_dir_all(dir).unwrap();
     let cases = [
@@ -152,6 +221,29 @@ fn write_synthetic(dir: &str) {
             fs::write(&path, synthetic_png(2448, 1632, grain, alpha)).unwrap();
         }
     }
+    // Graphics encoded lossless, at 1, 4 and 16 MP; with transparency; and at 2.66 MP in
+    // the shapes of libwebp's most and fewest histogram tiles (2600 and 676).
+    let mut graphics = Vec::new();
+    for kind in ["noise256", "noise16", "localnoise", "halfnoise", "stripes", "gradient", "blocks"] {
+        for (size, w, h) in [("1mp", 1224, 817), ("4mp", 2448, 1634), ("16mp", 4896, 3268)] {
+            graphics.push((kind, size, w, h));
+        }
+    }
+    graphics.extend([
+        ("noise256-rgba", "4mp", 2448, 1634),
+        ("stripes-rgba", "16mp", 4896, 3268),
+        ("localnoise-rgba", "16mp", 4896, 3268),
+        ("noise256", "2600tiles", 1600, 1664),
+        ("noise256", "676tiles", 1632, 1632),
+        ("blocks", "2600tiles", 1600, 1664),
+        ("blocks", "676tiles", 1632, 1632),
+    ]);
+    for (kind, size, w, h) in graphics {
+        let path = PathBuf::from(dir).join(format!("gfx-{kind}-{size}.png"));
+        if !path.exists() {
+            fs::write(&path, synthetic_graphic(w, h, kind)).unwrap();
+        }
+    }
 }
 
 /// Measures one file in this process: `(file, megapixels, file MB, reserved MB, peak
@@ -182,11 +274,17 @@ fn measure(path: &Path, opts: &ConvertOptions) -> Result<String, String> {
 fn main() {
     let mut args: Vec<String> = env::args().skip(1).collect();
     let mut opts = ConvertOptions::default();
-    let mut budget = Vec::new();
+    // The options each file's process is run with too.
+    let mut settings = Vec::new();
     if let Some(i) = args.iter().position(|a| a == "--budget") {
         let mb = args.get(i + 1).and_then(|v| v.parse().ok()).expect("--budget MB");
         opts.limits = Limits { memory_budget_mb: mb, ..Limits::default() };
-        budget = args.drain(i..i + 2).collect();
+        settings = args.drain(i..i + 2).collect();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--lossless-always") {
+        // `lossless: always`: every file through libwebp's lossless encoder.
+        opts.lossless = ics::convert::LosslessPolicy::Always;
+        settings.push(args.remove(i));
     }
     if let Some(i) = args.iter().position(|a| a == "--synthetic") {
         let dir = args.get(i + 1).cloned().expect("--synthetic DIR");
@@ -195,6 +293,28 @@ fn main() {
         args.remove(i + 1);
     }
     ics::memory::return_large_frees_to_the_os();
+    if args.first().is_some_and(|a| a == "--graphic") {
+        // One synthetic graphic of any size: `--graphic KIND WIDTH HEIGHT FILE`.
+        let side = |i: usize| args[i].parse().expect("--graphic KIND WIDTH HEIGHT FILE");
+        fs::write(&args[4], synthetic_graphic(side(2), side(3), &args[1])).unwrap();
+        return;
+    }
+    if args.first().is_some_and(|a| a == "--time-header") {
+        // What admission spends reading each file's header (and a PNG's rows), in ms:
+        // the least of 5 reads. `--time-header FILE...`
+        for f in &args[1..] {
+            let bytes = fs::read(f).unwrap();
+            let least = (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    let _ = std::hint::black_box(cost::read_header(&bytes));
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::INFINITY, f64::min);
+            println!("{f}\t{least:.1} ms");
+        }
+        return;
+    }
     if args.first().is_some_and(|a| a == "--one") {
         // One file in this fresh process (what the run below asks of each).
         match measure(Path::new(&args[1]), &opts) {
@@ -209,7 +329,7 @@ fn main() {
     for path in files(&args) {
         // A fresh process for each file: what earlier images left in the allocator
         // would otherwise lower the next one's peak.
-        let out = process::Command::new(&me).args(&budget).arg("--one").arg(&path).output().unwrap();
+        let out = process::Command::new(&me).args(&settings).arg("--one").arg(&path).output().unwrap();
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let f: Vec<&str> = line.split('\t').collect();

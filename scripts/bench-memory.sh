@@ -5,13 +5,16 @@
 # optimised), writes the worst cases a corpus lacks into target/memory-synthetic (JPEGs
 # of seeded noise of 6, 16 and 24 MP, and of 6 MP at quality 50 and 100; the
 # repository's photo upscaled to 24 and 31 MP; 4 MP truecolour PNGs of that photo with
-# grain of ±0, 4, 16 and 64, and of RGB and RGBA noise),
+# grain of ±0, 4, 16 and 64, and of RGB and RGBA noise; graphics of at most 256 colours,
+# which libwebp encodes lossless by palette: noise of 256, 16 and 4 colours a block,
+# stripes, a dithered gradient, flat blocks at 1, 4 and 16 MP, transparent ones, and
+# the shapes of the most and fewest histogram tiles),
 # then measures each file of those and of CORPUS_DIR in a process of its own: what the
 # budget reserves for it against the peak RSS its conversion adds. Then the noise again
 # under a 330 MB budget (what a 512 MiB container gets), where libwebp's low_memory is
 # what lets it convert. Prints the tables and the lowest and highest reserved/peak
 # ratio, and keeps them in target/bench-memory.txt. Exit status 1 when a reservation is
-# under its peak. About a minute of CPU for 300 MP.
+# under its peak. About five minutes of CPU (the corpus' 300 MP and the 16 MP graphics).
 #
 # ICS_BENCH_BASE_BIN=<an earlier build of the daemon> adds the A/B on this machine, no
 # memory limit: `run-once` over CORPUS_DIR's JPEG and PNG files with the default

@@ -10,7 +10,6 @@
 //! them (a palette or `tRNS` to RGB or RGBA, gray to three equal channels, 16-bit samples
 //! rounded to 8 bits as `image` rounds them) — so "many colours" here is "lossy" there.
 
-use std::collections::HashSet;
 use std::io::Cursor;
 
 /// What is known of a still image's colours before it is decoded.
@@ -44,12 +43,20 @@ pub enum Transparency {
 pub struct Scan {
     pub colours: Colours,
     pub transparency: Transparency,
+    /// Pixels of the rows counted that differ from their left neighbour (a row's first
+    /// counts): how many runs the picture is made of, which libwebp's lossless encode
+    /// holds references and matches for (`cost::refs_share`). Every pixel's when the
+    /// colours are [`Colours::Few`].
+    pub changes: u64,
 }
 
 /// How many pixels [`png_colours`] counts colours in at most before answering
-/// [`Colours::Unknown`]: a flat graphic of a million pixels takes a few milliseconds,
-/// and the admission that asks runs beside the daemon's network tasks.
-pub const SCAN_PIXELS: u64 = 1 << 20;
+/// [`Colours::Unknown`]: as many as it reads for transparency. A graphic counted to its
+/// end is reserved for the palette encode alone, not for that or a lossy one with an
+/// alpha plane (which a transparent wallpaper would be reserved ~1.6 times its peak
+/// for); counting costs what inflating does (mate__MATE-Stripes-Dark.png, 2.8 MP:
+/// BENCHMARKS.md), and admission runs it off the async threads.
+pub const SCAN_PIXELS: u64 = 16 << 20;
 
 /// How many pixels of an image with an alpha channel [`png_colours`] reads at most to
 /// see whether any is transparent (inflating and looking at one byte a pixel: about
@@ -63,12 +70,19 @@ pub fn few_colours(pixels: &[u8], channels: usize) -> bool {
     pixels.chunks_exact(channels).all(|px| seen.add(px))
 }
 
-/// Distinct pixels, up to the 257th.
-struct Seen(HashSet<u32>);
+/// Distinct pixels, up to the 257th: an open-addressed table four times as large (the
+/// key plus one, 0 for empty) and the last pixel, which a graphic repeats along its runs.
+struct Seen {
+    table: Box<[u64; SEEN_SLOTS]>,
+    count: usize,
+    last: Option<u32>,
+}
+
+const SEEN_SLOTS: usize = 1024;
 
 impl Default for Seen {
     fn default() -> Self {
-        Self(HashSet::with_capacity(257))
+        Self { table: Box::new([0; SEEN_SLOTS]), count: 0, last: None }
     }
 }
 
@@ -77,7 +91,23 @@ impl Seen {
     fn add(&mut self, px: &[u8]) -> bool {
         let mut key = [0u8; 4];
         key[..px.len()].copy_from_slice(px);
-        !(self.0.insert(u32::from_le_bytes(key)) && self.0.len() > 256)
+        let key = u32::from_le_bytes(key);
+        if self.last == Some(key) {
+            return true;
+        }
+        self.last = Some(key);
+        let mut slot = (key.wrapping_mul(0x9e37_79b1) >> 22) as usize;
+        loop {
+            match self.table[slot] {
+                0 => {
+                    self.table[slot] = u64::from(key) + 1;
+                    self.count += 1;
+                    return self.count <= 256;
+                }
+                k if k == u64::from(key) + 1 => return true,
+                _ => slot = (slot + 1) % SEEN_SLOTS,
+            }
+        }
     }
 }
 
@@ -86,6 +116,11 @@ impl Seen {
 /// (an interlaced PNG's passes hold the same pixels). A file that cannot be read says
 /// `Unknown` for both: its decode then says why.
 pub fn png_colours(png: &[u8]) -> Scan {
+    read_rows(png, SCAN_PIXELS)
+}
+
+/// [`png_colours`], counting colours in the first `scan_pixels` at most.
+fn read_rows(png: &[u8], scan_pixels: u64) -> Scan {
     let mut decoder = png::Decoder::new(Cursor::new(png));
     decoder.set_transformations(png::Transformations::EXPAND);
     let Ok(mut reader) = decoder.read_info() else { return Scan::default() };
@@ -98,13 +133,18 @@ pub fn png_colours(png: &[u8]) -> Scan {
     // `None` once a 257th colour was seen.
     let mut seen = Some(Seen::default());
     let (mut read, mut transparent) = (0u64, false);
-    let mut pixel = [0u8; 4];
+    let (mut pixel, mut left) = ([0u8; 4], [0u8; 4]);
+    let mut changes = 0u64;
     while let Ok(Some(row)) = reader.next_row() {
         let data = row.data();
-        if seen.is_some() && read < SCAN_PIXELS {
-            for px in data.chunks_exact(step) {
+        if seen.is_some() && read < scan_pixels {
+            for (x, px) in data.chunks_exact(step).enumerate() {
                 for (c, out) in pixel[..channels].iter_mut().enumerate() {
                     *out = if wide { to_8_bits(px[2 * c], px[2 * c + 1]) } else { px[c] };
+                }
+                if x == 0 || pixel != left {
+                    changes += 1;
+                    left = pixel;
                 }
                 if seen.as_mut().is_some_and(|s| !s.add(&pixel[..channels])) {
                     seen = None;
@@ -118,7 +158,7 @@ pub fn png_colours(png: &[u8]) -> Scan {
                 data.chunks_exact(step).any(|px| if wide { to_8_bits(px[a], px[a + 1]) } else { px[a] } < 255);
         }
         read += (data.len() / step) as u64;
-        let colours_known = seen.is_none() || read >= SCAN_PIXELS;
+        let colours_known = seen.is_none() || read >= scan_pixels;
         let alpha_known = !alpha || transparent || read >= ALPHA_SCAN_PIXELS;
         if colours_known && alpha_known {
             break;
@@ -127,7 +167,7 @@ pub fn png_colours(png: &[u8]) -> Scan {
     // Rows that end early or fail to inflate leave both unknown: the decode says why.
     let colours = match seen {
         None => Colours::Many,
-        Some(_) if read == total && total <= SCAN_PIXELS => Colours::Few,
+        Some(_) if read == total && total <= scan_pixels => Colours::Few,
         Some(_) => Colours::Unknown,
     };
     let transparency = if transparent {
@@ -137,7 +177,7 @@ pub fn png_colours(png: &[u8]) -> Scan {
     } else {
         Transparency::Unknown
     };
-    Scan { colours, transparency }
+    Scan { colours, transparency, changes }
 }
 
 /// A 16-bit sample (big-endian) as image rounds it to 8 bits: (v + 128) / 257.
@@ -194,15 +234,25 @@ mod tests {
     #[test]
     fn a_truecolour_png_of_few_colours_is_few_and_a_photo_is_many() {
         let flat = rgb_png(300, 200, |x, y| [(x % 16) as u8 * 16, (y % 16) as u8 * 16, 0]);
-        assert_eq!(png_colours(&flat), Scan { colours: Colours::Few, transparency: Transparency::Opaque });
+        let scan = png_colours(&flat);
+        assert_eq!((scan.colours, scan.transparency), (Colours::Few, Transparency::Opaque));
+        // Every pixel differs from its left neighbour there; runs of 16 pixels change
+        // at each run's start.
+        assert_eq!(scan.changes, 300 * 200);
+        let runs = rgb_png(320, 200, |x, y| [(x / 16) as u8, (y % 8) as u8, 0]);
+        assert_eq!(png_colours(&runs).changes, 20 * 200);
         assert!(convert(&flat, &ConvertOptions::default(), None).unwrap().lossless);
         let gradient = rgb_png(300, 200, |x, y| [x as u8, y as u8, (x + y) as u8]);
         assert_eq!(png_colours(&gradient).colours, Colours::Many);
         assert!(!convert(&gradient, &ConvertOptions::default(), None).unwrap().lossless);
-        // 256 colours over the first million pixels and a 257th after them: not
-        // looked at, so it may be lossless.
+        // 256 colours over the pixels counted and a 257th after them: not looked at,
+        // so it may be lossless; counted to the end, many.
         let late = rgb_png(1024, 1100, |x, y| if y < 1030 { [(x % 256) as u8, 0, 0] } else { [0, 1, y as u8] });
-        assert_eq!(png_colours(&late).colours, Colours::Unknown);
+        assert_eq!(read_rows(&late, 1 << 20).colours, Colours::Unknown);
+        assert_eq!(png_colours(&late).colours, Colours::Many);
+        // A graphic of more than a million pixels is counted to its end.
+        let large = rgb_png(1500, 1000, |x, y| [(x / 100) as u8, (y / 100) as u8, 0]);
+        assert_eq!(png_colours(&large).colours, Colours::Few);
         // Not a PNG, or cut short: unknown, never a panic.
         assert_eq!(png_colours(b"not a png"), Scan::default());
         assert_eq!(png_colours(&flat[..flat.len() / 2]).colours, Colours::Unknown);
@@ -219,12 +269,12 @@ mod tests {
         };
         // Many colours at once, and the rows read on for the alpha.
         let opaque = png_colours(&rgba(400, 300, &|_, _| 255));
-        assert_eq!(opaque, Scan { colours: Colours::Many, transparency: Transparency::Opaque });
+        assert_eq!((opaque.colours, opaque.transparency), (Colours::Many, Transparency::Opaque));
         let last = png_colours(&rgba(400, 300, &|x, y| if (x, y) == (399, 299) { 254 } else { 255 }));
         assert_eq!(last.transparency, Transparency::Transparent);
         // A palette with tRNS is expanded to RGBA as image expands it.
         let trns = png_colours(&fixture("png_palette_trns.png"));
-        assert_eq!(trns, Scan { colours: Colours::Few, transparency: Transparency::Transparent });
+        assert_eq!((trns.colours, trns.transparency), (Colours::Few, Transparency::Transparent));
         // No alpha channel: opaque whatever was read.
         assert_eq!(png_colours(&fixture("reference_chelsea.png")).transparency, Transparency::Opaque);
     }

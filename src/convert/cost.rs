@@ -34,6 +34,10 @@ pub const DEFAULT_BUDGET_MB: u32 = 6144;
 /// nothing compresses), 16 MP: a JPEG peaks at 21 bytes a pixel over the process and the
 /// file in all (decoder, RGB, lossy encode), a 256-colour RGBA PNG at 40.7 (lossless).
 const LOSSY_ENCODER_BPP: u64 = 20;
+/// The lossless encoder's per pixel (any picture); it holds its histograms besides
+/// ([`TILE_BYTES`]): small truecolour pictures under `lossless: always` peak far above 44
+/// bytes a pixel (skimage__chelsea.png, 0.14 MP and 2166 tiles: 23.0 MiB, where 9 were
+/// reserved without them).
 const LOSSLESS_ENCODER_BPP: u64 = 40;
 /// A JPEG's lossy encode, per output pixel: the picture handed to libwebp (YUV 4:2:0)
 /// and the encoder's per-macroblock state.
@@ -45,7 +49,20 @@ const JPEG_PICTURE_BPP: f64 = 1.6;
 /// 100: measured), and a photo at 0.3 to 2, so the tokens are taken as the line from
 /// [`TOKENS_BASE`] at fullness 0 to [`MAX_TOKENS`] at 1: above every measured image, and
 /// above any detail in between as long as tokens grow no faster than linearly with it.
+/// This foot is a progressive JPEG's: those peak higher at a given fullness than the
+/// baseline ones (mate__Elephants_5640x3172.jpg 9.3 bytes a pixel at 0.22, where
+/// mate__Blinds.jpg peaks at 6.0 at 0.20), whether in their tokens or in what zune-jpeg
+/// holds besides their coefficients ([`PROGRESSIVE_EXTRA_BPP`]).
 const TOKENS_BASE: f64 = 1.0;
+/// A baseline JPEG's line: from 0 at fullness 0 to [`BASELINE_MAX_TOKENS`] at 1. The 19
+/// baseline JPEGs of the corpus, its noise and upscaled photos all sit under it (the
+/// closest: mate__Dune.jpg, 1.9 bytes a pixel of tokens where the line gives 2.5).
+const BASELINE_TOKENS_BASE: f64 = 0.0;
+/// Noise, which is baseline: 17.4 bytes a pixel of tokens at 6, 16 and 24 MP and at
+/// quality 50, 90 and 100 (its peak: 21.7 bytes a pixel and 1.9 MiB); a margin of 0.4.
+/// On the line of progressive JPEGs (1.0 to [`MAX_TOKENS`]), mate__Blinds.jpg (fullness
+/// 0.20, 1.0 bytes a pixel of tokens) was reserved 21 MiB for a peak of 13.2; here 19.
+const BASELINE_MAX_TOKENS: f64 = 17.8;
 /// The same for a PNG (or other lossless source) made lossy: its photos peak higher at
 /// the bottom of the line (a wallpaper's gradients and dithering: 2.2 bytes a pixel at a
 /// fullness of 0.0001, sway__Sway_Wallpaper_Blue_1920x1080.png).
@@ -65,21 +82,54 @@ const REFERENCE_QUANT: f64 = 11.5;
 /// 0.6, 0.7, 5.8, 12.8, 17.3 bytes a pixel.
 const LOSSLESS_FULLNESS_POWER: f64 = 6.0;
 /// A lossy encode of a picture with transparency: libwebp encodes its alpha plane
-/// lossless (`alpha_quality` 100), the lossless encoder's buffers over every pixel
-/// whatever the plane holds: PNGs with transparent pixels peak at 37–42 bytes a pixel
-/// made lossy (mate__Flow.png, mate__Gulp.png), an opaque RGBA PNG at 6.
-const ALPHA_ENCODER_BPP: f64 = 36.0;
+/// lossless (`alpha_quality` 100): the plane as ARGB (4 bytes a pixel) and the palette
+/// encode of it (at most 256 values), over every pixel whatever the plane holds, before
+/// the token loop (`VP8EncStartAlpha`): PNGs with transparent pixels peak at 37–42
+/// bytes a pixel made lossy (mate__Flow.png, mate__Gulp.png; RGBA noise at 36, not the
+/// 54 of its tokens and alpha plane together), an opaque RGBA PNG at 6.
+const ALPHA_PICTURE_BPP: f64 = 4.0;
 /// A lossy encode's fixed part for other sources than JPEG: their decoders' and
 /// libwebp's tables (a 32×32 PNG made lossy peaks at 0.6 MiB, a 0.7 MP one at 5.7); with
 /// an alpha plane, the lossless encoder's ([`FIXED`]).
 const LOSSY_FIXED: u64 = 5 * MIB / 4;
+/// libwebp's lossless encode of a picture of at most 256 colours (its palette encode:
+/// what `lossless: auto` makes, and a lossy encode's alpha plane), per pixel besides the
+/// picture handed to it: its ARGB copy, the hash chain and the cost model's arrays.
+/// Measured (examples/memory_peak.rs, `gfx-*` and `--graphic`): flat 64-pixel blocks,
+/// whose backward references are few, peak at 15.0 bytes a pixel in all with an RGB
+/// picture of 3, past their histograms.
+const PALETTE_ENCODER_BPP: f64 = 12.5;
+/// The palette encode's backward references and matches at their most: 256-colour noise
+/// and 4-colour noise by 64-pixel block peak at 31-35 bytes a pixel in all at 1-16 MP;
+/// this is the difference. A picture of long runs holds a share of it ([`refs_share`]).
+const PALETTE_REFS_BPP: f64 = 20.0;
+/// The share is this many times the share of pixels that start a run (differ from their
+/// left neighbour): the line above every graphic measured, 4-colour noise by block the
+/// steepest (a run starting at 75% of its pixels, 94.5% of the references' peak).
+/// Not the file's size: busy diagonal stripes, which deflate makes 35 KB of 16 MP
+/// (0.002 bytes a pixel), peak at noise's 32.5 bytes a pixel.
+const REFS_A_CHANGE: f64 = 1.5;
+/// libwebp's lossless histograms, per tile of its histogram image (whose side is 2^bits
+/// with bits from the method and the size: at most 2600 tiles, [`histogram_tiles`]): two
+/// sets of one histogram a tile alive at once (`VP8LGetHistoImageSymbols`' and its
+/// caller's), each 3352 bytes and 4 a literal code: 280 and the colour cache's, at most
+/// 2^9 with a palette (its size's log2 + 1), 2^10 without. Measured without a cache: the
+/// same graphic of 2.66 MP peaks 16.4 MiB higher at 1600×1664 (2600 tiles) than at
+/// 1632×1632 (676), 8.9 KiB a tile, which is 2 × (3352 + 4 × 280).
+const fn histogram_tile_bytes(cache_bits: u32) -> u64 {
+    2 * (3352 + 4 * (280 + (1 << cache_bits)))
+}
+const PALETTE_TILE_BYTES: u64 = histogram_tile_bytes(9);
+const TILE_BYTES: u64 = histogram_tile_bytes(10);
 /// With `low_memory` libwebp holds no tokens, only its output: a tenth
 /// (24 MP of noise peaks at 139 MiB with it, 498 MiB without).
 const LOW_MEMORY_TOKENS: f64 = 0.1;
 /// A progressive JPEG's decoder holds, besides its coefficients and output, per pixel.
 const PROGRESSIVE_EXTRA_BPP: f64 = 1.0;
-/// A JPEG conversion's fixed part: tables, buffers of a row, the encoded file.
-const JPEG_FIXED: u64 = MIB / 2;
+/// A JPEG conversion's fixed part: tables, buffers of a row, the encoded file. The
+/// smallest JPEGs say how much: mpl__grace_hopper.jpg (0.31 MP) peaks at 3.3 MiB, 0.9
+/// above its per-pixel part (it was 0.5, within its peak only by the whole MiB reserved).
+const JPEG_FIXED: u64 = MIB;
 /// Any other conversion's fixed part: libwebp's lossless encoder and animation encoder
 /// allocate their histograms and tables whatever the size (a 32×32 PNG peaks at 2.1 MiB).
 const FIXED: u64 = 3 * MIB;
@@ -136,6 +186,9 @@ pub struct Header {
     /// for the others.
     pub colours: Colours,
     pub transparency: Transparency,
+    /// A PNG's pixels that differ from their left neighbour ([`Scan::changes`]), every
+    /// pixel counted when its colours are [`Colours::Few`].
+    pub changes: u64,
 }
 
 impl Header {
@@ -160,7 +213,8 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, ConvertError> {
     let jpeg = if format == SourceFormat::Jpeg { jpeg_frame(bytes) } else { JpegFrame::default() };
     let file_bytes = bytes.len() as u64;
     let (decoder_bytes, luma_quant) = (jpeg.coefficients, jpeg.luma_quant);
-    let Scan { colours, transparency } = if format == SourceFormat::Png { png_colours(bytes) } else { Scan::default() };
+    let Scan { colours, transparency, changes } =
+        if format == SourceFormat::Png { png_colours(bytes) } else { Scan::default() };
     Ok(Header {
         format,
         width,
@@ -174,6 +228,7 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, ConvertError> {
         turned,
         colours,
         transparency,
+        changes,
     })
 }
 
@@ -217,40 +272,121 @@ pub fn gif_frames(gif: &[u8]) -> u32 {
     }
 }
 
-/// Peak working memory, in bytes, of converting an image with header `h` into an
-/// output of `out` pixels (the size after orientation and resize), encoded lossless
-/// when `lossless` (or when it may be: `auto` on a lossless source).
-pub fn working_set(h: &Header, out: (u32, u32), lossless: bool) -> u64 {
-    phases(h, out, lossless, false)
+/// Which encode a conversion may make, as far as it is known before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encode {
+    Lossy,
+    /// Lossless, of any picture (`lossless: always`, an animation).
+    Lossless,
+    /// Lossless of at most 256 colours: libwebp's palette encode (`lossless: auto` on a
+    /// graphic whose every pixel was counted).
+    Palette,
+    /// Either the palette encode or lossy: `auto` where the colours are known only after
+    /// decoding (a graphic past [`super::colours::SCAN_PIXELS`], a resized output).
+    PaletteOrLossy,
 }
 
-/// [`working_set`], the encoder with `low_memory` or not.
-fn phases(h: &Header, out: (u32, u32), lossless: bool, low_memory: bool) -> u64 {
+/// The encode, libwebp's `method` (which sets the histogram image's tiles) and whether
+/// it encodes a lossy picture's alpha plane in a thread beside the tokens
+/// (`multithread`) rather than before them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoder {
+    pub encode: Encode,
+    pub method: u8,
+    pub multithread: bool,
+}
+
+impl Encoder {
+    /// Lossless or lossy with the default method and threads.
+    pub fn of(lossless: bool) -> Self {
+        let encode = if lossless { Encode::Lossless } else { Encode::Lossy };
+        let defaults = ConvertOptions::default();
+        Self { encode, method: defaults.method, multithread: defaults.multithread }
+    }
+}
+
+/// Peak working memory, in bytes, of converting an image with header `h` into an
+/// output of `out` pixels (the size after orientation and resize), encoded lossless
+/// when `lossless` (any picture), else lossy.
+pub fn working_set(h: &Header, out: (u32, u32), lossless: bool) -> u64 {
+    phases(h, out, Encoder::of(lossless), false)
+}
+
+/// [`working_set`] for `enc`, the encoder with `low_memory` or not.
+fn phases(h: &Header, out: (u32, u32), enc: Encoder, low_memory: bool) -> u64 {
     let (w, hh) = (u64::from(h.width), u64::from(h.height));
     let (tw, th) = (u64::from(out.0), u64::from(out.1));
     let (px_in, px_out) = (w * hh, tw * th);
     let resized = (w, hh) != (tw, th);
     let intermediate = if resized { w * th * RESAMPLE_BPP } else { 0 };
+    let lossless = enc.encode != Encode::Lossy;
     let encoder = if lossless { LOSSLESS_ENCODER_BPP } else { LOSSY_ENCODER_BPP };
     if h.is_animation() {
         // Per frame: the decoder's canvases, the resampled frame, the encoder's canvases
         // and its encode of a full-canvas frame.
         let resampled = if resized { intermediate + px_out * 4 } else { 0 };
-        return px_in * ANIMATION_INPUT_BPP + resampled + px_out * (ANIMATION_CANVASES_BPP + encoder) + FIXED;
+        let histograms = if lossless { histogram_tiles(out, enc.method, false) * TILE_BYTES } else { 0 };
+        return px_in * ANIMATION_INPUT_BPP
+            + resampled
+            + px_out * (ANIMATION_CANVASES_BPP + encoder)
+            + histograms
+            + FIXED;
     }
     let dec = h.decoded_bpp;
     let picture = if h.alpha { 4 } else { 3 };
+    let lossy = || lossy_phases(h, px_in, out, resized.then_some(intermediate), enc, low_memory);
     // Each phase's buffers alive at once: the decoder's output and its planes (or the
     // orientation's copy); resampling: source, intermediate, output; our 8-bit copy
     // beside the decoded output; the 8-bit picture and the encoder.
-    if !lossless {
-        return lossy_phases(h, px_in, px_out, resized.then_some(intermediate), low_memory);
-    }
+    let encode = match enc.encode {
+        Encode::Lossy => return lossy(),
+        Encode::Lossless => px_out * (picture + encoder) + histogram_tiles(out, enc.method, false) * TILE_BYTES,
+        Encode::Palette | Encode::PaletteOrLossy => {
+            px_out * picture + palette_encode(h, px_in, out, resized, enc.method)
+        }
+    };
     let decode = px_in * 2 * dec;
     let resample = if resized { px_in * dec + intermediate + px_out * dec } else { 0 };
     let copy = px_out * (dec + picture);
-    let encode = px_out * (picture + encoder);
-    decode.max(resample).max(copy).max(encode) + FIXED
+    let lossless = decode.max(resample).max(copy).max(encode) + FIXED;
+    if enc.encode == Encode::PaletteOrLossy { lossless.max(lossy()) } else { lossless }
+}
+
+/// libwebp's palette encode of an `out` picture of the image `h` (or of its alpha
+/// plane, whose at most 256 values libwebp encodes by palette too): its own buffers, its
+/// backward references and matches by the runs of its rows (all of them when resized:
+/// the rows then say nothing of the output), its histograms.
+fn palette_encode(h: &Header, px_in: u64, out: (u32, u32), resized: bool, method: u8) -> u64 {
+    let px_out = u64::from(out.0) * u64::from(out.1);
+    let refs = if resized { 1.0 } else { refs_share(h, px_in) };
+    let histograms = histogram_tiles(out, method, true) * PALETTE_TILE_BYTES;
+    (px_out as f64 * (PALETTE_ENCODER_BPP + PALETTE_REFS_BPP * refs)) as u64 + histograms
+}
+
+/// The share of [`PALETTE_REFS_BPP`] that libwebp's lossless encode of `h` holds, 0 to
+/// 1, from how many of its pixels start a run ([`REFS_A_CHANGE`]); all of it unless
+/// every pixel was read ([`Colours::Few`]).
+fn refs_share(h: &Header, px_in: u64) -> f64 {
+    if h.colours != Colours::Few {
+        return 1.0;
+    }
+    (REFS_A_CHANGE * h.changes as f64 / px_in.max(1) as f64).min(1.0)
+}
+
+/// The tiles of libwebp's histogram image for an `out` picture at `method`, as its
+/// `GetHistoBits` chooses them (vp8l_enc.c): a side of 2^(9 − method) with a palette,
+/// 2^(7 − method) without, at least 2^2, doubled until at most 2600 tiles (or 2^9).
+pub fn histogram_tiles(out: (u32, u32), method: u8, palette: bool) -> u64 {
+    let start = if palette { 9 } else { 7 } - i32::from(method.min(6));
+    let mut bits = start.clamp(2, 9) as u32;
+    let tiles = |bits: u32| {
+        let side = |v: u32| u64::from(v).div_ceil(1 << bits);
+        side(out.0) * side(out.1)
+    };
+    while bits < 9 && tiles(bits) > 2600 {
+        bits += 1;
+    }
+    tiles(bits)
 }
 
 /// A still made lossy WebP: decoded into its output (a progressive JPEG beside its
@@ -260,8 +396,16 @@ fn phases(h: &Header, out: (u32, u32), lossless: bool, low_memory: bool) -> u64 
 /// (a gray or 16-bit image; an 8-bit one is handed over as it is); then the picture,
 /// libwebp's YUV(A) planes and its tokens, which follow the file's detail
 /// ([`fullness`]); with transparency (or where it may be), the lossless encode of the
-/// alpha plane.
-fn lossy_phases(h: &Header, px_in: u64, px_out: u64, intermediate: Option<u64>, low_memory: bool) -> u64 {
+/// alpha plane ([`palette_encode`]).
+fn lossy_phases(
+    h: &Header,
+    px_in: u64,
+    out: (u32, u32),
+    intermediate: Option<u64>,
+    enc: Encoder,
+    low_memory: bool,
+) -> u64 {
+    let px_out = u64::from(out.0) * u64::from(out.1);
     let dec = h.decoded_bpp;
     let picture = if h.alpha { 4 } else { 3 };
     let mut decode = px_in * dec + if h.turned { px_in * dec } else { 0 };
@@ -275,11 +419,24 @@ fn lossy_phases(h: &Header, px_in: u64, px_out: u64, intermediate: Option<u64>, 
     let resample = intermediate.map_or(0, |i| px_in * dec + i + px_out * dec);
     let copy = if dec == picture { 0 } else { px_out * (dec + picture) };
     let alpha_plane = h.alpha && h.transparency != Transparency::Opaque;
-    let planes = JPEG_PICTURE_BPP + if alpha_plane { 1.0 + ALPHA_ENCODER_BPP } else { 0.0 };
-    let base = if h.format == SourceFormat::Jpeg { TOKENS_BASE } else { LOSSLESS_SOURCE_TOKENS_BASE };
-    let tokens = base + (MAX_TOKENS - base) * fullness(h, px_in);
+    let planes = JPEG_PICTURE_BPP + if alpha_plane { 1.0 } else { 0.0 };
+    let alpha_encode = if alpha_plane {
+        (px_out as f64 * ALPHA_PICTURE_BPP) as u64 + palette_encode(h, px_in, out, intermediate.is_some(), enc.method)
+    } else {
+        0
+    };
+    let (base, top) = match h.format {
+        SourceFormat::Jpeg if h.decoder_bytes == 0 => (BASELINE_TOKENS_BASE, BASELINE_MAX_TOKENS),
+        SourceFormat::Jpeg => (TOKENS_BASE, MAX_TOKENS),
+        _ => (LOSSLESS_SOURCE_TOKENS_BASE, MAX_TOKENS),
+    };
+    let tokens = base + (top - base) * fullness(h, px_in);
     let tokens = tokens * if low_memory { LOW_MEMORY_TOKENS } else { 1.0 };
-    let encode = px_out * picture + (px_out as f64 * (planes + tokens)) as u64;
+    let tokens = (px_out as f64 * tokens) as u64;
+    // libwebp encodes the alpha plane before its token loop, and frees what that took,
+    // unless `multithread` runs it in a thread beside the loop.
+    let encoded = if enc.multithread { tokens + alpha_encode } else { tokens.max(alpha_encode) };
+    let encode = px_out * picture + (px_out as f64 * planes) as u64 + encoded;
     let fixed = match h.format {
         _ if alpha_plane => FIXED,
         SourceFormat::Jpeg => JPEG_FIXED,
@@ -309,33 +466,38 @@ pub struct Plan {
     pub low_memory: bool,
 }
 
-/// The plan for an image with header `h` made into `out` pixels: as fast as possible
-/// when that fits `max_work`; with `low_memory` (about twice the time) only when that
-/// is the difference between converting and refusing.
-pub fn plan(h: &Header, out: (u32, u32), lossless: bool, max_work: u64) -> Plan {
-    let fast = Plan { bytes: working_set(h, out, lossless), low_memory: false };
-    if fast.bytes <= max_work || lossless || h.is_animation() {
+/// The plan for an image with header `h` made into `out` pixels by `enc`: as fast as
+/// possible when that fits `max_work`; with `low_memory` (about twice the time) only
+/// when that is the difference between converting and refusing (a lossy encode).
+pub fn plan(h: &Header, out: (u32, u32), enc: Encoder, max_work: u64) -> Plan {
+    let fast = Plan { bytes: phases(h, out, enc, false), low_memory: false };
+    if fast.bytes <= max_work || enc.encode != Encode::Lossy || h.is_animation() {
         return fast;
     }
-    let low = Plan { bytes: phases(h, out, false, true), low_memory: true };
+    let low = Plan { bytes: phases(h, out, enc, true), low_memory: true };
     if low.bytes < fast.bytes { low } else { fast }
 }
 
-/// Whether `opts` may encode the image `h` made into `out` pixels lossless. `auto`
-/// decides per image, from its decoded colours: a PNG whose rows showed more than 256
-/// ([`Colours::Many`]) is encoded lossy, so it is planned lossy; any other lossless
-/// source may be lossless, and so is a resized one (resampling makes new colours, and
-/// can merge them).
-pub fn lossless_for(h: &Header, out: (u32, u32), opts: &ConvertOptions) -> bool {
-    match opts.effective(h.format).1 {
-        LosslessPolicy::Never => false,
-        LosslessPolicy::Always => true,
+/// How `opts` may encode the image `h` made into `out` pixels. `auto` decides per image,
+/// from its decoded colours: a PNG whose rows showed more than 256 ([`Colours::Many`])
+/// is encoded lossy; one whose every pixel was counted and showed at most 256
+/// ([`Colours::Few`]) by the palette encode; any other lossless source one or the
+/// other, and so is a resized one (resampling makes new colours, and can merge them).
+pub fn encoder_for(h: &Header, out: (u32, u32), opts: &ConvertOptions) -> Encoder {
+    let encode = match opts.effective(h.format).1 {
+        LosslessPolicy::Never => Encode::Lossy,
+        LosslessPolicy::Always => Encode::Lossless,
         // Animated GIFs are always lossless under auto, stills when they have few colours.
-        LosslessPolicy::Auto => {
-            let photo = h.colours == Colours::Many && !h.is_animation() && out == (h.width, h.height);
-            h.format.is_lossless_source() && !photo
-        }
-    }
+        LosslessPolicy::Auto if !h.format.is_lossless_source() => Encode::Lossy,
+        LosslessPolicy::Auto if h.is_animation() => Encode::Lossless,
+        LosslessPolicy::Auto if out != (h.width, h.height) => Encode::PaletteOrLossy,
+        LosslessPolicy::Auto => match h.colours {
+            Colours::Many => Encode::Lossy,
+            Colours::Few => Encode::Palette,
+            Colours::Unknown => Encode::PaletteOrLossy,
+        },
+    };
+    Encoder { encode, method: opts.method, multithread: opts.multithread }
 }
 
 /// The working memory of converting `bytes` with `resize` under `opts`; `None` when the
@@ -349,7 +511,7 @@ pub fn estimate(bytes: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions)
 pub fn plan_for(bytes: &[u8], resize: Option<ResizeSpec>, opts: &ConvertOptions) -> Option<Plan> {
     let header = read_header(bytes).ok()?;
     let out = output_size(header.width, header.height, resize, &opts.limits).ok()?;
-    Some(plan(&header, out, lossless_for(&header, out, opts), opts.limits.max_work_bytes()))
+    Some(plan(&header, out, encoder_for(&header, out, opts), opts.limits.max_work_bytes()))
 }
 
 /// ravif's working memory per pixel of an opaque picture: rav1e's 10-bit 4:4:4 frames
@@ -376,187 +538,5 @@ pub fn avif_work_bytes(width: u32, height: u32, has_alpha: bool, config: &AvifCo
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A header's fields that most tests leave alone.
-    const PLAIN: Header = Header {
-        format: SourceFormat::Jpeg,
-        width: 1,
-        height: 1,
-        decoded_bpp: 3,
-        alpha: false,
-        frames: 1,
-        file_bytes: 0,
-        decoder_bytes: 0,
-        luma_quant: 0,
-        turned: false,
-        colours: Colours::Unknown,
-        transparency: Transparency::Unknown,
-    };
-
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/testdata/images/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    }
-
-    #[test]
-    fn a_gif_s_frames_are_counted_without_decoding_them() {
-        assert_eq!(gif_frames(&fixture("gif_static.gif")), 1);
-        let animated = fixture("gif_animated.gif");
-        let decoded =
-            image::AnimationDecoder::into_frames(image::codecs::gif::GifDecoder::new(Cursor::new(&animated)).unwrap())
-                .count() as u32;
-        assert_eq!(gif_frames(&animated), decoded);
-        assert_eq!(gif_frames(&fixture("bad/bomb_gif_frames.gif")), 10_000);
-        // Cut anywhere: never more than the whole file's count, never a panic.
-        for cut in (0..animated.len()).step_by(97) {
-            assert!(gif_frames(&animated[..cut]) <= decoded);
-        }
-        assert_eq!(gif_frames(b"GIF89a"), 0);
-    }
-
-    #[test]
-    fn the_budget_to_raise_holds_the_cost() {
-        for bytes in [1, MIB, 47 * MIB + 1, 2200 * MIB] {
-            let b = budget_for(bytes);
-            assert!(u64::from(work_pool_mb(b as u32)) * MIB >= bytes, "{bytes}: {b}");
-            assert!(u64::from(work_pool_mb(b as u32 - 1)) * MIB < bytes || b <= 2, "{bytes}: {b} is not the least");
-        }
-    }
-
-    #[test]
-    fn any_image_within_the_default_pixel_cap_fits_the_default_budget() {
-        let limits = super::super::Limits::default();
-        let side = (limits.max_pixels as f64).sqrt() as u32;
-        let work = u64::from(work_pool_mb(limits.memory_budget_mb)) * MIB;
-        assert_eq!(limits.memory_budget_mb, DEFAULT_BUDGET_MB);
-        for decoded_bpp in [1, 2, 3, 4, 6, 8] {
-            for alpha in [false, true] {
-                let still = Header {
-                    format: SourceFormat::Png,
-                    width: side,
-                    height: side,
-                    decoded_bpp,
-                    alpha,
-                    frames: 1,
-                    ..PLAIN
-                };
-                assert!(working_set(&still, (side, side), true) <= work, "{decoded_bpp} bytes a pixel");
-            }
-        }
-        // An animation's canvas counts against the pixel cap once per canvas it keeps.
-        let side = (limits.max_animation_canvas() as f64).sqrt() as u32;
-        let anim = Header {
-            format: SourceFormat::Gif,
-            width: side,
-            height: side,
-            decoded_bpp: 4,
-            alpha: true,
-            frames: 1000,
-            ..PLAIN
-        };
-        assert!(working_set(&anim, (side, side), true) <= work);
-    }
-
-    /// A JPEG header of `w`×`h` whose file has `bytes_a_pixel` at libjpeg's quality 90.
-    fn jpeg(w: u32, h: u32, bytes_a_pixel: f64) -> Header {
-        let file_bytes = (f64::from(w) * f64::from(h) * bytes_a_pixel) as u64;
-        Header { width: w, height: h, file_bytes, luma_quant: 736, ..PLAIN }
-    }
-
-    #[test]
-    fn an_upscale_costs_its_output_not_its_input() {
-        let h = jpeg(640, 427, 0.4);
-        let plain = working_set(&h, (640, 427), false);
-        let up = working_set(&h, (16383, 16383), false);
-        let per_pixel = |bytes: u64, px: u64| (bytes - JPEG_FIXED) as f64 / px as f64;
-        assert!((per_pixel(up, 16383 * 16383) - per_pixel(plain, 640 * 427)).abs() < 0.01, "{plain} {up}");
-        // A downscale costs what resampling the source costs: source, the resampler's
-        // intermediate (a row of the source's width per output row), output.
-        let resample = 640 * 427 * 3 + 640 * 214 * RESAMPLE_BPP + 320 * 214 * 3;
-        assert_eq!(working_set(&h, (320, 214), false), resample + JPEG_FIXED);
-    }
-
-    #[test]
-    fn a_jpeg_s_cost_follows_its_detail_and_noise_keeps_the_old_worst_case() {
-        // Issue 23: every JPEG reserved 23 bytes a pixel, the cost of noise; a 24 MP
-        // photo peaks at 114 MiB, noise at 498 MiB (BENCHMARKS.md, memory).
-        let px = 24_000_000;
-        let photo = working_set(&jpeg(6000, 4000, 0.069), (6000, 4000), false);
-        let noise = working_set(&jpeg(6000, 4000, 1.87), (6000, 4000), false);
-        assert!(photo > 114 * MIB && photo < 114 * MIB * 3 / 2, "{}", photo / MIB);
-        assert!(noise > 498 * MIB && noise <= px * 23 + JPEG_FIXED, "{}", noise / MIB);
-        // Noise is noise at any quality: 6 MP at quality 100 (quantiser 1, 4.09 bytes a
-        // pixel) peaks at 126 MiB as at 90 (it was reserved 99).
-        let fine_noise = Header { luma_quant: 64, ..jpeg(3000, 2000, 4.09) };
-        assert!(working_set(&fine_noise, (3000, 2000), false) > 126 * MIB);
-        // The same bytes at a higher quality hold less detail (quantiser 1 against 11.5).
-        let fine = Header { luma_quant: 64, ..jpeg(6000, 4000, 0.5) };
-        assert!(working_set(&fine, (6000, 4000), false) < working_set(&jpeg(6000, 4000, 0.5), (6000, 4000), false));
-        // A progressive JPEG holds its coefficients while it decodes (4:4:4: 6 bytes a pixel).
-        let progressive = Header { decoder_bytes: px * 6, ..jpeg(6000, 4000, 0.069) };
-        assert!(working_set(&progressive, (6000, 4000), false) >= px * 9);
-        // Lossless (`lossless: always`) keeps the lossless encoder's cost.
-        assert_eq!(working_set(&jpeg(6000, 4000, 0.069), (6000, 4000), true), px * 43 + FIXED);
-    }
-
-    #[test]
-    fn a_png_photo_under_auto_fits_a_budget_that_its_lossless_encode_would_not() {
-        // Issue 23: every PNG was reserved the lossless encoder's 44 bytes a pixel, so a
-        // 4 MP photo (171 MiB) was refused under a budget of 64 (48 MiB of work) although
-        // its lossy encode peaks near 20. Its rows show many colours: planned lossy.
-        let photo = image::open(format!("{}/testdata/images/reference_chelsea.png", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-            .resize_exact(2448, 1632, image::imageops::FilterType::Triangle)
-            .into_rgb8();
-        let mut png = Vec::new();
-        photo.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
-        let limits = super::super::Limits { memory_budget_mb: 64, ..Default::default() };
-        let opts = ConvertOptions { limits, ..Default::default() };
-        let h = read_header(&png).unwrap();
-        assert_eq!(h.colours, Colours::Many);
-        assert!(working_set(&h, (2448, 1632), true) > opts.limits.max_work_bytes());
-        let planned = plan_for(&png, None, &opts).unwrap().bytes;
-        assert!(planned < 32 * MIB, "{}", planned / MIB);
-        let converted = super::super::convert(&png, &opts, None).unwrap();
-        assert!(!converted.lossless);
-        // Lossless asked for: refused with the budget to raise, as before.
-        let always = ConvertOptions { lossless: LosslessPolicy::Always, ..opts };
-        let refused = super::super::convert(&png, &always, None).unwrap_err();
-        assert_eq!(refused.code(), "over_memory_budget");
-    }
-
-    #[test]
-    fn the_avif_estimate_stays_at_or_above_the_measured_peaks() {
-        // (width, height, alpha, peak MiB) from examples/avif_memory.rs, noise, speed 6,
-        // one thread, RGB handed over as opaque RGBA: the worst of each size
-        // (BENCHMARKS.md, "AVIF working memory").
-        let c = AvifConfig::default();
-        for (w, h, alpha, peak) in [
-            (1225, 816, false, 74.7),
-            (2449, 1633, false, 279.6),
-            (3674, 2449, false, 629.3),
-            (4899, 3266, false, 995.1),
-        ] {
-            let estimate = avif_work_bytes(w, h, alpha, &c) as f64 / MIB as f64;
-            assert!(estimate >= peak, "{w}x{h}: {estimate:.1} MiB under the measured {peak} MiB");
-            assert!(estimate < peak * 1.25, "{w}x{h}: {estimate:.1} MiB far over {peak} MiB");
-        }
-        assert!(avif_work_bytes(100, 100, true, &c) > avif_work_bytes(100, 100, false, &c));
-        let two = AvifConfig { threads: 2, ..c };
-        assert!(avif_work_bytes(100, 100, false, &two) > avif_work_bytes(100, 100, false, &c));
-    }
-
-    #[test]
-    fn low_memory_is_planned_only_where_it_is_the_difference_between_converting_and_refusing() {
-        let noise = jpeg(6000, 4000, 1.87);
-        let fast = working_set(&noise, (6000, 4000), false);
-        assert_eq!(plan(&noise, (6000, 4000), false, fast), Plan { bytes: fast, low_memory: false });
-        let low = plan(&noise, (6000, 4000), false, fast - 1);
-        assert!(low.low_memory && low.bytes < fast / 3, "{low:?} against {fast}");
-        // Lossless encodes and animations have no such mode: the fast plan (then refused).
-        assert!(!plan(&noise, (6000, 4000), true, MIB).low_memory);
-        let anim = Header { format: SourceFormat::Gif, frames: 3, decoded_bpp: 4, alpha: true, ..noise };
-        assert!(!plan(&anim, (6000, 4000), false, MIB).low_memory);
-    }
-}
+#[path = "cost_tests.rs"]
+mod tests;

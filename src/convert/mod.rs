@@ -227,7 +227,7 @@ fn check_header(
     if u64::from(tw) * u64::from(th) > limits.max_pixels {
         return Err(ConvertError::OutputTooManyPixels { width: tw, height: th, max: limits.max_pixels });
     }
-    let plan = cost::plan(h, (tw, th), cost::lossless_for(h, (tw, th), opts), limits.max_work_bytes());
+    let plan = cost::plan(h, (tw, th), cost::encoder_for(h, (tw, th), opts), limits.max_work_bytes());
     if plan.bytes > limits.max_work_bytes() {
         return Err(over_memory_budget(plan.bytes, limits.memory_budget_mb));
     }

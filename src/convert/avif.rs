@@ -247,18 +247,24 @@ mod tests {
 
     #[test]
     fn a_cancel_set_during_the_encode_discards_its_result() {
-        // The photo takes a few hundred milliseconds to encode; the cancel comes 5 ms in.
+        // The photo (0.27 MP) takes most of a second to encode (2.7 CPU s a megapixel in
+        // release); the cancel comes 100 ms after both threads meet just before the call,
+        // so neither a slow start (the cancel seen before the encode) nor a fast encode
+        // (done before the cancel) is likely even on a loaded machine.
         let (data, width, height) = rgb(&fixture("jpeg_baseline.jpg"));
         let cancel = Arc::new(AtomicBool::new(false));
+        let start = Arc::new(std::sync::Barrier::new(2));
         let setter = {
-            let cancel = Arc::clone(&cancel);
+            let (cancel, start) = (Arc::clone(&cancel), Arc::clone(&start));
             std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                start.wait();
+                std::thread::sleep(std::time::Duration::from_millis(100));
                 cancel.store(true, Ordering::Relaxed);
             })
         };
         let px = Pixels { data: &data, width, height, has_alpha: false };
         let config = AvifConfig::default();
+        start.wait();
         let e = encode_still(&px, &config, &cancel).unwrap_err();
         setter.join().unwrap();
         assert!(e.0.contains("cancelled while encoding"), "{e}");

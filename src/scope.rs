@@ -58,7 +58,11 @@ impl RunScope for Solo {
 
 /// A static shard (`run-once --shard I/N`): the run acts on the keys of shard `index`
 /// of `count` ([`crate::naming::shard_of`]) and on no other; nothing coordinates the
-/// shards, since no two of them share a key.
+/// shards, since no two of them share a key. Its writes are conditional all the same: a
+/// shard re-run after its pod was killed races that pod's last write, which may land
+/// after the re-run has listed (seen through moto: the killed run's PUT of
+/// `img/023.webp` logged after the re-run's LIST, and the re-run stored it again), as
+/// does a second copy of an index that an engine starts while the first still runs.
 #[derive(Debug, Clone, Copy)]
 pub struct OneShard {
     pub index: u32,
@@ -73,7 +77,7 @@ impl RunScope for OneShard {
     fn mark_skipped(&self, _key: &str) {}
 
     fn conditional_writes(&self) -> bool {
-        false
+        true
     }
 }
 

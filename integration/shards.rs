@@ -1,7 +1,8 @@
 //! Static shards (issue 25, item 2): `run-once --shard I/N` processes, as a Kubernetes
 //! Indexed Job or an AWS Batch array job starts them — in any order, one of them killed
 //! and re-run by the engine — complete the bucket between them, each WebP stored once,
-//! with nothing coordinating them: no lease, heartbeat or run trigger in the bucket.
+//! with nothing coordinating them: no lease, heartbeat or run trigger in the bucket; the
+//! killed shard's last writes landing after its re-run has listed included.
 
 use crate::common;
 
@@ -43,6 +44,13 @@ fn four_static_shards_in_any_order_one_killed_and_rerun_complete_the_bucket_once
             .collect();
         let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
         fill_direct(&bucket, &objects, &refs);
+        // Seed 1: every write sleeps 1.5 s at the server under its key's lock, so the
+        // killed shard's last PUTs land after its re-run (started at once) has listed, and
+        // the re-run converts those keys again: only its conditional write keeps them
+        // stored once.
+        if seed == 1 {
+            set_race_window(&bucket, 1500);
+        }
         let expected: Vec<String> = objects.iter().map(|(k, _)| ics::naming::webp_key(k)).collect();
         // Every shard in its own state directory, as separate pods would be.
         let states: Vec<tempfile::TempDir> = (0..SHARDS).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -60,19 +68,24 @@ fn four_static_shards_in_any_order_one_killed_and_rerun_complete_the_bucket_once
         while Instant::now() < deadline && successful_puts(&bucket).len() < 20 {
             std::thread::sleep(Duration::from_millis(20));
         }
+        let (_, mut killed) = children.remove(children.iter().position(|(i, _)| *i == victim).unwrap());
+        unsafe { libc::kill(killed.id() as i32, libc::SIGKILL) };
+        killed.wait().unwrap();
+        // The engine re-runs the failed index: it redoes only its own keys. Seed 0 re-runs it
+        // once the others are done, seed 1 at once, while the killed pod's last PUTs are
+        // still in the server's write window and the others still run.
+        let rerun = || shard_cmd(&bucket, states[victim as usize].path(), &format!("{victim}/{SHARDS}"));
+        let early = (seed == 1).then(|| rerun().spawn().unwrap());
         let mut exits = BTreeMap::new();
-        for (i, mut child) in children {
-            if i == victim {
-                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-                child.wait().unwrap();
-                continue;
-            }
+        for (i, child) in children {
             let out = child.wait_with_output().unwrap();
             exits.insert(i, out.status.code());
         }
         assert!(exits.values().all(|c| *c == Some(0)), "seed {seed}: {exits:?}");
-        // The engine re-runs the failed index: it redoes only its own keys.
-        let out = shard_cmd(&bucket, states[victim as usize].path(), &format!("{victim}/{SHARDS}")).output().unwrap();
+        let out = match early {
+            Some(child) => child.wait_with_output().unwrap(),
+            None => rerun().output().unwrap(),
+        };
         assert_eq!(out.status.code(), Some(0), "seed {seed}: the re-run of shard {victim}");
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let theirs = expected.iter().filter(|w| {

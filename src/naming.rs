@@ -27,6 +27,12 @@ pub fn extension(key: &str) -> Option<&str> {
     (dot > 0 && dot + 1 < name.len()).then(|| &name[dot + 1..])
 }
 
+/// An output's format as counts and summaries name it: its key's extension, lower-case
+/// (`webp` for a key without one).
+pub fn output_format(key: &str) -> String {
+    extension(key).unwrap_or("webp").to_ascii_lowercase()
+}
+
 /// True when `key`'s extension (any case) is one of `formats` (lower-case extensions).
 pub fn is_candidate(key: &str, formats: &[String]) -> bool {
     match extension(key) {

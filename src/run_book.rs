@@ -107,8 +107,7 @@ impl RunBook {
         match outcome {
             ItemOutcome::Converted { bytes_in, bytes_out, .. } => {
                 self.counts.converted += 1;
-                let format = crate::naming::extension(output).unwrap_or("webp").to_ascii_lowercase();
-                *self.counts.by_format.entry(format).or_default() += 1;
+                *self.counts.by_format.entry(crate::naming::output_format(output)).or_default() += 1;
                 self.counts.bytes_in += bytes_in;
                 self.counts.bytes_out += bytes_out;
                 if self.images.len() < MAX_LISTED_IMAGES {

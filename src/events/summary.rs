@@ -49,10 +49,8 @@ impl Summary {
             .images
             .iter()
             .map(|(s, d)| {
-                let format = naming::extension(d).unwrap_or("webp").to_ascii_lowercase();
-                *by_format.entry(format.clone()).or_default() += 1;
-                json!({"source": s, "destination": d, "source_address": naming::address(bucket, s),
-                    "destination_address": naming::address(bucket, d), "format": format})
+                *by_format.entry(naming::output_format(d)).or_default() += 1;
+                crate::webhook::payload::image(bucket, s, d)
             })
             .collect();
         Some(json!({

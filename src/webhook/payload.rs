@@ -56,6 +56,18 @@ pub fn manual_event(named: Option<&str>) -> Result<String, EventError> {
     Ok(event.to_owned())
 }
 
+/// One made output of `bucket` as a summary lists it: object keys as Go sends them, their
+/// `r2://` addresses and the output's format.
+pub fn image(bucket: &str, source: &str, destination: &str) -> Value {
+    json!({
+        "source": source,
+        "destination": destination,
+        "source_address": naming::address(bucket, source),
+        "destination_address": naming::address(bucket, destination),
+        "format": naming::output_format(destination),
+    })
+}
+
 /// The body of a manual send (`POST /api/webhook/send`).
 pub fn manual(event: &str, images: &[ImageEntry]) -> Value {
     let images: Vec<Value> = images.iter().map(|i| json!({"source": i.source, "destination": i.destination})).collect();
@@ -74,14 +86,9 @@ pub fn batch_completed(bucket: &str, summary: &RunSummary, images: &[(String, St
     let images: Vec<Value> = images
         .iter()
         .map(|(s, d)| {
-            json!({
-                "bucket": bucket,
-                "source": s,
-                "destination": d,
-                "source_address": naming::address(bucket, s),
-                "destination_address": naming::address(bucket, d),
-                "format": naming::extension(d).unwrap_or("webp").to_ascii_lowercase(),
-            })
+            let mut entry = image(bucket, s, d);
+            entry.as_object_mut().expect("an object").insert("bucket".into(), json!(bucket));
+            entry
         })
         .collect();
     json!({

@@ -26,15 +26,7 @@ if [ -z "${BIN:-}" ]; then
     BIN="$ROOT/target/$dir/image-converting-server"
 fi
 BIN="$(realpath "$BIN")"
-started=""
-if [ -z "${ICS_TEST_S3_ENDPOINT:-}" ]; then
-    export ICS_S3_STATE_DIR="${ICS_S3_STATE_DIR:-$ROOT/target/s3-bench-backfill}"
-    eval "$(bash "$ROOT/scripts/s3-server.sh" start | sed 's/^/export /')"
-    started=1
-fi
-trap '[ -n "$started" ] && bash "$ROOT/scripts/s3-server.sh" stop' EXIT
-PY="$ICS_S3_VENV/bin/python"
-[ -x "$PY" ] || PY="$(cat "$ICS_S3_VENV/site/.ics-s3-python" 2>/dev/null || echo python3)"
+source "$ROOT/scripts/bench-s3.sh" backfill
 echo "ics backfill benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(cd "$ROOT" && git rev-parse --short HEAD)"
 echo "machine: $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg); binary: $BIN"
 "$PY" "$ROOT/scripts/bench_backfill.py" "$BIN" "$ICS_TEST_S3_ENDPOINT" "$CORPUS" "$ROUNDS" "$COPIES"

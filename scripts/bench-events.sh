@@ -22,14 +22,6 @@ if [ -z "${BIN:-}" ]; then
     dir=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
     BIN="$ROOT/target/$dir/image-converting-server"
 fi
-started=""
-if [ -z "${ICS_TEST_S3_ENDPOINT:-}" ]; then
-    export ICS_S3_STATE_DIR="${ICS_S3_STATE_DIR:-$ROOT/target/s3-bench-events}"
-    eval "$(bash "$ROOT/scripts/s3-server.sh" start | sed 's/^/export /')"
-    started=1
-fi
-trap '[ -n "$started" ] && bash "$ROOT/scripts/s3-server.sh" stop' EXIT
-PY="$ICS_S3_VENV/bin/python"
-[ -x "$PY" ] || PY="$(cat "$ICS_S3_VENV/site/.ics-s3-python" 2>/dev/null || echo python3)"
+source "$ROOT/scripts/bench-s3.sh" events
 echo "cores: $(nproc); binary: $BIN"
 "$PY" "$ROOT/scripts/bench_events.py" "$BIN" "$ICS_TEST_S3_ENDPOINT" "$COUNT" "$SPREAD" "$IMAGES"

@@ -306,7 +306,7 @@ fn a_stopped_instance_hands_its_shards_over_at_once() {
     wait_stored(&bucket, 30);
     let mut a = servers.remove(0);
     signal(&a, "TERM");
-    assert!(a.child.wait().unwrap().success(), "SIGTERM exits 0");
+    assert!(a.wait_exit().success(), "SIGTERM exits 0");
     let log = a.log.lock().unwrap().join("\n");
     assert!(log.contains("Left the cluster"), "{log}");
     let b = &servers[0];

@@ -20,6 +20,8 @@ pub struct Server {
     pub base: String,
     pub log: Arc<Mutex<Vec<String>>>,
     pub dir: tempfile::TempDir,
+    /// The thread collecting `log`; it ends at the child's end of stderr.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Server {
@@ -69,8 +71,18 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let (child, base, log) = spawn_serve(cmd);
-        Self { child, base, log, dir }
+        let (child, base, log, reader) = spawn_collecting(cmd);
+        Self { child, base, log, dir, reader: Some(reader) }
+    }
+
+    /// Waits for the process to exit and for its last log line to be collected (the
+    /// collecting thread can lag behind the exit).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -89,13 +101,21 @@ impl Server {
 
 /// Spawns `cmd` (a `serve`, with stderr piped), collects its log lines and waits (30 s at
 /// most) for its "Listening on" line: the child, its base URL and its log.
-pub fn spawn_serve(mut cmd: std::process::Command) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+pub fn spawn_serve(cmd: std::process::Command) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+    let (child, base, log, _) = spawn_collecting(cmd);
+    (child, base, log)
+}
+
+/// [`spawn_serve`], with the thread collecting the log.
+fn spawn_collecting(
+    mut cmd: std::process::Command,
+) -> (Child, String, Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
     let mut child = cmd.spawn().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     let sink = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(addr) = line.split("Listening on http://").nth(1) {
                 let _ = tx.send(addr.trim().to_owned());
@@ -106,7 +126,7 @@ pub fn spawn_serve(mut cmd: std::process::Command) -> (Child, String, Arc<Mutex<
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("serve did not start: {:#?}", log.lock().unwrap()));
-    (child, format!("http://{addr}"), log)
+    (child, format!("http://{addr}"), log, reader)
 }
 
 /// A response: status, lower-case headers, body.

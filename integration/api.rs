@@ -234,9 +234,10 @@ fn a_public_address_without_a_token_is_refused() {
 #[ignore = "needs the S3 test server: bash scripts/test.sh"]
 fn runs_start_on_demand_and_status_shows_them_progress() {
     need_s3!();
-    // Enough images (one worker) that the run is still going when the test looks, on a
-    // loaded machine too: with 40 it once ended before the first poll.
-    const IMAGES: u64 = 120;
+    // Enough images (one worker), each request to the bucket 100 ms late, that the run
+    // is still going when the test looks, however loaded the machine: with 40 and no
+    // latency it once ended before the first poll; 120 without latency took a minute.
+    const IMAGES: u64 = 40;
     let bucket = new_bucket("api-runs");
     let storage = Storage::open(&s3_config(&bucket).storage, &bucket).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -252,6 +253,7 @@ fn runs_start_on_demand_and_status_shows_them_progress() {
             .await;
         assert!(puts.iter().all(Result::is_ok));
     });
+    set_latency(&bucket, 100);
     let server = Server::start(Some(&bucket), "pipeline: {workers: 1, max_in_flight: 1}\n");
     let r = server.post("/api/runs", json!({}));
     assert_eq!(r.status, 202, "{:?}", r.json());

@@ -27,9 +27,7 @@ const PHOTOS: usize = 4;
 fn large_photo(i: usize) -> Vec<u8> {
     let base = image::load_from_memory(&fixture("reference_chelsea.png")).unwrap();
     let big = base.resize_exact(3600 + i as u32 * 8, 2500, image::imageops::FilterType::Triangle).into_rgb8();
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&big).unwrap();
-    out
+    jpeg_of(&big, 90)
 }
 
 /// Converts the photos in a fresh local bucket with `budget_mb`; returns the peak RSS.
@@ -361,8 +359,11 @@ fn a_timed_out_conversion_is_cancelled_and_holds_its_slot_and_memory_until_it_st
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(reserved(&server), 0.0);
-    let log = server.log.lock().unwrap().join("\n");
-    assert!(log.contains("Cancelled an API conversion"), "not cancelled:\n{log}");
+    assert!(
+        server.logged("Cancelled an API conversion", std::time::Duration::from_secs(5)),
+        "not cancelled:\n{}",
+        server.log.lock().unwrap().join("\n")
+    );
     assert_eq!(server.get("/health").status, 200);
 }
 
@@ -375,9 +376,7 @@ fn every_output_on_keeps_a_run_within_100_mb_and_its_budget() {
     let base = image::load_from_memory(&fixture("reference_chelsea.png")).unwrap();
     for i in 0..3u32 {
         let photo = base.resize_exact(1800 + i * 8, 1250, image::imageops::FilterType::Triangle).into_rgb8();
-        let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&photo).unwrap();
-        std::fs::write(root.path().join(format!("p{i}.jpg")), out).unwrap();
+        std::fs::write(root.path().join(format!("p{i}.jpg")), jpeg_of(&photo, 90)).unwrap();
     }
     let budget: u32 = 1024;
     let config = state.path().join("outputs.yaml");

@@ -90,9 +90,8 @@ async fn refusals_are_specific() {
     s.put("p/text.jpg", Bytes::from(fixture("bad/text.jpg")), "image/jpeg").await.unwrap();
     s.put("p/bomb.png", Bytes::from(fixture("bad/bomb.png")), "image/png").await.unwrap();
     // A JPEG at quality 5 is smaller than any WebP at quality 85 of the same picture.
-    let mut low = Vec::new();
     let src = image::load_from_memory(&fixture("png_rgb.png")).unwrap().to_rgb8();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut low, 5).encode_image(&src).unwrap();
+    let low = jpeg_of(&src, 5);
     s.put("p/tiny.jpg", Bytes::from(low), "image/jpeg").await.unwrap();
 
     // Two sources for one output: neither is converted.

@@ -23,6 +23,16 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// `rgb` as a JPEG of `quality`, through the encoder's byte-slice entry: its generic
+/// `encode_image` is compiled in this (unoptimised) crate and took seconds a 24 MP image.
+pub fn jpeg_of(rgb: &image::RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode(rgb.as_raw(), rgb.width(), rgb.height(), image::ExtendedColorType::Rgb8)
+        .unwrap();
+    out
+}
+
 /// (file, width, height, frames) of every good fixture, from FIXTURES.tsv.
 pub fn good_fixtures() -> Vec<(String, u32, u32, u32)> {
     let manifest = String::from_utf8(fixture("FIXTURES.tsv")).unwrap();

@@ -104,8 +104,7 @@ fn cgroup(test: &str) -> Option<Cgroup> {
 /// upscaled (so every photo differs a little).
 fn jpeg(width: u32, height: u32, noise: bool) -> Vec<u8> {
     let rgb = if noise {
-        // Eight bytes a step: this file is built unoptimised, and a byte a step took
-        // seconds for each 24 MP image.
+        // Eight bytes a step (this file is built unoptimised).
         let mut state = 0x2545_f491_4f6c_dd1du64 ^ u64::from(width);
         let mut data = vec![0u8; width as usize * height as usize * 3];
         for chunk in data.chunks_mut(8) {

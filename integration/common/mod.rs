@@ -23,8 +23,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-/// `rgb` as a JPEG of `quality`, through the encoder's byte-slice entry: its generic
-/// `encode_image` is compiled in this (unoptimised) crate and took seconds a 24 MP image.
+/// `rgb` as a JPEG of `quality` (image's encoder).
 pub fn jpeg_of(rgb: &image::RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)

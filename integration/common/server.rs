@@ -75,21 +75,6 @@ impl Server {
         Self { child, base, log, dir, reader: Some(reader) }
     }
 
-    /// Whether a log line containing `needle` is collected within `timeout` (the
-    /// collecting thread can lag behind what the process has done).
-    pub fn logged(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Waits for the process to exit and for its last log line to be collected (the
     /// collecting thread can lag behind the exit).
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
